@@ -1,0 +1,22 @@
+"""The ``capsim`` command line.
+
+Each command family lives in its own module and is registered here. Exit codes are
+documented in :mod:`capsim.cli._common` and in ``docs/cli.md``.
+"""
+
+from __future__ import annotations
+
+import click
+
+from capsim._version import __version__
+
+__all__ = ["main"]
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="capsim")
+def main() -> None:
+    """capsim: emulated EMV-CAP cards, a CAP reader and a bank-side verifier."""
+
+
+# Command families register themselves below (one line each).

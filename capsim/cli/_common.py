@@ -1,0 +1,144 @@
+"""Shared pieces of the command line: exit codes, error mapping, the data directory.
+
+Exit codes (also in ``docs/cli.md``):
+
+====  ==========================================================
+code  meaning
+====  ==========================================================
+0     success
+1     any other capsim error
+2     usage error (bad option or argument; click's own code)
+3     wrong PIN (tries remain)
+4     PIN or card blocked
+5     no card in the reader, or the card was removed
+6     reader not found, or the name matches several readers
+7     PC/SC unavailable (pcscd not running, pyscard missing)
+8     no CAP application on the card
+9     the card misbehaved (protocol error, unexpected status word)
+10    code rejected by the verifier
+11    temporary failure (retry later)
+12    card or state file unusable (corrupt, newer version, locked)
+13    invalid input value (challenge, amount, currency, code, PIN …)
+14    an invariant broke (fuzzing found a problem; a demo step failed)
+====  ==========================================================
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+import sys
+from collections.abc import Callable
+from enum import IntEnum
+from pathlib import Path
+from typing import ParamSpec, TypeVar
+
+import click
+
+from capsim.errors import (
+    CapsimError,
+    ConfigError,
+    InvalidCode,
+    NoCardError,
+    CardRemovedError,
+    PcscUnavailableError,
+    PinBlockedError,
+    PinError,
+    ProtocolError,
+    ReaderNotFoundError,
+    StateFileError,
+    StatusWordError,
+    TemporaryFailure,
+    ValidationError,
+)
+
+__all__ = ["ExitCode", "data_dir", "exit_code_for", "handle_errors", "read_secret"]
+
+
+class ExitCode(IntEnum):
+    """Documented exit codes of the ``capsim`` command."""
+
+    OK = 0
+    ERROR = 1
+    USAGE = 2
+    WRONG_PIN = 3
+    BLOCKED = 4
+    NO_CARD = 5
+    READER_NOT_FOUND = 6
+    PCSC_UNAVAILABLE = 7
+    NO_CAP_APPLICATION = 8
+    CARD_ERROR = 9
+    REJECTED = 10
+    TEMPORARY_FAILURE = 11
+    STATE_FILE = 12
+    INVALID_INPUT = 13
+    INVARIANT_BROKEN = 14
+
+
+_NO_APPLICATION_SW = frozenset({0x6A82, 0x6A81})
+
+
+def exit_code_for(exc: BaseException) -> ExitCode:
+    """Map an exception to its documented exit code."""
+    if isinstance(exc, PinError):
+        return ExitCode.WRONG_PIN
+    if isinstance(exc, PinBlockedError):
+        return ExitCode.BLOCKED
+    if isinstance(exc, NoCardError | CardRemovedError):
+        return ExitCode.NO_CARD
+    if isinstance(exc, ReaderNotFoundError):
+        return ExitCode.READER_NOT_FOUND
+    if isinstance(exc, PcscUnavailableError):
+        return ExitCode.PCSC_UNAVAILABLE
+    if isinstance(exc, StatusWordError):
+        if exc.sw in _NO_APPLICATION_SW and exc.ins == 0xA4:
+            return ExitCode.NO_CAP_APPLICATION
+        return ExitCode.CARD_ERROR
+    if isinstance(exc, ProtocolError):
+        return ExitCode.CARD_ERROR
+    if isinstance(exc, InvalidCode):
+        return ExitCode.REJECTED
+    if isinstance(exc, TemporaryFailure):
+        return ExitCode.TEMPORARY_FAILURE
+    if isinstance(exc, StateFileError):
+        return ExitCode.STATE_FILE
+    if isinstance(exc, ValidationError | ConfigError):
+        return ExitCode.INVALID_INPUT
+    return ExitCode.ERROR
+
+
+P = ParamSpec("P")
+R = TypeVar("R")
+
+
+def handle_errors(func: Callable[P, R]) -> Callable[P, R]:
+    """Turn capsim errors into one line on stderr and the documented exit code (no traceback)."""
+
+    @functools.wraps(func)
+    def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
+        try:
+            return func(*args, **kwargs)
+        except CapsimError as exc:
+            click.echo(f"capsim: error: {exc}", err=True)
+            sys.exit(int(exit_code_for(exc)))
+
+    return wrapper
+
+
+def data_dir() -> Path:
+    """The user's capsim data directory (``$CAPSIM_HOME``, else ``$XDG_DATA_HOME/capsim``)."""
+    home = os.environ.get("CAPSIM_HOME")
+    if home:
+        return Path(home)
+    xdg = os.environ.get("XDG_DATA_HOME")
+    base = Path(xdg) if xdg else Path.home() / ".local" / "share"
+    return base / "capsim"
+
+
+def read_secret(prompt: str, *, from_stdin: bool) -> str:
+    """Read a PIN: one line from stdin (``--pin-stdin``) or a hidden prompt. Never an option."""
+    if from_stdin:
+        line = sys.stdin.readline()
+        return line.rstrip("\r\n")
+    value: str = click.prompt(prompt, hide_input=True, type=str)
+    return value

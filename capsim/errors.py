@@ -1,0 +1,214 @@
+"""The whole capsim exception hierarchy.
+
+Every error a public capsim API raises on purpose derives from :class:`CapsimError`.
+Bad arguments raise :class:`ValidationError`, which is also a :class:`ValueError`, so
+callers that only know the standard library still catch it.
+
+Meaning lives in the type and in attributes (``sw``, ``tries_left``, ``offset``), never
+only in the message text.
+
+::
+
+    CapsimError
+    ├── ValidationError(ValueError)      bad caller input
+    ├── ConfigError(ValueError)          unsafe or impossible configuration
+    ├── ApduFormatError(ValueError)      bytes that are not a valid APDU / TLV / DOL (offset)
+    ├── ProtocolError
+    │   ├── LocalProtocolError           caller misuse of a session
+    │   └── RemoteProtocolError          the card misbehaved
+    │       ├── UnknownIssuerProfile     no IPB and no fallback configured
+    │       └── CodeOverflowError        code needs more digits than the display
+    ├── StatusWordError(sw, ins)         a non-9000 status word
+    │   ├── PinError(tries_left)         63Cx
+    │   ├── PinBlockedError              6983 / 6984
+    │   └── ConditionsNotSatisfiedError  6985
+    ├── TransportError
+    │   ├── NoCardError
+    │   ├── CardRemovedError
+    │   ├── ReaderNotFoundError
+    │   ├── ReaderAmbiguousError
+    │   ├── PcscUnavailableError
+    │   └── TransportTimeoutError
+    ├── StateFileError                   corrupt, truncated, newer or locked card file
+    └── VerifierError
+        ├── InvalidCode                  the one uniform reject
+        └── TemporaryFailure             lock timeout, unknown commit outcome, store down
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "ApduFormatError",
+    "CapsimError",
+    "CardRemovedError",
+    "CodeOverflowError",
+    "ConditionsNotSatisfiedError",
+    "ConfigError",
+    "InvalidCode",
+    "LocalProtocolError",
+    "NoCardError",
+    "PcscUnavailableError",
+    "PinBlockedError",
+    "PinError",
+    "ProtocolError",
+    "ReaderAmbiguousError",
+    "ReaderNotFoundError",
+    "RemoteProtocolError",
+    "StateFileError",
+    "StatusWordError",
+    "TemporaryFailure",
+    "TransportError",
+    "TransportTimeoutError",
+    "UnknownIssuerProfile",
+    "ValidationError",
+    "VerifierError",
+]
+
+
+class CapsimError(Exception):
+    """Root of every error capsim raises on purpose."""
+
+
+class ValidationError(CapsimError, ValueError):
+    """Bad caller input: a code, challenge, amount, currency, PIN or field of the wrong form."""
+
+
+class ConfigError(CapsimError, ValueError):
+    """An unsafe or impossible configuration (false-accept bound, PSD2 profile, profile fields)."""
+
+
+class ApduFormatError(CapsimError, ValueError):
+    """Bytes that are not a valid APDU, BER-TLV object or DOL.
+
+    Attributes
+    ----------
+    offset:
+        Index of the first byte that could not be parsed.
+    """
+
+    def __init__(self, message: str, offset: int) -> None:
+        super().__init__(f"{message} (at offset {offset})")
+        self.offset = offset
+
+
+class ProtocolError(CapsimError):
+    """Abstract: a violation of the CAP/EMV exchange. Never raised directly."""
+
+
+class LocalProtocolError(ProtocolError):
+    """The caller used a session in a way its state does not allow."""
+
+
+class RemoteProtocolError(ProtocolError):
+    """The card (or the other end) sent something the protocol does not allow."""
+
+
+class UnknownIssuerProfile(RemoteProtocolError):
+    """The card has no IPB and the reader profile names no fallback."""
+
+
+class CodeOverflowError(RemoteProtocolError):
+    """The code needs more digits than the display has."""
+
+    def __init__(self, message: str, value: int, digits: int) -> None:
+        super().__init__(message)
+        self.value = value
+        self.digits = digits
+
+
+class StatusWordError(CapsimError):
+    """A status word other than ``9000`` where success was required.
+
+    Attributes
+    ----------
+    sw:
+        The status word as an integer (``0x6A82``).
+    ins:
+        The instruction byte of the command that got it, when known.
+    """
+
+    def __init__(self, sw: int, ins: int | None = None, message: str | None = None) -> None:
+        self.sw = sw
+        self.ins = ins
+        if message is None:
+            message = f"card answered {sw:04X}" + (f" to INS {ins:02X}" if ins is not None else "")
+        super().__init__(message)
+
+
+class PinError(StatusWordError):
+    """Wrong PIN (``63Cx``); ``tries_left`` says how many tries remain."""
+
+    def __init__(self, sw: int, ins: int | None = None, message: str | None = None) -> None:
+        self.tries_left = sw & 0x0F
+        if message is None:
+            message = f"wrong PIN, {self.tries_left} tr{'y' if self.tries_left == 1 else 'ies'} left"
+        super().__init__(sw, ins, message)
+
+
+class PinBlockedError(StatusWordError):
+    """The PIN is blocked (``6983`` or ``6984``): only an issuer script unblocks it."""
+
+    def __init__(self, sw: int = 0x6983, ins: int | None = None, message: str | None = None) -> None:
+        super().__init__(sw, ins, message or "PIN blocked: the card's PIN try limit is exceeded")
+
+
+class ConditionsNotSatisfiedError(StatusWordError):
+    """Conditions of use not satisfied (``6985``)."""
+
+
+class TransportError(CapsimError):
+    """The link to the card failed."""
+
+
+class NoCardError(TransportError):
+    """No card in the reader."""
+
+
+class CardRemovedError(TransportError):
+    """The card was removed (or reset) during the session."""
+
+
+class ReaderNotFoundError(TransportError):
+    """No reader matches the requested name."""
+
+
+class ReaderAmbiguousError(ReaderNotFoundError):
+    """Several readers match the requested name; ``candidates`` lists them."""
+
+    def __init__(self, message: str, candidates: list[str]) -> None:
+        super().__init__(message)
+        self.candidates = candidates
+
+
+class PcscUnavailableError(TransportError):
+    """The PC/SC service (pcscd) is not running, or pyscard is not installed."""
+
+
+class TransportTimeoutError(TransportError):
+    """The card did not answer in time."""
+
+
+class StateFileError(CapsimError):
+    """A card file is corrupt, truncated, of a newer version, or locked by another process."""
+
+
+class VerifierError(CapsimError):
+    """Root of the errors a verifier raises."""
+
+
+class InvalidCode(VerifierError):
+    """The one uniform reject.
+
+    Locked, expired, consumed, replayed, wrong, revoked and unknown-credential cases all
+    raise this same class with the same message; the reason goes only to the audit.
+    """
+
+    def __init__(self) -> None:
+        super().__init__("code rejected")
+
+
+class TemporaryFailure(VerifierError):
+    """The verifier could not decide (lock timeout, unknown commit outcome, store or provider down).
+
+    Nothing was accepted and no failure was counted; retry with the same ``request_id``.
+    """
