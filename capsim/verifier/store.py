@@ -1,0 +1,241 @@
+"""The persistence interface of the verifier: :class:`Store` and :class:`StoreTransaction`.
+
+This is the ONLY way the service touches state (architecture.md §5). Implementations:
+:mod:`capsim.verifier.memory` (in-memory, thread-safe), :mod:`capsim.verifier.sqlite`
+(embedded, single process) and :mod:`capsim.verifier.postgres` (the exactly-once design of
+verifier.md §5). All of them pass one conformance suite (``tests/verifier``, V26).
+
+Transaction semantics (every implementation must honour them)
+-------------------------------------------------------------
+1. **One transaction per request.** ``with store.transaction() as tx:`` opens a transaction;
+   leaving the block normally commits, leaving it by an exception rolls back everything done
+   through ``tx`` (credential, operation, ledger, request and audit rows alike). PostgreSQL:
+   READ COMMITTED with ``SET LOCAL lock_timeout``; SQLite: ``BEGIN IMMEDIATE``; memory: an
+   exclusive lock plus an undo log.
+2. **Clock.** :meth:`StoreTransaction.now` is the database clock (``now()`` in PostgreSQL:
+   UTC, timezone-aware, constant within one transaction). The service never reads the
+   worker's clock for decisions. The memory store takes an injectable clock.
+3. **Parent row first.** A verification locks the credential row with
+   :meth:`StoreTransaction.lock_credential` (``SELECT … FOR UPDATE``) before touching any other
+   row of that credential. Operation rows are never locked on their own. Several credentials
+   (cards sharing a PAN, V11) are locked with :meth:`lock_credentials`, in ascending
+   ``credential_id`` order, so two transactions never wait on each other in a cycle.
+4. **Lock timeout.** If a row lock (or the store's exclusive lock) is not granted within the
+   ``lock_timeout`` given to :meth:`Store.transaction`, the call raises
+   :class:`~capsim.errors.TemporaryFailure` (PostgreSQL SQLSTATE 55P03) and the transaction
+   is rolled back.
+5. **Conditional writes touch exactly one row.** The ``update_*`` methods are
+   compare-and-swap: they return the number of rows changed (0 or 1) and change nothing when
+   their condition fails. ``insert_acceptance`` and ``insert_request`` return 0 instead of
+   raising when the key already exists (``ON CONFLICT DO NOTHING``). The service rolls back
+   and rejects whenever a write that must touch one row touches none.
+6. **The ledger.** ``cap_acceptance`` has primary key (``credential_id``, ``atc``) and unique
+   ``operation_id`` (when not null) and ``request_id``: a double accept is impossible even if
+   the service logic erred.
+7. **Audit in the same transaction.** :meth:`StoreTransaction.append_audit` chains the entry
+   (:func:`capsim.verifier.audit.seal`) after the newest record and inserts it; it commits or
+   rolls back with the state change it describes (V37). Appenders are serialised (PostgreSQL:
+   lock the chain head row ``FOR UPDATE`` as the *last* lock of the transaction).
+8. **Commit outcome.** If the commit outcome is unknown (connection lost during COMMIT),
+   :meth:`Store.transaction` raises :class:`~capsim.errors.TemporaryFailure`; a retry with the
+   same ``request_id`` then finds the recorded outcome (V23). Any other storage error may
+   propagate as any exception: the service treats it as a non-accept (fails closed, V25).
+9. **Values.** Stores return the model values of :mod:`capsim.verifier.model` (frozen, with
+   timezone-aware UTC datetimes). Binary fields are bytes; enums are stored by value.
+10. **No cache is authoritative** for ``last_atc``, ``fail_count`` or consumption: every read
+    in a transaction sees committed data (plus the transaction's own writes).
+
+Compatibility: methods may be added with default behaviour in later versions; existing
+methods keep these semantics.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from contextlib import AbstractContextManager
+from datetime import datetime
+from typing import Protocol, runtime_checkable
+
+from capsim.verifier.audit import AuditEntry, AuditRecord
+from capsim.verifier.model import (
+    Acceptance,
+    ActivationRecord,
+    Credential,
+    CredentialState,
+    CustomerAccount,
+    Operation,
+    RequestRecord,
+    User,
+)
+
+__all__ = ["Store", "StoreTransaction"]
+
+
+@runtime_checkable
+class StoreTransaction(Protocol):
+    """Operations available inside one store transaction (see the module docstring)."""
+
+    def now(self) -> datetime:
+        """The database clock: timezone-aware UTC, the same value for the whole transaction."""
+        ...
+
+    # -- customers and users ------------------------------------------------------------
+    def insert_customer(self, customer: CustomerAccount) -> int:
+        """Insert a customer account; 0 if the id exists (nothing changed), else 1."""
+        ...
+
+    def get_customer(self, customer_id: str) -> CustomerAccount | None:
+        """The customer account, or ``None``."""
+        ...
+
+    def insert_user(self, user: User) -> int:
+        """Insert a user; 0 if ``user_id`` exists (nothing changed), else 1."""
+        ...
+
+    def get_user(self, user_id: str) -> User | None:
+        """The user, or ``None``."""
+        ...
+
+    def list_users(self, customer_id: str | None = None) -> list[User]:
+        """All users (of one customer account when given), ordered by ``user_id``."""
+        ...
+
+    # -- activation codes ----------------------------------------------------------------
+    def insert_activation(self, record: ActivationRecord) -> int:
+        """Insert an activation record keyed by ``code_digest``; 0 on conflict, else 1."""
+        ...
+
+    def get_activation(self, code_digest: bytes) -> ActivationRecord | None:
+        """The activation record for a code digest, or ``None``."""
+        ...
+
+    def update_activation(self, record: ActivationRecord, *, expected_attempts: int) -> int:
+        """Write ``used_at`` and ``attempts`` of ``record``.
+
+        Condition: the stored record has ``used_at IS NULL`` and ``attempts =
+        expected_attempts``. Returns the number of rows changed (0 or 1).
+        """
+        ...
+
+    # -- credentials ---------------------------------------------------------------------
+    def insert_credential(self, credential: Credential) -> int:
+        """Insert a credential; 0 if ``credential_id`` exists (nothing changed), else 1."""
+        ...
+
+    def get_credential(self, credential_id: str) -> Credential | None:
+        """Read a credential without locking it."""
+        ...
+
+    def lock_credential(self, credential_id: str) -> Credential | None:
+        """Lock the credential row (``SELECT … FOR UPDATE``) and return it, or ``None``.
+
+        Raises :class:`~capsim.errors.TemporaryFailure` when the lock is not granted within
+        the transaction's ``lock_timeout``. The lock is held until commit or rollback.
+        """
+        ...
+
+    def lock_credentials(self, credential_ids: Sequence[str]) -> list[Credential]:
+        """Lock several credential rows in ascending ``credential_id`` order; return those found
+        (in that order). Same timeout rule as :meth:`lock_credential`."""
+        ...
+
+    def list_credentials(
+        self,
+        *,
+        user_id: str | None = None,
+        pan_token: str | None = None,
+        states: frozenset[CredentialState] | None = None,
+    ) -> list[Credential]:
+        """Credentials matching every given filter, ordered by ``credential_id`` (no lock).
+
+        Must use an index for each filter: the cost may not grow with the total number of
+        credentials (V43).
+        """
+        ...
+
+    def update_credential(self, credential: Credential, *, expected_version: int) -> int:
+        """Replace the mutable columns of a credential (compare-and-swap).
+
+        ``credential.version`` must be ``expected_version + 1``. Condition: the stored row has
+        ``version = expected_version``; when ``credential.last_atc`` is above the stored
+        value the implementation may additionally require ``last_atc < credential.last_atc``
+        (verifier.md §5 step 4). Returns the number of rows changed (0 or 1). The immutable
+        columns (``credential_id``, ``user_id``, ``customer_id``, ``key_ref``, ``pan_token``,
+        ``pan_last4``, ``psn``, ``profile``, ``created_at``) are never changed.
+        """
+        ...
+
+    # -- operations ----------------------------------------------------------------------
+    def insert_operation(self, operation: Operation) -> int:
+        """Insert an operation; 0 if ``operation_id`` exists (nothing changed), else 1."""
+        ...
+
+    def get_operation(self, operation_id: str) -> Operation | None:
+        """Read an operation (never locked on its own; its credential row is the lock)."""
+        ...
+
+    def list_open_operations(self, credential_id: str, now: datetime) -> list[Operation]:
+        """The credential's operations with ``consumed_at IS NULL``, ``expires_at > now`` and
+        ``attempts < max_attempts``, ordered by ``operation_id`` (indexed by credential)."""
+        ...
+
+    def update_operation(self, operation: Operation, *, expected_attempts: int) -> int:
+        """Write ``attempts`` and ``consumed_at`` of ``operation``.
+
+        Condition: the stored row has ``consumed_at IS NULL`` and ``attempts =
+        expected_attempts``. Returns the number of rows changed (0 or 1).
+        """
+        ...
+
+    # -- ledger and requests ---------------------------------------------------------------
+    def insert_acceptance(self, acceptance: Acceptance) -> int:
+        """Insert a ledger row; 0 (nothing changed) if (credential_id, atc), the operation_id or
+        the request_id is already in the ledger, else 1."""
+        ...
+
+    def list_acceptances(self, credential_id: str) -> list[Acceptance]:
+        """The ledger rows of one credential, by ascending ATC."""
+        ...
+
+    def get_request(self, request_id: str) -> RequestRecord | None:
+        """The recorded outcome of a request id, or ``None``."""
+        ...
+
+    def insert_request(self, record: RequestRecord) -> int:
+        """Record a request's outcome; 0 if the request id exists (nothing changed), else 1."""
+        ...
+
+    # -- audit and settings ----------------------------------------------------------------
+    def append_audit(self, entry: AuditEntry) -> AuditRecord:
+        """Chain and insert an audit record (seq = last + 1, at = :meth:`now`) and return it."""
+        ...
+
+    def get_setting(self, name: str) -> str | None:
+        """A verifier setting (e.g. the serialised policy), or ``None``."""
+        ...
+
+    def set_setting(self, name: str, value: str) -> None:
+        """Insert or replace a verifier setting."""
+        ...
+
+
+@runtime_checkable
+class Store(Protocol):
+    """A transactional verifier store (see the module docstring for the rules)."""
+
+    def transaction(self, *, lock_timeout: float | None = None) -> AbstractContextManager[StoreTransaction]:
+        """Open one transaction: commit on normal exit, roll back on exception.
+
+        ``lock_timeout`` is in seconds (``None``: the store's default, 2 s for PostgreSQL).
+        Raises :class:`~capsim.errors.TemporaryFailure` on a lock timeout or an unknown
+        commit outcome.
+        """
+        ...
+
+    def audit_records(self, *, after_seq: int = 0) -> Iterator[AuditRecord]:
+        """Committed audit records with ``seq > after_seq``, in sequence order (for the checker)."""
+        ...
+
+    def close(self) -> None:
+        """Release connections; the store is unusable afterwards."""
+        ...
