@@ -1,0 +1,396 @@
+"""The one place capsim imports a block cipher (emv-crypto.md §2).
+
+Everything DES in capsim goes through this private module. Two interchangeable backends
+implement it:
+
+``cryptography``
+    OpenSSL's TripleDES from ``cryptography.hazmat.decrepit.ciphers.algorithms``. Keys are always
+    passed as 24 bytes (K1‖K2‖K1 for two-key TDES, K‖K‖K for single DES), so no deprecation
+    warning fires. Chosen automatically when ``cryptography`` is importable.
+``pycryptodome``
+    Single-DES objects from ``Crypto.Cipher.DES``; two-key TDES EDE is composed from them by hand,
+    because ``DES3.new`` refuses keys whose halves are equal (as many EMV test keys are).
+
+The environment variable ``CAPSIM_DES_BACKEND=pycryptodome|cryptography`` forces a backend when
+the module is first imported; :func:`use_backend` switches at run time (for tests).
+
+Keys are 8 bytes (single DES) or 16 bytes (two-key TDES, K = KL‖KR). Cipher objects are expensive
+to build (emv-crypto.md §2, "Cost"), so ECB objects are kept in a small per-thread LRU cache keyed
+by the key bytes.
+
+>>> ecb_encrypt(bytes.fromhex("0123456789ABCDEFFEDCBA9876543210"), bytes(8)).hex().upper()[:6]
+'08D7B4'
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+from collections import OrderedDict
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from typing import Protocol
+
+from capsim.errors import ConfigError, ValidationError
+
+__all__ = [
+    "BACKENDS",
+    "EcbCipher",
+    "available_backends",
+    "cbc_decrypt",
+    "cbc_encrypt",
+    "cbc_mac",
+    "current_backend",
+    "ecb",
+    "ecb_decrypt",
+    "ecb_encrypt",
+    "retail_mac",
+    "set_backend",
+    "use_backend",
+]
+
+BACKENDS = ("cryptography", "pycryptodome")
+"""Backend names, in order of automatic preference."""
+
+_ZERO8 = bytes(8)
+_CACHE_SIZE = 64
+
+
+class EcbCipher(Protocol):
+    """A keyed ECB cipher: whole 8-byte blocks in, the same number of bytes out."""
+
+    def encrypt(self, data: bytes) -> bytes:
+        """Encrypt whole blocks in ECB mode."""
+
+    def decrypt(self, data: bytes) -> bytes:
+        """Decrypt whole blocks in ECB mode."""
+
+
+class _Backend(Protocol):
+    name: str
+
+    def ecb(self, key: bytes) -> EcbCipher: ...
+
+    def cbc_encrypt(self, key: bytes, data: bytes, iv: bytes) -> bytes: ...
+
+    def cbc_decrypt(self, key: bytes, data: bytes, iv: bytes) -> bytes: ...
+
+    def retail_mac(self, key: bytes, padded: bytes) -> bytes: ...
+
+
+def _xor8(a: bytes, b: bytes) -> bytes:
+    return (int.from_bytes(a, "big") ^ int.from_bytes(b, "big")).to_bytes(8, "big")
+
+
+# --------------------------------------------------------------------------------------------------
+# cryptography (OpenSSL)
+# --------------------------------------------------------------------------------------------------
+
+
+class _OsslEcb:
+    """ECB encryptor/decryptor contexts for one key, reused across calls (ECB keeps no state)."""
+
+    __slots__ = ("decrypt", "encrypt")
+
+    def __init__(self, key24: bytes, tdes: type, cipher: Callable[..., object], ecb_mode: object) -> None:
+        c = cipher(tdes(key24), ecb_mode)
+        self.encrypt: Callable[[bytes], bytes] = c.encryptor().update  # type: ignore[attr-defined]
+        self.decrypt: Callable[[bytes], bytes] = c.decryptor().update  # type: ignore[attr-defined]
+
+
+class _CryptographyBackend:
+    name = "cryptography"
+
+    def __init__(self) -> None:
+        from cryptography.hazmat.decrepit.ciphers.algorithms import TripleDES
+        from cryptography.hazmat.primitives.ciphers import Cipher, modes
+
+        self._tdes = TripleDES
+        self._cipher = Cipher
+        # EMV defines its key derivations, KCVs and ARPC on single ECB blocks.
+        self._ecb_mode = modes.ECB()  # noqa: S305 - EMV block operations are ECB by definition
+        self._cbc = modes.CBC
+
+    @staticmethod
+    def _key24(key: bytes) -> bytes:
+        if len(key) == 8:
+            return key * 3
+        return key + key[:8]
+
+    def ecb(self, key: bytes) -> EcbCipher:
+        return _OsslEcb(self._key24(key), self._tdes, self._cipher, self._ecb_mode)
+
+    def cbc_encrypt(self, key: bytes, data: bytes, iv: bytes) -> bytes:
+        enc = self._cipher(self._tdes(self._key24(key)), self._cbc(iv)).encryptor()
+        return enc.update(data)
+
+    def cbc_decrypt(self, key: bytes, data: bytes, iv: bytes) -> bytes:
+        dec = self._cipher(self._tdes(self._key24(key)), self._cbc(iv)).decryptor()
+        return dec.update(data)
+
+    def retail_mac(self, key: bytes, padded: bytes) -> bytes:
+        # H(n-1) by one single-DES CBC pass under KL, then one TDES block over H(n-1) ⊕ Dn.
+        kl = key[:8]
+        last = padded[-8:]
+        if len(padded) > 8:
+            h = self._cipher(self._tdes(kl * 3), self._cbc(_ZERO8)).encryptor().update(padded[:-8])[-8:]
+            last = _xor8(h, last)
+        return self._cipher(self._tdes(key + kl), self._ecb_mode).encryptor().update(last)
+
+
+# --------------------------------------------------------------------------------------------------
+# pycryptodome
+# --------------------------------------------------------------------------------------------------
+
+
+class _PcdSingle:
+    __slots__ = ("decrypt", "encrypt")
+
+    def __init__(self, key8: bytes, new: Callable[..., object], mode: int) -> None:
+        c = new(key8, mode)
+        self.encrypt: Callable[[bytes], bytes] = c.encrypt  # type: ignore[attr-defined]
+        self.decrypt: Callable[[bytes], bytes] = c.decrypt  # type: ignore[attr-defined]
+
+
+class _PcdEde2:
+    """Two-key TDES EDE composed from two single-DES ECB objects."""
+
+    __slots__ = ("_l", "_r")
+
+    def __init__(self, key16: bytes, new: Callable[..., object], mode: int) -> None:
+        self._l = new(key16[:8], mode)
+        self._r = new(key16[8:], mode)
+
+    def encrypt(self, data: bytes) -> bytes:
+        left, right = self._l, self._r
+        return left.encrypt(right.decrypt(left.encrypt(data)))  # type: ignore[attr-defined, no-any-return]
+
+    def decrypt(self, data: bytes) -> bytes:
+        left, right = self._l, self._r
+        return left.decrypt(right.encrypt(left.decrypt(data)))  # type: ignore[attr-defined, no-any-return]
+
+
+class _PycryptodomeBackend:
+    name = "pycryptodome"
+
+    def __init__(self) -> None:
+        from Crypto.Cipher import DES
+
+        self._new = DES.new
+        self._ecb_mode = DES.MODE_ECB
+        self._cbc_mode = DES.MODE_CBC
+
+    def ecb(self, key: bytes) -> EcbCipher:
+        if len(key) == 8:
+            return _PcdSingle(key, self._new, self._ecb_mode)
+        return _PcdEde2(key, self._new, self._ecb_mode)
+
+    def cbc_encrypt(self, key: bytes, data: bytes, iv: bytes) -> bytes:
+        if len(key) == 8:
+            return self._new(key, self._cbc_mode, iv=iv).encrypt(data)
+        e = _cached_ecb(key).encrypt
+        out = bytearray()
+        prev = iv
+        for i in range(0, len(data), 8):
+            prev = e(_xor8(prev, data[i : i + 8]))
+            out += prev
+        return bytes(out)
+
+    def cbc_decrypt(self, key: bytes, data: bytes, iv: bytes) -> bytes:
+        if len(key) == 8:
+            return self._new(key, self._cbc_mode, iv=iv).decrypt(data)
+        d = _cached_ecb(key).decrypt
+        out = bytearray()
+        prev = iv
+        for i in range(0, len(data), 8):
+            block = data[i : i + 8]
+            out += _xor8(prev, d(block))
+            prev = block
+        return bytes(out)
+
+    def retail_mac(self, key: bytes, padded: bytes) -> bytes:
+        # CBC under KL over all blocks gives Hn; then DES(KL)[DES⁻¹(KR)[Hn]].
+        kl = self._new(key[:8], self._cbc_mode, iv=_ZERO8)
+        hn = kl.encrypt(padded)[-8:]
+        y = self._new(key[8:], self._ecb_mode).decrypt(hn)
+        # The CBC object now chains from Hn: feeding y ⊕ Hn yields DES(KL)[y].
+        return kl.encrypt(_xor8(y, hn))
+
+
+# --------------------------------------------------------------------------------------------------
+# selection and dispatch
+# --------------------------------------------------------------------------------------------------
+
+_FACTORIES: dict[str, Callable[[], _Backend]] = {
+    "cryptography": _CryptographyBackend,
+    "pycryptodome": _PycryptodomeBackend,
+}
+_instances: dict[str, _Backend] = {}
+_local = threading.local()
+
+
+def _load(name: str) -> _Backend:
+    if name not in _FACTORIES:
+        raise ConfigError(f"unknown DES backend {name!r}; expected one of {', '.join(BACKENDS)}")
+    inst = _instances.get(name)
+    if inst is None:
+        try:
+            inst = _FACTORIES[name]()
+        except ImportError as exc:
+            raise ConfigError(f"DES backend {name!r} is not installed: {exc}") from exc
+        _instances[name] = inst
+    return inst
+
+
+def available_backends() -> tuple[str, ...]:
+    """Names of the backends that can be loaded here, in order of preference.
+
+    >>> "pycryptodome" in available_backends()
+    True
+    """
+    names = []
+    for name in BACKENDS:
+        try:
+            _load(name)
+        except ConfigError:
+            continue
+        names.append(name)
+    return tuple(names)
+
+
+def _initial_backend() -> _Backend:
+    forced = os.environ.get("CAPSIM_DES_BACKEND", "").strip().lower()
+    if forced:
+        return _load(forced)
+    for name in BACKENDS:
+        try:
+            return _load(name)
+        except ConfigError:
+            continue
+    raise ConfigError("no DES backend: install pycryptodome or cryptography")  # pragma: no cover
+
+
+_backend: _Backend = _initial_backend()
+_generation = 0
+
+
+def current_backend() -> str:
+    """Name of the active backend (``"cryptography"`` or ``"pycryptodome"``)."""
+    return _backend.name
+
+
+def set_backend(name: str) -> None:
+    """Make ``name`` the active backend for the whole process.
+
+    Raises
+    ------
+    ConfigError
+        Unknown backend name, or the backend's package is not installed.
+    """
+    global _backend, _generation
+    _backend = _load(name)
+    _generation += 1
+
+
+@contextmanager
+def use_backend(name: str) -> Iterator[None]:
+    """Temporarily switch the active backend (tests parametrize every vector over both).
+
+    >>> with use_backend("pycryptodome"):
+    ...     current_backend()
+    'pycryptodome'
+    """
+    previous = _backend.name
+    set_backend(name)
+    try:
+        yield
+    finally:
+        set_backend(previous)
+
+
+def _cache() -> OrderedDict[bytes, EcbCipher]:
+    cache: OrderedDict[bytes, EcbCipher] | None = getattr(_local, "cache", None)
+    if cache is None or getattr(_local, "generation", -1) != _generation:
+        cache = OrderedDict()
+        _local.cache = cache
+        _local.generation = _generation
+    return cache
+
+
+def _cached_ecb(key: bytes) -> EcbCipher:
+    cache = _cache()
+    c = cache.get(key)
+    if c is None:
+        c = _backend.ecb(key)
+        cache[key] = c
+        if len(cache) > _CACHE_SIZE:
+            cache.popitem(last=False)
+    else:
+        cache.move_to_end(key)
+    return c
+
+
+def _check(key: bytes, data: bytes, iv: bytes | None = None) -> None:
+    if len(key) not in (8, 16):
+        raise ValidationError(f"key: expected 8 or 16 bytes, got {len(key)}")
+    if len(data) % 8:
+        raise ValidationError(f"data: expected a multiple of 8 bytes, got {len(data)}")
+    if iv is not None and len(iv) != 8:
+        raise ValidationError(f"iv: expected 8 bytes, got {len(iv)}")
+
+
+def ecb(key: bytes) -> EcbCipher:
+    """A (cached, per-thread) ECB cipher object for an 8- or 16-byte key.
+
+    The object belongs to the backend active when it was made; callers that hold it across a
+    backend switch keep using the old backend.
+    """
+    _check(key, b"")
+    return _cached_ecb(bytes(key))
+
+
+def ecb_encrypt(key: bytes, data: bytes) -> bytes:
+    """ECB-encrypt whole blocks under single DES (8-byte key) or two-key TDES (16-byte key)."""
+    _check(key, data)
+    return _cached_ecb(bytes(key)).encrypt(bytes(data))
+
+
+def ecb_decrypt(key: bytes, data: bytes) -> bytes:
+    """ECB-decrypt whole blocks under single DES (8-byte key) or two-key TDES (16-byte key)."""
+    _check(key, data)
+    return _cached_ecb(bytes(key)).decrypt(bytes(data))
+
+
+def cbc_encrypt(key: bytes, data: bytes, iv: bytes = _ZERO8) -> bytes:
+    """CBC-encrypt whole blocks (no padding) under an 8- or 16-byte key."""
+    _check(key, data, iv)
+    return _backend.cbc_encrypt(bytes(key), bytes(data), bytes(iv))
+
+
+def cbc_decrypt(key: bytes, data: bytes, iv: bytes = _ZERO8) -> bytes:
+    """CBC-decrypt whole blocks (no padding) under an 8- or 16-byte key."""
+    _check(key, data, iv)
+    return _backend.cbc_decrypt(bytes(key), bytes(data), bytes(iv))
+
+
+def cbc_mac(key: bytes, padded: bytes) -> bytes:
+    """Last block of a CBC encryption with IV 0 (ISO/IEC 9797-1 MAC algorithm 1, no padding step)."""
+    _check(key, padded)
+    if not padded:
+        raise ValidationError("padded: expected at least one block")
+    return _backend.cbc_encrypt(bytes(key), bytes(padded), _ZERO8)[-8:]
+
+
+def retail_mac(key: bytes, padded: bytes) -> bytes:
+    """ISO/IEC 9797-1 MAC algorithm 3 over already padded data with a 16-byte key (8 bytes out)."""
+    if len(key) != 16:
+        raise ValidationError(f"key: expected 16 bytes, got {len(key)}")
+    _check(key, padded)
+    if not padded:
+        raise ValidationError("padded: expected at least one block")
+    return _backend.retail_mac(bytes(key), bytes(padded))
+
+
+def _unchecked_retail_mac(key: bytes, padded: bytes) -> bytes:
+    """:func:`retail_mac` without argument checks, for callers that validated already."""
+    return _backend.retail_mac(key, padded)
