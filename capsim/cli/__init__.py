@@ -20,3 +20,4 @@ def main() -> None:
 
 
 # Command families register themselves below (one line each).
+from capsim.cli.tlv import tlv as _tlv; main.add_command(_tlv)  # noqa: E402, E702, I001
