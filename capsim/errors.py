@@ -21,7 +21,8 @@ only in the message text.
     ├── StatusWordError(sw, ins)         a non-9000 status word
     │   ├── PinError(tries_left)         63Cx
     │   ├── PinBlockedError              6983 / 6984
-    │   └── ConditionsNotSatisfiedError  6985
+    │   ├── ConditionsNotSatisfiedError  6985
+    │   └── CardBlockedError             6283 / 6A81 on SELECT
     ├── TransportError
     │   ├── NoCardError
     │   ├── CardRemovedError
@@ -40,6 +41,7 @@ from __future__ import annotations
 __all__ = [
     "ApduFormatError",
     "CapsimError",
+    "CardBlockedError",
     "CardRemovedError",
     "CodeOverflowError",
     "ConditionsNotSatisfiedError",
@@ -154,6 +156,10 @@ class PinBlockedError(StatusWordError):
 
 class ConditionsNotSatisfiedError(StatusWordError):
     """Conditions of use not satisfied (``6985``)."""
+
+
+class CardBlockedError(StatusWordError):
+    """The application or the card is blocked by the issuer (``6283`` / ``6A81`` on SELECT)."""
 
 
 class TransportError(CapsimError):

@@ -37,10 +37,11 @@ import click
 
 from capsim.errors import (
     CapsimError,
+    CardBlockedError,
+    CardRemovedError,
     ConfigError,
     InvalidCode,
     NoCardError,
-    CardRemovedError,
     PcscUnavailableError,
     PinBlockedError,
     PinError,
@@ -82,7 +83,7 @@ def exit_code_for(exc: BaseException) -> ExitCode:
     """Map an exception to its documented exit code."""
     if isinstance(exc, PinError):
         return ExitCode.WRONG_PIN
-    if isinstance(exc, PinBlockedError):
+    if isinstance(exc, PinBlockedError | CardBlockedError):
         return ExitCode.BLOCKED
     if isinstance(exc, NoCardError | CardRemovedError):
         return ExitCode.NO_CARD
