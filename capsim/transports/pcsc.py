@@ -1,0 +1,515 @@
+"""The PC/SC transport: real and virtual readers through pcscd and pyscard.
+
+This is the only capsim module that speaks pyscard (≥ 2.3, the optional ``pcsc`` extra:
+``pip install 'capsim[pcsc]'``). It converts pyscard's ``list[int]`` and ``sw1, sw2`` into
+capsim's ``bytes`` (data ‖ SW), handles T=0 continuation (``61xx`` → GET RESPONSE, ``6Cxx``
+→ re-send with the right Le) with :func:`capsim.apdu.t0.transmit_with_t0`, and maps every
+pyscard exception, from both of its unrelated hierarchies
+(``smartcard.Exceptions.SmartcardException`` and
+``smartcard.pcsc.PCSCExceptions.BaseSCardException``), onto a
+:class:`capsim.errors.TransportError` subclass (``pcsc.md`` §3, §5; ``architecture.md`` §6).
+
+A card that never answers blocks ``SCardTransmit`` forever (vpcd has no timeout), so every
+blocking PC/SC call runs on a worker thread and the caller waits at most ``timeout``
+seconds (:class:`capsim.errors.TransportTimeoutError`).
+
+Readers are chosen by exact name or by a unique substring (:func:`resolve_reader`): reader
+indexes change when devices are plugged in, names do not.
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import threading
+from collections.abc import Callable, Sequence
+from types import TracebackType
+from typing import Any, Final, TypeVar
+
+from capsim.errors import (
+    CardRemovedError,
+    NoCardError,
+    PcscUnavailableError,
+    ReaderAmbiguousError,
+    ReaderNotFoundError,
+    TransportError,
+    TransportTimeoutError,
+    ValidationError,
+)
+
+__all__ = [
+    "PcscTransport",
+    "list_readers",
+    "map_pyscard_error",
+    "resolve_reader",
+]
+
+logger = logging.getLogger(__name__)
+
+T = TypeVar("T")
+
+# PC/SC result codes (pcsclite.h / winscard.h); the same values on every platform.
+_SCARD_E_INVALID_HANDLE: Final = 0x80100003
+_SCARD_E_UNKNOWN_READER: Final = 0x80100009
+_SCARD_E_TIMEOUT: Final = 0x8010000A
+_SCARD_E_SHARING_VIOLATION: Final = 0x8010000B
+_SCARD_E_NO_SMARTCARD: Final = 0x8010000C
+_SCARD_E_PROTO_MISMATCH: Final = 0x8010000F
+_SCARD_F_COMM_ERROR: Final = 0x80100013
+_SCARD_E_NOT_TRANSACTED: Final = 0x80100016
+_SCARD_E_READER_UNAVAILABLE: Final = 0x80100017
+_SCARD_E_NO_SERVICE: Final = 0x8010001D
+_SCARD_E_SERVICE_STOPPED: Final = 0x8010001E
+_SCARD_E_NO_READERS_AVAILABLE: Final = 0x8010002E
+_SCARD_W_UNRESPONSIVE_CARD: Final = 0x80100066
+_SCARD_W_UNPOWERED_CARD: Final = 0x80100067
+_SCARD_W_RESET_CARD: Final = 0x80100068
+_SCARD_W_REMOVED_CARD: Final = 0x80100069
+
+_SERVICE_DOWN: Final = frozenset({_SCARD_E_NO_SERVICE, _SCARD_E_SERVICE_STOPPED, _SCARD_F_COMM_ERROR})
+_NO_CARD: Final = frozenset({_SCARD_E_NO_SMARTCARD, _SCARD_W_UNRESPONSIVE_CARD, _SCARD_W_UNPOWERED_CARD})
+_SERVICE_DOWN_EXCEPTIONS: Final = frozenset(
+    {"EstablishContextException", "CardServiceStoppedException", "CardServiceNotFoundException"}
+)
+_CARD_GONE: Final = frozenset(
+    {
+        0,  # pyscard: "Card returned no valid response" (pcscd said success with 0 bytes)
+        _SCARD_W_REMOVED_CARD,
+        _SCARD_W_RESET_CARD,
+        _SCARD_E_NOT_TRANSACTED,
+        _SCARD_E_READER_UNAVAILABLE,
+        _SCARD_E_INVALID_HANDLE,
+    }
+)
+
+_INSTALL_HINT: Final = (
+    "pyscard is not installed (pip install 'capsim[pcsc]'; it builds with gcc and libpcsclite-dev)"
+)
+
+
+def _hresult(exc: BaseException) -> int | None:
+    value = getattr(exc, "hresult", None)
+    if not isinstance(value, int) or value == -1:
+        return None
+    return value & 0xFFFFFFFF
+
+
+def map_pyscard_error(
+    exc: BaseException, *, reader: str | None = None, connected: bool = False
+) -> TransportError:
+    """Translate a pyscard exception into the matching capsim transport error (``pcsc.md`` §3, §5).
+
+    Parameters
+    ----------
+    exc:
+        Anything pyscard raised: ``smartcard.Exceptions.SmartcardException`` subclasses
+        (``NoCardException``, ``CardConnectionException``, ``CardRequestTimeoutException``,
+        ``CardServiceStoppedException`` …) and ``smartcard.pcsc.PCSCExceptions``
+        (``EstablishContextException``, ``ListReadersException`` …), which are not
+        ``SmartcardException`` subclasses, or an ``ImportError`` for a missing pyscard.
+    reader:
+        The reader's name, for the message.
+    connected:
+        Whether a card session was open: a removed card is then
+        :class:`~capsim.errors.CardRemovedError`, before it :class:`~capsim.errors.NoCardError`.
+
+    Returns
+    -------
+    TransportError
+        :class:`~capsim.errors.PcscUnavailableError` (pcscd down, pyscard missing),
+        :class:`~capsim.errors.NoCardError`, :class:`~capsim.errors.CardRemovedError`,
+        :class:`~capsim.errors.ReaderNotFoundError`,
+        :class:`~capsim.errors.TransportTimeoutError`, else a plain
+        :class:`~capsim.errors.TransportError`.
+
+    Examples
+    --------
+    >>> class EstablishContextException(Exception):
+    ...     hresult = 0x8010001D
+    >>> type(map_pyscard_error(EstablishContextException())).__name__
+    'PcscUnavailableError'
+    """
+    if isinstance(exc, TransportError):
+        return exc
+    if isinstance(exc, ImportError | OSError) and not isinstance(exc, TimeoutError):
+        return PcscUnavailableError(f"{_INSTALL_HINT}: {exc}")
+    name = type(exc).__name__
+    code = _hresult(exc)
+    where = f" in reader {reader!r}" if reader else ""
+    detail = f"{exc}".strip() or name
+    if name in _SERVICE_DOWN_EXCEPTIONS or code in _SERVICE_DOWN:
+        return PcscUnavailableError(f"PC/SC service unavailable (is pcscd running?): {detail}")
+    if name == "CardRequestTimeoutException" or code == _SCARD_E_TIMEOUT:
+        return TransportTimeoutError(f"timed out waiting for the card{where}")
+    if code in {_SCARD_E_UNKNOWN_READER, _SCARD_E_NO_READERS_AVAILABLE} or name in {
+        "InvalidReaderException",
+        "NoReadersException",
+    }:
+        return ReaderNotFoundError(f"reader not found{where}: {detail}")
+    if name == "NoCardException" or code in _NO_CARD:
+        if connected:
+            return CardRemovedError(f"the card was removed{where}")
+        return NoCardError(f"no card{where}")
+    if code in _CARD_GONE or (name == "CardConnectionException" and "Card not connected" in detail):
+        if connected or code != _SCARD_W_REMOVED_CARD:
+            return CardRemovedError(f"the card was removed or reset{where} ({detail})")
+        return NoCardError(f"no card{where}")
+    if code == _SCARD_E_SHARING_VIOLATION:
+        return TransportError(f"the card{where} is in exclusive use by another program")
+    if code == _SCARD_E_PROTO_MISMATCH:
+        return TransportError(f"the card{where} offers no protocol the reader supports (check its ATR)")
+    return TransportError(f"PC/SC error{where}: {detail}")
+
+
+def _is_pyscard_error(exc: BaseException) -> bool:
+    module = type(exc).__module__
+    return module.startswith("smartcard") or hasattr(exc, "hresult")
+
+
+def _import_system() -> Any:
+    try:
+        from smartcard import System
+    except (ImportError, OSError) as exc:
+        raise map_pyscard_error(exc) from None
+    return System
+
+
+def list_readers() -> list[str]:
+    """Names of the PC/SC readers pcscd knows, in pcscd's order (``pcsc.md`` §3).
+
+    Mirrors ``smartcard.System.readers()`` with strings instead of reader objects.
+
+    Raises
+    ------
+    PcscUnavailableError
+        pcscd is not running, or pyscard is not installed.
+    """
+    system = _import_system()
+    try:
+        return [str(r) for r in system.readers()]
+    except Exception as exc:
+        if _is_pyscard_error(exc):
+            raise map_pyscard_error(exc) from None
+        raise
+
+
+def resolve_reader(name: str, readers: Sequence[str] | None = None) -> str:
+    """The reader called ``name``, else the only reader whose name contains it.
+
+    Parameters
+    ----------
+    name:
+        An exact reader name, or a case-insensitive substring of exactly one reader's name.
+    readers:
+        The names to choose from; :func:`list_readers` when omitted.
+
+    Raises
+    ------
+    ReaderAmbiguousError
+        Several readers contain ``name``; ``candidates`` lists them.
+    ReaderNotFoundError
+        No reader matches (the message lists the readers there are).
+
+    Examples
+    --------
+    >>> names = ["ACS ACR39U 00 00", "CAPSIM Virtual 00 00", "CAPSIM Virtual 00 01"]
+    >>> resolve_reader("acr39", names)
+    'ACS ACR39U 00 00'
+    >>> resolve_reader("CAPSIM Virtual 00 01", names)
+    'CAPSIM Virtual 00 01'
+    >>> try:
+    ...     resolve_reader("capsim", names)
+    ... except ReaderAmbiguousError as exc:
+    ...     print(exc.candidates)
+    ['CAPSIM Virtual 00 00', 'CAPSIM Virtual 00 01']
+    """
+    if not isinstance(name, str) or not name.strip():
+        raise ValidationError(f"reader: expected a reader name or a part of one, got {name!r}")
+    available = list_readers() if readers is None else list(readers)
+    if name in available:
+        return name
+    needle = name.casefold()
+    matches = [r for r in available if needle in r.casefold()]
+    if len(matches) == 1:
+        return matches[0]
+    if matches:
+        listing = ", ".join(repr(r) for r in matches)
+        raise ReaderAmbiguousError(f"{len(matches)} readers match {name!r}: {listing}", matches)
+    if not available:
+        raise ReaderNotFoundError(f"no reader matches {name!r}: pcscd reports no readers")
+    listing = ", ".join(repr(r) for r in available)
+    raise ReaderNotFoundError(f"no reader matches {name!r}; readers: {listing}")
+
+
+class _Worker:
+    """One daemon thread that runs the blocking PC/SC calls of one transport.
+
+    Requests and results travel through two C-implemented ``SimpleQueue`` objects: the
+    hand-off costs a few microseconds, and the caller's wait is bounded by ``timeout``. A
+    transport abandons its worker after a timeout, so a late result is never mistaken
+    for the answer to a later call.
+    """
+
+    def __init__(self, name: str) -> None:
+        self._requests: queue.SimpleQueue[Callable[[], Any] | None] = queue.SimpleQueue()
+        self._results: queue.SimpleQueue[tuple[bool, Any]] = queue.SimpleQueue()
+        self._thread = threading.Thread(target=self._run, name=name, daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        requests, results = self._requests, self._results
+        while True:
+            func = requests.get()
+            if func is None:
+                return
+            try:
+                results.put((True, func()))
+            except BaseException as exc:  # handed to the waiting caller
+                results.put((False, exc))
+
+    def call(self, func: Callable[[], T], timeout: float | None) -> T:
+        self._requests.put(func)
+        try:
+            ok, value = self._results.get(timeout=timeout)
+        except queue.Empty:
+            raise TransportTimeoutError(f"the card did not answer within {timeout} s") from None
+        if not ok:
+            raise value
+        return value  # type: ignore[no-any-return]
+
+    def submit(self, func: Callable[[], object]) -> None:
+        """Queue ``func`` without waiting (it runs after any call still blocked)."""
+        self._requests.put(func)
+
+    def close(self) -> None:
+        self._requests.put(None)
+
+
+class PcscTransport:
+    """A card in a PC/SC reader, as a capsim Transport (``architecture.md`` §6).
+
+    Parameters
+    ----------
+    reader:
+        Exact reader name or a unique substring of it (see :func:`resolve_reader`); resolved
+        when :meth:`connect` runs.
+    timeout:
+        Seconds to wait for any one PC/SC operation (connect, one APDU exchange including
+        its T=0 continuation, disconnect). ``None`` waits forever.
+
+    Examples
+    --------
+    ::
+
+        with PcscTransport("ACR39") as t:      # connect() on enter, disconnect() on exit
+            rapdu = t.transmit(bytes.fromhex("00A404000E315041592E5359532E444446303100"))
+    """
+
+    def __init__(self, reader: str, *, timeout: float | None = 10.0) -> None:
+        if not isinstance(reader, str) or not reader.strip():
+            raise ValidationError(f"reader: expected a reader name or a part of one, got {reader!r}")
+        if timeout is not None and (isinstance(timeout, bool) or not timeout > 0):
+            raise ValidationError(f"timeout: expected a positive number of seconds or None, got {timeout!r}")
+        self._wanted = reader
+        self._timeout = timeout
+        self._name: str | None = None
+        self._conn: Any = None
+        self._worker: _Worker | None = None
+        self._atr = b""
+        self._protocol: str | None = None
+        self._broken = False
+
+    # -- properties -----------------------------------------------------------------
+
+    @property
+    def reader_name(self) -> str | None:
+        """The full name of the reader in use (``None`` before :meth:`connect`)."""
+        return self._name
+
+    @property
+    def atr(self) -> bytes:
+        """The card's ATR (empty before :meth:`connect`)."""
+        return self._atr
+
+    @property
+    def protocol(self) -> str | None:
+        """The protocol pcscd negotiated: ``"T=0"`` or ``"T=1"``."""
+        return self._protocol
+
+    @property
+    def connected(self) -> bool:
+        """Whether a card session is open."""
+        return self._conn is not None
+
+    # -- Transport protocol ---------------------------------------------------------
+
+    def connect(self) -> bytes:
+        """Resolve the reader, power the card and open a session; returns the ATR.
+
+        Raises
+        ------
+        PcscUnavailableError, ReaderNotFoundError, ReaderAmbiguousError, NoCardError,
+        TransportTimeoutError, TransportError
+        """
+        if self._conn is not None:
+            self.disconnect()
+        worker = _Worker(f"capsim-pcsc-{self._wanted}") if self._timeout is not None else None
+        try:
+            if worker is None:
+                conn, name, atr, protocol = self._open()
+            else:
+                conn, name, atr, protocol = worker.call(self._open, self._timeout)
+        except TransportTimeoutError:
+            if worker is not None:
+                worker.close()
+            raise TransportTimeoutError(f"connecting to the card in {self._wanted!r} timed out") from None
+        except BaseException:
+            if worker is not None:
+                worker.close()
+            raise
+        self._worker = worker
+        self._conn = conn
+        self._name = name
+        self._atr = atr
+        self._protocol = protocol
+        self._broken = False
+        logger.debug("connected to %r (%s, ATR %s)", name, protocol, atr.hex().upper())
+        return atr
+
+    def transmit(self, apdu: bytes) -> bytes:
+        """Send one command APDU; returns the response data ‖ SW1 SW2.
+
+        ``61xx`` and ``6Cxx`` are resolved here (GET RESPONSE, re-send with Le = xx), so
+        the caller sees the final response.
+
+        Raises
+        ------
+        CardRemovedError
+            The card was removed or reset (the session is then closed: call
+            :meth:`connect` again).
+        TransportTimeoutError
+            No answer within ``timeout`` (the session is abandoned).
+        """
+        if not isinstance(apdu, bytes | bytearray) or len(apdu) < 4:
+            raise ValidationError(f"apdu: expected at least 4 bytes (CLA INS P1 P2), got {apdu!r:.40}")
+        conn = self._conn
+        worker = self._worker
+        if conn is None:
+            if self._broken:
+                raise CardRemovedError(f"the session with the card in {self._name!r} was lost; connect again")
+            raise TransportError("not connected: call connect() first")
+        raw = bytes(apdu)
+        try:
+            if worker is None:  # timeout=None: no bound, no hand-off
+                return self._exchange(conn, raw)
+            return worker.call(lambda: self._exchange(conn, raw), self._timeout)
+        except TransportTimeoutError:
+            self._abandon()
+            raise TransportTimeoutError(
+                f"the card in {self._name!r} did not answer within {self._timeout} s"
+            ) from None
+        except TransportError:
+            self._abandon()
+            raise
+
+    def disconnect(self) -> None:
+        """Close the session and power the card down; idempotent, never raises for a gone card."""
+        conn, worker = self._conn, self._worker
+        self._conn = None
+        self._worker = None
+        if conn is None:
+            return
+        if worker is None:
+            self._close(conn)
+            return
+        try:
+            worker.call(lambda: self._close(conn), self._timeout)
+        except TransportTimeoutError:
+            logger.debug("disconnect from %r timed out; session abandoned", self._name)
+        finally:
+            worker.close()
+
+    def __enter__(self) -> PcscTransport:
+        self.connect()
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.disconnect()
+
+    # -- worker-side operations -----------------------------------------------------
+
+    def _open(self) -> tuple[Any, str, bytes, str]:
+        system = _import_system()
+        try:
+            from smartcard.CardConnection import CardConnection
+
+            pcsc_readers = system.readers()
+            name = resolve_reader(self._wanted, [str(r) for r in pcsc_readers])
+            reader = next(r for r in pcsc_readers if str(r) == name)
+            conn = reader.createConnection()
+        except Exception as exc:
+            if _is_pyscard_error(exc):
+                raise map_pyscard_error(exc, reader=self._wanted) from None
+            raise
+        t0 = CardConnection.T0_protocol
+        t1 = CardConnection.T1_protocol
+        try:
+            conn.connect(t0 | t1)
+            atr = bytes(conn.getATR())
+            active = conn.getProtocol()
+        except Exception as exc:
+            _release_quietly(conn)
+            if _is_pyscard_error(exc):
+                raise map_pyscard_error(exc, reader=name) from None
+            raise
+        protocol = "T=0" if active == t0 else "T=1" if active == t1 else f"0x{active:x}"
+        return conn, name, atr, protocol
+
+    def _exchange(self, conn: Any, apdu: bytes) -> bytes:
+        from capsim.apdu.t0 import transmit_with_t0
+
+        def send(command: bytes) -> bytes:
+            try:
+                data, sw1, sw2 = conn.transmit(list(command))
+            except Exception as exc:
+                if _is_pyscard_error(exc):
+                    raise map_pyscard_error(exc, reader=self._name, connected=True) from None
+                raise
+            return bytes(data) + bytes((sw1, sw2))
+
+        return transmit_with_t0(send, apdu)
+
+    def _close(self, conn: Any) -> None:
+        try:
+            conn.disconnect()
+        except Exception as exc:
+            logger.debug("disconnect from %r: %s", self._name, type(exc).__name__)
+        _release_quietly(conn)
+
+    def _abandon(self) -> None:
+        """Drop a session that failed; its cleanup runs on the worker once it is free."""
+        conn, worker = self._conn, self._worker
+        self._conn = None
+        self._worker = None
+        self._broken = True
+        if worker is None:
+            if conn is not None:
+                self._close(conn)
+        else:
+            if conn is not None:
+                worker.submit(lambda: self._close(conn))
+            worker.close()
+
+
+def _release_quietly(conn: Any) -> None:
+    # Release explicitly: pyscard's __del__ would otherwise do it at an arbitrary time and
+    # report its exceptions as "ignored" (and hang the collecting thread on a dead card).
+    try:
+        conn.release()
+    except Exception as exc:
+        logger.debug("releasing the PC/SC context: %s", type(exc).__name__)

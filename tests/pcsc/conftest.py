@@ -1,0 +1,66 @@
+"""Fixtures for the PC/SC tests: a private pcscd with a vpcd reader, and cards served into it.
+
+Tests that need the stack are marked ``pcsc``; they are skipped (with the reason) only when
+pcscd, the vpcd driver or pyscard is missing. ``scripts/test.sh`` installs all three and
+runs pytest inside ``unshare --mount --net`` so the private pcscd never meets a host one.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import pytest
+
+from capsim.transports.vpcd import VpcdCardServer
+from tests.pcsc.stack import PcscdStack, _listening, free_port_pair, missing_requirements, wait_card
+
+MISSING = missing_requirements()
+STACK_PORT = 40000
+
+
+@pytest.fixture(scope="session")
+def pcscd_session(tmp_path_factory: pytest.TempPathFactory) -> Iterator[PcscdStack]:
+    if MISSING is not None:
+        pytest.skip(f"PC/SC stack unavailable: {MISSING}")
+    port = STACK_PORT if not (_listening(STACK_PORT) or _listening(STACK_PORT + 1)) else free_port_pair()
+    stack = PcscdStack(tmp_path_factory.mktemp("pcscd"), port=port)
+    stack.start()
+    yield stack
+    stack.stop()
+
+
+@pytest.fixture
+def stack(pcscd_session: PcscdStack) -> Iterator[PcscdStack]:
+    """The running private pcscd (restarted if an earlier test stopped it)."""
+    if not pcscd_session.running:
+        pcscd_session.start()
+    yield pcscd_session
+    if not pcscd_session.running:
+        pcscd_session.start()
+
+
+ServeFactory = Callable[..., VpcdCardServer]
+
+
+@pytest.fixture
+def serve(stack: PcscdStack) -> Iterator[ServeFactory]:
+    """Start a card server thread on a slot of the test vpcd entry and wait until pcscd sees the card."""
+    servers: list[tuple[VpcdCardServer, str]] = []
+
+    def start(card: Any, *, slot: int = 0, wait: bool = True, **options: Any) -> VpcdCardServer:
+        options.setdefault("backoff_initial", 0.01)
+        options.setdefault("backoff_max", 0.2)
+        server = VpcdCardServer(card, port=stack.port, slot=slot, **options).start()
+        servers.append((server, stack.readers[slot]))
+        if wait:
+            assert server.wait_connected(5), "the card server did not connect to vpcd"
+            wait_card(stack.readers[slot], present=True, timeout=5)
+        return server
+
+    yield start
+    for server, _ in servers:
+        server.stop()
+    if stack.running:
+        for _, reader in servers:
+            wait_card(reader, present=False, timeout=5)
