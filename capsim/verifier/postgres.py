@@ -1,0 +1,357 @@
+"""PostgreSQL verifier store (psycopg 3): the exactly-once design of verifier.md §5.
+
+Install with ``pip install capsim[postgres]``.
+
+Theory of operation
+-------------------
+1. **One READ COMMITTED transaction per request.** :meth:`PostgresStore.transaction` sends
+   ``BEGIN ISOLATION LEVEL READ COMMITTED`` and, in the same round trip as reading the
+   database clock, ``set_config('lock_timeout', …, true)`` (the ``SET LOCAL`` form: it ends
+   with the transaction). :meth:`StoreTransaction.now` is that transaction's ``now()``.
+2. **Parent row first.** The service locks the credential row with ``SELECT … FOR UPDATE``
+   (:meth:`lock_credential`) before anything else of that credential; operation rows are never
+   locked on their own; several credentials are locked one by one in ascending id order. So
+   two transactions never wait on each other in a cycle (no deadlocks, V21).
+3. **Conditional single-row writes.** ``update_credential`` is a compare-and-swap on
+   ``version`` (and ``last_atc`` never decreasing), ``update_operation`` requires
+   ``consumed_at IS NULL`` and the expected attempt count, and the ledger ``cap_acceptance``
+   (primary key (credential_id, atc), unique operation_id and request_id) takes inserts with
+   ``ON CONFLICT DO NOTHING``. Each returns the number of rows it touched; the service rolls
+   back and rejects when a write that must touch one row touches none (§5 step 4).
+4. **Audit chain.** The chain tip lives in the single row ``cap_audit_head``; an appender
+   locks it ``FOR UPDATE`` as the *last* lock of its transaction, so audit appends are
+   serialised only for the short time up to COMMIT and never take part in a lock cycle.
+5. **Errors.** SQLSTATE 55P03 (lock not granted within ``lock_timeout``), 40P01, 40001, a
+   lost connection or any other server or driver error raises
+   :class:`~capsim.errors.TemporaryFailure` after the transaction is rolled back; a
+   constraint violation raises :class:`~capsim.errors.ValidationError`. A connection lost
+   during ``COMMIT`` leaves the outcome unknown: that is a ``TemporaryFailure`` too, and a retry
+   with the same ``request_id`` finds the recorded outcome (V23).
+6. **Pooling.** A small thread-safe pool of autocommit connections; a connection that broke
+   is discarded. Nothing session-level is used (no advisory locks, no ``SET`` outside a
+   transaction, no temporary tables), so the store works behind PgBouncer in transaction
+   pooling mode (with PgBouncer older than 1.21 pass ``prepare_threshold=None``).
+7. **Clock.** All decisions use the database clock; ``clock=`` exists only so that the
+   conformance tests can move time, and is never used in production.
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import threading
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from datetime import UTC, datetime
+from typing import Any
+
+from capsim.errors import ConfigError, TemporaryFailure, ValidationError
+from capsim.verifier import migrate as _migrate
+from capsim.verifier.audit import AuditRecord
+from capsim.verifier.dburl import redact_db_url
+from capsim.verifier.sqlite import SqlTransactionBase
+
+try:
+    import psycopg
+    from psycopg import errors as _pgerr
+    from psycopg.types.json import Jsonb
+except ImportError:  # pragma: no cover - exercised only without the extra
+    psycopg = None  # type: ignore[assignment]
+
+__all__ = ["FaultHook", "PostgresStore"]
+
+_log = logging.getLogger(__name__)
+
+FaultHook = Callable[[str, str, "psycopg.Connection[Any]"], None]
+"""``hook(when, sql, conn)`` called with ``when`` = ``"before"``/``"after"`` around every
+statement the store sends, ``COMMIT`` included (fault-injection tests only)."""
+
+
+def _map_error(exc: BaseException, *, context: str) -> Exception:
+    """Translate a driver error into the capsim error the store raises."""
+    if isinstance(exc, _pgerr.LockNotAvailable):
+        return TemporaryFailure("credential row lock not granted within lock_timeout")
+    if isinstance(exc, _pgerr.DeadlockDetected):
+        _log.error("deadlock detected during %s", context)
+        return TemporaryFailure("deadlock detected; retry")
+    if isinstance(exc, _pgerr.SerializationFailure):
+        return TemporaryFailure("serialization failure; retry")
+    if isinstance(exc, _pgerr.IntegrityError):
+        return ValidationError(f"value outside the schema's constraints ({exc.sqlstate})")
+    if isinstance(exc, psycopg.OperationalError | psycopg.InterfaceError):
+        return TemporaryFailure("PostgreSQL store unavailable (connection lost)")
+    return TemporaryFailure(f"PostgreSQL store error during {context}")
+
+
+class _PgTransaction(SqlTransactionBase):
+    PLACEHOLDER = "%s"
+    FOR_UPDATE = " FOR UPDATE"
+
+    def __init__(self, store: PostgresStore, conn: psycopg.Connection[Any], now: datetime) -> None:
+        super().__init__(now)
+        self._store = store
+        self._conn = conn
+        self.active = True
+
+    def _exec(self, sql: str, params: Sequence[Any] = ()) -> tuple[list[tuple[Any, ...]], int]:
+        if not self.active:
+            raise TemporaryFailure("transaction already finished")
+        return self._store._execute(self._conn, sql, params, context="transaction")
+
+    def _enc_time(self, value: datetime | None) -> Any:
+        return value
+
+    def _dec_time(self, value: Any) -> datetime:
+        if not isinstance(value, datetime):
+            raise TypeError("timestamp column did not decode to a datetime")
+        return value.astimezone(UTC)
+
+    def _enc_json(self, value: Any) -> Any:
+        return Jsonb(value)
+
+    def _dec_json(self, value: Any) -> Any:
+        return value
+
+    def _audit_tip(self) -> tuple[int, bytes]:
+        row = self._one("SELECT seq, record_hash FROM cap_audit_head WHERE id = 1 FOR UPDATE")
+        if row is None:  # pragma: no cover - the migration inserts it
+            raise TemporaryFailure("audit chain head row is missing")
+        return int(row[0]), bytes(row[1])
+
+    def _audit_set_tip(self, record: AuditRecord) -> None:
+        n = self._count(
+            "UPDATE cap_audit_head SET seq = ?, record_hash = ? WHERE id = 1 AND seq = ?",
+            (record.seq, record.record_hash, record.seq - 1),
+        )
+        if n != 1:  # pragma: no cover - the tip row is locked by this transaction
+            raise TemporaryFailure("audit chain head moved under its lock")
+
+
+class PostgresStore:
+    """The PostgreSQL :class:`~capsim.verifier.store.Store` (see the module docstring).
+
+    Parameters
+    ----------
+    conninfo:
+        A libpq connection string or ``postgresql://`` URL.
+    migrate:
+        Bring the schema to the current version when opening (default). With ``False`` a
+        schema at another version raises :class:`~capsim.errors.ConfigError`.
+    lock_timeout:
+        Default seconds a transaction waits for a row lock (``SET LOCAL lock_timeout``), 2.0.
+    pool_size:
+        Most connections kept open (8). A transaction waits up to ``connect_timeout`` for one.
+    connect_timeout:
+        Seconds to wait for a new connection or a free pooled one (5.0).
+    prepare_threshold:
+        psycopg's automatic server-side prepare threshold (``None`` disables it, for
+        PgBouncer before 1.21).
+    clock:
+        Test-only replacement of the database clock.
+    fault_hook:
+        Test-only :data:`FaultHook` called around every statement.
+    """
+
+    def __init__(
+        self,
+        conninfo: str,
+        *,
+        migrate: bool = True,
+        lock_timeout: float = 2.0,
+        pool_size: int = 8,
+        connect_timeout: float = 5.0,
+        prepare_threshold: int | None = 5,
+        clock: Callable[[], datetime] | None = None,
+        fault_hook: FaultHook | None = None,
+    ) -> None:
+        if psycopg is None:  # pragma: no cover
+            raise ConfigError("the PostgreSQL store needs psycopg 3: pip install capsim[postgres]")
+        if not isinstance(conninfo, str) or not conninfo:
+            raise ValidationError("conninfo must be a non-empty libpq connection string or URL")
+        _check_seconds("lock_timeout", lock_timeout)
+        _check_seconds("connect_timeout", connect_timeout)
+        if isinstance(pool_size, bool) or not isinstance(pool_size, int) or not 1 <= pool_size <= 1000:
+            raise ValidationError(f"pool_size must be an int in 1..1000, got {pool_size!r}")
+        self._conninfo = conninfo
+        self._default_timeout = float(lock_timeout)
+        self._connect_timeout = float(connect_timeout)
+        self._prepare_threshold = prepare_threshold
+        self._clock = clock
+        self.fault_hook = fault_hook
+        self._max = pool_size
+        self._idle: queue.LifoQueue[psycopg.Connection[Any]] = queue.LifoQueue()
+        self._count_lock = threading.Lock()
+        self._open = 0
+        self._slots = threading.BoundedSemaphore(pool_size)
+        self._closed = False
+        conn = self._acquire()
+        try:
+            try:
+                if migrate:
+                    _migrate.upgrade(conn)
+                else:
+                    have, head = _migrate.current_version(conn), _migrate.head_version("postgres")
+                    if have != head:
+                        raise ConfigError(
+                            f"database schema is at version {have}, expected {head}; run the migrations"
+                        )
+            except psycopg.Error as exc:
+                raise _map_error(exc, context="migration") from exc
+        finally:
+            self._release(conn)
+
+    def __repr__(self) -> str:
+        return f"<PostgresStore {redact_db_url(self._conninfo)!r}>"
+
+    # -- pool -----------------------------------------------------------------------------------
+    def _connect(self) -> psycopg.Connection[Any]:
+        try:
+            conn = psycopg.connect(
+                self._conninfo,
+                autocommit=True,
+                connect_timeout=max(1, round(self._connect_timeout)),
+                application_name="capsim-verifier",
+            )
+        except psycopg.Error as exc:
+            raise TemporaryFailure("PostgreSQL store unavailable (cannot connect)") from exc
+        conn.prepare_threshold = self._prepare_threshold
+        return conn
+
+    def _acquire(self) -> psycopg.Connection[Any]:
+        if self._closed:
+            raise TemporaryFailure("store is closed")
+        if not self._slots.acquire(timeout=self._connect_timeout):
+            raise TemporaryFailure("no pooled PostgreSQL connection free within connect_timeout")
+        try:
+            while True:
+                try:
+                    conn = self._idle.get_nowait()
+                except queue.Empty:
+                    return self._connect()
+                if not conn.closed and not conn.broken:
+                    return conn
+                conn.close()
+        except BaseException:
+            self._slots.release()
+            raise
+
+    def _release(self, conn: psycopg.Connection[Any]) -> None:
+        try:
+            healthy = (
+                not self._closed
+                and not conn.closed
+                and not conn.broken
+                and conn.info.transaction_status == psycopg.pq.TransactionStatus.IDLE
+            )
+            if healthy:
+                self._idle.put(conn)
+            else:
+                conn.close()
+        finally:
+            self._slots.release()
+
+    def _execute(
+        self, conn: psycopg.Connection[Any], sql: str, params: Sequence[Any] = (), *, context: str
+    ) -> tuple[list[tuple[Any, ...]], int]:
+        hook = self.fault_hook
+        try:
+            if hook is not None:
+                hook("before", sql, conn)
+            cur = conn.execute(sql.encode(), tuple(params) if params else None)
+            rows = cur.fetchall() if cur.description is not None else []
+            count = cur.rowcount
+            if hook is not None:
+                hook("after", sql, conn)
+        except psycopg.Error as exc:
+            raise _map_error(exc, context=context) from exc
+        return rows, count
+
+    # -- Store protocol ---------------------------------------------------------------------------
+    @contextmanager
+    def transaction(self, *, lock_timeout: float | None = None) -> Iterator[SqlTransactionBase]:
+        """One READ COMMITTED transaction (commit on normal exit, rollback on exception)."""
+        timeout = self._default_timeout if lock_timeout is None else lock_timeout
+        _check_seconds("lock_timeout", timeout)
+        conn = self._acquire()
+        try:
+            self._execute(conn, "BEGIN ISOLATION LEVEL READ COMMITTED", context="begin")
+            rows, _ = self._execute(
+                conn,
+                "SELECT set_config('lock_timeout', %s, true), now()",
+                (f"{max(1, round(timeout * 1000))}ms",),
+                context="begin",
+            )
+            now = self._clock() if self._clock is not None else rows[0][1]
+            tx = _PgTransaction(self, conn, now)
+            try:
+                yield tx
+            except BaseException:
+                tx.active = False
+                self._rollback(conn)
+                raise
+            tx.active = False
+            self._commit(conn)
+        finally:
+            if conn.info.transaction_status not in (
+                psycopg.pq.TransactionStatus.IDLE,
+                psycopg.pq.TransactionStatus.UNKNOWN,
+            ):
+                self._rollback(conn)
+            self._release(conn)
+
+    def _rollback(self, conn: psycopg.Connection[Any]) -> None:
+        if conn.closed or conn.broken:
+            return
+        try:
+            conn.execute(b"ROLLBACK")
+        except psycopg.Error:
+            _log.warning("rollback failed; discarding the connection")
+            conn.close()
+
+    def _commit(self, conn: psycopg.Connection[Any]) -> None:
+        hook = self.fault_hook
+        try:
+            if hook is not None:
+                hook("before", "COMMIT", conn)
+        except psycopg.Error as exc:
+            # the connection died before COMMIT was sent: the server rolls back
+            raise _map_error(exc, context="commit") from exc
+        try:
+            conn.execute(b"COMMIT")
+            if hook is not None:
+                hook("after", "COMMIT", conn)
+        except (psycopg.OperationalError, psycopg.InterfaceError) as exc:
+            # COMMIT may or may not have been applied: the caller retries with its request_id
+            raise TemporaryFailure("commit outcome unknown (connection lost during COMMIT)") from exc
+        except psycopg.Error as exc:
+            raise _map_error(exc, context="commit") from exc
+
+    def audit_records(self, *, after_seq: int = 0) -> Iterator[AuditRecord]:
+        """Committed audit records after ``after_seq``, in order, read in pages."""
+        last = after_seq
+        while True:
+            conn = self._acquire()
+            try:
+                tx = _PgTransaction(self, conn, datetime.now(UTC))
+                page = tx.audit_page(last, 500)
+            finally:
+                self._release(conn)
+            yield from page
+            if len(page) < 500:
+                return
+            last = page[-1].seq
+
+    def close(self) -> None:
+        """Close the pooled connections; later transactions raise :class:`TemporaryFailure`."""
+        self._closed = True
+        while True:
+            try:
+                conn = self._idle.get_nowait()
+            except queue.Empty:
+                return
+            conn.close()
+
+
+def _check_seconds(name: str, value: object) -> None:
+    if isinstance(value, bool) or not isinstance(value, int | float) or not 0 <= value <= 3600:
+        raise ValidationError(f"{name} must be a number of seconds in 0..3600, got {value!r}")

@@ -1,0 +1,231 @@
+"""A throwaway PostgreSQL cluster for the store tests.
+
+The cluster is built from the Debian server binaries (``/usr/lib/postgresql/<N>/bin``):
+``initdb`` into a temporary directory, then ``pg_ctl start`` with ``listen_addresses=''``
+and a private unix-socket directory inside that temporary directory, so nothing listens on
+TCP and nothing outside the test run can reach it. When the tests run as root the server
+runs as the ``postgres`` user (PostgreSQL refuses to run as root); the temporary directory
+is handed to that user first. Durability is switched off (``fsync=off``): the cluster is
+thrown away at the end of the session with ``pg_ctl stop``.
+
+Each test gets its own database, cloned from a migrated template database, so tests never
+see each other's rows and cloning costs a few milliseconds.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import glob
+import os
+import pwd
+import shutil
+import subprocess
+import tempfile
+import time
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+__all__ = ["PgCluster", "find_pg_bindir", "pg_unavailable_reason"]
+
+_PORT = 5433
+
+
+def find_pg_bindir() -> Path | None:
+    """The newest ``/usr/lib/postgresql/<N>/bin`` with ``initdb`` and ``pg_ctl`` (``$CAPSIM_PG_BINDIR`` wins)."""
+    env = os.environ.get("CAPSIM_PG_BINDIR")
+    candidates = [env] if env else []
+
+    def _major(path: str) -> int:
+        try:
+            return int(Path(path).parent.name.split(".")[0])
+        except ValueError:
+            return -1
+
+    candidates += sorted(glob.glob("/usr/lib/postgresql/*/bin"), key=_major, reverse=True)
+    for cand in candidates:
+        p = Path(cand)
+        if (p / "initdb").is_file() and (p / "pg_ctl").is_file():
+            return p
+    return None
+
+
+def pg_unavailable_reason() -> str | None:
+    """Why the PostgreSQL tests cannot run here, or ``None`` when they can."""
+    try:
+        import psycopg  # noqa: F401
+    except ImportError:
+        return "psycopg is not installed (pip install capsim[postgres])"
+    if find_pg_bindir() is None:
+        return "no PostgreSQL server binaries (/usr/lib/postgresql/*/bin/initdb); apt-get install postgresql"
+    if os.geteuid() == 0:
+        try:
+            pwd.getpwnam("postgres")
+        except KeyError:
+            return "running as root but there is no 'postgres' user to run the server"
+    return None
+
+
+@dataclass
+class PgCluster:
+    """One running throwaway cluster; use :meth:`start` and :meth:`stop` (or :meth:`running`)."""
+
+    bindir: Path
+    root: Path = field(default_factory=lambda: Path(tempfile.mkdtemp(prefix="capsim-pg-")))
+    port: int = _PORT
+    _user: str | None = None
+
+    @property
+    def datadir(self) -> Path:
+        return self.root / "data"
+
+    @property
+    def sockdir(self) -> Path:
+        return self.root / "sock"
+
+    def _run(self, *args: str) -> subprocess.CompletedProcess[str]:
+        user = self._user
+        return subprocess.run(
+            list(args),
+            check=True,
+            capture_output=True,
+            text=True,
+            user=user,
+            cwd=self.root,
+            timeout=120,
+        )
+
+    def start(self) -> None:
+        """``initdb`` and ``pg_ctl start`` (blocks until the server accepts connections)."""
+        self.sockdir.mkdir()
+        if os.geteuid() == 0:
+            pw = pwd.getpwnam("postgres")
+            self._user = "postgres"
+            for p in (self.root, self.sockdir):
+                os.chown(p, pw.pw_uid, pw.pw_gid)
+        self._run(
+            str(self.bindir / "initdb"),
+            "-D", str(self.datadir),
+            "-U", "postgres",
+            "--auth=trust",
+            "--encoding=UTF8",
+            "--locale=C",
+            "--no-sync",
+        )  # fmt: skip
+        opts = " ".join(
+            [
+                "-c listen_addresses=''",
+                f"-c unix_socket_directories='{self.sockdir}'",
+                f"-p {self.port}",
+                "-c fsync=off",
+                "-c synchronous_commit=off",
+                "-c full_page_writes=off",
+                "-c max_connections=300",
+                "-c shared_buffers=32MB",
+                "-c log_min_messages=fatal",
+                "-c deadlock_timeout=200ms",
+            ]
+        )
+        self._run(
+            str(self.bindir / "pg_ctl"),
+            "-D", str(self.datadir),
+            "-l", str(self.root / "server.log"),
+            "-o", opts,
+            "-w", "-t", "60",
+            "start",
+        )  # fmt: skip
+
+    def stop(self) -> None:
+        """``pg_ctl stop`` and remove the temporary directory."""
+        try:
+            if (self.datadir / "postmaster.pid").exists():
+                self._run(str(self.bindir / "pg_ctl"), "-D", str(self.datadir), "-m", "fast", "-w", "stop")
+        finally:
+            shutil.rmtree(self.root, ignore_errors=True)
+
+    def dsn(self, dbname: str = "postgres") -> str:
+        """A libpq connection string for ``dbname`` over the private socket."""
+        return f"host={self.sockdir} port={self.port} user=postgres dbname={dbname}"
+
+    def url(self, dbname: str = "postgres") -> str:
+        """The same as a ``postgresql://`` URL (socket directory in the ``host`` query parameter)."""
+        return f"postgresql://postgres@/{dbname}?host={self.sockdir}&port={self.port}"
+
+    def admin_execute(self, sql: str) -> None:
+        """Run one statement in autocommit mode on the ``postgres`` database."""
+        import psycopg
+
+        with psycopg.connect(self.dsn(), autocommit=True) as conn:
+            conn.execute(sql.encode())
+
+    def create_database(self, template: str | None = None) -> str:
+        """Create a fresh database (optionally cloned from ``template``) and return its name."""
+        name = "t_" + uuid.uuid4().hex[:16]
+        clause = f" TEMPLATE {template}" if template else ""
+        for attempt in range(20):
+            try:
+                self.admin_execute(f"CREATE DATABASE {name}{clause}")
+                break
+            except Exception as exc:  # the template is briefly busy while another clone runs
+                if "is being accessed by other users" not in str(exc) or attempt == 19:
+                    raise
+                time.sleep(0.05)
+        return name
+
+    def drop_database(self, name: str) -> None:
+        """Drop ``name``, terminating any session still connected to it."""
+        with contextlib.suppress(Exception):
+            self.admin_execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+
+    @classmethod
+    @contextlib.contextmanager
+    def running(cls) -> Iterator[PgCluster]:
+        """Start a cluster for the duration of the ``with`` block."""
+        bindir = find_pg_bindir()
+        if bindir is None:
+            raise RuntimeError("no PostgreSQL server binaries")
+        cluster = cls(bindir=bindir)
+        try:
+            cluster.start()
+            yield cluster
+        finally:
+            cluster.stop()
+
+
+_SESSION: PgCluster | None = None
+_SESSION_LOCK = __import__("threading").Lock()
+
+
+def session_cluster() -> PgCluster:
+    """The one cluster of this test process, started on first use.
+
+    Stopped by :func:`stop_session_cluster` (the session fixture's finaliser) or, failing
+    that, at interpreter exit.
+    """
+    global _SESSION
+    with _SESSION_LOCK:
+        if _SESSION is None:
+            bindir = find_pg_bindir()
+            if bindir is None:
+                raise RuntimeError("no PostgreSQL server binaries")
+            cluster = PgCluster(bindir=bindir)
+            try:
+                cluster.start()
+            except BaseException:
+                cluster.stop()
+                raise
+            import atexit
+
+            atexit.register(cluster.stop)
+            _SESSION = cluster
+        return _SESSION
+
+
+def stop_session_cluster() -> None:
+    """Stop the session cluster if it was started."""
+    global _SESSION
+    with _SESSION_LOCK:
+        if _SESSION is not None:
+            _SESSION.stop()
+            _SESSION = None
