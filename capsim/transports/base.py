@@ -1,0 +1,255 @@
+"""The transport contract and two decorators: tracing (with redaction) and T=0 continuation.
+
+A transport moves raw APDUs between a reader and a card (architecture.md §6):
+``connect() -> ATR``, ``transmit(command) -> response`` with the status word included, and
+``disconnect()``; every transport is also a context manager that connects on entry and
+disconnects on exit. :class:`Transport` is a structural :class:`typing.Protocol`, so a third
+party can add one without importing capsim internals.
+
+Decorators wrap any transport and are transports themselves:
+
+* :class:`TracingTransport` records and logs every exchange. By default it **redacts** the
+  VERIFY PIN block, the PAN and track data (``5A``, ``57``, ``9F6B``, ``5F20``) and the
+  data of issuer-script commands (enciphered PINs, keys); ``redact=False`` turns that off.
+* :class:`T0Handling` answers ``61xx`` with GET RESPONSE and ``6Cxx`` by re-sending with
+  the right Le (cap-protocol.md §2 step 8), so a reader session never sees those SWs.
+
+>>> redact_command(bytes.fromhex("0020008008241234FFFFFFFFFF")).hex().upper()
+'0020008008FFFFFFFFFFFFFFFF'
+>>> redact_response(bytes.fromhex("70055A03123456" "9000")).hex().upper()
+'70055A03FFFFFF9000'
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from types import TracebackType
+from typing import Final, Protocol, Self, runtime_checkable
+
+from capsim.apdu.t0 import transmit_with_t0
+
+__all__ = [
+    "REDACTED_BYTE",
+    "SENSITIVE_TAGS",
+    "T0Handling",
+    "TracingTransport",
+    "Transport",
+    "TransportBase",
+    "redact_command",
+    "redact_response",
+]
+
+_log = logging.getLogger(__name__)
+
+#: Tags whose values are replaced in traces: PAN, track 2, track 2 (contactless), cardholder name.
+SENSITIVE_TAGS: Final = frozenset({0x5A, 0x57, 0x9F6B, 0x5F20, 0x9F1F, 0x56})
+
+#: Every redacted byte becomes this value (a PIN block of all ``FF`` is never a valid block).
+REDACTED_BYTE: Final = 0xFF
+
+
+@runtime_checkable
+class Transport(Protocol):
+    """What a reader needs from a link to a card (architecture.md §3, §6)."""
+
+    def connect(self) -> bytes:
+        """Power the card up (or connect to it) and return its ATR."""
+        ...
+
+    def transmit(self, apdu: bytes) -> bytes:
+        """Send one command APDU and return the response, status word included."""
+        ...
+
+    def disconnect(self) -> None:
+        """Release the card."""
+        ...
+
+    def __enter__(self) -> Self: ...
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None: ...
+
+
+class TransportBase:
+    """Mixin giving a transport its context-manager behaviour (connect on entry)."""
+
+    def connect(self) -> bytes:  # pragma: no cover - overridden
+        raise NotImplementedError
+
+    def disconnect(self) -> None:  # pragma: no cover - overridden
+        raise NotImplementedError
+
+    def __enter__(self) -> Self:
+        self.connect()
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.disconnect()
+
+
+# --------------------------------------------------------------------------------------------
+# Redaction
+
+
+def _sensitive_spans(data: bytes) -> list[tuple[int, int]]:
+    """Value spans of sensitive tags in a BER-TLV byte string (tolerant: stops at bad data)."""
+    spans: list[tuple[int, int]] = []
+
+    def scan(start: int, end: int, depth: int) -> None:
+        i = start
+        while i < end and depth < 8:
+            if data[i] in (0x00, 0xFF):
+                i += 1
+                continue
+            first = data[i]
+            tag = first
+            i += 1
+            if first & 0x1F == 0x1F:
+                while i < end:
+                    tag = tag << 8 | data[i]
+                    i += 1
+                    if not tag & 0x80:
+                        break
+                    if tag > 0xFFFFFF:
+                        return
+            if i >= end:
+                return
+            length = data[i]
+            i += 1
+            if length & 0x80:
+                n = length & 0x7F
+                if n == 0 or n > 3 or i + n > end:
+                    return
+                length = int.from_bytes(data[i : i + n], "big")
+                i += n
+            if i + length > end:
+                return
+            if tag in SENSITIVE_TAGS:
+                spans.append((i, i + length))
+            elif first & 0x20:
+                scan(i, i + length, depth + 1)
+            i += length
+
+    scan(0, len(data), 0)
+    return spans
+
+
+def redact_response(response: bytes) -> bytes:
+    """``response`` with the values of :data:`SENSITIVE_TAGS` overwritten by ``FF`` bytes."""
+    if len(response) < 2:
+        return response
+    body = bytearray(response[:-2])
+    for a, b in _sensitive_spans(bytes(body)):
+        body[a:b] = bytes([REDACTED_BYTE]) * (b - a)
+    return bytes(body) + response[-2:]
+
+
+def redact_command(command: bytes) -> bytes:
+    """``command`` with the VERIFY PIN block and issuer-script data overwritten by ``FF`` bytes."""
+    if len(command) < 6:
+        return command
+    cla, ins = command[0], command[1]
+    if ins == 0x20 or (cla & 0x0C and ins in (0x24, 0xDA, 0xDC)):
+        lc = command[4]
+        end = min(len(command), 5 + lc)
+        return command[:5] + bytes([REDACTED_BYTE]) * (end - 5) + command[end:]
+    return command
+
+
+# --------------------------------------------------------------------------------------------
+# Decorators
+
+
+class TracingTransport(TransportBase):
+    """Records and logs every exchange of ``inner`` (redacted unless ``redact=False``).
+
+    Parameters
+    ----------
+    inner:
+        The transport to trace.
+    redact:
+        Overwrite PIN blocks, PAN/track data and script data in records and logs (default).
+    sink:
+        Optional callable receiving one formatted line per APDU (``"> 00A4…"``/``"< 6F…"``);
+        the CLI's ``--trace`` prints them.
+
+    Attributes
+    ----------
+    exchanges:
+        ``(command, response)`` pairs in order, redacted like the log.
+    atr:
+        The ATR from the last :meth:`connect`.
+    """
+
+    def __init__(
+        self, inner: Transport, *, redact: bool = True, sink: Callable[[str], None] | None = None
+    ) -> None:
+        self.inner = inner
+        self.redact = redact
+        self.sink = sink
+        self.exchanges: list[tuple[bytes, bytes]] = []
+        self.atr: bytes | None = None
+
+    def _emit(self, line: str) -> None:
+        _log.debug("%s", line)
+        if self.sink is not None:
+            self.sink(line)
+
+    def connect(self) -> bytes:
+        self.atr = self.inner.connect()
+        self._emit(f"ATR {self.atr.hex().upper()}")
+        return self.atr
+
+    def transmit(self, apdu: bytes) -> bytes:
+        shown_cmd = redact_command(apdu) if self.redact else apdu
+        self._emit(f"> {shown_cmd.hex().upper()}")
+        response = self.inner.transmit(apdu)
+        shown_rsp = redact_response(response) if self.redact else response
+        self._emit(f"< {shown_rsp.hex().upper()}")
+        self.exchanges.append((shown_cmd, shown_rsp))
+        return response
+
+    def disconnect(self) -> None:
+        self.inner.disconnect()
+
+    def save(self, path: str, *, source: str, meta: dict[str, str] | None = None) -> None:
+        """Write the recorded exchanges as a replayable transcript (see :mod:`capsim.transports.replay`)."""
+        from capsim.transports.replay import write_transcript
+
+        write_transcript(path, self.exchanges, atr=self.atr, source=source, meta=meta)
+
+
+class T0Handling(TransportBase):
+    """Resolves T=0 ``61xx``/``6Cxx`` status words for ``inner`` (cap-protocol.md §2 step 8).
+
+    Parameters
+    ----------
+    inner:
+        The transport to wrap.
+    max_get_response:
+        Bound on chained GET RESPONSE commands (a card answering ``61xx`` forever cannot hang
+        the reader: :class:`~capsim.errors.RemoteProtocolError`).
+    """
+
+    def __init__(self, inner: Transport, *, max_get_response: int = 32) -> None:
+        self.inner = inner
+        self.max_get_response = max_get_response
+
+    def connect(self) -> bytes:
+        return self.inner.connect()
+
+    def transmit(self, apdu: bytes) -> bytes:
+        return transmit_with_t0(self.inner.transmit, apdu, max_get_response=self.max_get_response)
+
+    def disconnect(self) -> None:
+        self.inner.disconnect()
