@@ -473,6 +473,9 @@ class CvnSpec:
         Whether the script MAC input includes ATC ‖ ARQC after the header (§7.2).
     pin_encipherment:
         PIN-block encipherment variant for PIN change (§7.3).
+    icc_mk_option:
+        ICC master key derivation the scheme uses (the table's "ICC MK" column): Option A, or
+        ``AUTO`` (Option B for PANs longer than 16 digits) for Visa CVN 18/22.
     """
 
     cvn: CVN
@@ -483,6 +486,7 @@ class CvnSpec:
     sm_keys: SmKeys
     script_mac_covers_txn: bool
     pin_encipherment: Encipherment
+    icc_mk_option: KeyDerivation = KeyDerivation.OPTION_A
 
 
 _S = SessionKeyMethod
@@ -495,10 +499,12 @@ _CVN_TABLE: Final[dict[CVN, CvnSpec]] = {
     CVN.VISA_18: CvnSpec(
         cvn=CVN.VISA_18, session_key=_S.EMV_CSK, padding=2, arpc_method=2, arpc_key="sk",
         sm_keys="visa", script_mac_covers_txn=True, pin_encipherment=_E.VISA_ECB,
+        icc_mk_option=KeyDerivation.AUTO,
     ),
     CVN.VISA_22: CvnSpec(
         cvn=CVN.VISA_22, session_key=_S.EMV_CSK, padding=2, arpc_method=2, arpc_key="sk",
         sm_keys="csk-arqc", script_mac_covers_txn=True, pin_encipherment=_E.VISA_ECB,
+        icc_mk_option=KeyDerivation.AUTO,
     ),
     CVN.MC_16: CvnSpec(
         cvn=CVN.MC_16, session_key=_S.MASTERCARD_SKD, padding=2, arpc_method=1, arpc_key="mk",

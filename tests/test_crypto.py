@@ -1,0 +1,437 @@
+"""capsim.crypto: every vector of vectors.md §2–§6 on both DES backends, properties, validation."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from capsim import _des, crypto
+from capsim.crypto import (
+    CVN,
+    AcCalculator,
+    KeyDerivation,
+    SessionKeyMethod,
+    TreeParams,
+    ac_data,
+    ac_session_key,
+    arpc_method1,
+    arpc_method2,
+    cvn_spec,
+    derive_common_sk,
+    derive_emv2000_tree_sk,
+    derive_icc_mk,
+    derive_icc_mk_a,
+    derive_icc_mk_b,
+    derive_mastercard_sk,
+    derive_visa_sm_sk,
+    generate_ac,
+    generate_arpc,
+    key_check_value,
+    mac_iso9797_alg1,
+    mac_iso9797_alg3,
+    odd_parity,
+    pad_iso9797_1,
+    pad_iso9797_2,
+)
+from capsim.errors import ValidationError
+from tests.utils import load_vectors, unhex
+
+AVAILABLE = _des.available_backends()
+
+
+@pytest.fixture(params=_des.BACKENDS)
+def backend(request: pytest.FixtureRequest) -> Iterator[str]:
+    name: str = request.param
+    if name not in AVAILABLE:
+        pytest.skip(f"DES backend {name!r}: its package is not installed")
+    with _des.use_backend(name):
+        yield name
+
+
+def kcv(key: bytes, expected_hex: str) -> None:
+    """Assert a 2- or 3-byte KCV (vectors pin the length they give)."""
+    assert key_check_value(key, len(expected_hex) // 2).hex().upper() == expected_hex
+
+
+# --------------------------------------------------------------------------------------------------
+# vectors
+# --------------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("v", load_vectors("crypto/primitives.txt"))
+def test_primitive_vectors(backend: str, v: dict[str, str]) -> None:
+    key = unhex(v["KEY"])
+    if v["OP"] == "kcv":
+        assert key_check_value(key, int(v["LENGTH"])) == unhex(v["KCV"])
+    elif v["OP"] == "mac3":
+        assert mac_iso9797_alg3(key, unhex(v["DATA"]), int(v["PADDING"])) == unhex(v["MAC"])
+    else:
+        assert v["OP"] == "mac1"
+        assert mac_iso9797_alg1(key, unhex(v["DATA"]), int(v["PADDING"])) == unhex(v["MAC"])
+
+
+@pytest.mark.parametrize("v", load_vectors("crypto/kd.txt"))
+def test_icc_master_key_vectors(backend: str, v: dict[str, str]) -> None:
+    imk, mk = unhex(v["IMK"]), unhex(v["MK"])
+    args = (imk, v["PAN"]) + ((v["PSN"],) if "PSN" in v else ())
+    if "IMK_KCV" in v:
+        kcv(imk, v["IMK_KCV"])
+    options = v["OPTION"].split()
+    for option in options:
+        if option == "A":
+            assert derive_icc_mk_a(*args) == mk
+            assert derive_icc_mk(*args, option=KeyDerivation.OPTION_A) == mk
+        else:
+            assert derive_icc_mk_b(*args) == mk
+            assert derive_icc_mk(*args, option=KeyDerivation.OPTION_B) == mk
+            assert derive_icc_mk(*args, option=KeyDerivation.AUTO) == mk
+    if "MK_KCV" in v:
+        kcv(mk, v["MK_KCV"])
+    assert odd_parity(mk) == mk
+    if "Y" in v:
+        psn = v.get("PSN", "00")
+        y = unhex(v["Y"])
+        if "B" in options and len(v["PAN"]) > 16:
+            assert crypto._option_b_y(v["PAN"], psn) == y
+        else:
+            assert (v["PAN"] + psn)[-16:] == v["Y"]
+        if "ZL" in v:
+            assert _des.ecb_encrypt(imk, y) == unhex(v["ZL"])
+            assert _des.ecb_encrypt(imk, bytes(b ^ 0xFF for b in y)) == unhex(v["ZR"])
+            assert odd_parity(unhex(v["ZL"] + v["ZR"])) == mk
+
+
+@pytest.mark.parametrize("v", load_vectors("crypto/sk.txt"))
+def test_session_key_vectors(backend: str, v: dict[str, str]) -> None:
+    mk = unhex(v["MK"])
+    if "MK_KCV" in v:
+        kcv(mk, v["MK_KCV"])
+    method = v["METHOD"]
+    if method == "csk":
+        r = unhex(v["R"])
+        sk = derive_common_sk(mk, r)
+        if r[2:] == bytes(6):  # R = ATC ‖ 00×6: the AC key of a CSK CVN, also via the fast path
+            assert ac_session_key(CVN.VISA_18, mk, atc=r[:2]) == sk
+            assert AcCalculator(CVN.MC_20, mk).session_key(r[:2]) == sk
+    elif method == "skd":
+        atc, un = unhex(v["ATC"]), unhex(v["UN"])
+        sk = derive_mastercard_sk(mk, atc, un)
+        assert derive_common_sk(mk, atc + bytes(2) + un) == sk
+        assert ac_session_key(CVN.MC_16, mk, atc=atc, un=un) == sk
+        assert AcCalculator(CVN.MC_16, mk).session_key(atc, un) == sk
+    elif method == "visa-sm":
+        sk = derive_visa_sm_sk(mk, unhex(v["ATC"]))
+    else:
+        assert method == "tree"
+        atc, b, h, iv = unhex(v["ATC"]), int(v["B"]), int(v["H"]), unhex(v["IV"])
+        sk = derive_emv2000_tree_sk(mk, atc, branch_factor=b, height=h, iv=iv)
+        params = TreeParams(branch_factor=b, height=h, iv=iv)
+        tree_method = SessionKeyMethod.EMV2000_TREE
+        assert ac_session_key(CVN.VISA_18, mk, atc=atc, method=tree_method, tree=params) == sk
+        calc = AcCalculator(CVN.MC_16, mk, method=SessionKeyMethod.EMV2000_TREE, tree=params)
+        assert calc.session_key(atc) == sk
+        assert calc.session_key(atc) == sk  # second time from the level cache
+    if "SK" in v:
+        assert sk == unhex(v["SK"])
+    if "SK_KCV" in v:
+        kcv(sk, v["SK_KCV"])
+    assert odd_parity(sk) == sk
+
+
+@pytest.mark.parametrize("v", load_vectors("crypto/ac.txt"))
+def test_ac_and_arpc_vectors(backend: str, v: dict[str, str]) -> None:
+    key = unhex(v["KEY"])
+    if "KEY_KCV" in v:
+        kcv(key, v["KEY_KCV"])
+    if v["OP"] == "mac3":
+        assert mac_iso9797_alg3(key, unhex(v["DATA"]), int(v["PADDING"])) == unhex(v["MAC"])
+    elif v["OP"] == "arpc1":
+        assert arpc_method1(key, unhex(v["ARQC"]), unhex(v["ARC"])) == unhex(v["ARPC"])
+    else:
+        assert v["OP"] == "arpc2"
+        got = arpc_method2(key, unhex(v["ARQC"]), unhex(v["CSU"]), unhex(v["PROPRIETARY"]))
+        assert got == unhex(v["ARPC"])
+
+
+def cvn_keys(v: dict[str, str]) -> tuple[bytes, bytes, bytes]:
+    """ICC MK-AC, MK-SMI, MK-SMC of a cvn.txt block, with the KCVs it pins."""
+    spec = cvn_spec(int(v["CVN"], 16))
+    mks = tuple(
+        derive_icc_mk(unhex(v[f"IMK_{n}"]), v["PAN"], v["PSN"], option=spec.icc_mk_option)
+        for n in ("AC", "SMI", "SMC")
+    )
+    for mk, n in zip(mks, ("AC", "SMI", "SMC"), strict=True):
+        if f"MK_{n}_KCV" in v:
+            kcv(mk, v[f"MK_{n}_KCV"])
+    return mks[0], mks[1], mks[2]
+
+
+@pytest.mark.parametrize("v", load_vectors("crypto/cvn.txt"))
+def test_cvn_cryptogram_vectors(backend: str, v: dict[str, str]) -> None:
+    cvn = CVN(int(v["CVN"], 16))
+    mk_ac, _, _ = cvn_keys(v)
+    cdol1, aip, atc, iad = unhex(v["CDOL1"]), unhex(v["AIP"]), unhex(v["ATC"]), unhex(v["IAD"])
+    un = unhex(v["UN"]) if "UN" in v else None
+    arqc = unhex(v["ARQC"])
+    if "AC_KEY_KCV" in v:
+        sk = ac_session_key(cvn, mk_ac, atc=atc, un=cdol1[-4:])
+        kcv(sk, v["AC_KEY_KCV"])
+    assert generate_ac(cvn, mk_ac, cdol1_data=cdol1, aip=aip, atc=atc, iad=iad) == arqc
+    assert generate_ac(cvn, mk_ac, cdol1_data=cdol1, aip=aip, atc=atc, iad=iad, un=cdol1[-4:]) == arqc
+    assert AcCalculator(cvn, mk_ac).generate(cdol1, aip, atc, iad) == arqc
+    kwargs: dict[str, bytes] = {}
+    if "ARC" in v:
+        kwargs["arc"] = unhex(v["ARC"])
+    if "CSU" in v:
+        kwargs["csu"] = unhex(v["CSU"])
+    if cvn_spec(cvn).session_key is SessionKeyMethod.MASTERCARD_SKD:
+        kwargs["un"] = un if un is not None else cdol1[-4:]
+    assert generate_arpc(cvn, mk_ac, arqc=arqc, atc=atc, **kwargs) == unhex(v["ARPC"])
+
+
+def test_cap_synthetic_dpa_chain(backend: str) -> None:
+    """vectors/cap/synthetic-dpa.txt: IMK-A → UDK → Visa CVN 10 AC (vectors.md CAP-SYNTH)."""
+    imk = unhex("0123456789ABCDEFFEDCBA9876543210")
+    udk = derive_icc_mk_a(imk, "1234567890123456", "00")
+    assert udk == unhex("154F349D8585CB7F6B0798E9839B10C1")
+    cdol1 = unhex("0000000000000000000000000000800000000000000101010000000000")
+    iad = unhex("060A0A03A49000")
+    ac = generate_ac(CVN.VISA_10, udk, cdol1_data=cdol1, aip=unhex("1000"), atc=unhex("0016"), iad=iad)
+    assert ac == unhex("7F38B4A19FAB454F")
+
+
+# --------------------------------------------------------------------------------------------------
+# properties
+# --------------------------------------------------------------------------------------------------
+
+k16 = st.binary(min_size=16, max_size=16)
+b2 = st.binary(min_size=2, max_size=2)
+b4 = st.binary(min_size=4, max_size=4)
+pans = st.integers(min_value=12, max_value=19).flatmap(
+    lambda n: st.text(alphabet="0123456789", min_size=n, max_size=n)
+)
+psns = st.integers(min_value=0, max_value=99).map(lambda i: f"{i:02d}")
+
+
+@given(data=st.binary(max_size=40))
+def test_padding_methods(data: bytes) -> None:
+    p1, p2 = pad_iso9797_1(data), pad_iso9797_2(data)
+    assert len(p1) % 8 == 0
+    assert len(p2) % 8 == 0
+    assert p1[: len(data)] == data
+    assert p2[: len(data)] == data
+    assert p1[len(data) :] == bytes(len(p1) - len(data))
+    assert p2[len(data) :] == b"\x80" + bytes(len(p2) - len(data) - 1)
+    assert len(p1) - len(data) < 8 or not data
+    assert 1 <= len(p2) - len(data) <= 8
+
+
+@given(key=st.binary(max_size=24))
+def test_odd_parity(key: bytes) -> None:
+    fixed = odd_parity(key)
+    assert all(bin(b).count("1") % 2 == 1 for b in fixed)
+    assert all((a ^ b) in (0, 1) for a, b in zip(key, fixed, strict=True))
+    assert odd_parity(fixed) == fixed
+
+
+@given(key=k16, flips=st.binary(min_size=16, max_size=16))
+def test_parity_never_changes_a_kcv(key: bytes, flips: bytes) -> None:
+    other = bytes(k ^ (f & 1) for k, f in zip(key, flips, strict=True))
+    assert key_check_value(key, 8) == key_check_value(other, 8)
+
+
+@given(imk=k16, pan=pans, psn=psns)
+def test_option_b_equals_a_for_short_pans(imk: bytes, pan: str, psn: str) -> None:
+    b = derive_icc_mk_b(imk, pan, psn)
+    if len(pan) <= 16:
+        assert b == derive_icc_mk_a(imk, pan, psn)
+    assert derive_icc_mk(imk, pan, psn) == b
+
+
+@given(pan=st.text(alphabet="0123456789", min_size=17, max_size=19), psn=psns)
+def test_option_b_y_is_16_decimal_digits(pan: str, psn: str) -> None:
+    y = crypto._option_b_y(pan, psn).hex()
+    assert len(y) == 16
+    assert y.isdigit()
+
+
+def _iad_for(cvn: CVN, tail: bytes) -> bytes:
+    if cvn is CVN.VISA_10:
+        return bytes([0x06, 0x01, cvn.value, 0x03]) + tail[:3]
+    if cvn in (CVN.MC_16, CVN.MC_17, CVN.MC_20, CVN.MC_21):
+        return bytes([0x01, cvn.value]) + (tail * 4)[:16]
+    return bytes([0x06, 0x01, cvn.value]) + tail
+
+
+ALL_METHODS = [None, *SessionKeyMethod]
+
+
+@given(
+    cvn=st.sampled_from(CVN),
+    method=st.sampled_from(ALL_METHODS),
+    mk=k16,
+    cdol1=st.binary(min_size=4, max_size=45),
+    aip=b2,
+    atc=b2,
+    tail=st.binary(min_size=4, max_size=20),
+    explicit_un=st.booleans(),
+    tree=st.sampled_from(
+        [
+            TreeParams(),
+            TreeParams(branch_factor=4, height=8, iv=b"\xf0" * 16),
+            TreeParams(branch_factor=3, height=11),
+        ]
+    ),
+)
+def test_fast_path_equals_generate_ac_equals_definition(
+    cvn: CVN,
+    method: SessionKeyMethod | None,
+    mk: bytes,
+    cdol1: bytes,
+    aip: bytes,
+    atc: bytes,
+    tail: bytes,
+    explicit_un: bool,
+    tree: TreeParams,
+) -> None:
+    iad = _iad_for(cvn, tail)
+    un = cdol1[-4:]
+    kw = {"un": un} if explicit_un else {}
+    ac = generate_ac(cvn, mk, cdol1_data=cdol1, aip=aip, atc=atc, iad=iad, method=method, tree=tree, **kw)
+    calc = AcCalculator(cvn, mk, method=method, tree=tree)
+    assert calc.generate(cdol1, aip, atc, iad, **kw) == ac
+    # From the definition: MAC-alg-3(AC key, ac_data, CVN padding).
+    key = ac_session_key(cvn, mk, atc=atc, un=un, method=method, tree=tree)
+    data = ac_data(cvn, cdol1_data=cdol1, aip=aip, atc=atc, iad=iad)
+    assert ac == mac_iso9797_alg3(key, data, cvn_spec(cvn).padding)
+    m = method or cvn_spec(cvn).session_key
+    expected_key = {
+        SessionKeyMethod.NONE: lambda: mk,
+        SessionKeyMethod.EMV_CSK: lambda: derive_common_sk(mk, atc + bytes(6)),
+        SessionKeyMethod.MASTERCARD_SKD: lambda: derive_mastercard_sk(mk, atc, un),
+        SessionKeyMethod.EMV2000_TREE: lambda: derive_emv2000_tree_sk(
+            mk, atc, tree.branch_factor, tree.height, tree.iv
+        ),
+    }[m]()
+    assert key == expected_key
+
+
+@given(mk=k16, start=st.integers(min_value=0, max_value=0xFFF0))
+def test_tree_cache_over_an_atc_window(mk: bytes, start: int) -> None:
+    calc = AcCalculator(CVN.VISA_10, mk, method=SessionKeyMethod.EMV2000_TREE)
+    for atc in range(start, min(start + 12, 0x10000)):
+        a = atc.to_bytes(2, "big")
+        assert calc.session_key(a) == derive_emv2000_tree_sk(mk, a, 2, 16)
+
+
+def test_ac_data_selects_the_exact_bytes() -> None:
+    """emv-crypto.md §5: the card part of the MAC input for each CVN."""
+    cd, aip, atc = unhex("AABBCCDD"), unhex("1800"), unhex("001C")
+    visa = unhex("06010A03A06010 0102")
+    cvr4 = unhex("03A06010")
+    assert ac_data(CVN.VISA_10, cdol1_data=cd, aip=aip, atc=atc, iad=visa) == cd + aip + atc + cvr4
+    for c in (CVN.VISA_18, CVN.VISA_22, CVN.INTERAC_133):
+        assert ac_data(c, cdol1_data=cd, aip=aip, atc=atc, iad=visa) == cd + aip + atc + visa
+    mchip = unhex("0110 A00003220000 1234 00000000000322FF")
+    cvr, counters = unhex("A00003220000"), unhex("00000000000322FF")
+    for c in (CVN.MC_16, CVN.MC_20):
+        assert ac_data(c, cdol1_data=cd, aip=aip, atc=atc, iad=mchip) == cd + aip + atc + cvr
+    for c in (CVN.MC_17, CVN.MC_21):
+        assert ac_data(c, cdol1_data=cd, aip=aip, atc=atc, iad=mchip) == cd + aip + atc + cvr + counters
+
+
+def test_cvn_table_matches_spec() -> None:
+    rows = {
+        CVN.VISA_10: ("none", 1, 1, "mk", "visa", True, "visa-ecb"),
+        CVN.VISA_18: ("emv-csk", 2, 2, "sk", "visa", True, "visa-ecb"),
+        CVN.VISA_22: ("emv-csk", 2, 2, "sk", "csk-arqc", True, "visa-ecb"),
+        CVN.MC_16: ("mastercard-skd", 2, 1, "mk", "csk-arqc", True, "mastercard-cbc"),
+        CVN.MC_17: ("mastercard-skd", 2, 1, "mk", "csk-arqc", True, "mastercard-cbc"),
+        CVN.MC_20: ("emv-csk", 2, 1, "sk", "csk-arqc", True, "mastercard-cbc"),
+        CVN.MC_21: ("emv-csk", 2, 1, "sk", "csk-arqc", True, "mastercard-cbc"),
+        CVN.INTERAC_133: ("mastercard-skd", 2, 1, "sk", "csk-arqc", False, "mastercard-cbc"),
+    }
+    for cvn, row in rows.items():
+        s = cvn_spec(cvn)
+        got = (s.session_key, s.padding, s.arpc_method, s.arpc_key, s.sm_keys)
+        assert (*got, s.script_mac_covers_txn, s.pin_encipherment) == row
+        assert cvn_spec(cvn.value) is s
+    assert {c.value for c in CVN} == {0x0A, 0x12, 0x22, 0x10, 0x11, 0x14, 0x15, 0x85}
+
+
+# --------------------------------------------------------------------------------------------------
+# validation: a ValidationError naming the argument, nothing computed
+# --------------------------------------------------------------------------------------------------
+
+K = bytes(16)
+MK = unhex("154F349D8585CB7F6B0798E9839B10C1")
+GOOD_AC: dict[str, bytes] = {"cdol1_data": bytes(29), "aip": bytes(2), "atc": bytes(2), "iad": bytes(18)}
+
+BAD_CALLS: list[tuple[str, Callable[[], object]]] = [
+    ("imk", lambda: derive_icc_mk_a(bytes(8), "1234567890123456")),
+    ("imk", lambda: derive_icc_mk_b(bytes(24), "12345678901234567")),
+    ("pan", lambda: derive_icc_mk_a(K, "12345678901234x6")),
+    ("pan", lambda: derive_icc_mk_a(K, "12345678901")),
+    ("pan", lambda: derive_icc_mk_b(K, "12345678901234567890")),
+    ("pan", lambda: derive_icc_mk_a(K, "１２３４５６７８９０１２")),  # full-width digits are not ASCII
+    ("pan", lambda: derive_icc_mk_a(K, 1234567890123456)),  # type: ignore[arg-type]
+    ("psn", lambda: derive_icc_mk_a(K, "1234567890123456", "1")),
+    ("psn", lambda: derive_icc_mk_b(K, "1234567890123456", "0A")),
+    ("psn", lambda: derive_icc_mk(K, "1234567890123456", "001")),
+    ("option", lambda: derive_icc_mk(K, "1234567890123456", option="C")),  # type: ignore[arg-type]
+    ("mk", lambda: derive_common_sk(bytes(15), bytes(8))),
+    ("r", lambda: derive_common_sk(K, bytes(7))),
+    ("atc", lambda: derive_mastercard_sk(K, bytes(3), bytes(4))),
+    ("un", lambda: derive_mastercard_sk(K, bytes(2), bytes(5))),
+    ("atc", lambda: derive_visa_sm_sk(K, bytes(1))),
+    ("atc", lambda: derive_emv2000_tree_sk(K, bytes(3), 2, 16)),
+    ("branch_factor, height", lambda: derive_emv2000_tree_sk(K, bytes(2), 2, 15)),
+    ("branch_factor, height", lambda: derive_emv2000_tree_sk(K, bytes(2), 1, 100)),
+    ("height", lambda: derive_emv2000_tree_sk(K, bytes(2), 2, 0)),
+    ("iv", lambda: derive_emv2000_tree_sk(K, bytes(2), 2, 16, bytes(8))),
+    ("branch_factor, height", lambda: TreeParams(branch_factor=15, height=4)),
+    ("key", lambda: mac_iso9797_alg3(bytes(8), b"x")),
+    ("key", lambda: mac_iso9797_alg1(bytes(16), b"x")),
+    ("padding", lambda: mac_iso9797_alg3(K, b"x", 3)),
+    ("padding", lambda: mac_iso9797_alg1(bytes(8), b"x", True)),
+    ("data", lambda: mac_iso9797_alg3(K, "text")),  # type: ignore[arg-type]
+    ("key", lambda: key_check_value(bytes(24))),
+    ("length", lambda: key_check_value(K, 9)),
+    ("cvn", lambda: cvn_spec(0x99)),
+    ("cvn", lambda: generate_ac(0x0C, MK, **GOOD_AC)),
+    ("mk_ac", lambda: generate_ac(CVN.VISA_18, bytes(8), **GOOD_AC)),
+    ("atc", lambda: generate_ac(CVN.VISA_18, MK, **{**GOOD_AC, "atc": bytes(3)})),
+    ("aip", lambda: generate_ac(CVN.VISA_18, MK, **{**GOOD_AC, "aip": bytes(1)})),
+    ("iad", lambda: generate_ac(CVN.MC_17, MK, **{**GOOD_AC, "iad": bytes(17)})),
+    ("iad", lambda: generate_ac(CVN.VISA_10, MK, **{**GOOD_AC, "iad": bytes(6)})),
+    ("un", lambda: generate_ac(CVN.MC_16, MK, **GOOD_AC, un=bytes(3))),
+    ("un", lambda: generate_ac(CVN.MC_16, MK, **{**GOOD_AC, "cdol1_data": bytes(3)})),
+    ("method", lambda: generate_ac(CVN.MC_16, MK, **GOOD_AC, method="des")),  # type: ignore[arg-type]
+    ("tree", lambda: generate_ac(CVN.MC_16, MK, **GOOD_AC, method="emv2000-tree", tree=(2, 16))),  # type: ignore[arg-type]
+    ("arqc", lambda: arpc_method1(K, bytes(7), bytes(2))),
+    ("arc", lambda: arpc_method1(K, bytes(8), bytes(1))),
+    ("csu", lambda: arpc_method2(K, bytes(8), bytes(3))),
+    ("proprietary", lambda: arpc_method2(K, bytes(8), bytes(4), bytes(9))),
+    ("un", lambda: generate_arpc(CVN.INTERAC_133, MK, arqc=bytes(8), atc=bytes(2))),
+    ("mk_ac", lambda: AcCalculator(CVN.VISA_18, bytes(17))),
+    ("atc", lambda: AcCalculator(CVN.VISA_18, MK).generate(bytes(29), bytes(2), bytes(1), bytes(7))),
+    ("iad", lambda: AcCalculator(CVN.MC_21, MK).generate(bytes(29), bytes(2), bytes(2), bytes(8))),
+    ("un", lambda: AcCalculator(CVN.MC_16, MK).generate(bytes(29), bytes(2), bytes(2), bytes(8), bytes(2))),
+]
+
+
+@pytest.mark.parametrize(("name", "call"), BAD_CALLS, ids=[f"{i}-{n}" for i, (n, _) in enumerate(BAD_CALLS)])
+def test_bad_arguments_raise_validation_error_naming_them(name: str, call: Callable[[], object]) -> None:
+    with pytest.raises(ValidationError) as info:
+        call()
+    assert str(info.value).startswith(f"{name}:")
+    assert isinstance(info.value, ValueError)
+
+
+def test_public_names() -> None:
+    for name in crypto.__all__:
+        assert hasattr(crypto, name)
+    assert crypto.Encipherment.VISA_ECB == "visa-ecb"

@@ -1,0 +1,193 @@
+"""capsim._des: NIST/FIPS known answers on both backends, backend agreement, selection, no warnings."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import warnings
+from collections.abc import Iterator
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from capsim import _des
+from capsim.errors import ConfigError, ValidationError
+from tests.utils import load_vectors, unhex
+
+AVAILABLE = _des.available_backends()
+
+
+@pytest.fixture(params=_des.BACKENDS)
+def backend(request: pytest.FixtureRequest) -> Iterator[str]:
+    name: str = request.param
+    if name not in AVAILABLE:
+        pytest.skip(f"DES backend {name!r}: its package is not installed")
+    with _des.use_backend(name):
+        yield name
+
+
+@pytest.mark.parametrize("v", load_vectors("crypto/des.txt"))
+def test_des_known_answers(backend: str, v: dict[str, str]) -> None:
+    key, plain, cipher = unhex(v["KEY"]), unhex(v["PLAIN"]), unhex(v["CIPHER"])
+    assert _des.current_backend() == backend
+    if v["MODE"] == "ecb":
+        assert _des.ecb_encrypt(key, plain) == cipher
+        assert _des.ecb_decrypt(key, cipher) == plain
+        # Single DES K equals TDES K‖K (EDE collapses): the equal-halves key pycryptodome's DES3 refuses.
+        assert _des.ecb_encrypt(key + key, plain) == cipher
+    else:
+        iv = unhex(v["IV"])
+        assert _des.cbc_encrypt(key, plain, iv) == cipher
+        assert _des.cbc_decrypt(key, cipher, iv) == plain
+        assert _des.cbc_encrypt(key + key, plain, iv) == cipher
+        assert _des.cbc_decrypt(key + key, cipher, iv) == plain
+
+
+def test_tdes_is_ede_of_single_des(backend: str) -> None:
+    kl, kr = unhex("0123456789ABCDEF"), unhex("FEDCBA9876543210")
+    x = unhex("4E6F772069732074")
+    expected = _des.ecb_encrypt(kl, _des.ecb_decrypt(kr, _des.ecb_encrypt(kl, x)))
+    assert _des.ecb_encrypt(kl + kr, x) == expected
+    assert _des.ecb_decrypt(kl + kr, expected) == x
+    # KCV of IMK-A (vectors.md CRY-KCV) through the raw TDES block.
+    assert _des.ecb_encrypt(kl + kr, bytes(8))[:3] == unhex("08D7B4")
+
+
+keys = st.one_of(st.binary(min_size=8, max_size=8), st.binary(min_size=16, max_size=16))
+blocks = st.integers(min_value=1, max_value=6).flatmap(lambda n: st.binary(min_size=8 * n, max_size=8 * n))
+
+
+@pytest.mark.skipif(len(AVAILABLE) < 2, reason="needs both cryptography and pycryptodome installed")
+@given(key=keys, data=blocks, iv=st.binary(min_size=8, max_size=8))
+def test_backends_agree(key: bytes, data: bytes, iv: bytes) -> None:
+    results = []
+    for name in AVAILABLE:
+        with _des.use_backend(name):
+            r = (
+                _des.ecb_encrypt(key, data),
+                _des.ecb_decrypt(key, data),
+                _des.cbc_encrypt(key, data, iv),
+                _des.cbc_decrypt(key, data, iv),
+                _des.cbc_mac(key[:8], data),
+                _des.retail_mac(key + key if len(key) == 8 else key, data),
+            )
+        results.append(r)
+    assert results[0] == results[1]
+
+
+@given(key=st.binary(min_size=16, max_size=16), data=blocks, iv=st.binary(min_size=8, max_size=8))
+def test_cbc_and_retail_mac_match_their_definitions(key: bytes, data: bytes, iv: bytes) -> None:
+    """CBC and MAC algorithm 3 rebuilt block by block from single-DES ECB (emv-crypto.md §3)."""
+    for name in AVAILABLE:
+        with _des.use_backend(name):
+            prev, out = iv, b""
+            for i in range(0, len(data), 8):
+                x = bytes(a ^ b for a, b in zip(prev, data[i : i + 8], strict=True))
+                prev = _des.ecb_encrypt(key, x)
+                out += prev
+            assert _des.cbc_encrypt(key, data, iv) == out
+            assert _des.cbc_decrypt(key, out, iv) == data
+            kl, kr = key[:8], key[8:]
+            h = bytes(8)
+            for i in range(0, len(data), 8):
+                h = _des.ecb_encrypt(kl, bytes(a ^ b for a, b in zip(h, data[i : i + 8], strict=True)))
+            assert _des.cbc_mac(kl, data) == h
+            assert _des.retail_mac(key, data) == _des.ecb_encrypt(kl, _des.ecb_decrypt(kr, h))
+
+
+def test_cryptography_backend_emits_no_warning() -> None:
+    """8- and 16-byte keys are widened to 24 bytes: cryptography's key-size warnings never fire."""
+    if "cryptography" not in AVAILABLE:
+        pytest.skip("the cryptography package is not installed")
+    with _des.use_backend("cryptography"), warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        for key in (os.urandom(8), os.urandom(16), bytes(16)):
+            _des.ecb_encrypt(key, bytes(16))
+            _des.ecb_decrypt(key, bytes(16))
+            _des.cbc_encrypt(key, bytes(16))
+            _des.cbc_decrypt(key, bytes(16))
+        _des.retail_mac(os.urandom(16), bytes(24))
+        _des.cbc_mac(os.urandom(8), bytes(24))
+    assert caught == []
+
+
+def test_use_backend_restores_after_error() -> None:
+    before = _des.current_backend()
+    seen: list[str] = []
+
+    def fail_inside() -> None:
+        with _des.use_backend("pycryptodome"):
+            seen.append(_des.current_backend())
+            raise RuntimeError("boom")
+
+    with pytest.raises(RuntimeError, match="boom"):
+        fail_inside()
+    assert seen == ["pycryptodome"]
+    assert _des.current_backend() == before
+
+
+def test_unknown_backend_is_a_config_error() -> None:
+    before = _des.current_backend()
+    with pytest.raises(ConfigError, match="unknown DES backend"):
+        _des.set_backend("openssl3")
+    assert _des.current_backend() == before
+
+
+def _backend_in_subprocess(value: str) -> subprocess.CompletedProcess[str]:
+    env = dict(os.environ, CAPSIM_DES_BACKEND=value)
+    code = "from capsim import _des; print(_des.current_backend())"
+    return subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=False)
+
+
+@pytest.mark.parametrize("name", _des.BACKENDS)
+def test_environment_variable_forces_backend(name: str) -> None:
+    if name not in AVAILABLE:
+        pytest.skip(f"DES backend {name!r}: its package is not installed")
+    result = _backend_in_subprocess(name.upper())
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == name
+
+
+def test_environment_variable_with_unknown_backend_fails_loudly() -> None:
+    result = _backend_in_subprocess("rot13")
+    assert result.returncode != 0
+    assert "ConfigError" in result.stderr
+    assert "unknown DES backend" in result.stderr
+
+
+def test_automatic_choice_prefers_cryptography() -> None:
+    env = {k: v for k, v in os.environ.items() if k != "CAPSIM_DES_BACKEND"}
+    code = "from capsim import _des; print(_des.current_backend())"
+    result = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True)
+    assert result.stdout.strip() == AVAILABLE[0]
+
+
+@pytest.mark.parametrize(
+    ("call", "name"),
+    [
+        (lambda: _des.ecb_encrypt(bytes(24), bytes(8)), "key"),
+        (lambda: _des.ecb_encrypt(bytes(7), bytes(8)), "key"),
+        (lambda: _des.ecb_decrypt(bytes(16), bytes(7)), "data"),
+        (lambda: _des.cbc_encrypt(bytes(16), bytes(8), bytes(7)), "iv"),
+        (lambda: _des.cbc_decrypt(bytes(16), bytes(9)), "data"),
+        (lambda: _des.retail_mac(bytes(8), bytes(8)), "key"),
+        (lambda: _des.retail_mac(bytes(16), b""), "padded"),
+        (lambda: _des.cbc_mac(bytes(8), b""), "padded"),
+        (lambda: _des.ecb(bytes(12)), "key"),
+    ],
+)
+def test_bad_arguments_are_validation_errors(call: object, name: str) -> None:
+    assert callable(call)
+    with pytest.raises(ValidationError, match=f"^{name}:"):
+        call()
+
+
+def test_cipher_cache_is_bounded(backend: str) -> None:
+    for i in range(3 * _des._CACHE_SIZE):
+        _des.ecb_encrypt(i.to_bytes(16, "big"), bytes(8))
+    assert len(_des._cache()) <= _des._CACHE_SIZE
+    # A cached object still answers correctly after eviction of others.
+    key = unhex("0123456789ABCDEFFEDCBA9876543210")
+    assert _des.ecb(key).encrypt(bytes(8))[:3] == unhex("08D7B4")
