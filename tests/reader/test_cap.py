@@ -125,8 +125,11 @@ def test_cdol2_natwest() -> None:
 def test_cdol_unknown_tag_zero_and_reported() -> None:
     seen: list[int] = []
     data = build_cdol_data(
-        bytes.fromhex("9F3704DF0102"), get_reader_profile("mc-cap"), CapMode.RESPOND,
-        challenge="1", on_unknown=seen.append,
+        bytes.fromhex("9F3704DF0102"),
+        get_reader_profile("mc-cap"),
+        CapMode.RESPOND,
+        challenge="1",
+        on_unknown=seen.append,
     )
     assert data == bytes.fromhex("00000001") + bytes(2)
     assert seen == [0xDF01]
@@ -145,8 +148,9 @@ def test_cdol_unknown_tag_zero_and_reported() -> None:
     ],
 )
 def test_sign_iaf_bits(iaf: bytes, amount_field: str, currency_field: str) -> None:
-    v = cdol_values(get_reader_profile("mc-cap"), CapMode.SIGN, challenge="42", amount=1500,
-                    currency="EUR", iaf=iaf)
+    v = cdol_values(
+        get_reader_profile("mc-cap"), CapMode.SIGN, challenge="42", amount=1500, currency="EUR", iaf=iaf
+    )
     assert v[0x9F02].hex() == amount_field
     assert v[0x5F2A].hex() == currency_field
     assert v[0x9F37].hex() == "00000042"
@@ -155,7 +159,9 @@ def test_sign_iaf_bits(iaf: bytes, amount_field: str, currency_field: str) -> No
 def test_sign_without_iaf_b8_equals_respond() -> None:
     p = get_reader_profile("mc-cap")
     cdol = bytes.fromhex("9F02069F03069F1A0295055F2A029A039C019F3704")
-    sign = build_cdol_data(cdol, p, CapMode.SIGN, challenge="12345678", amount=99, currency="EUR", iaf=b"\x00")
+    sign = build_cdol_data(
+        cdol, p, CapMode.SIGN, challenge="12345678", amount=99, currency="EUR", iaf=b"\x00"
+    )
     respond = build_cdol_data(cdol, p, CapMode.RESPOND, challenge="12345678", iaf=b"\x00")
     assert sign == respond
 
@@ -180,7 +186,8 @@ def test_mode_inputs_rejected() -> None:
 
 
 @pytest.mark.parametrize(
-    ("text", "canonical"), [("1", "00000001"), ("1234", "00001234"), ("00001234", "00001234"), ("99999999", "99999999")]
+    ("text", "canonical"),
+    [("1", "00000001"), ("1234", "00001234"), ("00001234", "00001234"), ("99999999", "99999999")],
 )
 def test_challenge_canonical(text: str, canonical: str) -> None:
     assert canonical_challenge(text) == canonical
@@ -188,7 +195,8 @@ def test_challenge_canonical(text: str, canonical: str) -> None:
 
 
 @pytest.mark.parametrize(
-    "bad", ["", "123456789", " 1234", "1234 ", "12 34", "+123", "-1", "１２３", "١٢٣", "12a4", "0x12", "1_000"]
+    "bad",
+    ["", "123456789", " 1234", "1234 ", "12 34", "+123", "-1", "１２３", "١٢٣", "12a4", "0x12", "1_000"],
 )
 def test_challenge_rejected(bad: str) -> None:
     with pytest.raises(ValidationError, match="challenge"):
@@ -291,8 +299,9 @@ def test_currency_table() -> None:
 
 
 def test_currency_in_cdol() -> None:
-    v = cdol_values(get_reader_profile("mc-cap"), CapMode.SIGN, challenge="1", amount=100,
-                    currency="GBP", iaf=b"\x80")
+    v = cdol_values(
+        get_reader_profile("mc-cap"), CapMode.SIGN, challenge="1", amount=100, currency="GBP", iaf=b"\x80"
+    )
     assert v[0x5F2A] == bytes.fromhex("0826")
 
 
@@ -365,7 +374,9 @@ def test_explain_agrees_with_extract(ipb: bytes, data: bytes, psn: bool) -> None
     st.binary(min_size=0, max_size=32),
     st.one_of(st.none(), st.binary(min_size=1, max_size=1)),
 )
-def test_atc_bits_read_back(ipb: bytes, cid: bytes, atc: int, ac: bytes, iad: bytes, psn: bytes | None) -> None:
+def test_atc_bits_read_back(
+    ipb: bytes, cid: bytes, atc: int, ac: bytes, iad: bytes, psn: bytes | None
+) -> None:
     d = data_string(cid, atc.to_bytes(2, "big"), ac, iad, psn=psn)
     value = ipb_extract(ipb, d, allow_short=True)
     mask, _ = disclosed_atc_bits(ipb, psn_in_data=psn is not None)
