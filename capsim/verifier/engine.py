@@ -296,10 +296,12 @@ class Match:
 
 @dataclass(frozen=True, kw_only=True, slots=True)
 class MatchResult:
-    """Decision of :func:`match`: the match (or ``None``) and the evaluations spent (V4)."""
+    """Decision of :func:`match`: the first match in the fixed order (or ``None``), every match
+    (resync needs them all) and the evaluations spent (V4's instrumentation counter)."""
 
     match: Match | None
     evaluations: int
+    matches: tuple[Match, ...] = ()
 
 
 @lru_cache(maxsize=4096)
@@ -408,7 +410,7 @@ def match(
     """
     un_cache: dict[str, bytes] = {}
     tds_block = _tds_block(request.tds_fields) if request.mode is OperationMode.TDS else b""
-    found: Match | None = None
+    found: list[Match] = []
     evaluations = 0
     for card in cards:
         profile = card.profile
@@ -459,9 +461,9 @@ def match(
                     ((high_mask << layout.ac_bits | ac_part) << layout.iad_bits) | iad_want
                 )
                 text = f"{expected:0{digits}d}".encode("ascii")
-                if _codes_equal(text, code.text) and found is None:
-                    found = Match(credential_id=card.credential_id, atc=atc, variant=index)
-    return MatchResult(match=found, evaluations=evaluations)
+                if _codes_equal(text, code.text):
+                    found.append(Match(credential_id=card.credential_id, atc=atc, variant=index))
+    return MatchResult(match=found[0] if found else None, evaluations=evaluations, matches=tuple(found))
 
 
 def dummy_evaluate(

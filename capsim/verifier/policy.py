@@ -80,6 +80,10 @@ class VerifierPolicy:
         Seconds to wait for the credential row lock (V22).
     psd2:
         Apply the PSD2 payment profile rules (V15, V17, V28).
+    display_digits:
+        Digits of a presented code (V7); credentials must use the same.
+    accept_unpadded:
+        Accept codes typed without their leading zeros (V7; off).
     """
 
     atc_window: int = 16
@@ -101,6 +105,8 @@ class VerifierPolicy:
     false_accept_ceiling: float = DEFAULT_FALSE_ACCEPT_CEILING
     lock_timeout_s: float = 2.0
     psd2: bool = False
+    display_digits: int = 8
+    accept_unpadded: bool = False
 
     def __post_init__(self) -> None:
         self.validate()
@@ -126,6 +132,7 @@ class VerifierPolicy:
             "sync_window": (1, _MAX_ATC),
             "resync_codes": (2, 3),
             "resync_max_interval_s": (1, 86_400),
+            "display_digits": (4, 16),
         }
         for name, (lo, hi) in ints.items():
             value = getattr(self, name)
