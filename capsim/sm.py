@@ -78,7 +78,11 @@ def pin_block_iso2(pin: str) -> bytes:
     >>> pin_block_iso2("999999999999").hex().upper()
     '2C999999999999FF'
     """
-    p = _pin("pin", pin)
+    return _iso2("pin", pin)
+
+
+def _iso2(name: str, pin: object) -> bytes:
+    p = _pin(name, pin)
     return bytes.fromhex(f"2{len(p):X}{p}".ljust(16, "F"))
 
 
@@ -407,7 +411,7 @@ def build_pin_change(
         if current_pin is not None:
             raise ValidationError("current_pin: the ISO-2 block format cannot carry the current PIN")
         _key16("mk_ac", mk_ac)
-        block = pin_block_iso2(new_pin)
+        block = _iso2("new_pin", new_pin)
     else:
         raise ValidationError(f"block_format: expected 'iso2' or 'vis', got {fmt!r}")
     _, sk_smc = sm_session_keys(c, mk_smi, mk_smc, atc=a, arqc=r)
