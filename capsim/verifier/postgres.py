@@ -78,6 +78,8 @@ def _map_error(exc: BaseException, *, context: str) -> Exception:
         return TemporaryFailure("serialization failure; retry")
     if isinstance(exc, _pgerr.IntegrityError):
         return ValidationError(f"value outside the schema's constraints ({exc.sqlstate})")
+    if isinstance(exc, psycopg.DataError):
+        return ValidationError(f"value cannot be stored (for example a NUL character) ({exc.sqlstate})")
     if isinstance(exc, psycopg.OperationalError | psycopg.InterfaceError):
         return TemporaryFailure("PostgreSQL store unavailable (connection lost)")
     return TemporaryFailure(f"PostgreSQL store error during {context}")

@@ -33,7 +33,10 @@ _PORT = 5433
 
 
 def find_pg_bindir() -> Path | None:
-    """The newest ``/usr/lib/postgresql/<N>/bin`` with ``initdb`` and ``pg_ctl`` (``$CAPSIM_PG_BINDIR`` wins)."""
+    """The newest ``/usr/lib/postgresql/<N>/bin`` with ``initdb`` and ``pg_ctl``.
+
+    ``$CAPSIM_PG_BINDIR`` wins when set.
+    """
     env = os.environ.get("CAPSIM_PG_BINDIR")
     candidates = [env] if env else []
 
