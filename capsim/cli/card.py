@@ -1,0 +1,268 @@
+"""``capsim card …``: create, inspect and drive emulated card files (docs/card.md).
+
+Commands marked ``[!]`` touch a card (they change its counters).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import secrets
+from pathlib import Path
+from typing import Any
+
+import click
+
+from capsim.apdu import describe_sw
+from capsim.cards import BUILTIN_PROFILES, CardProfile, CardState, builtin_profile, load_card, new_card
+from capsim.cli._common import handle_errors, read_secret
+from capsim.crypto import CVN, KeyDerivation, odd_parity
+from capsim.errors import ApduFormatError, StateFileError, ValidationError
+from capsim.storage import IssuerKeys, load_issuer_keys, read_card_file, save_issuer_keys
+from capsim.tags import tag_info
+from capsim.tlv import decode, format_tree, walk
+
+__all__ = ["card"]
+
+#: CVN names as written in scheme documents ("CVN 18") → the IAD byte.
+_CVN_NAMES = {
+    "10": CVN.VISA_10,
+    "18": CVN.VISA_18,
+    "22": CVN.VISA_22,
+    "16": CVN.MC_16,
+    "17": CVN.MC_17,
+    "20": CVN.MC_20,
+    "21": CVN.MC_21,
+}
+_CVN_LABEL = {v: k for k, v in _CVN_NAMES.items()}
+DEFAULT_PIN = "1234"
+
+
+def _luhn_digit(body: str) -> str:
+    total = 0
+    for i, ch in enumerate(reversed(body)):
+        d = int(ch)
+        if i % 2 == 0:
+            d *= 2
+            if d > 9:
+                d -= 9
+        total += d
+    return str((10 - total % 10) % 10)
+
+
+def random_test_pan(profile: CardProfile) -> str:
+    """A random, Luhn-valid 16-digit test PAN (``5`` for Mastercard AIDs, ``4`` for Visa)."""
+    prefix = "4" if profile.aid.startswith(bytes.fromhex("A000000003")) else "5"
+    body = prefix + "".join(str(secrets.randbelow(10)) for _ in range(14))
+    return body + _luhn_digit(body)
+
+
+def mask_pan(pan: str) -> str:
+    """``123456******3456``: the first 6 and last 4 digits."""
+    if len(pan) <= 10:
+        return "*" * len(pan)
+    return pan[:6] + "*" * (len(pan) - 10) + pan[-4:]
+
+
+def _random_key() -> bytes:
+    return odd_parity(secrets.token_bytes(16))
+
+
+@click.group("card")
+def card() -> None:
+    """Emulated EMV-CAP cards: create, inspect and drive card files."""
+
+
+@card.command("new")
+@click.argument("path", type=click.Path(dir_okay=False, path_type=Path))
+@click.option(
+    "--profile",
+    "profile_name",
+    default="secur-acces",
+    show_default=True,
+    type=click.Choice(sorted(BUILTIN_PROFILES)),
+    help="Built-in card profile.",
+)
+@click.option("--pan", help="Card PAN (12-19 digits); default: a random Luhn-valid test PAN.")
+@click.option("--psn", default="00", show_default=True, help="PAN sequence number (2 digits).")
+@click.option("--pin-stdin", is_flag=True, help="Read the PIN from one line of standard input.")
+@click.option(
+    "--issuer-keys",
+    type=click.Path(dir_okay=False, exists=True, path_type=Path),
+    help="Issuer-keys file to personalise from; default: new random keys in <PATH stem>.issuer-keys.json.",
+)
+@click.option(
+    "--cvn", type=click.Choice(list(_CVN_NAMES)), help="Cryptogram version (default: the profile's)."
+)
+@handle_errors
+def new_command(
+    *,
+    path: Path,
+    profile_name: str,
+    pan: str | None,
+    psn: str,
+    pin_stdin: bool,
+    issuer_keys: Path | None,
+    cvn: str | None,
+) -> None:
+    """[!] Create a new card file at PATH (mode 0600; it holds the card's keys)."""
+    template = builtin_profile(profile_name)
+    if path.exists():
+        raise StateFileError(f"card file {path} already exists; refusing to overwrite it")
+    pin = read_secret("PIN", from_stdin=True) if pin_stdin else DEFAULT_PIN
+    CardState(atc=0, ptc=0, pin=pin)  # validates the PIN before anything is written
+    keys_path: Path | None = None
+    if issuer_keys is not None:
+        keys = load_issuer_keys(issuer_keys)
+    else:
+        keys = IssuerKeys(imk_ac=_random_key(), imk_smi=_random_key(), imk_smc=_random_key())
+        keys_path = path.with_name(f"{path.stem}.issuer-keys.json")
+        if keys_path.exists():
+            raise StateFileError(f"issuer keys file {keys_path} already exists; refusing to overwrite it")
+    overrides: dict[str, Any] = {"key_derivation": KeyDerivation(keys.derivation)}
+    if cvn is not None:
+        overrides["cvn"] = _CVN_NAMES[cvn]
+    card_pan = pan if pan is not None else random_test_pan(template)
+    if keys_path is not None:
+        save_issuer_keys(keys_path, keys)
+    try:
+        created = new_card(
+            template,
+            pan=card_pan,
+            psn=psn,
+            pin=pin,
+            imk_ac=keys.imk_ac,
+            imk_smi=keys.imk_smi,
+            imk_smc=keys.imk_smc,
+            path=path,
+            **overrides,
+        )
+    except BaseException:
+        if keys_path is not None:
+            with contextlib.suppress(OSError):
+                keys_path.unlink()
+        raise
+    with created:
+        p = created.profile
+        click.echo(f"created card {path} (profile {p.name}, CVN {_CVN_LABEL[p.cvn]}, PSN {p.psn})")
+        click.echo(f"PAN {mask_pan(p.pan)}{' (random test PAN)' if pan is None else ''}")
+    if not pin_stdin:
+        click.echo(f"PIN {DEFAULT_PIN}: the default test PIN (use --pin-stdin to choose one)")
+    if keys_path is not None:
+        click.echo(f"issuer keys written to {keys_path} (mode 0600)")
+    click.echo("note: the card file holds the card's keys in clear; keep it private", err=True)
+
+
+def _describe(profile: CardProfile, state: CardState, *, sensitive: bool) -> dict[str, Any]:
+    h = state.history
+    out: dict[str, Any] = {
+        "profile": profile.name,
+        "aid": profile.aid.hex().upper(),
+        "pan": profile.pan if sensitive else mask_pan(profile.pan),
+        "psn": profile.psn,
+        "cvn": _CVN_LABEL.get(profile.cvn, f"{int(profile.cvn):02X}"),
+        "iad_format": str(profile.iad_format),
+        "response_format": profile.response_format,
+        "atc": state.atc,
+        "pin_try_counter": state.ptc,
+        "pin_try_limit": profile.pin_try_limit,
+        "pin": state.pin if sensitive else "****",
+        "lifecycle": str(state.lifecycle),
+        "last_online_atc": state.last_online_atc,
+        "history": h.to_dict(),
+        "issuer_key_kcvs": {
+            "imk-ac": profile.kcv_imk_ac.hex().upper(),
+            "imk-smi": profile.kcv_imk_smi.hex().upper(),
+            "imk-smc": profile.kcv_imk_smc.hex().upper(),
+        },
+    }
+    if sensitive:
+        out["icc_keys"] = {
+            "mk-ac": profile.mk_ac.hex().upper(),
+            "mk-smi": profile.mk_smi.hex().upper(),
+            "mk-smc": profile.mk_smc.hex().upper(),
+        }
+    return out
+
+
+@card.command("show")
+@click.argument("path", type=click.Path(dir_okay=False, path_type=Path))
+@click.option("--show-sensitive", is_flag=True, help="Show the full PAN, the PIN and the ICC keys.")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@handle_errors
+def show_command(*, path: Path, show_sensitive: bool, as_json: bool) -> None:
+    """Show a card file (PAN, PIN and keys redacted unless --show-sensitive)."""
+    profile, state = read_card_file(path)
+    info = _describe(profile, state, sensitive=show_sensitive)
+    if as_json:
+        click.echo(json.dumps(info, indent=2, sort_keys=True))
+        return
+    for key, value in info.items():
+        if isinstance(value, dict):
+            click.echo(f"{key}:")
+            for k, v in value.items():
+                click.echo(f"  {k}: {v}")
+        else:
+            click.echo(f"{key}: {value}")
+
+
+def _command_text(raw: bytes, *, sensitive: bool) -> str:
+    text = raw.hex().upper()
+    if not sensitive and len(raw) > 5 and raw[1] in (0x20, 0x24) and raw[0] in (0x00, 0x84):
+        return f"{text[:10]} <{len(raw) - 5} data bytes redacted>"
+    return text
+
+
+def _has_sensitive(data: bytes) -> bool:
+    try:
+        objs = decode(data)
+    except ApduFormatError:
+        return True
+    for _, obj in walk(objs):
+        info = tag_info(obj.tag)
+        if info is not None and info.sensitive:
+            return True
+    return False
+
+
+@card.command("apdu")
+@click.argument("path", type=click.Path(dir_okay=False, path_type=Path))
+@click.argument("apdus", nargs=-1, required=True)
+@click.option("--show-sensitive", is_flag=True, help="Do not redact PIN blocks, PANs and other secrets.")
+@handle_errors
+def apdu_command(*, path: Path, apdus: tuple[str, ...], show_sensitive: bool) -> None:
+    """[!] Power the card on and send raw APDUs (hex); print a decoded trace."""
+    commands: list[bytes] = []
+    for i, text in enumerate(apdus, 1):
+        try:
+            commands.append(bytes.fromhex("".join(text.split())))
+        except ValueError:
+            raise ValidationError(f"APDU {i}: expected hex digits, got {text!r}") from None
+    with load_card(path) as emulated:
+        click.echo(f"ATR {emulated.power_on().hex().upper()}")
+        for raw in commands:
+            resp = emulated.process(raw)
+            data, sw = resp[:-2], int.from_bytes(resp[-2:], "big")
+            click.echo(f"> {_command_text(raw, sensitive=show_sensitive)}")
+            shown = data.hex().upper()
+            if data and not show_sensitive and _has_sensitive(data):
+                shown = f"<{len(data)} bytes, partly redacted below>"
+            click.echo(f"< {shown + ' ' if data else ''}{sw:04X} ({describe_sw(sw)})".replace("  ", " "))
+            if data:
+                try:
+                    tree = format_tree(decode(data), redact=not show_sensitive)
+                except ApduFormatError:
+                    tree = f"  (not BER-TLV) {data.hex().upper() if show_sensitive else ''}".rstrip()
+                for line in tree.splitlines():
+                    click.echo(f"    {line}")
+
+
+@card.command("profiles")
+def profiles_command() -> None:
+    """List the built-in card profiles."""
+    for name in sorted(BUILTIN_PROFILES):
+        p = BUILTIN_PROFILES[name]
+        click.echo(
+            f"{name:12} AID {p.aid.hex().upper():16} CVN {_CVN_LABEL[p.cvn]:2} IAD {p.iad_format!s:5} "
+            f"format {p.response_format}  {p.label or '-'}"
+        )
