@@ -265,13 +265,17 @@ def candidate_atcs(last_atc: int, window: int, layout: CodeLayout, code_value: i
 
 @dataclass(frozen=True, kw_only=True, slots=True)
 class CardCandidate:
-    """One card to try: its credential id, key reference, PSN, profile and ``last_atc``."""
+    """One card to try: its credential id, key reference, PSN, profile and ``last_atc``.
+
+    ``variants`` limits the IAD variants tried to the most likely ones (``None``: all).
+    """
 
     credential_id: str
     key_ref: str
     psn: str
     profile: CredentialProfile
     last_atc: int
+    variants: int | None = None
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
@@ -430,7 +434,7 @@ def match(
         iad_want = layout.region(value, 0, layout.iad_bits)
         variants = [
             (i, iad)
-            for i, iad in enumerate(profile.iad_variants)
+            for i, iad in enumerate(profile.iad_variants[: card.variants])
             if layout.extract(iad_start, iad) == iad_want
         ]
         if not variants:

@@ -80,6 +80,11 @@ class VerifierPolicy:
         Seconds to wait for the credential row lock (V22).
     psd2:
         Apply the PSD2 payment profile rules (V15, V17, V28).
+    history_variants:
+        IAD (card history) variants tried per candidate ATC, most likely first (V10). A
+        credential's first code (activation, or ``last_atc`` −1) is tried with at least 2
+        (the first code ever differs, cap-protocol.md §9.6); right after an issuer script
+        every variant is tried once.
     display_digits:
         Digits of a presented code (V7); credentials must use the same.
     accept_unpadded:
@@ -107,6 +112,7 @@ class VerifierPolicy:
     psd2: bool = False
     display_digits: int = 8
     accept_unpadded: bool = False
+    history_variants: int = 2
 
     def __post_init__(self) -> None:
         self.validate()
@@ -133,6 +139,7 @@ class VerifierPolicy:
             "resync_codes": (2, 3),
             "resync_max_interval_s": (1, 86_400),
             "display_digits": (4, 16),
+            "history_variants": (1, 64),
         }
         for name, (lo, hi) in ints.items():
             value = getattr(self, name)
@@ -219,7 +226,7 @@ def ipb_layout(profile: CredentialProfile, *, tds: bool = False) -> tuple[int, i
     return bits(off + 1, off + 3), bits(off + 3, off + 11), bits(off + 11, len(ipb))
 
 
-def effective_variants(profile: CredentialProfile) -> int:
+def effective_variants(profile: CredentialProfile, limit: int | None = None) -> int:
     """V of V4/V5 for one card: the largest group of IAD variants that the code cannot tell apart.
 
     Variants differing in an IPB-covered IAD bit are told apart by the code itself (the engine
@@ -229,7 +236,7 @@ def effective_variants(profile: CredentialProfile) -> int:
     off = (1 if profile.psn_in_data else 0) + 11
     mask = profile.ipb[off:]
     groups: dict[bytes, int] = {}
-    for iad in profile.iad_variants:
+    for iad in profile.iad_variants[:limit]:
         key = bytes(a & b for a, b in zip(mask, iad, strict=False))
         groups[key] = groups.get(key, 0) + 1
     return max(groups.values(), default=1)
@@ -247,7 +254,7 @@ def false_accept_bound(
     atc_bits, ac_bits, _ = ipb_layout(profile, tds=tds)
     window = max(policy.atc_window, policy.sync_window if policy.auto_resync else 0)
     candidates = math.ceil(window / (1 << atc_bits))
-    v = effective_variants(profile) if variants is None else variants
+    v = effective_variants(profile, policy.history_variants) if variants is None else variants
     v = max(v, 1)
     p = policy.max_fail * candidates * v / float(1 << ac_bits)
     return BoundReport(

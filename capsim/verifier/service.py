@@ -72,6 +72,7 @@ __all__ = [
     "MAX_ACTIVATION_ATTEMPTS",
     "Verifier",
     "VerifierMetrics",
+    "credential_profile_from_card",
     "operation_digest",
 ]
 
@@ -84,6 +85,8 @@ _CRED_PREFIX: Final = "cr-"
 _ACT_ALPHABET: Final = "0123456789ABCDEFGHJKMNPQRSTVWXYZ"  # Crockford base32
 _MAX_TEXT: Final = 128
 _MAX_ATC: Final = 0xFFFF
+#: Settings key prefix marking a credential whose card was just sent an issuer script.
+_SCRIPT_KEY: Final = "issuer-script:"
 _DUMMY_PROFILE: Final = CredentialProfile(
     reader_profile="mc-cap",
     cdol1=bytes.fromhex("9F02069F03069F1A0295055F2A029A039C019F3704"),
@@ -208,6 +211,39 @@ def operation_digest(
     }
     raw = json.dumps(body, sort_keys=True, separators=(",", ":"), ensure_ascii=True).encode("ascii")
     return hashlib.sha256(raw).digest()
+
+
+def credential_profile_from_card(
+    card_profile: Any, *, reader_profile: str | None = None
+) -> CredentialProfile:
+    """The :class:`CredentialProfile` of an emulated card's personalisation (no key is copied).
+
+    ``card_profile`` is a :class:`capsim.cards.CardProfile` (a card file's profile, as a
+    card-management system would hand it over). The reader profile defaults to the one the
+    card's AID selects (cap-protocol.md §3); the IAD variants are the card's predicted ARQC
+    IADs for each history state, most likely first (:func:`capsim.cards.history_variants`, V10).
+    """
+    from capsim.cards import CardProfile, history_variants, predict_arqc_iad
+    from capsim.profiles import get_reader_profile, profile_for_aid
+
+    if not isinstance(card_profile, CardProfile):
+        raise ValidationError("card_profile: expected a capsim.cards.CardProfile")
+    if reader_profile is None:
+        chosen = profile_for_aid(card_profile.aid)
+        name = "mc-cap" if chosen is None else chosen.name
+    else:
+        name = get_reader_profile(reader_profile).name
+    variants = tuple(predict_arqc_iad(card_profile, h) for h in history_variants(card_profile))
+    return CredentialProfile(
+        reader_profile=name,
+        cdol1=card_profile.cdol1,
+        aip=card_profile.aip,
+        ipb=card_profile.ipb,
+        iaf=card_profile.iaf,
+        cvn=int(card_profile.cvn),
+        iad_variants=variants,
+        key_derivation=str(card_profile.key_derivation.value),
+    )
 
 
 # ------------------------------------------------------------------------------------------------
@@ -527,6 +563,33 @@ class Verifier:
             raise InvalidCode
         return result
 
+    def enroll_card(
+        self,
+        activation_code: str,
+        card_profile: Any,
+        *,
+        issuer_key_id: str,
+        first_code: str | None = None,
+        request_id: str | None = None,
+        reader_profile: str | None = None,
+        label: str = "",
+    ) -> Credential:
+        """:meth:`enroll` from a personalised :class:`capsim.cards.CardProfile` (PAN, PSN,
+        derivation option and profile read from it; its keys are ignored)."""
+        profile = credential_profile_from_card(card_profile, reader_profile=reader_profile)
+        return self.enroll(
+            activation_code,
+            pan=card_profile.pan,
+            psn=card_profile.psn,
+            profile=profile,
+            issuer_key_id=issuer_key_id,
+            derivation=profile.key_derivation,
+            first_code=first_code,
+            request_id=request_id,
+            atc_floor=max(-1, int(card_profile.initial_atc) - 1),
+            label=label,
+        )
+
     def _enroll_tx(
         self,
         tx: StoreTransaction,
@@ -557,7 +620,7 @@ class Verifier:
             )
             return cred
         request = engine.MatchRequest(mode=OperationMode.IDENTIFY)
-        result = self._match([cred], presented, request, window=self.policy.atc_window)
+        result = self._match([cred], presented, request, window=self.policy.atc_window, first_use=True)
         if result.match is None:
             self._must(
                 tx.update_activation(
@@ -1122,7 +1185,10 @@ class Verifier:
         request: engine.MatchRequest,
         *,
         window: int,
+        first_use: bool = False,
+        all_variants: bool = False,
     ) -> engine.MatchResult:
+        steady = self.policy.history_variants
         cards = [
             engine.CardCandidate(
                 credential_id=c.credential_id,
@@ -1130,6 +1196,9 @@ class Verifier:
                 psn=c.psn,
                 profile=c.profile,
                 last_atc=c.last_atc,
+                variants=None
+                if all_variants
+                else (max(steady, 2) if first_use or c.last_atc < 0 else steady),
             )
             for c in creds
         ]
@@ -1249,7 +1318,10 @@ class Verifier:
             request = engine.MatchRequest(mode=OperationMode.IDENTIFY)
             window = self.policy.atc_window if activating else self.policy.max_atc_gap
         cards = [cred, *siblings]
-        result = self._match(cards, presented, request, window=window)
+        script_at = tx.get_setting(_SCRIPT_KEY + cred.credential_id) or ""
+        result = self._match(
+            cards, presented, request, window=window, first_use=activating, all_variants=bool(script_at)
+        )
         m = result.match
         park: tuple[int | None, datetime | None] = (cred.parked_atc, cred.parked_at)
         if m is None and op is None and self.policy.auto_resync and not activating:
@@ -1286,6 +1358,8 @@ class Verifier:
                 operation_id=op_id,
                 txn_digest=op.txn_digest if op else b"",
             )
+            if script_at and m.atc > int(script_at):
+                tx.set_setting(_SCRIPT_KEY + cred.credential_id, "")
             self._must(tx.insert_acceptance(acc))
             self._must(
                 tx.insert_request(
@@ -1550,6 +1624,7 @@ class Verifier:
                 raise
             except Exception:
                 raise TemporaryFailure("cryptogram provider unavailable") from None
+            tx.set_setting(_SCRIPT_KEY + cid, str(int.from_bytes(atc_b, "big")))
             tx.append_audit(
                 self._entry(
                     event="issuer-script",
