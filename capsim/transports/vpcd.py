@@ -34,6 +34,7 @@ import logging
 import socket
 import struct
 import threading
+import time
 from enum import IntEnum
 from types import TracebackType
 from typing import Final
@@ -197,6 +198,10 @@ class VpcdCardServer:
     backoff_initial, backoff_max:
         Reconnect delays in seconds (doubling from the first to the second) while vpcd is
         not listening, for example during a pcscd restart.
+    reinsert_gap:
+        Seconds the card stays out before the server plugs it in again after a link loss.
+        pcscd notices a removal only when one of its 400 ms presence polls finds the slot
+        empty; a card back sooner looks as if it had never left (``pcsc.md`` §3).
     idle_timeout:
         vpcd polls the card every 400 ms; silence for this many seconds means the link is
         dead and the server reconnects. ``None`` waits forever.
@@ -220,6 +225,7 @@ class VpcdCardServer:
         slot: int = 0,
         backoff_initial: float = 0.05,
         backoff_max: float = 1.0,
+        reinsert_gap: float = 0.5,
         idle_timeout: float | None = 30.0,
         connect_timeout: float = 5.0,
         show_sensitive: bool = False,
@@ -235,6 +241,8 @@ class VpcdCardServer:
                 "backoff_initial, backoff_max: expected 0 < initial <= max, "
                 f"got {backoff_initial}, {backoff_max}"
             )
+        if reinsert_gap < 0:
+            raise ValidationError(f"reinsert_gap: expected seconds >= 0, got {reinsert_gap}")
         if idle_timeout is not None and idle_timeout <= 0:
             raise ValidationError(f"idle_timeout: expected seconds > 0 or None, got {idle_timeout}")
         if connect_timeout <= 0:
@@ -243,6 +251,7 @@ class VpcdCardServer:
         self._address = (host, port + slot)
         self._backoff_initial = backoff_initial
         self._backoff_max = backoff_max
+        self._reinsert_gap = reinsert_gap
         self._idle_timeout = idle_timeout
         self._connect_timeout = connect_timeout
         self._show_sensitive = show_sensitive
@@ -253,6 +262,7 @@ class VpcdCardServer:
         self._thread: threading.Thread | None = None
         self._connections = 0
         self._apdus = 0
+        self._unplugged_at: float | None = None
 
     # -- introspection ---------------------------------------------------------------
 
@@ -275,6 +285,11 @@ class VpcdCardServer:
     def apdu_count(self) -> int:
         """Command APDUs served so far (control messages not counted)."""
         return self._apdus
+
+    @property
+    def unplugged_at(self) -> float | None:
+        """``time.monotonic()`` when the card last left vpcd (``None`` if it never did)."""
+        return self._unplugged_at
 
     def wait_connected(self, timeout: float | None = None) -> bool:
         """Block until the card is plugged into vpcd; ``False`` on timeout."""
@@ -327,6 +342,10 @@ class VpcdCardServer:
         failures = 0
         logger.info("serving the card to vpcd at %s:%d", host, port)
         while not self._stop.is_set():
+            if self._unplugged_at is not None:
+                gap = self._unplugged_at + self._reinsert_gap - time.monotonic()
+                if gap > 0 and self._stop.wait(gap):
+                    break
             try:
                 sock = self._connect()
             except OSError as exc:
@@ -350,6 +369,7 @@ class VpcdCardServer:
                     self._sock = None
                 self._connected.clear()
                 sock.close()
+                self._unplugged_at = time.monotonic()
                 # Pulling the card out removes power: volatile state only.
                 self._card.power_off()
         logger.info("stopped serving the card to vpcd at %s:%d", host, port)

@@ -7,6 +7,7 @@ runs pytest inside ``unshare --mount --net`` so the private pcscd never meets a 
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -17,6 +18,7 @@ from tests.pcsc.stack import PcscdStack, _listening, free_port_pair, missing_req
 
 MISSING = missing_requirements()
 STACK_PORT = 40000
+REINSERT_GAP = 0.6  # > one 400 ms presence poll of pcscd
 
 
 @pytest.fixture(scope="session")
@@ -51,6 +53,13 @@ def serve(stack: PcscdStack) -> Iterator[ServeFactory]:
     def start(card: Any, *, slot: int = 0, wait: bool = True, **options: Any) -> VpcdCardServer:
         options.setdefault("backoff_initial", 0.01)
         options.setdefault("backoff_max", 0.2)
+        # pcscd notices a removal only if one of its 400 ms presence polls finds the slot
+        # empty; a card plugged back sooner looks as if it never left (pcsc.md §3).
+        for earlier, _ in servers:
+            if earlier.address[1] == stack.port + slot:
+                assert not earlier.connected, f"slot {slot} is already served"
+                if earlier.unplugged_at is not None:
+                    time.sleep(max(0.0, earlier.unplugged_at + REINSERT_GAP - time.monotonic()))
         server = VpcdCardServer(card, port=stack.port, slot=slot, **options).start()
         servers.append((server, stack.readers[slot]))
         if wait:

@@ -343,6 +343,7 @@ def test_parse_vpcd_address_rejects_bad_input(spec: str, slot: int, word: str) -
         ({"backoff_initial": 0}, "backoff"),
         ({"backoff_initial": 2.0, "backoff_max": 1.0}, "backoff"),
         ({"idle_timeout": 0}, "idle_timeout"),
+        ({"reinsert_gap": -0.1}, "reinsert_gap"),
         ({"connect_timeout": -1}, "connect_timeout"),
     ],
 )
