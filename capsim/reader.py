@@ -269,6 +269,10 @@ class CapResult:
         return "\n".join(lines)
 
 
+class _InputError(ValidationError):
+    """Caller input the card's data turned out to need (not card misbehaviour)."""
+
+
 @dataclass(frozen=True)
 class _Candidate:
     aid: bytes
@@ -462,7 +466,7 @@ class CapSession:
                 self._sent += 1
                 if self._sent > MAX_COMMANDS:
                     raise RemoteProtocolError(f"CAP session: more than {MAX_COMMANDS} commands; giving up")
-        except (RemoteProtocolError, StatusWordError):
+        except (RemoteProtocolError, StatusWordError, _InputError):
             self._fail()
             raise
         except (ApduFormatError, ValidationError, ValueError, IndexError, KeyError) as exc:
@@ -690,7 +694,27 @@ class CapSession:
         psn = card.get(0x5F34)
         if psn is not None and len(psn) != 1:
             raise RemoteProtocolError(f"PSN (5F34) must be 1 byte, got {len(psn)}")
+        self._values = self._terminal_values()
         self._send(Phase.GET_PTC, builders.get_data(0x9F17))
+
+    def _terminal_values(self) -> dict[int, bytes]:
+        """The CDOL values of this run, now that the IAF is known (before the PIN is tried)."""
+        iaf0 = self._iaf0()
+        sign = self.mode is CapMode.SIGN
+        uses_amount = sign and bool(iaf0 & 0x80)
+        if sign and self._amount is not None and not uses_amount:
+            self._warn("the card's IAF does not use an amount in sign mode: the amount is ignored")
+        if uses_amount and (self._amount is None or (not iaf0 & 0x20 and self._currency is None)):
+            what = "an amount" if self._amount is None else "a currency"
+            raise _InputError(f"amount/currency: this card's IAF ({iaf0:02X}) asks for {what} in sign mode")
+        return cdol_values(
+            self._profile,
+            CapMode.IDENTIFY if self.mode is CapMode.TDS else self.mode,
+            challenge=self._challenge,
+            amount=self._amount if uses_amount else None,
+            currency=self._currency if uses_amount and not iaf0 & 0x20 else None,
+            iaf=bytes([iaf0]),
+        )
 
     # ---------------------------------------------------------------- PIN
 
@@ -717,27 +741,12 @@ class CapSession:
         raise status_error(response.sw, 0x20)
 
     def _on_verified(self, response: ResponseApdu) -> None:
-        from capsim.tlv import parse_dol
+        from capsim.tlv import fill_dol, parse_dol
 
-        profile = self._profile
-        iaf = bytes([self._iaf0()])
-        sign = self.mode is CapMode.SIGN
-        if sign and self._amount is not None and not iaf[0] & 0x80:
-            self._warn("the card's IAF does not use an amount in sign mode: the amount is ignored")
-        self._values = cdol_values(
-            profile,
-            CapMode.IDENTIFY if self.mode is CapMode.TDS else self.mode,
-            challenge=self._challenge,
-            amount=self._amount if sign and iaf[0] & 0x80 else None,
-            currency=self._currency if sign and iaf[0] & 0x80 and not iaf[0] & 0x20 else None,
-            iaf=iaf,
-        )
         cdol1 = self._card[0x8C]
         for entry in parse_dol(cdol1):
             if entry.tag not in self._values:
                 self._warn(f"CDOL1 asks for tag {entry.tag:X}, unknown to the reader: zero-filled")
-        from capsim.tlv import fill_dol
-
         data = fill_dol(cdol1, self._values)
         self._send(Phase.FIRST_AC, builders.generate_ac(0x80, data))
 

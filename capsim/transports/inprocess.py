@@ -62,10 +62,14 @@ class InProcessTransport(TransportBase):
     ----------
     card:
         Any :class:`~capsim.cards.base.CardOS` (``power_on``, ``process``, ``power_off``).
+    close_on_disconnect:
+        Also call the card's ``close()`` (if it has one) on :meth:`disconnect`, releasing a
+        card file's lock; the transport is then used up.
     """
 
-    def __init__(self, card: CardOS) -> None:
+    def __init__(self, card: CardOS, *, close_on_disconnect: bool = False) -> None:
         self.card = card
+        self.close_on_disconnect = close_on_disconnect
         self._connected = False
 
     def connect(self) -> bytes:
@@ -84,6 +88,10 @@ class InProcessTransport(TransportBase):
         if self._connected:
             self.card.power_off()
             self._connected = False
+        if self.close_on_disconnect:
+            close = getattr(self.card, "close", None)
+            if callable(close):
+                close()
 
     def reset(self) -> bytes:
         """Warm reset (volatile state cleared, ATC and PIN state kept)."""
@@ -119,4 +127,4 @@ def open_file_card(path: str) -> InProcessTransport:
 
     if not path:
         raise ValidationError("file: expected a card file path, as in file:card.json")
-    return InProcessTransport(load_card(os.fspath(path)))
+    return InProcessTransport(load_card(os.fspath(path)), close_on_disconnect=True)
