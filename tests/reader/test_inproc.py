@@ -285,9 +285,11 @@ def test_missing_iaf_warns_and_uses_default() -> None:
 
 
 def test_missing_ipb_is_an_error_unless_a_fallback_is_named() -> None:
-    with InProcessTransport(_custom_card(ipb=None)) as transport:
-        with pytest.raises(UnknownIssuerProfile, match="no IPB"):
-            CapReader(transport).identify("1234")
+    with (
+        InProcessTransport(_custom_card(ipb=None)) as transport,
+        pytest.raises(UnknownIssuerProfile, match="no IPB"),
+    ):
+        CapReader(transport).identify("1234")
     profile = get_reader_profile("mc-cap").replace(no_ipb=NoIpbFallback.GEMALTO_SOFTCAP_DEFAULT)
     with InProcessTransport(_custom_card(ipb=None)) as transport:
         result = CapReader(transport, profile).identify("1234")
