@@ -1,0 +1,148 @@
+"""Card files and issuer-key files (architecture.md §5)."""
+
+from __future__ import annotations
+
+import json
+import os
+import stat
+from pathlib import Path
+
+import pytest
+
+from capsim.cards import EmvCapCard, load_card, new_card
+from capsim.errors import StateFileError
+from capsim.storage import IssuerKeys, load_issuer_keys, read_card_file, save_issuer_keys
+from tests.cards.helpers import IMK_A, IMK_B, IMK_C, PAN, cap_transaction, h, start, sw, verify
+
+
+def _new(path: Path, **kw: object) -> EmvCapCard:
+    return new_card("secur-acces", pan=PAN, imk_ac=IMK_A, imk_smi=IMK_B, imk_smc=IMK_C, path=path, **kw)
+
+
+def test_card_file_format_mode_and_round_trip(tmp_path: Path) -> None:
+    path = tmp_path / "card.json"
+    with _new(path) as card:
+        memory = new_card("secur-acces", pan=PAN, imk_ac=IMK_A, imk_smi=IMK_B, imk_smc=IMK_C)
+        assert card.profile == memory.profile
+        cap_transaction(card)
+    assert stat.S_IMODE(path.stat().st_mode) == 0o600
+    doc = json.loads(path.read_text())
+    assert doc["format"] == "capsim-card"
+    assert doc["version"] == 1
+    assert set(doc) == {"format", "version", "profile", "state"}
+    assert doc["profile"]["mk_ac"] == doc["profile"]["mk_ac"].upper()
+    assert doc["state"]["atc"] == 1
+    with load_card(path) as again:
+        assert again.state.atc == 1
+        assert again.state.history.last_online_not_completed
+        g, _ = cap_transaction(again)
+        assert g.atc == h("0002")
+    assert not [p for p in tmp_path.iterdir() if p.name.endswith(".tmp")]
+
+
+def test_every_state_change_is_on_disk_before_the_answer(tmp_path: Path) -> None:
+    path = tmp_path / "card.json"
+    with _new(path) as card:
+        start(card)  # GPO answered: ATC 1 already on disk
+        assert read_card_file(path)[1].atc == 1
+        assert verify(card, "0000") == 0x63C2
+        assert read_card_file(path)[1].ptc == 2
+        assert verify(card, "1234") == 0x9000
+        assert read_card_file(path)[1].ptc == 3
+
+
+def test_refuses_to_overwrite(tmp_path: Path) -> None:
+    path = tmp_path / "card.json"
+    path.write_text("precious")
+    with pytest.raises(StateFileError, match="already exists"):
+        _new(path)
+    assert path.read_text() == "precious"
+
+
+@pytest.mark.parametrize(
+    ("mutate", "message"),
+    [
+        (lambda t: t[: len(t) // 2], "corrupt or truncated"),
+        (lambda t: "", "corrupt or truncated"),
+        (lambda t: "\x00\x01garbage", "corrupt or truncated"),
+        (lambda t: t.replace('"version": 1', '"version": 2'), "newer"),
+        (lambda t: t.replace('"capsim-card"', '"something-else"'), "not a capsim card file"),
+        (lambda t: t.replace('"ptc": 3', '"ptc": 9'), "exceeds the PIN try limit"),
+        (lambda t: t.replace('"atc": 0', '"atc": -1'), "atc"),
+        (lambda t: t.replace('"pin": "1234"', '"pin": "12"'), "pin"),
+        (lambda t: t.replace('"lifecycle": "active"', '"lifecycle": "zombie"'), "lifecycle"),
+        (lambda t: t.replace('"aip": "1000"', '"aip": "10G0"'), "invalid card file"),
+    ],
+)
+def test_bad_files_raise_and_are_left_alone(tmp_path: Path, mutate: object, message: str) -> None:
+    path = tmp_path / "card.json"
+    _new(path).close()
+    text = mutate(path.read_text())  # type: ignore[operator]
+    path.write_text(text)
+    with pytest.raises(StateFileError, match=message):
+        load_card(path, timeout=0.1)
+    assert path.read_text() == text
+
+
+def test_missing_file(tmp_path: Path) -> None:
+    with pytest.raises(StateFileError, match="does not exist"):
+        load_card(tmp_path / "nope.json")
+
+
+def test_second_opener_waits_then_fails_and_succeeds_after_close(tmp_path: Path) -> None:
+    path = tmp_path / "card.json"
+    card = _new(path)
+    with pytest.raises(StateFileError, match="in use"):
+        load_card(path, timeout=0.2)
+    card.close()
+    card.close()  # idempotent
+    with load_card(path, timeout=0.2) as again:
+        assert again.state.atc == 0
+
+
+def test_persistence_failure_answers_6581_and_keeps_state() -> None:
+    memory = new_card("natwest", pan=PAN, imk_ac=IMK_A)
+    fail = {"on": False}
+
+    def persist(_: object) -> None:
+        if fail["on"]:
+            raise OSError("disk full")
+
+    card = EmvCapCard(memory.profile, memory.state, rng=os.urandom, on_state_change=persist)
+    start(card)
+    fail["on"] = True
+    assert card.process(h("0020008008 241111FFFFFFFFFF")) == h("6581")
+    assert card.state.ptc == 3
+    assert sw(card.process(h("00A4040007A0000000048002"))) == 0x9000
+    assert card.process(h("80A8000002830000")) == h("6581")
+    assert card.state.atc == 1
+    fail["on"] = False
+    assert sw(card.process(h("80A8000002830000"))) == 0x9000
+    assert card.state.atc == 2
+
+
+def test_issuer_keys_round_trip(tmp_path: Path) -> None:
+    path = tmp_path / "keys.json"
+    keys = IssuerKeys(imk_ac=IMK_A, imk_smi=IMK_B, imk_smc=IMK_C)
+    save_issuer_keys(path, keys)
+    assert stat.S_IMODE(path.stat().st_mode) == 0o600
+    doc = json.loads(path.read_text())
+    assert doc["format"] == "capsim-issuer-keys"
+    assert doc["keys"]["imk-ac"] == {"key": IMK_A.hex().upper(), "kcv": "08D7B4"}  # vectors.md CRY-KCV
+    assert doc["keys"]["imk-smi"]["kcv"] == "7B8358"
+    assert load_issuer_keys(path) == keys
+    assert "0123" not in repr(keys)
+    with pytest.raises(StateFileError, match="already exists"):
+        save_issuer_keys(path, keys)
+
+
+def test_issuer_keys_with_wrong_kcv_or_version(tmp_path: Path) -> None:
+    path = tmp_path / "keys.json"
+    save_issuer_keys(path, IssuerKeys(imk_ac=IMK_A, imk_smi=IMK_B, imk_smc=IMK_C))
+    text = path.read_text()
+    path.write_text(text.replace("08D7B4", "08D7B5"))
+    with pytest.raises(StateFileError, match="check value"):
+        load_issuer_keys(path)
+    path.write_text(text.replace('"version": 1', '"version": 7'))
+    with pytest.raises(StateFileError, match="newer"):
+        load_issuer_keys(path)
