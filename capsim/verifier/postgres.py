@@ -199,8 +199,12 @@ class PostgresStore:
                         )
             except psycopg.Error as exc:
                 raise _map_error(exc, context="migration") from exc
-        finally:
+        except BaseException:
+            conn.close()
             self._release(conn)
+            self.close()
+            raise
+        self._release(conn)
 
     def __repr__(self) -> str:
         return f"<PostgresStore {redact_db_url(self._conninfo)!r}>"

@@ -21,13 +21,26 @@ import pwd
 import shutil
 import subprocess
 import tempfile
+import threading
 import time
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
-__all__ = ["PgCluster", "find_pg_bindir", "pg_unavailable_reason"]
+import pytest
+
+__all__ = [
+    "PgCluster",
+    "find_pg_bindir",
+    "migrated_template",
+    "pg_cluster",
+    "pg_dsn",
+    "pg_empty_dsn",
+    "pg_unavailable_reason",
+    "session_cluster",
+    "stop_session_cluster",
+]
 
 _PORT = 5433
 
@@ -197,7 +210,7 @@ class PgCluster:
 
 
 _SESSION: PgCluster | None = None
-_SESSION_LOCK = __import__("threading").Lock()
+_SESSION_LOCK = threading.RLock()
 
 
 def session_cluster() -> PgCluster:
@@ -232,3 +245,50 @@ def stop_session_cluster() -> None:
         if _SESSION is not None:
             _SESSION.stop()
             _SESSION = None
+
+
+# ---------------------------------------------------------------------------------------------
+# pytest fixtures (import them into a test module or a conftest)
+
+_TEMPLATE: str | None = None
+
+
+def migrated_template(cluster: PgCluster) -> str:
+    """A database at the head schema, used as the template every test database is cloned from."""
+    global _TEMPLATE
+    with _SESSION_LOCK:
+        if _TEMPLATE is None:
+            import psycopg
+
+            from capsim.verifier import migrate
+
+            name = cluster.create_database()
+            with psycopg.connect(cluster.dsn(name), autocommit=True) as conn:
+                migrate.upgrade(conn)
+            _TEMPLATE = name
+        return _TEMPLATE
+
+
+@pytest.fixture(scope="session")
+def pg_cluster() -> PgCluster:
+    """The session's throwaway cluster (skips, with the reason, only if PostgreSQL is absent)."""
+    reason = pg_unavailable_reason()
+    if reason is not None:
+        pytest.skip(reason)
+    return session_cluster()
+
+
+@pytest.fixture
+def pg_empty_dsn(pg_cluster: PgCluster) -> Iterator[str]:
+    """A fresh, empty database (schema version 0)."""
+    name = pg_cluster.create_database()
+    yield pg_cluster.dsn(name)
+    pg_cluster.drop_database(name)
+
+
+@pytest.fixture
+def pg_dsn(pg_cluster: PgCluster) -> Iterator[str]:
+    """A fresh database at the head schema (cloned from the migrated template)."""
+    name = pg_cluster.create_database(template=migrated_template(pg_cluster))
+    yield pg_cluster.dsn(name)
+    pg_cluster.drop_database(name)
