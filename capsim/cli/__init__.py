@@ -22,3 +22,4 @@ def main() -> None:
 # Command families register themselves below (one line each).
 from capsim.cli.tlv import tlv as _tlv; main.add_command(_tlv)  # noqa: E402, E702, I001
 from capsim.cli.card import card as _card; main.add_command(_card)  # noqa: E402, E702, I001
+from capsim.cli.serve import serve as _serve  # noqa: E402, F401  (adds "serve" to the card group)

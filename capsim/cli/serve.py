@@ -1,0 +1,123 @@
+"""``capsim card serve``: put card files into vpcd reader slots, so any PC/SC program sees them.
+
+The cards are served to vsmartcard's vpcd driver inside pcscd (``docs/pcsc.md``,
+``pcsc.md`` §2, §4). One vpcd entry has two slots: slot 0 on PORT and slot 1 on PORT + 1,
+shown by pcscd as ``"<FRIENDLYNAME> 00 00"`` and ``"… 00 01"``. Serve one card with
+``--slot 0|1``, or give two card files to fill both slots from one process.
+
+The card files stay locked while they are served; every ATC and PIN-try change is written
+before the card answers, exactly as in process. SIGINT or SIGTERM unplugs the cards and
+exits with status 0.
+"""
+
+from __future__ import annotations
+
+import logging
+import signal
+import sys
+import threading
+from contextlib import ExitStack
+from pathlib import Path
+from types import FrameType
+
+import click
+
+from capsim.cards import EmvCapCard, load_card
+from capsim.cli._common import handle_errors
+from capsim.cli.card import card
+from capsim.errors import ValidationError
+from capsim.transports.vpcd import DEFAULT_HOST, DEFAULT_PORT, VPCD_SLOTS, VpcdCardServer, parse_vpcd_address
+
+__all__ = ["serve"]
+
+_LOG_LEVELS = {
+    "debug": logging.DEBUG,
+    "info": logging.INFO,
+    "warning": logging.WARNING,
+    "error": logging.ERROR,
+}
+
+
+@click.command("serve")
+@click.argument(
+    "card_files", nargs=-1, required=True, type=click.Path(exists=True, dir_okay=False, path_type=Path)
+)
+@click.option(
+    "--vpcd",
+    "address",
+    default=f"{DEFAULT_HOST}:{DEFAULT_PORT}",
+    show_default=True,
+    help="HOST:PORT of the vpcd entry: the port of its slot 0 (DEVICENAME /dev/null:PORT).",
+)
+@click.option(
+    "--slot",
+    type=click.IntRange(0, VPCD_SLOTS - 1),
+    default=None,
+    help="Slot for a single card: 0 uses PORT, 1 uses PORT+1 [default: 0]. "
+    "Two card files take slots 0 and 1.",
+)
+@click.option(
+    "--log-level",
+    type=click.Choice(sorted(_LOG_LEVELS)),
+    default="info",
+    show_default=True,
+    help="Log verbosity on stderr (debug shows each APDU header and status word).",
+)
+@click.option("--show-sensitive", is_flag=True, help="Log whole APDUs: PIN blocks, PAN, cryptograms.")
+@handle_errors
+def serve(
+    *, card_files: tuple[Path, ...], address: str, slot: int | None, log_level: str, show_sensitive: bool
+) -> None:
+    """Serve CARD_FILES to pcscd through vpcd until interrupted (Ctrl-C or SIGTERM)."""
+    if len(card_files) > VPCD_SLOTS:
+        raise ValidationError(
+            f"card_files: at most {VPCD_SLOTS} cards (one per vpcd slot), got {len(card_files)}"
+        )
+    if len(card_files) > 1 and slot is not None:
+        raise ValidationError("--slot: only for a single card file; two card files take slots 0 and 1")
+    slots = [slot or 0] if len(card_files) == 1 else list(range(len(card_files)))
+    targets = [parse_vpcd_address(address, slot=s) for s in slots]
+    logging.basicConfig(
+        level=_LOG_LEVELS[log_level],
+        stream=sys.stderr,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    with ExitStack() as stack:
+        cards: list[EmvCapCard] = []
+        for path in card_files:
+            loaded = load_card(path)
+            stack.callback(loaded.close)
+            cards.append(loaded)
+        servers = [
+            VpcdCardServer(c, host=host, port=port, show_sensitive=show_sensitive)
+            for c, (host, port) in zip(cards, targets, strict=True)
+        ]
+        for path, s, (host, port) in zip(card_files, slots, targets, strict=True):
+            click.echo(f"serving {path} in vpcd slot {s} ({host}:{port}); Ctrl-C to stop", err=True)
+        _run(servers)
+    click.echo("stopped; card files closed", err=True)
+
+
+def _run(servers: list[VpcdCardServer]) -> None:
+    """Serve the first card in the foreground and any other in a thread until a signal."""
+    stopping = threading.Event()
+
+    def on_signal(signum: int, frame: FrameType | None) -> None:
+        stopping.set()
+        for server in servers:
+            server.stop(timeout=0)
+
+    previous = {sig: signal.signal(sig, on_signal) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        for server in servers[1:]:
+            server.start()
+        if not stopping.is_set():
+            servers[0].serve_forever()
+    finally:
+        for server in servers:
+            server.stop()
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+
+
+card.add_command(serve)
