@@ -687,6 +687,10 @@ class CapSession:
             raise RemoteProtocolError("the card has no CDOL1 (8C) in its records")
         if self._profile.send_aac and 0x8D not in card:
             raise RemoteProtocolError("the card has no CDOL2 (8D) in its records")
+        from capsim.tlv import parse_dol
+
+        parse_dol(card[0x8C])  # malformed DOLs fail here, before the PIN is tried
+        parse_dol(card.get(0x8D, b""))
         if 0x9F55 not in card and 0x9F55 not in self._fci:
             self._warn(
                 f"the card has no IAF (9F55): assuming {self._profile.iaf_default.hex().upper()}"
