@@ -1,0 +1,267 @@
+"""``capsim code identify|respond|sign|tds`` and ``capsim readers``: the CAP reader on the command line.
+
+With no ``--reader``, the commands use a default virtual card file in the user's data
+directory (``capsim.cli._common.data_dir()``), created on first use: profile ``secur-acces``,
+a random Luhn-valid test PAN, random issuer keys saved beside it (mode 0600) and the test
+PIN ``1234``, printed once when the card is created. So on a fresh machine::
+
+    capsim code respond --challenge 12345678
+
+prompts for the PIN and prints 8 digits. The PIN is read with a hidden prompt, or from one line
+of standard input with ``--pin-stdin``; it is never an option. Errors print one line and exit
+with the code documented in :mod:`capsim.cli._common` (wrong PIN 3, blocked 4, no card 5,
+reader not found 6, PC/SC unavailable 7, no CAP application 8, card error 9, bad input 13).
+"""
+
+from __future__ import annotations
+
+import json
+import secrets
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, Final, TypeVar
+
+import click
+
+from capsim.cap import CapMode
+from capsim.cli._common import data_dir, handle_errors, read_secret
+from capsim.errors import CapsimError, StateFileError, ValidationError
+from capsim.profiles import READER_PROFILES
+from capsim.reader import CapReader, CapResult, CapSession
+from capsim.transports import TracingTransport, Transport, list_pcsc_readers, open_transport
+
+__all__ = ["DEFAULT_CARD_FILE", "DEFAULT_CARD_PROFILE", "code", "default_card_path", "readers"]
+
+#: File name of the default virtual card inside the data directory.
+DEFAULT_CARD_FILE: Final = "card.json"
+#: Card profile of the default virtual card.
+DEFAULT_CARD_PROFILE: Final = "secur-acces"
+_DEFAULT_PIN: Final = "1234"
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def default_card_path() -> Path:
+    """Where the default virtual card lives (``<data dir>/card.json``)."""
+    return data_dir() / DEFAULT_CARD_FILE
+
+
+def _ensure_default_card() -> Path:
+    """Create the default virtual card on first use; return its path."""
+    path = default_card_path()
+    if path.exists():
+        return path
+    from capsim.cards import builtin_profile, new_card
+    from capsim.cli.card import random_test_pan
+    from capsim.crypto import odd_parity
+    from capsim.storage import IssuerKeys, save_issuer_keys
+
+    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+    keys = IssuerKeys(
+        imk_ac=odd_parity(secrets.token_bytes(16)),
+        imk_smi=odd_parity(secrets.token_bytes(16)),
+        imk_smc=odd_parity(secrets.token_bytes(16)),
+    )
+    keys_path = path.with_name(f"{path.stem}.issuer-keys.json")
+    try:
+        if not keys_path.exists():
+            save_issuer_keys(keys_path, keys)
+        else:
+            from capsim.storage import load_issuer_keys
+
+            keys = load_issuer_keys(keys_path)
+        template = builtin_profile(DEFAULT_CARD_PROFILE)
+        card = new_card(
+            template,
+            pan=random_test_pan(template),
+            pin=_DEFAULT_PIN,
+            imk_ac=keys.imk_ac,
+            imk_smi=keys.imk_smi,
+            imk_smc=keys.imk_smc,
+            path=path,
+        )
+    except StateFileError:
+        if path.exists():  # another capsim process created it first
+            return path
+        raise
+    card.close()
+    click.echo(
+        f"capsim: created the virtual test card {path} (profile {DEFAULT_CARD_PROFILE}); "
+        f"its PIN is {_DEFAULT_PIN}; issuer keys in {keys_path}",
+        err=True,
+    )
+    return path
+
+
+def _open(reader_spec: str | None) -> Transport:
+    if reader_spec is None:
+        return open_transport(f"file:{_ensure_default_card()}")
+    return open_transport(reader_spec)
+
+
+def _aid(value: str | None) -> bytes | None:
+    if value is None:
+        return None
+    try:
+        aid = bytes.fromhex(value)
+    except ValueError:
+        raise ValidationError(f"--aid: expected 5 to 16 bytes of hex, got {value!r}") from None
+    if not 5 <= len(aid) <= 16:
+        raise ValidationError(f"--aid: expected 5 to 16 bytes of hex, got {len(aid)} bytes")
+    return aid
+
+
+def _common_options(func: F) -> F:
+    options = [
+        click.option(
+            "--reader",
+            "reader_spec",
+            metavar="SPEC",
+            help="inproc:PROFILE, file:CARD.json, pcsc:NAME or replay:TRANSCRIPT "
+            "(default: the virtual card in the data directory).",
+        ),
+        click.option(
+            "--profile",
+            type=click.Choice(list(READER_PROFILES)),
+            help="Reader profile (default: chosen from the card's application).",
+        ),
+        click.option("--aid", metavar="HEX", help="Select only this application."),
+        click.option("--json", "as_json", is_flag=True, help="Print the result as JSON."),
+        click.option("--trace", is_flag=True, help="Print every APDU on stderr (redacted)."),
+        click.option("--explain", is_flag=True, help="Show where each bit of the code came from."),
+        click.option("--pin-stdin", is_flag=True, help="Read the PIN from one line of standard input."),
+        click.option(
+            "--show-sensitive",
+            is_flag=True,
+            help="Do not redact PIN blocks and PAN in --trace; add the cryptogram to --json.",
+        ),
+    ]
+    for option in reversed(options):
+        func = option(func)
+    return func
+
+
+def _result_dict(result: CapResult, *, explain: bool, sensitive: bool) -> dict[str, Any]:
+    out: dict[str, Any] = {
+        "code": result.code,
+        "mode": result.mode.value,
+        "atc": result.atc,
+        "profile": result.profile,
+        "aid": result.aid.hex().upper(),
+        "psn": result.psn,
+        "code_function": result.code_function.value,
+        "warnings": list(result.warnings),
+    }
+    if sensitive:
+        out["cryptogram"] = result.cryptogram.hex().upper()
+        if result.tds_mac is not None:
+            out["tds_mac"] = result.tds_mac.hex().upper()
+    if explain:
+        out["explanation"] = [str(bit) for bit in result.explanation]
+    return out
+
+
+def _run(
+    mode: CapMode,
+    *,
+    reader_spec: str | None,
+    profile: str | None,
+    aid: str | None,
+    as_json: bool,
+    trace: bool,
+    explain: bool,
+    pin_stdin: bool,
+    show_sensitive: bool,
+    **inputs: Any,
+) -> None:
+    selected_aid = _aid(aid)
+    # Validate every input but the PIN before opening the card or asking for the PIN.
+    CapSession(mode, pin="0000", profile=profile, aid=selected_aid, **inputs)
+    transport = _open(reader_spec)
+    if trace:
+        transport = TracingTransport(
+            transport, redact=not show_sensitive, sink=lambda line: click.echo(line, err=True)
+        )
+    with transport:
+        pin = read_secret("PIN", from_stdin=pin_stdin)
+        session = CapSession(mode, pin=pin, profile=profile, aid=selected_aid, **inputs)
+        result = CapReader(transport, profile, aid=selected_aid).run(session)
+    if as_json:
+        click.echo(json.dumps(_result_dict(result, explain=explain, sensitive=show_sensitive), indent=2))
+        return
+    click.echo(result.code)
+    for warning in result.warnings:
+        click.echo(f"capsim: warning: {warning}", err=True)
+    if explain:
+        click.echo(result.explain())
+
+
+@click.group("code")
+def code() -> None:
+    """[!] Compute CAP codes with a card: identify, respond, sign, tds."""
+
+
+@code.command("identify")
+@_common_options
+@handle_errors
+def identify_command(**options: Any) -> None:
+    """[!] Identify (Mode 2): a code from the PIN alone."""
+    _run(CapMode.IDENTIFY, **options)
+
+
+@code.command("respond")
+@click.option("--challenge", required=True, help="The bank's challenge: 1 to 8 digits.")
+@_common_options
+@handle_errors
+def respond_command(challenge: str, **options: Any) -> None:
+    """[!] Respond (Mode 3): a code over the bank's challenge."""
+    _run(CapMode.RESPOND, challenge=challenge, **options)
+
+
+@code.command("sign")
+@click.option("--challenge", help="Challenge or payee reference: 1 to 8 digits.")
+@click.option("--amount", help="Amount as a decimal in major units (15.00), if the card asks for one.")
+@click.option("--currency", help="ISO 4217 currency, alphabetic (EUR) or numeric (978).")
+@_common_options
+@handle_errors
+def sign_command(challenge: str | None, amount: str | None, currency: str | None, **options: Any) -> None:
+    """[!] Sign (Mode 1): challenge, amount and currency as the card's IAF asks."""
+    _run(CapMode.SIGN, challenge=challenge, amount=amount, currency=currency, **options)
+
+
+@code.command("tds")
+@click.option(
+    "--field", "fields", multiple=True, required=True, help="A data field of 1 to 10 digits (1 to 10 fields)."
+)
+@_common_options
+@handle_errors
+def tds_command(fields: tuple[str, ...], **options: Any) -> None:
+    """[!] Transaction data signing (Mode 2 + TDS): a code over 1 to 10 data fields."""
+    _run(CapMode.TDS, fields=list(fields), **options)
+
+
+@click.command("readers")
+@click.option("--json", "as_json", is_flag=True, help="Print the list as JSON.")
+@handle_errors
+def readers(as_json: bool) -> None:
+    """List the card readers: PC/SC readers and the virtual cards (reader spec strings)."""
+    from capsim.cards import BUILTIN_PROFILES
+
+    pcsc: list[str] = []
+    note = None
+    try:
+        pcsc = [f"pcsc:{name}" for name in list_pcsc_readers()]
+    except CapsimError as exc:
+        note = f"PC/SC readers not listed: {exc}"
+    card = default_card_path()
+    virtual = [f"file:{card}"] + [f"inproc:{name}" for name in sorted(BUILTIN_PROFILES)]
+    if as_json:
+        click.echo(json.dumps({"pcsc": pcsc, "virtual": virtual, "note": note}, indent=2))
+        return
+    for spec in pcsc:
+        click.echo(spec)
+    click.echo(f"file:{card}  (default virtual card{'' if card.exists() else ', created on first use'})")
+    for spec in virtual[1:]:
+        click.echo(f"{spec}  (fresh emulated card, PIN 1234)")
+    if note is not None:
+        click.echo(f"capsim: note: {note}", err=True)
