@@ -238,6 +238,14 @@ class CardFileLock:
         return self._fd is not None
 
 
+def _remove_stale_temps(path: Path) -> None:
+    """Delete temp files a killed writer left behind (called with the lock held)."""
+    for stale in path.parent.glob(f".{path.name}.*.tmp"):
+        with contextlib.suppress(OSError):
+            stale.unlink()
+            _log.info("removed a stale temporary file of %s", path.name)
+
+
 class CardFile:
     """An open, locked card file that persists every new state atomically.
 
@@ -249,6 +257,7 @@ class CardFile:
         self._lock = CardFileLock(self.path, timeout=timeout)
         self._lock.acquire()
         try:
+            _remove_stale_temps(self.path)
             self.profile, self.state = read_card_file(self.path)
         except BaseException:
             self._lock.release()
