@@ -216,7 +216,8 @@ def test_trace_save_and_replay(tmp_path: Path) -> None:
     assert text.startswith("# Source: capsim test session")
     assert "0020008008FFFFFFFFFFFFFFFF" in text  # the PIN block is redacted
     assert "241234" not in text
-    assert "6733112233445566774F" not in text  # the Rabobank PAN (5A) is redacted
+    assert "1234567890123456" not in text  # the card's PAN (5A) is redacted
+    assert "5A08FFFFFFFFFFFFFFFF" in text
     assert any(line.startswith("> 0020008008FF") for line in lines)
     session = read_transcript(path)
     assert session.meta["MODE"] == "respond"
