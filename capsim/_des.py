@@ -29,7 +29,7 @@ import threading
 from collections import OrderedDict
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from typing import Protocol
+from typing import Any, Protocol
 
 from capsim.errors import ConfigError, ValidationError
 
@@ -98,10 +98,26 @@ class _OsslEcb:
         self.decrypt: Callable[[bytes], bytes] = c.decryptor().update  # type: ignore[attr-defined]
 
 
+def _public_encryptor(cipher: Callable[..., Any]) -> Callable[[object, object], Any]:
+    def make(algorithm: object, mode: object) -> Any:
+        return cipher(algorithm, mode).encryptor()
+
+    return make
+
+
 class _CryptographyBackend:
+    """OpenSSL through ``cryptography``.
+
+    Building cipher contexts dominates the cost of a fresh-key MAC (emv-crypto.md §2, "Cost").
+    When cryptography's compiled binding exposes ``create_encryption_ctx`` (what
+    ``Cipher.encryptor()`` calls after its argument checks, which capsim has already done), the
+    hot path calls it directly, but only after it reproduced the FIPS 81 ECB and CBC known
+    answers here; otherwise, or with ``fast_contexts=False``, the public API is used.
+    """
+
     name = "cryptography"
 
-    def __init__(self) -> None:
+    def __init__(self, *, fast_contexts: bool = True) -> None:
         from cryptography.hazmat.decrepit.ciphers.algorithms import TripleDES
         from cryptography.hazmat.primitives.ciphers import Cipher, modes
 
@@ -110,6 +126,27 @@ class _CryptographyBackend:
         # EMV defines its key derivations, KCVs and ARPC on single ECB blocks.
         self._ecb_mode = modes.ECB()  # noqa: S305 - EMV block operations are ECB by definition
         self._cbc = modes.CBC
+        self._cbc_zero = modes.CBC(_ZERO8)
+        self._new_encryptor: Callable[..., Any] = _public_encryptor(Cipher)
+        self.fast_contexts = False
+        if fast_contexts:
+            self._try_fast_contexts()
+
+    def _try_fast_contexts(self) -> None:
+        try:
+            from cryptography.hazmat.bindings._rust import openssl as rust_openssl
+
+            make = rust_openssl.ciphers.create_encryption_ctx
+            key = bytes.fromhex("0123456789ABCDEF") * 3
+            plain = b"Now is the time for all "
+            ecb_ok = make(self._tdes(key), self._ecb_mode).update(plain[:8]).hex() == "3fa40e8a984d4815"
+            cbc = make(self._tdes(key), self._cbc(bytes.fromhex("1234567890ABCDEF"))).update(plain)
+            cbc_ok = cbc.hex() == "e5c7cdde872bf27c43e934008c389c0f683788499a7c05f6"
+        except (ImportError, AttributeError, TypeError, ValueError):  # pragma: no cover - other versions
+            return
+        if ecb_ok and cbc_ok:
+            self._new_encryptor = make
+            self.fast_contexts = True
 
     @staticmethod
     def _key24(key: bytes) -> bytes:
@@ -121,8 +158,8 @@ class _CryptographyBackend:
         return _OsslEcb(self._key24(key), self._tdes, self._cipher, self._ecb_mode)
 
     def cbc_encrypt(self, key: bytes, data: bytes, iv: bytes) -> bytes:
-        enc = self._cipher(self._tdes(self._key24(key)), self._cbc(iv)).encryptor()
-        return enc.update(data)
+        enc = self._new_encryptor(self._tdes(self._key24(key)), self._cbc(iv))
+        return enc.update(data)  # type: ignore[no-any-return]
 
     def cbc_decrypt(self, key: bytes, data: bytes, iv: bytes) -> bytes:
         dec = self._cipher(self._tdes(self._key24(key)), self._cbc(iv)).decryptor()
@@ -133,9 +170,9 @@ class _CryptographyBackend:
         kl = key[:8]
         last = padded[-8:]
         if len(padded) > 8:
-            h = self._cipher(self._tdes(kl * 3), self._cbc(_ZERO8)).encryptor().update(padded[:-8])[-8:]
+            h = self._new_encryptor(self._tdes(kl * 3), self._cbc_zero).update(padded[:-8])[-8:]
             last = _xor8(h, last)
-        return self._cipher(self._tdes(key + kl), self._ecb_mode).encryptor().update(last)
+        return self._new_encryptor(self._tdes(key + kl), self._ecb_mode).update(last)  # type: ignore[no-any-return]
 
 
 # --------------------------------------------------------------------------------------------------

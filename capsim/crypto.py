@@ -770,7 +770,18 @@ class AcCalculator:
     '7A788EA6B8A3E733'
     """
 
-    __slots__ = ("_cvn", "_iad_min", "_iad_part", "_method", "_mk", "_pad2", "_tree", "_tree_cache")
+    __slots__ = (
+        "_cvn",
+        "_iad_min",
+        "_iad_part",
+        "_kl",
+        "_method",
+        "_mk",
+        "_pad2",
+        "_prefix_cache",
+        "_tree",
+        "_tree_cache",
+    )
 
     def __init__(
         self,
@@ -789,6 +800,10 @@ class AcCalculator:
         self._pad2 = _CVN_TABLE[self._cvn].padding == 2
         self._iad_part, self._iad_min, _ = _IAD_PART[self._cvn]
         self._tree_cache: dict[tuple[int, int], tuple[bytes, bytes]] = {}
+        self._kl = self._mk[:8]
+        # Without a session key the MAC key is fixed, so the CBC state over the blocks before the
+        # ATC (CDOL1 data and AIP, constant across an ATC window) can be reused.
+        self._prefix_cache: dict[bytes, int] = {}
 
     @property
     def cvn(self) -> CVN:
@@ -843,18 +858,50 @@ class AcCalculator:
         self, cdol1_data: bytes, aip: bytes, atc: bytes, iad: bytes, un: bytes | None = None
     ) -> bytes:
         """The 8-byte AC; same result as :func:`generate_ac` with this calculator's CVN and key."""
-        if len(atc) != 2 or len(aip) != 2 or len(iad) < self._iad_min:
-            ac_data(self._cvn, cdol1_data=cdol1_data, aip=aip, atc=atc, iad=iad)  # raises
-        if un is None:
-            un = cdol1_data[-4:] if len(cdol1_data) >= 4 else bytes(4)
-        elif len(un) != 4:
-            raise ValidationError(f"un: expected 4 bytes, got {len(un)}")
-        key = self.session_key(bytes(atc), bytes(un))
-        data = bytes(cdol1_data) + aip + atc + self._iad_part(bytes(iad))
+        if (
+            type(cdol1_data) is not bytes
+            or type(aip) is not bytes
+            or type(atc) is not bytes
+            or type(iad) is not bytes
+            or len(atc) != 2
+            or len(aip) != 2
+            or len(iad) < self._iad_min
+        ):
+            # Slow path: validate (raises on bad input) and normalise bytes-like arguments.
+            ac_data(self._cvn, cdol1_data=cdol1_data, aip=aip, atc=atc, iad=iad)
+            cdol1_data, aip, atc, iad = bytes(cdol1_data), bytes(aip), bytes(atc), bytes(iad)
+        if un is not None:
+            un = _fixed("un", un, 4)
+        elif len(cdol1_data) >= 4:
+            un = cdol1_data[-4:]
+        else:
+            un = bytes(4)
+        data = cdol1_data + aip + atc + self._iad_part(iad)
         if self._pad2:
             data += b"\x80" + bytes(-(len(data) + 1) % 8)
         elif not data:
             data = _ZERO8
         else:
             data += bytes(-len(data) % 8)
-        return _des._unchecked_retail_mac(key, data)
+        if self._method is SessionKeyMethod.NONE:
+            return self._mac_fixed_key(data, len(cdol1_data) + 2)
+        return _des._unchecked_retail_mac(self.session_key(atc, un), data)
+
+    def _mac_fixed_key(self, data: bytes, fixed: int) -> bytes:
+        """Retail MAC under MK-AC itself, reusing the CBC state over the first ``fixed`` bytes."""
+        enc = _des._cached_ecb(self._kl).encrypt
+        n_fixed = min(fixed // 8, len(data) // 8 - 1) * 8
+        prefix = data[:n_fixed]
+        cache = self._prefix_cache
+        h = cache.get(prefix)
+        start = n_fixed
+        if h is None:
+            h, start = 0, 0
+        for i in range(start, len(data) - 8, 8):
+            h = int.from_bytes(enc((h ^ int.from_bytes(data[i : i + 8], "big")).to_bytes(8, "big")), "big")
+            if i + 8 == n_fixed:
+                if len(cache) >= 16:
+                    cache.clear()
+                cache[prefix] = h
+        last = (h ^ int.from_bytes(data[-8:], "big")).to_bytes(8, "big")
+        return _des._cached_ecb(self._mk).encrypt(last)

@@ -191,3 +191,16 @@ def test_cipher_cache_is_bounded(backend: str) -> None:
     # A cached object still answers correctly after eviction of others.
     key = unhex("0123456789ABCDEFFEDCBA9876543210")
     assert _des.ecb(key).encrypt(bytes(8))[:3] == unhex("08D7B4")
+
+
+@given(key=st.binary(min_size=16, max_size=16), data=blocks, iv=st.binary(min_size=8, max_size=8))
+def test_cryptography_fast_contexts_match_public_api(key: bytes, data: bytes, iv: bytes) -> None:
+    """The direct context constructor (when present) gives what Cipher(...).encryptor() gives."""
+    if "cryptography" not in AVAILABLE:
+        pytest.skip("the cryptography package is not installed")
+    fast = _des._CryptographyBackend()
+    public = _des._CryptographyBackend(fast_contexts=False)
+    assert not public.fast_contexts
+    assert fast.retail_mac(key, data) == public.retail_mac(key, data)
+    assert fast.cbc_encrypt(key, data, iv) == public.cbc_encrypt(key, data, iv)
+    assert fast.cbc_encrypt(key[:8], data, iv) == public.cbc_encrypt(key[:8], data, iv)
