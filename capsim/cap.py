@@ -30,6 +30,7 @@ from capsim.errors import CodeOverflowError, RemoteProtocolError, ValidationErro
 
 if TYPE_CHECKING:
     from capsim.profiles import ReaderProfile
+    from capsim.tlv import DolEntry
 
 __all__ = [
     "CURRENCIES",
@@ -489,17 +490,12 @@ class CodeBit:
         )
 
 
-def _field_layout(psn_in_data: bool, ac_name: str = "AC") -> list[tuple[str, int]]:
-    return ([("PSN", 1)] if psn_in_data else []) + [("CID", 1), ("ATC", 2), (ac_name, 8), ("IAD", 32)]
-
-
-def _field_of(index: int, layout: list[tuple[str, int]]) -> tuple[str, int]:
-    start = 0
-    for name, size in layout:
-        if index < start + size:
-            return name, index - start + 1
-        start += size
-    return "beyond IAD", index - start + 1
+def _field_names(psn_in_data: bool, ac_name: str, size: int) -> list[tuple[str, int]]:
+    """(field, 1-based byte number) for every index of D up to ``size``."""
+    layout = ([("PSN", 1)] if psn_in_data else []) + [("CID", 1), ("ATC", 2), (ac_name, 8), ("IAD", 32)]
+    names = [(name, n + 1) for name, length in layout for n in range(length)]
+    names += [("beyond IAD", n + 1) for n in range(max(0, size - len(names)))]
+    return names
 
 
 def explain_ipb(
@@ -512,28 +508,26 @@ def explain_ipb(
     ['code bit  1 = 1 <- D[2] b2 (ATC byte 2)', 'code bit  0 = 0 <- D[2] b1 (ATC byte 2)']
     """
     _check_bytes("ipb", ipb, 1, 64)
-    layout = _field_layout(psn_in_data, ac_name)
-    selected: list[tuple[int, int, int]] = []
-    for i, mask in enumerate(ipb):
-        byte = data[i] if i < len(data) else 0
-        for bit in range(7, -1, -1):
-            if mask >> bit & 1:
-                selected.append((i, bit + 1, byte >> bit & 1))
+    names = _field_names(psn_in_data, ac_name, len(ipb))
+    selected = [
+        (i, bit, (data[i] if i < len(data) else 0) >> bit & 1)
+        for i, mask in enumerate(ipb)
+        if mask
+        for bit in range(7, -1, -1)
+        if mask >> bit & 1
+    ]
     total = len(selected)
-    out = []
-    for n, (index, bit, value) in enumerate(selected):
-        field, field_byte = _field_of(index, layout)
-        out.append(
-            CodeBit(
-                position=total - 1 - n,
-                data_index=index,
-                field=field,
-                field_byte=field_byte,
-                bit=bit,
-                value=value,
-            )
+    return tuple(
+        CodeBit(
+            position=total - 1 - n,
+            data_index=index,
+            field=names[index][0],
+            field_byte=names[index][1],
+            bit=bit + 1,
+            value=value,
         )
-    return tuple(out)
+        for n, (index, bit, value) in enumerate(selected)
+    )
 
 
 def disclosed_atc_bits(ipb: bytes, *, psn_in_data: bool) -> tuple[int, int]:
@@ -691,10 +685,12 @@ def cdol_values(
     }
 
 
-def _fill(dol: bytes, values: Mapping[int, bytes], on_unknown: Callable[[int], None] | None) -> bytes:
+def _fill(
+    dol: bytes | Sequence[DolEntry], values: Mapping[int, bytes], on_unknown: Callable[[int], None] | None
+) -> bytes:
     from capsim.tlv import fill_dol, parse_dol
 
-    entries = parse_dol(dol)
+    entries = parse_dol(dol) if isinstance(dol, bytes | bytearray) else tuple(dol)
     for entry in entries:
         if entry.tag not in values:
             _log.info("DOL asks for tag %X, unknown to the reader: zero-filled", entry.tag)
@@ -733,13 +729,15 @@ def build_cdol_data(
 
 
 def build_cdol2_data(
-    cdol2: bytes,
+    cdol2: bytes | Sequence[DolEntry],
     cdol1_values: Mapping[int, bytes],
     profile: ReaderProfile,
     *,
     on_unknown: Callable[[int], None] | None = None,
 ) -> bytes:
     """CDOL2 data: ``8A`` = the profile's ARC, ``91`` = zeros, the rest as in CDOL1 (§2 step 7).
+
+    ``cdol2`` is the DOL as bytes or already parsed (:func:`capsim.tlv.parse_dol`).
 
     >>> from capsim.profiles import get_reader_profile
     >>> p = get_reader_profile("mc-cap")

@@ -96,7 +96,7 @@ from capsim.profiles import (
     get_reader_profile,
     profile_for_aid,
 )
-from capsim.tlv import Tlv, decode, find, walk
+from capsim.tlv import DolEntry, Tlv, decode, find, walk
 from capsim.transports.base import T0Handling, Transport, redact_command
 
 __all__ = [
@@ -398,6 +398,8 @@ class CapSession:
         self._records: list[tuple[int, int]] = []
         self._card: dict[int, bytes] = {}
         self._values: dict[int, bytes] = {}
+        self._cdol1: tuple[DolEntry, ...] = ()
+        self._cdol2: tuple[DolEntry, ...] = ()
         self._gac1: tuple[int, bytes, bytes, bytes] | None = None
         self._code: tuple[str, tuple[CodeBit, ...], bytes | None, bytes | None, CodeFunction] | None = None
 
@@ -689,8 +691,9 @@ class CapSession:
             raise RemoteProtocolError("the card has no CDOL2 (8D) in its records")
         from capsim.tlv import parse_dol
 
-        parse_dol(card[0x8C])  # malformed DOLs fail here, before the PIN is tried
-        parse_dol(card.get(0x8D, b""))
+        # parsed once; malformed DOLs fail here, before the PIN is tried
+        self._cdol1 = parse_dol(card[0x8C])
+        self._cdol2 = parse_dol(card.get(0x8D, b""))
         if 0x9F55 not in card and 0x9F55 not in self._fci:
             self._warn(
                 f"the card has no IAF (9F55): assuming {self._profile.iaf_default.hex().upper()}"
@@ -745,13 +748,12 @@ class CapSession:
         raise status_error(response.sw, 0x20)
 
     def _on_verified(self, response: ResponseApdu) -> None:
-        from capsim.tlv import fill_dol, parse_dol
+        from capsim.tlv import fill_dol
 
-        cdol1 = self._card[0x8C]
-        for entry in parse_dol(cdol1):
+        for entry in self._cdol1:
             if entry.tag not in self._values:
                 self._warn(f"CDOL1 asks for tag {entry.tag:X}, unknown to the reader: zero-filled")
-        data = fill_dol(cdol1, self._values)
+        data = fill_dol(self._cdol1, self._values)
         self._send(Phase.FIRST_AC, builders.generate_ac(0x80, data))
 
     # ---------------------------------------------------------------- GENERATE AC
@@ -793,7 +795,7 @@ class CapSession:
         if profile.send_aac:
             from capsim.cap import build_cdol2_data
 
-            data = build_cdol2_data(self._card[0x8D], self._values, profile)
+            data = build_cdol2_data(self._cdol2, self._values, profile)
             self._send(Phase.SECOND_AC, builders.generate_ac(0x00, data))
         else:
             self._finish()

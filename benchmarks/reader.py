@@ -1,0 +1,151 @@
+"""Complete Respond codes per second: capsim's CapReader against the in-process card.
+
+Baselines, run in the same process against identical emulated cards:
+
+* ``python-emv`` 1.0.14 (PyPI ``emv``), when importable: its ``Card.generate_cap_value``
+  drives the card through a small pyscard-like adapter (``pip install --no-deps emv==1.0.14
+  pycountry``; its pinned pyscard 2.0.0 is not needed for this).
+* ``straightforward``: a minimal reader written here with no validation, no state table and no
+  tracing (SELECT, GPO, READ RECORD, VERIFY, GENERATE AC, IPB mask): the floor any reader pays.
+
+Every reader first computes a code on a fresh card; the codes must agree (python-emv skips
+GENERATE AC #2, which does not change the first code). Then each runs RUNS codes on its own card.
+
+Usage: ``.venv/bin/python benchmarks/reader.py [RUNS]`` (default 2000).
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+from collections.abc import Callable
+
+from capsim.cards import EmvCapCard, new_card
+from capsim.reader import CapReader
+from capsim.transports.inprocess import TEST_IMK_AC, TEST_PAN, InProcessTransport
+
+CARD = "barclays"  # a UK DPA card: every reader here (and python-emv) handles it
+CHALLENGE = "12345678"
+
+
+def fresh_card() -> EmvCapCard:
+    card = new_card(CARD, pan=TEST_PAN, imk_ac=TEST_IMK_AC)
+    card.power_on()
+    return card
+
+
+# ------------------------------------------------------------------ capsim
+
+
+def capsim_runner(card: EmvCapCard) -> Callable[[], str]:
+    reader = CapReader(InProcessTransport(card), "visa-dpa")
+    return lambda: reader.respond("1234", CHALLENGE).code
+
+
+# ------------------------------------------------------------------ python-emv through an adapter
+
+
+class _PyscardLikeConnection:
+    """What python-emv's TransmissionProtocol expects of a pyscard connection."""
+
+    T0_protocol = 1
+
+    def __init__(self, card: EmvCapCard) -> None:
+        self.card = card
+
+    def connect(self, protocol: int) -> None:
+        self.card.power_on()
+
+    def getProtocol(self) -> int:  # noqa: N802 - pyscard's name
+        return self.T0_protocol
+
+    def transmit(self, apdu: list[int]) -> tuple[list[int], int, int]:
+        answer = self.card.process(bytes(apdu))
+        return list(answer[:-2]), answer[-2], answer[-1]
+
+
+def python_emv_runner(card: EmvCapCard) -> Callable[[], str] | None:
+    try:
+        from emv.card import Card  # type: ignore[import-not-found]
+    except ImportError:
+        return None
+    emv_card = Card(_PyscardLikeConnection(card))
+    # python-emv prints the bare integer; pad it here so the codes compare
+    return lambda: f"{emv_card.generate_cap_value('1234', challenge=CHALLENGE):08d}"
+
+
+# ------------------------------------------------------------------ straightforward baseline
+
+
+def straightforward_runner(card: EmvCapCard) -> Callable[[], str]:
+    from capsim.tlv import decode, fill_dol, find, parse_dol, walk
+
+    def tx(hexcmd: str | bytes) -> bytes:
+        raw = bytes.fromhex(hexcmd) if isinstance(hexcmd, str) else hexcmd
+        return card.process(raw)[:-2]
+
+    def run() -> str:
+        tx("00A4040007A000000003800200")
+        gpo = tx("80A8000002830000")
+        afl = gpo[4:] if gpo[0] == 0x80 else find(decode(gpo), 0x94).value  # type: ignore[union-attr]
+        tags: dict[int, bytes] = {}
+        for i in range(0, len(afl), 4):
+            for rec in range(afl[i + 1], afl[i + 2] + 1):
+                body = tx(bytes([0, 0xB2, rec, afl[i] | 4, 0]))
+                tags.update({o.tag: o.value for _, o in walk(decode(body))})
+        tx("0020008008241234FFFFFFFFFF")
+        values = {0x95: bytes.fromhex("8000000000"), 0x9A: bytes.fromhex("010101"),
+                  0x9F37: bytes.fromhex(CHALLENGE)}
+        data = fill_dol(parse_dol(tags[0x8C]), values)
+        v = tx(bytes([0x80, 0xAE, 0x80, 0, len(data)]) + data + b"\x00")[2:]
+        ipb = tags[0x9F56]
+        bits = "".join(
+            f"{d:08b}"[k] for m, d in zip(ipb, v, strict=False) for k in range(8) if f"{m:08b}"[k] == "1"
+        )
+        return f"{int(bits, 2):08d}"
+
+    return run
+
+
+# ------------------------------------------------------------------ measurement
+
+
+def rate(run: Callable[[], str], runs: int) -> float:
+    start = time.perf_counter()
+    for _ in range(runs):
+        run()
+    return runs / (time.perf_counter() - start)
+
+
+def main() -> None:
+    runs = int(sys.argv[1]) if len(sys.argv) > 1 else 2000
+    makers: dict[str, Callable[[EmvCapCard], Callable[[], str] | None]] = {
+        "capsim CapReader": capsim_runner,
+        "python-emv 1.0.14 (adapter)": python_emv_runner,
+        "straightforward baseline": straightforward_runner,
+    }
+    first: dict[str, str] = {}
+    rates: dict[str, float] = {}
+    for name, make in makers.items():
+        runner = make(fresh_card())
+        if runner is None:
+            print(f"{name}: not installed, skipped")
+            continue
+        first[name] = runner()
+        runner = make(fresh_card())
+        assert runner is not None
+        rate(runner, max(1, runs // 10))  # warm-up
+        rates[name] = rate(runner, runs)
+    codes = set(first.values())
+    print(f"first code on a fresh {CARD} card: {', '.join(f'{n}={c}' for n, c in first.items())}")
+    if len(codes) != 1:
+        raise SystemExit("the readers disagree on the first code")
+    base = rates["capsim CapReader"]
+    python = sys.version.split()[0]
+    print(f"Respond codes per second over {runs} runs (in-process {CARD} card, Python {python}):")
+    for name, value in rates.items():
+        print(f"  {name:32s} {value:9.0f} codes/s   capsim rate / this rate = {base / value:5.2f}")
+
+
+if __name__ == "__main__":
+    main()
