@@ -1,0 +1,529 @@
+"""``capsim demo``: a card, a reader and a verifier, end to end, in a throwaway directory.
+
+Reference: ``docs/cli.md``; the flow is the enrolment and verification flow of verifier.md §1
+and the PIN lifecycle of cap-protocol.md §9.5/§9.7.
+
+Theory of operation
+-------------------
+1. A ``secur-acces`` card is personalised with fresh random issuer keys into a temporary
+   directory (card file and issuer-keys file, mode 0600). The verifier uses a SQLite database in
+   the same directory, or the store named by ``--db`` (a SQLite path or a ``postgresql://`` URL;
+   its stored policy applies).
+2. Every code is computed by the CAP reader (:class:`capsim.reader.CapReader`) talking to the card
+   file through the ``file:`` transport, and judged by :class:`capsim.verifier.Verifier`.
+3. Each step states what must happen (accept, reject, a PIN error …) and records what did.
+   The first step that behaves otherwise stops the demo: the command names it and exits with
+   ``INVARIANT_BROKEN`` (14). Exit 0 means every step behaved as expected.
+4. Codes are shown (they are demo codes of a throwaway card); keys, the full PAN and
+   activation codes are not.
+"""
+
+from __future__ import annotations
+
+import json
+import secrets
+import tempfile
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Final
+
+import click
+
+from capsim.apdu import builders
+from capsim.cap import CapMode, build_cdol_data
+from capsim.cards import builtin_profile, new_card
+from capsim.cli._common import ExitCode, handle_errors
+from capsim.cli.card import mask_pan, random_test_pan
+from capsim.cli.verifier import issuer_key_id
+from capsim.crypto import KeyDerivation, odd_parity
+from capsim.errors import CapsimError, InvalidCode, PinBlockedError, PinError
+from capsim.profiles import get_reader_profile, profile_for_aid
+from capsim.reader import CapReader, CapResult
+from capsim.storage import IssuerKeys, read_card_file, save_issuer_keys
+from capsim.tlv import decode, find
+from capsim.transports import Transport, open_transport
+from capsim.verifier.dburl import open_store
+from capsim.verifier.provider import SoftwareProvider
+from capsim.verifier.service import Verifier
+
+__all__ = ["DEMO_PIN", "DemoStep", "demo", "run_demo"]
+
+#: The throwaway card's PIN.
+DEMO_PIN: Final = "1234"
+_WRONG_PIN: Final = "0000"
+_PAYEE: Final = "FR76 3000 6000 0112 3456 7890 189"
+_AMOUNT: Final = "125.00"
+_OTHER_AMOUNT: Final = "925.00"
+_CURRENCY: Final = "EUR"
+_TDS_FIELDS: Final = ("30006000", "12500", "7890189")
+
+
+@dataclass(frozen=True, kw_only=True)
+class DemoStep:
+    """One step of the demo and how it went.
+
+    Attributes
+    ----------
+    name:
+        Short identifier (``identify``, ``replay`` …).
+    title:
+        What the step shows.
+    expected, observed:
+        What had to happen and what did (``accept``, ``reject``, ``ok``, ``pin-blocked`` …).
+    detail:
+        One line for the reader of the output (codes, ATCs; never keys or the full PAN).
+    code:
+        The code the reader computed in this step, if any.
+    """
+
+    name: str
+    title: str
+    expected: str
+    observed: str
+    detail: str = ""
+    code: str | None = None
+
+    @property
+    def ok(self) -> bool:
+        """Whether the step behaved as expected."""
+        return self.expected == self.observed
+
+    def to_dict(self) -> dict[str, object]:
+        """JSON form."""
+        return {
+            "name": self.name,
+            "title": self.title,
+            "expected": self.expected,
+            "observed": self.observed,
+            "ok": self.ok,
+            "detail": self.detail,
+            "code": self.code,
+        }
+
+
+class _StepFailedError(Exception):
+    """A step could not even be carried out (its observation explains why)."""
+
+    def __init__(self, observed: str, detail: str) -> None:
+        super().__init__(detail)
+        self.observed = observed
+        self.detail = detail
+
+
+@dataclass
+class _Demo:
+    """The running demo: card, issuer, verifier and the steps so far."""
+
+    workdir: Path
+    db: str | None
+    on_step: Callable[[DemoStep], None]
+    steps: list[DemoStep] = field(default_factory=list)
+    current: str = "personalise"
+
+    # -- plumbing --------------------------------------------------------------------------------
+    def begin(self, name: str) -> None:
+        self.current = name
+
+    def record(self, step: DemoStep) -> bool:
+        self.steps.append(step)
+        self.on_step(step)
+        return step.ok
+
+    def card_spec(self) -> str:
+        return f"file:{self.workdir / 'card.json'}"
+
+    def reader_run(self, action: Callable[[CapReader], CapResult]) -> CapResult:
+        with open_transport(self.card_spec()) as transport:
+            return action(CapReader(transport))
+
+
+def run_demo(workdir: Path, *, db: str | None, on_step: Callable[[DemoStep], None]) -> list[DemoStep]:
+    """Run every step in ``workdir``; stop at the first step that misbehaves.
+
+    Parameters
+    ----------
+    workdir:
+        An empty directory for the card file, the issuer keys and (without ``db``) the database.
+    db:
+        A verifier store URL (``--db``), or ``None`` for a SQLite file in ``workdir``.
+    on_step:
+        Called with each finished step (for live output).
+
+    Returns
+    -------
+    list[DemoStep]
+        The steps carried out; all ``ok`` when the demo passed.
+    """
+    d = _Demo(workdir=workdir, db=db, on_step=on_step)
+    try:
+        _run_steps(d)
+    except CapsimError as exc:
+        d.record(
+            DemoStep(
+                name=d.current,
+                title=f"{d.current}: the step could not complete",
+                expected="completed",
+                observed="error",
+                detail=f"{type(exc).__name__}: {exc}",
+            )
+        )
+    return d.steps
+
+
+def _run_steps(d: _Demo) -> None:
+    workdir, db = d.workdir, d.db
+    card_path = workdir / "card.json"
+
+    # 1. personalise ------------------------------------------------------------------------------
+    keys = IssuerKeys(
+        imk_ac=odd_parity(secrets.token_bytes(16)),
+        imk_smi=odd_parity(secrets.token_bytes(16)),
+        imk_smc=odd_parity(secrets.token_bytes(16)),
+    )
+    save_issuer_keys(workdir / "issuer-keys.json", keys)
+    pan = random_test_pan(builtin_profile("secur-acces"))
+    card = new_card(
+        "secur-acces",
+        pan=pan,
+        psn="00",
+        pin=DEMO_PIN,
+        imk_ac=keys.imk_ac,
+        imk_smi=keys.imk_smi,
+        imk_smc=keys.imk_smc,
+        path=card_path,
+        key_derivation=KeyDerivation(keys.derivation),
+    )
+    card.close()
+    profile, _state = read_card_file(card_path)
+    d.record(
+        DemoStep(
+            name="personalise",
+            title="personalise a secur-acces card",
+            expected="ok",
+            observed="ok",
+            detail=f"PAN {mask_pan(pan)}, PSN {profile.psn}, PIN {DEMO_PIN}, fresh issuer keys",
+        )
+    )
+
+    # 2. verifier and enrolment -------------------------------------------------------------------
+    d.begin("enrol")
+    store = open_store(db if db is not None else workdir / "verifier.db")
+    try:
+        provider = SoftwareProvider()
+        kid = issuer_key_id(keys)
+        provider.add_issuer_keys(kid, imk_ac=keys.imk_ac, imk_smi=keys.imk_smi, imk_smc=keys.imk_smc)
+        v = Verifier(store, provider)
+        serial = iter(range(1, 1000))
+
+        def rid() -> str:
+            return f"demo-{secrets.token_hex(6)}-{next(serial)}"
+
+        user = v.add_user(f"demo-{secrets.token_hex(4)}")
+        activation = v.issue_activation_code(user.user_id)
+
+        def identify(pin: str = DEMO_PIN) -> CapResult:
+            return d.reader_run(lambda r: r.identify(pin))
+
+        first = identify()
+        try:
+            cred = v.enroll_card(
+                activation.code, profile, issuer_key_id=kid, first_code=first.code, request_id=rid()
+            )
+            observed, detail = "accept", f"credential {cred.credential_id} active at ATC {cred.last_atc}"
+        except InvalidCode:
+            observed, detail = "reject", "the first Identify code did not activate the card"
+        if not d.record(
+            DemoStep(
+                name="enrol",
+                title=f"enrol the card for user {user.user_id} with its first Identify code",
+                expected="accept",
+                observed=observed,
+                detail=detail,
+                code=first.code,
+            )
+        ):
+            return
+        cid = cred.credential_id
+
+        def judge(
+            name: str, title: str, *, expected: str, target: str, code: str, extra: str = ""
+        ) -> bool:
+            try:
+                acc = v.verify(target, code, request_id=rid())
+                observed, detail = "accept", f"accepted at ATC {acc.atc}"
+            except InvalidCode:
+                observed, detail = "reject", "code rejected"
+            if extra:
+                detail = f"{extra}; {detail}"
+            return d.record(
+                DemoStep(
+                    name=name, title=title, expected=expected, observed=observed, detail=detail, code=code
+                )
+            )
+
+        # 3. Identify login
+        d.begin("identify")
+        op = v.issue_operation(cid, mode="identify")
+        login = identify()
+        if not judge(
+            "identify",
+            "log in with an Identify code",
+            expected="accept",
+            target=op.operation_id,
+            code=login.code,
+        ):
+            return
+
+        # 4. Respond
+        d.begin("respond")
+        op = v.issue_operation(cid, mode="respond")
+        challenge = op.challenge
+        res = d.reader_run(lambda r: r.respond(DEMO_PIN, challenge))
+        if not judge(
+            "respond",
+            "answer the bank's challenge (Respond)",
+            expected="accept",
+            target=op.operation_id,
+            code=res.code,
+            extra=f"challenge {challenge}",
+        ):
+            return
+
+        # 5. Sign
+        d.begin("sign")
+        op = v.issue_operation(cid, mode="sign", amount=_AMOUNT, currency=_CURRENCY, payee=_PAYEE)
+        challenge = op.challenge
+        res = d.reader_run(lambda r: r.sign(DEMO_PIN, challenge, _AMOUNT, _CURRENCY))
+        if not judge(
+            "sign",
+            f"sign {_AMOUNT} {_CURRENCY} to {_PAYEE}",
+            expected="accept",
+            target=op.operation_id,
+            code=res.code,
+            extra=f"challenge {challenge}",
+        ):
+            return
+
+        # 6. TDS
+        d.begin("tds")
+        op = v.issue_operation(cid, mode="tds", fields=list(_TDS_FIELDS))
+        res = d.reader_run(lambda r: r.sign_data(DEMO_PIN, _TDS_FIELDS))
+        if not judge(
+            "tds",
+            "sign transaction data (TDS) over several fields",
+            expected="accept",
+            target=op.operation_id,
+            code=res.code,
+            extra="fields " + " ".join(_TDS_FIELDS),
+        ):
+            return
+
+        # 7. Replay
+        d.begin("replay")
+        op = v.issue_operation(cid, mode="identify")
+        if not judge(
+            "replay",
+            "replay the login code of step 3",
+            expected="reject",
+            target=op.operation_id,
+            code=login.code,
+            extra="same code, new login",
+        ):
+            return
+
+        # 8. Another amount
+        d.begin("other-amount")
+        op = v.issue_operation(cid, mode="sign", amount=_AMOUNT, currency=_CURRENCY, payee=_PAYEE)
+        challenge = op.challenge
+        res = d.reader_run(
+            lambda r: r.sign(DEMO_PIN, challenge, _OTHER_AMOUNT, _CURRENCY)
+        )
+        if not judge(
+            "other-amount",
+            f"a code signed for {_OTHER_AMOUNT} presented for {_AMOUNT}",
+            expected="reject",
+            target=op.operation_id,
+            code=res.code,
+            extra=f"challenge {challenge}",
+        ):
+            return
+
+        # 9. Three wrong PINs
+        d.begin("wrong-pins")
+        tries: list[str] = []
+        for _ in range(3):
+            try:
+                identify(_WRONG_PIN)
+                tries.append("accepted")
+            except PinError as exc:
+                tries.append(str(exc.tries_left))
+            except PinBlockedError:
+                tries.append("blocked")
+        try:
+            identify()
+            after = "right PIN accepted"
+            observed = "pin-usable"
+        except PinBlockedError:
+            after = "the right PIN is refused: PIN blocked"
+            observed = "pin-blocked" if tries == ["2", "1", "0"] else "unexpected-tries"
+        if not d.record(
+            DemoStep(
+                name="wrong-pins",
+                title="three wrong PINs block the card's PIN",
+                expected="pin-blocked",
+                observed=observed,
+                detail=f"tries left {', '.join(tries)}; {after}",
+            )
+        ):
+            return
+
+        # 10. PIN UNBLOCK issuer script
+        d.begin("pin-unblock")
+        reader_profile = profile_for_aid(profile.aid) or get_reader_profile("mc-cap")
+        cdol1_data = build_cdol_data(profile.cdol1, reader_profile, CapMode.IDENTIFY)
+
+        def issuer_session(transport: Transport) -> tuple[int, str]:
+            send = transport.transmit
+            for cmd in (builders.select(profile.aid), builders.gpo(b"")):
+                resp = send(cmd.to_bytes())
+                if resp[-2:] != b"\x90\x00":
+                    sw = resp[-2:].hex().upper()
+                    raise _StepFailedError("card-error", f"card answered {sw} to INS {cmd.ins:02X}")
+            resp = send(builders.generate_ac(0x80, cdol1_data).to_bytes())
+            if resp[-2:] != b"\x90\x00":
+                raise _StepFailedError("card-error", f"GENERATE AC answered {resp[-2:].hex().upper()}")
+            body = resp[:-2]
+            objs = decode(body)
+            if objs and objs[0].tag == 0x80:
+                atc, arqc = objs[0].value[1:3], objs[0].value[3:11]
+            else:
+                atc_tlv, ac_tlv = find(objs, 0x9F36), find(objs, 0x9F26)
+                if atc_tlv is None or ac_tlv is None:
+                    raise _StepFailedError("card-error", "GENERATE AC without ATC or cryptogram")
+                atc, arqc = atc_tlv.value, ac_tlv.value
+            script = v.build_pin_script(cid, arqc=arqc, atc=atc)
+            answer = send(script)
+            return int.from_bytes(atc, "big"), answer[-2:].hex().upper()
+
+        try:
+            with open_transport(d.card_spec()) as transport:
+                atc, sw = issuer_session(transport)
+            observed = "ok" if sw == "9000" else "script-refused"
+            detail = f"ARQC at ATC {atc}: the verifier's PIN UNBLOCK script answered {sw}"
+        except _StepFailedError as exc:
+            observed, detail = exc.observed, exc.detail
+        if not d.record(
+            DemoStep(
+                name="pin-unblock",
+                title="the issuer sends a PIN UNBLOCK script built from the card's ARQC and ATC",
+                expected="ok",
+                observed=observed,
+                detail=detail,
+            )
+        ):
+            return
+
+        # 11. The PIN works again
+        d.begin("pin-restored")
+        op = v.issue_operation(cid, mode="identify")
+        try:
+            again = identify()
+        except (PinError, PinBlockedError) as exc:
+            d.record(
+                DemoStep(
+                    name="pin-restored",
+                    title="the PIN works again and its code is accepted",
+                    expected="accept",
+                    observed="pin-refused",
+                    detail=str(exc),
+                )
+            )
+            return
+        if not judge(
+            "pin-restored",
+            "the PIN works again and its code is accepted",
+            expected="accept",
+            target=op.operation_id,
+            code=again.code,
+        ):
+            return
+
+        # 12. Audit chain
+        d.begin("audit")
+        problems = v.check_audit()
+        d.record(
+            DemoStep(
+                name="audit",
+                title="the verifier's hash-chained audit is intact",
+                expected="intact",
+                observed="intact" if not problems else "broken",
+                detail=f"{sum(1 for _ in store.audit_records())} records"
+                + ("" if not problems else f", {len(problems)} problems"),
+            )
+        )
+        return
+    finally:
+        store.close()
+
+
+@click.command("demo")
+@click.option(
+    "--db",
+    metavar="URL",
+    help="Run the verifier on this store (SQLite path, sqlite:///PATH, postgresql://…) "
+    "[default: a SQLite file in the temporary directory].",
+)
+@click.option("--json", "as_json", is_flag=True, help="Print the steps as one JSON object.")
+@click.option("--keep", is_flag=True, help="Keep the temporary directory (card file, keys, database).")
+@handle_errors
+def demo(*, db: str | None, as_json: bool, keep: bool) -> None:
+    """[!] Card, reader and verifier end to end: enrol, log in, respond, sign, TDS, a replay
+    and a wrong amount refused, three wrong PINs, a PIN UNBLOCK script. Exit 0 only if every
+    step behaved as expected, else 14 naming the failed step."""
+    if keep:
+        workdir = Path(tempfile.mkdtemp(prefix="capsim-demo-"))
+        cleanup: Callable[[], None] = lambda: None  # noqa: E731
+    else:
+        tmp = tempfile.TemporaryDirectory(prefix="capsim-demo-")
+        workdir = Path(tmp.name)
+        cleanup = tmp.cleanup
+
+    def show(step: DemoStep) -> None:
+        if as_json:
+            return
+        mark = "ok  " if step.ok else "FAIL"
+        code = f"code {step.code}: " if step.code else ""
+        click.echo(f"[{mark}] {step.title}")
+        click.echo(f"       {code}{step.detail}")
+        if not step.ok:
+            click.echo(f"       expected {step.expected}, observed {step.observed}")
+
+    if not as_json:
+        where = "a temporary SQLite database" if db is None else "the store given by --db"
+        click.echo(f"capsim demo in {workdir} (verifier on {where})")
+    try:
+        steps = run_demo(workdir, db=db, on_step=show)
+    finally:
+        cleanup()
+    failed = next((s for s in steps if not s.ok), None)
+    failure: str | None = None
+    if failed is not None:
+        failure = f"step '{failed.name}' failed: expected {failed.expected}, observed {failed.observed}"
+    if as_json:
+        click.echo(
+            json.dumps(
+                {
+                    "ok": failure is None,
+                    "failure": failure,
+                    "steps": [s.to_dict() for s in steps],
+                    "workdir": str(workdir) if keep else None,
+                },
+                sort_keys=True,
+            )
+        )
+    if failure is not None:
+        click.echo(f"capsim: error: demo {failure}", err=True)
+        raise SystemExit(int(ExitCode.INVARIANT_BROKEN))
+    if not as_json:
+        click.echo(f"all {len(steps)} steps behaved as expected")

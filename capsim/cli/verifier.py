@@ -1,0 +1,827 @@
+"""``capsim verifier …`` and ``capsim verify``: the bank-side verifier from the command line.
+
+Reference: ``docs/cli.md``; behaviour: verifier.md §1–§2 and architecture.md §5.
+
+Theory of operation
+-------------------
+1. Every command takes ``--db URL`` and ``--json``. ``URL`` is a SQLite path (or
+   ``sqlite:///PATH``) or a ``postgresql://`` URL (:mod:`capsim.verifier.dburl`); the default is
+   ``verifier.db`` in the data directory (:func:`capsim.cli._common.data_dir`), and the
+   ``CAPSIM_DB`` environment variable overrides the default. ``--json`` prints one JSON object
+   on stdout instead of text.
+2. ``verifier init`` creates (or migrates) the database, records the policy and registers
+   issuer-keys files (the files ``capsim card new`` writes). The database never holds key bytes
+   (architecture.md §5): it keeps, per issuer key id ``iss-<KCV of IMK-AC>``, the absolute path
+   of the keys file and that KCV. Commands that need keys read the files again and check every
+   KCV (:func:`capsim.storage.load_issuer_keys`).
+3. Every other command refuses a database that ``init`` has not prepared, and never creates a
+   SQLite file by accident (a mistyped ``--db`` is an error, not a new empty verifier).
+4. ``verify`` never prints the code. Every refusal is the same line on stderr ("code
+   rejected") and exit code 10 (verifier.md V30); a malformed code is an input error (exit
+   13, nothing counted, V7); a storage problem is a temporary failure (exit 11).
+5. Enrolment reads PAN, PSN and profile from the card file (as a bank's card-management system
+   would hand them over) and picks the issuer keys whose KCV matches the card's. No PAN is
+   printed: credentials show only the last four digits.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import secrets
+import sys
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+from typing import Any, Final, ParamSpec, TypeVar
+
+import click
+
+from capsim.cli._common import ExitCode, data_dir, handle_errors
+from capsim.crypto import CVN
+from capsim.errors import ConfigError, InvalidCode, StateFileError, ValidationError
+from capsim.storage import IssuerKeys, load_issuer_keys
+from capsim.verifier.audit import AuditEntry, AuditRecord
+from capsim.verifier.dburl import DbKind, open_store, parse_db_url, redact_db_url
+from capsim.verifier.model import Credential, Operation, User
+from capsim.verifier.policy import VerifierPolicy
+from capsim.verifier.provider import SoftwareProvider
+from capsim.verifier.service import Verifier
+from capsim.verifier.store import Store
+
+__all__ = [
+    "DEFAULT_DB_NAME",
+    "KEYRING_SETTING",
+    "KeyringEntry",
+    "VerifierSession",
+    "default_db",
+    "issuer_key_id",
+    "open_session",
+    "verifier",
+    "verify",
+]
+
+#: File name of the default SQLite database inside the data directory.
+DEFAULT_DB_NAME: Final = "verifier.db"
+#: Store setting holding the registered issuer-keys files (paths and KCVs, never keys).
+KEYRING_SETTING: Final = "cli.issuer-keys"
+_REJECTED: Final = "code rejected"
+
+P = ParamSpec("P")
+R = TypeVar("R")
+
+
+def default_db() -> str:
+    """The default ``--db``: ``$CAPSIM_DB``, else ``verifier.db`` in the data directory."""
+    return str(data_dir() / DEFAULT_DB_NAME)
+
+
+def issuer_key_id(keys: IssuerKeys) -> str:
+    """The key id under which the CLI registers an issuer's keys: ``iss-`` + KCV of IMK-AC.
+
+    >>> issuer_key_id(IssuerKeys(imk_ac=bytes.fromhex("0123456789ABCDEFFEDCBA9876543210"),
+    ...                          imk_smi=bytes(16), imk_smc=bytes(16)))
+    'iss-08D7B4'
+    """
+    return "iss-" + keys.kcvs()["imk-ac"].hex().upper()
+
+
+@dataclass(frozen=True, kw_only=True)
+class KeyringEntry:
+    """One registered issuer-keys file (no key material: a path and a check value).
+
+    Attributes
+    ----------
+    key_id:
+        ``iss-`` followed by the KCV of the file's IMK-AC.
+    path:
+        Absolute path of the issuer-keys file.
+    kcv:
+        KCV of the IMK-AC, six upper-case hex digits.
+    """
+
+    key_id: str
+    path: str
+    kcv: str
+
+    def to_dict(self) -> dict[str, str]:
+        """JSON form."""
+        return {"key_id": self.key_id, "path": self.path, "kcv": self.kcv}
+
+
+def _parse_keyring(text: str) -> dict[str, KeyringEntry]:
+    try:
+        doc = json.loads(text)
+        return {
+            str(kid): KeyringEntry(key_id=str(kid), path=str(v["path"]), kcv=str(v["kcv"]))
+            for kid, v in dict(doc).items()
+        }
+    except (ValueError, TypeError, KeyError) as exc:
+        raise ConfigError(f"the verifier database's issuer-keys registry is unreadable ({exc})") from None
+
+
+def _dump_keyring(entries: Mapping[str, KeyringEntry]) -> str:
+    return json.dumps(
+        {kid: {"path": e.path, "kcv": e.kcv} for kid, e in sorted(entries.items())}, sort_keys=True
+    )
+
+
+@dataclass(frozen=True, kw_only=True)
+class VerifierSession:
+    """An open verifier database for one command: the store, the service and its keys."""
+
+    url: str
+    store: Store
+    verifier: Verifier
+    provider: SoftwareProvider
+    keyring: Mapping[str, KeyringEntry]
+
+    @property
+    def shown_url(self) -> str:
+        """The URL with any password replaced by ``***``."""
+        return redact_db_url(self.url)
+
+
+def _load_keys(provider: SoftwareProvider, keyring: Mapping[str, KeyringEntry]) -> None:
+    for entry in keyring.values():
+        keys = load_issuer_keys(entry.path)
+        if issuer_key_id(keys) != entry.key_id:
+            raise StateFileError(
+                f"{entry.path}: this issuer-keys file no longer holds key {entry.key_id} "
+                "(its IMK-AC check value changed)"
+            )
+        provider.add_issuer_keys(entry.key_id, imk_ac=keys.imk_ac, imk_smi=keys.imk_smi, imk_smc=keys.imk_smc)
+
+
+def _check_url(url: str, *, create: bool, allow_memory: bool) -> None:
+    parsed = parse_db_url(url)
+    if parsed.kind is DbKind.MEMORY and not allow_memory:
+        raise ValidationError("--db: memory: keeps nothing between commands; use a file path or postgresql://")
+    if parsed.kind is DbKind.SQLITE:
+        path = Path(parsed.target)
+        if create:
+            if url == default_db():
+                path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+        elif not path.exists():
+            raise ConfigError(
+                f"--db: no verifier database at {path}; create it with 'capsim verifier init --db {url}'"
+            )
+
+
+@contextmanager
+def open_session(
+    db: str | None,
+    *,
+    create: bool = False,
+    keys: bool = False,
+    policy: VerifierPolicy | None = None,
+    allow_memory: bool = False,
+) -> Iterator[VerifierSession]:
+    """Open the verifier database ``db`` (default :func:`default_db`) for one command.
+
+    Parameters
+    ----------
+    create:
+        ``init``: create and migrate the database if needed; otherwise it must have been
+        initialised already (:class:`~capsim.errors.ConfigError`).
+    keys:
+        Load every registered issuer-keys file into the provider (enrolment, verification).
+    policy:
+        A policy to record (``init``); ``None`` keeps the stored one.
+    allow_memory:
+        Accept ``memory:`` (only useful inside one process, e.g. ``capsim demo``).
+    """
+    url = db or default_db()
+    _check_url(url, create=create, allow_memory=allow_memory)
+    store = open_store(url)
+    try:
+        with store.transaction() as tx:
+            raw = tx.get_setting(KEYRING_SETTING)
+        if raw is None and not create:
+            raise ConfigError(
+                f"--db: {redact_db_url(url)} is not an initialised capsim verifier; "
+                "run 'capsim verifier init' first"
+            )
+        keyring = _parse_keyring(raw or "{}")
+        provider = SoftwareProvider()
+        if keys:
+            _load_keys(provider, keyring)
+        service = Verifier(store, provider, policy=policy)
+        if raw is None:
+            with store.transaction() as tx:
+                tx.set_setting(KEYRING_SETTING, _dump_keyring({}))
+        yield VerifierSession(url=url, store=store, verifier=service, provider=provider, keyring=keyring)
+    finally:
+        store.close()
+
+
+def register_issuer_keys(session: VerifierSession, path: Path) -> KeyringEntry:
+    """Record an issuer-keys file in the database (path and KCV only) and audit it."""
+    keys = load_issuer_keys(path)
+    kid = issuer_key_id(keys)
+    entry = KeyringEntry(key_id=kid, path=str(path.resolve()), kcv=kid.removeprefix("iss-"))
+    with session.store.transaction() as tx:
+        current = _parse_keyring(tx.get_setting(KEYRING_SETTING) or "{}")
+        old = current.get(kid)
+        if old is not None and old.path != entry.path:
+            try:
+                same = load_issuer_keys(old.path) == keys
+            except StateFileError:
+                same = True  # the old file is gone or unusable: the new one takes its place
+            if not same:
+                raise ConfigError(
+                    f"--issuer-keys: {path} and {old.path} hold different keys with the same "
+                    f"IMK-AC check value ({entry.kcv})"
+                )
+        current[kid] = entry
+        tx.set_setting(KEYRING_SETTING, _dump_keyring(current))
+        tx.append_audit(
+            AuditEntry(
+                event="issuer-keys",
+                outcome="ok",
+                reason="registered" if old is None else "updated",
+                details={"key_id": kid, "kcv": entry.kcv},
+            )
+        )
+    return entry
+
+
+# ------------------------------------------------------------------------------------------------
+# Output helpers
+
+
+def _iso(value: datetime | None) -> str | None:
+    return None if value is None else value.isoformat()
+
+
+def _emit(as_json: bool, obj: Mapping[str, Any], lines: list[str] | Callable[[], list[str]]) -> None:
+    if as_json:
+        click.echo(json.dumps(obj, sort_keys=True))
+        return
+    for line in lines() if callable(lines) else lines:
+        click.echo(line)
+
+
+def _user_view(user: User) -> dict[str, Any]:
+    return {
+        "user_id": user.user_id,
+        "customer_id": user.customer_id,
+        "role": str(user.role.value),
+        "created_at": _iso(user.created_at),
+        "created_by": user.created_by,
+        "disabled": user.disabled,
+    }
+
+
+def _credential_view(c: Credential) -> dict[str, Any]:
+    return {
+        "credential_id": c.credential_id,
+        "user_id": c.user_id,
+        "customer_id": c.customer_id,
+        "state": str(c.state.value),
+        "pan_last4": c.pan_last4,
+        "psn": c.psn,
+        "reader_profile": c.profile.reader_profile,
+        "cvn": _cvn_name(c.profile.cvn),
+        "last_atc": c.last_atc,
+        "fail_count": c.fail_count,
+        "max_fail": c.max_fail,
+        "locked_until": _iso(c.locked_until),
+        "label": c.label,
+        "created_at": _iso(c.created_at),
+        "replaces": c.replaces,
+        "replaced_by": c.replaced_by,
+    }
+
+
+def _cvn_name(cvn: int) -> str:
+    try:
+        return CVN(cvn).name
+    except ValueError:
+        return f"{cvn:02X}"
+
+
+def _credential_line(c: Credential) -> str:
+    lock = f" locked until {c.locked_until.isoformat()}" if c.locked_until else ""
+    return (
+        f"{c.credential_id}  {c.state.value:9} user {c.user_id}  card ****{c.pan_last4} PSN {c.psn}  "
+        f"{c.profile.reader_profile}  last ATC {c.last_atc}  failures {c.fail_count}/{c.max_fail}{lock}"
+    )
+
+
+def _operation_view(op: Operation) -> dict[str, Any]:
+    return {
+        "operation_id": op.operation_id,
+        "credential_id": op.credential_id,
+        "mode": str(op.mode.value),
+        "challenge": op.challenge or None,
+        "amount_minor": op.amount_minor,
+        "currency": op.currency,
+        "payee": op.payee,
+        "fields": list(op.tds_fields),
+        "expires_at": _iso(op.expires_at),
+        "txn_digest": op.txn_digest.hex(),
+    }
+
+
+def _audit_view(rec: AuditRecord) -> dict[str, Any]:
+    e = rec.entry
+    return {
+        "seq": rec.seq,
+        "at": _iso(rec.at),
+        "event": e.event,
+        "outcome": e.outcome,
+        "reason": e.reason,
+        "request_id": e.request_id,
+        "credential_id": e.credential_id,
+        "operation_id": e.operation_id,
+        "mode": e.mode,
+        "atc": e.atc,
+        "node": e.node,
+        "duration_us": e.duration_us,
+        "details": dict(e.details),
+        "record_hash": rec.record_hash.hex(),
+    }
+
+
+def _read_line_from_stdin(what: str) -> str:
+    line = sys.stdin.readline()
+    if not line:
+        raise ValidationError(f"{what}: expected one line on standard input ('-'), got nothing")
+    return line.rstrip("\r\n")
+
+
+def _request_id(value: str | None) -> str:
+    return value if value is not None else "cli-" + secrets.token_hex(12)
+
+
+def _db_options(func: Callable[P, R]) -> Callable[P, R]:
+    """``--db URL`` and ``--json`` on every command."""
+    func = click.option("--json", "as_json", is_flag=True, help="Print one JSON object on stdout.")(func)
+    return click.option(
+        "--db",
+        "db",
+        metavar="URL",
+        envvar="CAPSIM_DB",
+        help="Verifier database: a SQLite path, sqlite:///PATH or postgresql://… "
+        "[default: verifier.db in the capsim data directory; env CAPSIM_DB].",
+    )(func)
+
+
+_AS_OPTION = click.option(
+    "--as",
+    "acting_user",
+    metavar="ADMIN",
+    help="Act as this customer administrator (default: the bank's own operator).",
+)
+
+
+# ------------------------------------------------------------------------------------------------
+# capsim verifier …
+
+
+@click.group("verifier")
+def verifier() -> None:
+    """The bank-side verifier: users, enrolment, operations, credentials and audit."""
+
+
+@verifier.command("init")
+@click.option(
+    "--issuer-keys",
+    "issuer_keys",
+    multiple=True,
+    type=click.Path(dir_okay=False, exists=True, path_type=Path),
+    help="Issuer-keys file written by 'capsim card new' (repeatable). Only its path and KCV are stored.",
+)
+@click.option("--max-fail", type=click.IntRange(1, 100), help="Consecutive failures before a lock [5].")
+@click.option("--atc-window", type=click.IntRange(1, 1024), help="ATC look-ahead window W [16].")
+@click.option("--operation-ttl", type=click.IntRange(1, 86_400), help="Operation lifetime in seconds [120].")
+@click.option("--psd2/--no-psd2", default=None, help="Apply the PSD2 profile (max-fail <= 5, TTL <= 300 s).")
+@_db_options
+@handle_errors
+def init_command(
+    *,
+    issuer_keys: tuple[Path, ...],
+    max_fail: int | None,
+    atc_window: int | None,
+    operation_ttl: int | None,
+    psd2: bool | None,
+    db: str | None,
+    as_json: bool,
+) -> None:
+    """Create or upgrade a verifier database and register issuer keys (repeatable, idempotent)."""
+    for path in issuer_keys:  # refuse a bad file before anything is created
+        load_issuer_keys(path)
+    url = db or default_db()
+    changes: dict[str, Any] = {}
+    if max_fail is not None:
+        changes["max_fail"] = max_fail
+        changes["max_attempts_per_operation"] = min(3, max_fail)
+    if atc_window is not None:
+        changes["atc_window"] = atc_window
+        changes["max_atc_gap"] = atc_window
+    if operation_ttl is not None:
+        changes["operation_ttl_s"] = operation_ttl
+    if psd2 is not None:
+        changes["psd2"] = psd2
+    policy = None
+    if changes:
+        policy = dataclasses.replace(_stored_policy(url), **changes)
+    with open_session(url, create=True, policy=policy) as session:
+        entries = [register_issuer_keys(session, p) for p in issuer_keys]
+        with session.store.transaction() as tx:
+            keyring = _parse_keyring(tx.get_setting(KEYRING_SETTING) or "{}")
+        pol = json.loads(session.verifier.policy.to_json())
+        obj = {
+            "db": session.shown_url,
+            "kind": str(parse_db_url(url).kind.value),
+            "registered": [e.to_dict() for e in entries],
+            "issuer_keys": [e.to_dict() for e in keyring.values()],
+            "policy": pol,
+        }
+        lines = [f"verifier database ready: {session.shown_url}"]
+        lines += [f"issuer keys {e.key_id} registered from {e.path}" for e in entries]
+        if not keyring:
+            lines.append("no issuer keys registered yet: add them with --issuer-keys FILE")
+        else:
+            lines.append("issuer keys: " + ", ".join(sorted(keyring)))
+        lines.append(
+            f"policy: max-fail {pol['max_fail']}, ATC window {pol['atc_window']}, "
+            f"operation TTL {pol['operation_ttl_s']} s{', PSD2' if pol['psd2'] else ''}"
+        )
+        _emit(as_json, obj, lines)
+
+
+def _stored_policy(url: str) -> VerifierPolicy:
+    parsed = parse_db_url(url)
+    if parsed.kind is DbKind.SQLITE and not Path(parsed.target).exists():
+        return VerifierPolicy()
+    store = open_store(url)
+    try:
+        with store.transaction() as tx:
+            stored = tx.get_setting("policy")
+    finally:
+        store.close()
+    return VerifierPolicy.from_json(stored) if stored else VerifierPolicy()
+
+
+# -- users -------------------------------------------------------------------------------------------
+@verifier.group("user")
+def user_group() -> None:
+    """Users and customer accounts."""
+
+
+@user_group.command("add")
+@click.argument("user_id", metavar="USER")
+@click.option("--customer", "customer_id", metavar="ACCOUNT", help="Customer account [cu-USER].")
+@click.option("--admin", is_flag=True, help="Make the user an administrator of the account.")
+@_AS_OPTION
+@_db_options
+@handle_errors
+def user_add_command(
+    *,
+    user_id: str,
+    customer_id: str | None,
+    admin: bool,
+    acting_user: str | None,
+    db: str | None,
+    as_json: bool,
+) -> None:
+    """Create USER. The first user of a new customer account is its administrator; with
+    --as ADMIN an administrator adds a secondary user to its own account."""
+    with open_session(db) as session:
+        user = session.verifier.add_user(
+            user_id, customer_id=customer_id, admin=True if admin else None, acting_user=acting_user
+        )
+        _emit(
+            as_json,
+            _user_view(user),
+            [f"user {user.user_id} created in customer account {user.customer_id} ({user.role.value})"],
+        )
+
+
+@user_group.command("list")
+@click.option("--customer", "customer_id", metavar="ACCOUNT", help="Only this customer account.")
+@_db_options
+@handle_errors
+def user_list_command(*, customer_id: str | None, db: str | None, as_json: bool) -> None:
+    """List users."""
+    with open_session(db) as session:
+        users = session.verifier.list_users(customer_id)
+        _emit(
+            as_json,
+            {"users": [_user_view(u) for u in users]},
+            [f"{u.user_id}  account {u.customer_id}  {u.role.value}" for u in users] or ["no users"],
+        )
+
+
+# -- activation and enrolment ------------------------------------------------------------------------
+@verifier.command("activation-code")
+@click.argument("user_id", metavar="USER")
+@click.option("--ttl", "ttl_s", type=click.IntRange(30, 30 * 86_400), help="Validity in seconds [86400].")
+@_AS_OPTION
+@_db_options
+@handle_errors
+def activation_code_command(
+    *, user_id: str, ttl_s: int | None, acting_user: str | None, db: str | None, as_json: bool
+) -> None:
+    """Issue a single-use activation code for USER (hand it to the user out of band)."""
+    with open_session(db) as session:
+        act = session.verifier.issue_activation_code(user_id, acting_user=acting_user, ttl_s=ttl_s)
+        _emit(
+            as_json,
+            {"activation_code": act.code, "user_id": act.user_id, "expires_at": _iso(act.expires_at)},
+            [f"activation code for {act.user_id}: {act.code} (single use, expires {_iso(act.expires_at)})"],
+        )
+
+
+@verifier.command("enroll")
+@click.option(
+    "--activation-code",
+    "activation",
+    required=True,
+    metavar="CODE",
+    help="The user's activation code, or '-' for stdin.",
+)
+@click.option(
+    "--card",
+    "card_path",
+    required=True,
+    type=click.Path(dir_okay=False, exists=True, path_type=Path),
+    help="The card file (PAN, PSN and profile are read from it; its keys are not used).",
+)
+@click.option(
+    "--code",
+    "first_code",
+    metavar="CODE",
+    help="The card's first Identify code, or '-' for stdin; it activates the credential. "
+    "Without it the credential stays pending.",
+)
+@click.option("--reader-profile", help="Reader profile of the issuer [chosen by the card's AID].")
+@click.option("--label", default="", help="A free-text label for the credential.")
+@click.option("--request-id", help="Idempotency key [random].")
+@_db_options
+@handle_errors
+def enroll_command(
+    *,
+    activation: str,
+    card_path: Path,
+    first_code: str | None,
+    reader_profile: str | None,
+    label: str,
+    request_id: str | None,
+    db: str | None,
+    as_json: bool,
+) -> None:
+    """Bind a card to the user of an activation code (its first Identify code activates it)."""
+    from capsim.storage import read_card_file
+
+    if activation == "-":
+        activation = _read_line_from_stdin("--activation-code")
+    if first_code == "-":
+        first_code = _read_line_from_stdin("--code")
+    profile, _state = read_card_file(card_path)
+    kid = "iss-" + profile.kcv_imk_ac.hex().upper()
+    with open_session(db, keys=True) as session:
+        if kid not in session.keyring:
+            raise ConfigError(
+                f"--card: the card's issuer keys ({kid}) are not registered; "
+                "run 'capsim verifier init --issuer-keys FILE' with its issuer-keys file"
+            )
+        try:
+            cred = session.verifier.enroll_card(
+                activation,
+                profile,
+                issuer_key_id=kid,
+                first_code=first_code,
+                request_id=None if first_code is None else _request_id(request_id),
+                reader_profile=reader_profile,
+                label=label,
+            )
+        except InvalidCode:
+            if as_json:
+                click.echo(json.dumps({"enrolled": False, "error": _REJECTED}))
+            raise
+        view = _credential_view(cred)
+        _emit(
+            as_json,
+            view,
+            [
+                f"credential {cred.credential_id} for user {cred.user_id}: card ****{cred.pan_last4} "
+                f"PSN {cred.psn}, {cred.state.value}"
+                + (f" (ATC {cred.last_atc})" if first_code is not None else " (needs its first code)")
+            ],
+        )
+
+
+# -- operations --------------------------------------------------------------------------------------
+@verifier.group("operation")
+def operation_group() -> None:
+    """Operations: single-use, bound challenges for one credential."""
+
+
+@operation_group.command("new")
+@click.argument("credential_id", metavar="CREDENTIAL")
+@click.option(
+    "--mode",
+    required=True,
+    type=click.Choice(["identify", "respond", "sign", "tds"]),
+    help="CAP function the user runs on the reader.",
+)
+@click.option("--amount", help="Sign/TDS: amount in major units (15.00) or minor units without a dot.")
+@click.option("--currency", help="Sign/TDS: ISO 4217 code (EUR or 978).")
+@click.option("--payee", help="Payee (free text, bound into the operation).")
+@click.option("--field", "fields", multiple=True, help="TDS: a field of 1-10 digits (repeat 1-10 times).")
+@click.option("--reference", help="Sign: a caller-supplied payee reference (<= 8 digits) as the challenge.")
+@click.option("--payment", is_flag=True, help="A payment approval (PSD2 dynamic-linking rules apply).")
+@click.option("--ttl", "ttl_s", type=click.IntRange(1, 86_400), help="Lifetime in seconds [policy].")
+@_db_options
+@handle_errors
+def operation_new_command(
+    *,
+    credential_id: str,
+    mode: str,
+    amount: str | None,
+    currency: str | None,
+    payee: str | None,
+    fields: tuple[str, ...],
+    reference: str | None,
+    payment: bool,
+    ttl_s: int | None,
+    db: str | None,
+    as_json: bool,
+) -> None:
+    """Create an operation for CREDENTIAL; show the challenge the user types into the reader."""
+    with open_session(db) as session:
+        op = session.verifier.issue_operation(
+            credential_id,
+            mode=mode,
+            reference=reference,
+            amount=amount,
+            currency=currency,
+            payee=payee,
+            fields=list(fields) if fields else None,
+            payment=payment,
+            ttl_s=ttl_s,
+        )
+        lines = [f"operation {op.operation_id} ({op.mode.value}), expires {_iso(op.expires_at)}"]
+        if op.challenge:
+            lines.append(f"challenge: {op.challenge}")
+        if op.amount_minor is not None:
+            lines.append(f"amount: {op.amount_minor} minor units, currency {op.currency or '-'}")
+        if op.tds_fields:
+            lines.append("fields: " + " ".join(op.tds_fields))
+        _emit(as_json, _operation_view(op), lines)
+
+
+# -- credentials -------------------------------------------------------------------------------------
+@verifier.group("credential")
+def credential_group() -> None:
+    """Credentials (enrolled cards): list, suspend, resume, unlock, revoke."""
+
+
+@credential_group.command("list")
+@click.option("--user", "user_id", metavar="USER", help="Only this user's credentials.")
+@_AS_OPTION
+@_db_options
+@handle_errors
+def credential_list_command(
+    *, user_id: str | None, acting_user: str | None, db: str | None, as_json: bool
+) -> None:
+    """List credentials (of one user, or of every user)."""
+    with open_session(db) as session:
+        v = session.verifier
+        if user_id is not None:
+            creds = v.list_credentials(user_id, acting_user=acting_user)
+        else:
+            users = v.list_users()
+            if acting_user is not None:
+                admin = v.get_user(acting_user)
+                users = [u for u in users if admin is not None and u.customer_id == admin.customer_id]
+            creds = [c for u in users for c in v.list_credentials(u.user_id, acting_user=acting_user)]
+        creds.sort(key=lambda c: (c.user_id, c.created_at, c.credential_id))
+        _emit(
+            as_json,
+            {"credentials": [_credential_view(c) for c in creds]},
+            [_credential_line(c) for c in creds] or ["no credentials"],
+        )
+
+
+def _lifecycle_command(name: str, doc: str) -> None:
+    @credential_group.command(name, help=doc)
+    @click.argument("credential_id", metavar="CREDENTIAL")
+    @click.option("--reason", default="", help="Reason recorded in the audit.")
+    @_AS_OPTION
+    @_db_options
+    @handle_errors
+    def command(
+        *, credential_id: str, reason: str, acting_user: str | None, db: str | None, as_json: bool
+    ) -> None:
+        with open_session(db) as session:
+            v = session.verifier
+            if name == "unlock":
+                cred = v.unlock(credential_id, acting_user=acting_user, reason=reason)
+            else:
+                action = {"suspend": v.suspend, "resume": v.resume, "revoke": v.revoke}[name]
+                cred = action(credential_id, acting_user=acting_user, reason=reason)
+            _emit(as_json, _credential_view(cred), [f"credential {cred.credential_id}: {cred.state.value}"])
+
+
+_lifecycle_command("suspend", "Suspend CREDENTIAL (active -> suspended; codes are refused).")
+_lifecycle_command("resume", "Resume a suspended CREDENTIAL (suspended -> active).")
+_lifecycle_command("unlock", "Clear CREDENTIAL's temporary lock and failure counters; unblock it.")
+_lifecycle_command("revoke", "Revoke CREDENTIAL for good (terminal).")
+
+
+# -- audit -------------------------------------------------------------------------------------------
+@verifier.command("audit")
+@click.option("--check", is_flag=True, help="Check the hash chain instead of listing (exit 14 if broken).")
+@click.option("--last", "last", type=click.IntRange(1), help="Only the last N records.")
+@click.option("--credential", "credential_id", metavar="CREDENTIAL", help="Only records of this credential.")
+@_db_options
+@handle_errors
+def audit_command(
+    *, check: bool, last: int | None, credential_id: str | None, db: str | None, as_json: bool
+) -> None:
+    """List the audit records, or check their hash chain (verifier.md V37-V39)."""
+    with open_session(db) as session:
+        if check:
+            records = sum(1 for _ in session.store.audit_records())
+            problems = session.verifier.check_audit()
+            obj = {
+                "records": records,
+                "intact": not problems,
+                "problems": [{"seq": p.seq, "kind": p.kind} for p in problems],
+            }
+            if as_json:
+                click.echo(json.dumps(obj, sort_keys=True))
+            elif not problems:
+                click.echo(f"audit chain intact: {records} records")
+            else:
+                for p in problems:
+                    click.echo(f"record {p.seq}: {p.kind}")
+            if problems:
+                click.echo(f"capsim: error: the audit chain is broken ({len(problems)} problems)", err=True)
+                sys.exit(int(ExitCode.INVARIANT_BROKEN))
+            return
+        recs = [
+            r
+            for r in session.store.audit_records()
+            if credential_id is None or r.entry.credential_id == credential_id
+        ]
+        if last is not None:
+            recs = recs[-last:]
+        views = [_audit_view(r) for r in recs]
+
+        def lines() -> list[str]:
+            out = []
+            for r in recs:
+                e = r.entry
+                parts = [f"{r.seq:6}", r.at.isoformat(timespec="seconds"), e.event, e.outcome]
+                parts += [x for x in (e.reason, e.credential_id, e.operation_id, e.mode) if x]
+                if e.atc is not None:
+                    parts.append(f"ATC {e.atc}")
+                out.append("  ".join(parts))
+            return out or ["no audit records"]
+
+        _emit(as_json, {"records": views}, lines)
+
+
+# ------------------------------------------------------------------------------------------------
+# capsim verify
+
+
+@click.command("verify")
+@click.argument("target", metavar="OPERATION")
+@click.argument("code", metavar="CODE")
+@click.option("--request-id", help="Idempotency key: a retry with the same key returns the recorded outcome.")
+@_db_options
+@handle_errors
+def verify(*, target: str, code: str, request_id: str | None, db: str | None, as_json: bool) -> None:
+    """Verify CODE ('-': one line of stdin) for OPERATION (or, for an Identify login, a
+    credential id). Exit 0 on accept; every reject is "code rejected" with exit 10."""
+    presented = _read_line_from_stdin("CODE") if code == "-" else code
+    rid = _request_id(request_id)
+    with open_session(db, keys=True) as session:
+        try:
+            acc = session.verifier.verify(target, presented, request_id=rid)
+        except InvalidCode:
+            if as_json:
+                click.echo(json.dumps({"accepted": False, "error": _REJECTED}))
+            raise
+        obj = {
+            "accepted": True,
+            "credential_id": acc.credential_id,
+            "operation_id": acc.operation_id,
+            "mode": str(acc.mode.value),
+            "atc": acc.atc,
+            "request_id": acc.request_id,
+            "accepted_at": _iso(acc.accepted_at),
+        }
+        _emit(
+            as_json,
+            obj,
+            [f"accepted: {acc.mode.value} for credential {acc.credential_id} (ATC {acc.atc})"],
+        )
