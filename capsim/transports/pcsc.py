@@ -1,10 +1,13 @@
 """The PC/SC transport: real and virtual readers through pcscd and pyscard.
 
 This is the only capsim module that speaks pyscard (≥ 2.3, the optional ``pcsc`` extra:
-``pip install 'capsim[pcsc]'``). It converts pyscard's ``list[int]`` and ``sw1, sw2`` into
-capsim's ``bytes`` (data ‖ SW), handles T=0 continuation (``61xx`` → GET RESPONSE, ``6Cxx``
-→ re-send with the right Le) with :func:`capsim.apdu.t0.transmit_with_t0`, and maps every
-pyscard exception, from both of its unrelated hierarchies
+``pip install 'capsim[pcsc]'``). Card sessions use pyscard's ``smartcard.scard`` layer (the
+PC/SC calls themselves, with their result codes and the module-level protocol constants);
+reader lists come from ``smartcard.System.readers()``. The transport converts pyscard's
+``list[int]`` into capsim's ``bytes`` (data ‖ SW), handles T=0 continuation (``61xx`` → GET
+RESPONSE, ``6Cxx`` → re-send with the right Le) with
+:func:`capsim.apdu.t0.transmit_with_t0`, and maps every PC/SC result code and every pyscard
+exception, from both of its unrelated hierarchies
 (``smartcard.Exceptions.SmartcardException`` and
 ``smartcard.pcsc.PCSCExceptions.BaseSCardException``), onto a
 :class:`capsim.errors.TransportError` subclass (``pcsc.md`` §3, §5; ``architecture.md`` §6).
@@ -26,6 +29,7 @@ from collections.abc import Callable, Sequence
 from types import TracebackType
 from typing import Any, Final, TypeVar
 
+from capsim.apdu.t0 import transmit_with_t0
 from capsim.errors import (
     CardRemovedError,
     NoCardError,
@@ -134,9 +138,14 @@ def map_pyscard_error(
     if isinstance(exc, ImportError | OSError) and not isinstance(exc, TimeoutError):
         return PcscUnavailableError(f"{_INSTALL_HINT}: {exc}")
     name = type(exc).__name__
-    code = _hresult(exc)
+    return _classify(name, _hresult(exc), f"{exc}".strip() or name, reader=reader, connected=connected)
+
+
+def _classify(
+    name: str, code: int | None, detail: str, *, reader: str | None, connected: bool
+) -> TransportError:
+    """The capsim error for a pyscard exception class name and/or a PC/SC result code."""
     where = f" in reader {reader!r}" if reader else ""
-    detail = f"{exc}".strip() or name
     if name in _SERVICE_DOWN_EXCEPTIONS or code in _SERVICE_DOWN:
         return PcscUnavailableError(f"PC/SC service unavailable (is pcscd running?): {detail}")
     if name == "CardRequestTimeoutException" or code == _SCARD_E_TIMEOUT:
@@ -164,6 +173,26 @@ def map_pyscard_error(
 def _is_pyscard_error(exc: BaseException) -> bool:
     module = type(exc).__module__
     return module.startswith("smartcard") or hasattr(exc, "hresult")
+
+
+def _hresult_error(
+    scard: Any, code: int, what: str, *, reader: str | None = None, connected: bool = False
+) -> TransportError:
+    """The capsim error for a failed ``smartcard.scard`` call that returned ``code``."""
+    code &= 0xFFFFFFFF
+    try:
+        message = str(scard.SCardGetErrorMessage(code))
+    except Exception:  # an unknown code: the number says enough
+        message = "unknown error"
+    return _classify("", code, f"{what}: {message} (0x{code:08X})", reader=reader, connected=connected)
+
+
+def _import_scard() -> Any:
+    try:
+        from smartcard import scard
+    except (ImportError, OSError) as exc:
+        raise map_pyscard_error(exc) from None
+    return scard
 
 
 def _import_system() -> Any:
@@ -313,7 +342,7 @@ class PcscTransport:
         self._wanted = reader
         self._timeout = timeout
         self._name: str | None = None
-        self._conn: Any = None
+        self._conn: _Session | None = None
         self._worker: _Worker | None = None
         self._atr = b""
         self._protocol: str | None = None
@@ -443,53 +472,55 @@ class PcscTransport:
 
     # -- worker-side operations -----------------------------------------------------
 
-    def _open(self) -> tuple[Any, str, bytes, str]:
-        system = _import_system()
+    def _open(self) -> tuple[_Session, str, bytes, str]:
+        sc = _import_scard()
+        hresult, context = sc.SCardEstablishContext(sc.SCARD_SCOPE_USER)
+        if hresult != sc.SCARD_S_SUCCESS:
+            raise _hresult_error(sc, hresult, "establishing a PC/SC context")
         try:
-            from smartcard.CardConnection import CardConnection
-
-            pcsc_readers = system.readers()
-            name = resolve_reader(self._wanted, [str(r) for r in pcsc_readers])
-            reader = next(r for r in pcsc_readers if str(r) == name)
-            conn = reader.createConnection()
-        except Exception as exc:
-            if _is_pyscard_error(exc):
-                raise map_pyscard_error(exc, reader=self._wanted) from None
-            raise
-        t0 = CardConnection.T0_protocol
-        t1 = CardConnection.T1_protocol
-        try:
-            conn.connect(t0 | t1)
-            atr = bytes(conn.getATR())
-            active = conn.getProtocol()
-        except Exception as exc:
-            _release_quietly(conn)
-            if _is_pyscard_error(exc):
-                raise map_pyscard_error(exc, reader=name) from None
+            hresult, names = sc.SCardListReaders(context, [])
+            if hresult == _SCARD_E_NO_READERS_AVAILABLE:
+                names = []
+            elif hresult != sc.SCARD_S_SUCCESS:
+                raise _hresult_error(sc, hresult, "listing the readers")
+            name = resolve_reader(self._wanted, [str(n) for n in names])
+            # Protocol constants from the scard module itself (pyscard >= 2.3).
+            t0, t1 = sc.SCARD_PROTOCOL_T0, sc.SCARD_PROTOCOL_T1
+            hresult, card, active = sc.SCardConnect(context, name, sc.SCARD_SHARE_SHARED, t0 | t1)
+            if hresult != sc.SCARD_S_SUCCESS:
+                raise _hresult_error(sc, hresult, "connecting to the card", reader=name)
+            session = _Session(sc, context, card, sc.SCARD_PCI_T0 if active == t0 else sc.SCARD_PCI_T1)
+            hresult, _reader, _state, _protocol, atr = sc.SCardStatus(card)
+            if hresult != sc.SCARD_S_SUCCESS:
+                session.close()
+                raise _hresult_error(sc, hresult, "reading the ATR", reader=name)
+        except BaseException:
+            sc.SCardReleaseContext(context)
             raise
         protocol = "T=0" if active == t0 else "T=1" if active == t1 else f"0x{active:x}"
-        return conn, name, atr, protocol
+        return session, name, bytes(atr), protocol
 
-    def _exchange(self, conn: Any, apdu: bytes) -> bytes:
-        from capsim.apdu.t0 import transmit_with_t0
+    def _exchange(self, session: _Session, apdu: bytes) -> bytes:
+        sc, card, pci = session.scard, session.card, session.pci
+        success = sc.SCARD_S_SUCCESS
+        name = self._name
 
         def send(command: bytes) -> bytes:
-            try:
-                data, sw1, sw2 = conn.transmit(list(command))
-            except Exception as exc:
-                if _is_pyscard_error(exc):
-                    raise map_pyscard_error(exc, reader=self._name, connected=True) from None
-                raise
-            return bytes(data) + bytes((sw1, sw2))
+            hresult, response = sc.SCardTransmit(card, pci, list(command))
+            if hresult != success:
+                raise _hresult_error(sc, hresult, "transmit", reader=name, connected=True)
+            if len(response) < 2:  # pcscd said success with no bytes: the card went away
+                raise CardRemovedError(f"the card in reader {name!r} was removed (no response)")
+            return bytes(response)
 
-        return transmit_with_t0(send, apdu)
+        first = send(apdu)
+        if first[-2] not in (0x61, 0x6C):  # the common case: no T=0 continuation
+            return first
+        answers = iter((first,))
+        return transmit_with_t0(lambda command: next(answers, None) or send(command), apdu)
 
-    def _close(self, conn: Any) -> None:
-        try:
-            conn.disconnect()
-        except Exception as exc:
-            logger.debug("disconnect from %r: %s", self._name, type(exc).__name__)
-        _release_quietly(conn)
+    def _close(self, session: _Session) -> None:
+        session.close()
 
     def _abandon(self) -> None:
         """Drop a session that failed; its cleanup runs on the worker once it is free."""
@@ -506,10 +537,23 @@ class PcscTransport:
             worker.close()
 
 
-def _release_quietly(conn: Any) -> None:
-    # Release explicitly: pyscard's __del__ would otherwise do it at an arbitrary time and
-    # report its exceptions as "ignored" (and hang the collecting thread on a dead card).
-    try:
-        conn.release()
-    except Exception as exc:
-        logger.debug("releasing the PC/SC context: %s", type(exc).__name__)
+class _Session:
+    """One PC/SC card handle and its context (``smartcard.scard`` objects)."""
+
+    __slots__ = ("card", "context", "pci", "scard")
+
+    def __init__(self, scard: Any, context: Any, card: Any, pci: Any) -> None:
+        self.scard = scard
+        self.context = context
+        self.card = card
+        self.pci = pci
+
+    def close(self) -> None:
+        """Unpower the card and release the context; errors of a gone card are only logged."""
+        sc = self.scard
+        hresult = sc.SCardDisconnect(self.card, sc.SCARD_UNPOWER_CARD)
+        if hresult != sc.SCARD_S_SUCCESS:
+            logger.debug("SCardDisconnect: 0x%08X", hresult & 0xFFFFFFFF)
+        hresult = sc.SCardReleaseContext(self.context)
+        if hresult != sc.SCARD_S_SUCCESS:
+            logger.debug("SCardReleaseContext: 0x%08X", hresult & 0xFFFFFFFF)

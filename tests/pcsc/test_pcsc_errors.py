@@ -177,3 +177,30 @@ def test_transmit_before_connect_is_a_clear_error() -> None:
     with pytest.raises(ValidationError, match="apdu"):
         transport.transmit(b"\x00\xa4")
     transport.disconnect()  # idempotent without a session
+
+
+@pytest.mark.parametrize(
+    ("code", "connected", "expected"),
+    [
+        (SCARD_E_NO_SERVICE, False, PcscUnavailableError),
+        (SCARD_E_NO_SMARTCARD, False, NoCardError),
+        (SCARD_W_REMOVED_CARD, False, NoCardError),
+        (SCARD_W_REMOVED_CARD, True, CardRemovedError),
+        (SCARD_E_NOT_TRANSACTED, True, CardRemovedError),
+        (SCARD_W_RESET_CARD, True, CardRemovedError),
+        (SCARD_E_TIMEOUT, True, TransportTimeoutError),
+        (SCARD_E_UNKNOWN_READER, False, ReaderNotFoundError),
+        (SCARD_E_SHARING_VIOLATION, False, TransportError),
+        (0x80100099, True, TransportError),  # not a known code
+    ],
+)
+def test_result_codes_of_the_scard_layer_map_like_the_exceptions(
+    code: int, connected: bool, expected: type[TransportError]
+) -> None:
+    from smartcard import scard
+
+    from capsim.transports.pcsc import _hresult_error
+
+    error = _hresult_error(scard, code, "transmit", reader="R", connected=connected)
+    assert type(error) is expected
+    assert "\n" not in str(error)
