@@ -83,6 +83,16 @@ _RECORDS = _APP | {Phase.PSE}
 _AFTER_GAC1 = frozenset({Phase.ONLINE, Phase.COMPLETED})
 
 
+def _tlv(tag: bytes, value: bytes) -> bytes:
+    """Fast BER-TLV encoding for the card's own fixed tags (hot path; same bytes as tlv.encode)."""
+    n = len(value)
+    if n < 0x80:
+        return tag + bytes((n,)) + value
+    if n < 0x100:
+        return tag + b"\x81" + bytes((n,)) + value
+    return tag + b"\x82" + n.to_bytes(2, "big") + value
+
+
 def _dol_offset(dol: bytes, tag: int) -> tuple[int, int] | None:
     pos = 0
     for entry in parse_dol(dol):
@@ -143,6 +153,10 @@ class EmvCapCard:
         entry += encode(0x87, b"\x01")
         self._pse_records = {(_PSE_SFI, 1): encode(0x70, encode(0x61, entry))}
         self._records = {(r.sfi, r.number): r.data for r in profile.records}
+        if profile.gpo_format == 1:
+            self._gpo_answer = encode(0x80, profile.aip + profile.afl)
+        else:
+            self._gpo_answer = encode(0x77, encode(0x82, profile.aip) + encode(0x94, profile.afl))
         self._pdol_len = _dol_length(profile.pdol) if profile.pdol else 0
         self._cdol1_len = _dol_length(profile.cdol1)
         self._cdol2_len = _dol_length(profile.cdol2)
@@ -302,10 +316,7 @@ class EmvCapCard:
         self._txn_history = history
         self._atc_bytes = self._state.atc.to_bytes(2, "big")
         self._phase = Phase.INITIATED
-        p = self._profile
-        if p.gpo_format == 1:
-            return encode(0x80, p.aip + p.afl)
-        return encode(0x77, encode(0x82, p.aip) + encode(0x94, p.afl))
+        return self._gpo_answer
 
     def _read_record(self, cmd: Command) -> bytes:
         if cmd.p2 & 0x07 != 0x04 or cmd.p1 == 0 or cmd.p2 >> 3 == 0:
@@ -320,11 +331,11 @@ class EmvCapCard:
         tag = (cmd.p1 << 8) | cmd.p2
         state = self._state
         if tag == 0x9F17:
-            return encode(0x9F17, bytes([state.ptc]))
+            return b"\x9f\x17\x01" + bytes((state.ptc,))
         if tag == 0x9F36:
-            return encode(0x9F36, state.atc.to_bytes(2, "big"))
+            return b"\x9f\x36\x02" + state.atc.to_bytes(2, "big")
         if tag == 0x9F13:
-            return encode(0x9F13, state.last_online_atc.to_bytes(2, "big"))
+            return b"\x9f\x13\x02" + state.last_online_atc.to_bytes(2, "big")
         raise StatusError(0x6A88)
 
     def _verify(self, cmd: Command) -> bytes:
@@ -339,7 +350,8 @@ class EmvCapCard:
         pin = _parse_iso2_block(block)
         flags = self._pin_flags
         if hmac.compare_digest(pin.encode(), state.pin.encode()):
-            self._commit(replace(state, ptc=self._profile.pin_try_limit))
+            if state.ptc != self._profile.pin_try_limit:
+                self._commit(replace(state, ptc=self._profile.pin_try_limit))
             flags.discard(CvrFlag.OFFLINE_PIN_FAILED)
             flags.update((CvrFlag.OFFLINE_PIN_PERFORMED, CvrFlag.OFFLINE_PIN_SUCCESSFUL))
             return b""
@@ -381,11 +393,12 @@ class EmvCapCard:
             cid |= 0x0A  # advice required, reason "PIN try limit exceeded" (EMV Book 3 Table 14)
         atc = self._atc_bytes
         if self._profile.response_format == 1:
-            return encode(0x80, bytes([cid]) + atc + ac + iad)
-        return encode(
-            0x77,
-            encode(0x9F27, bytes([cid])) + encode(0x9F36, atc) + encode(0x9F26, ac) + encode(0x9F10, iad),
-        )
+            return _tlv(b"\x80", bytes((cid,)) + atc + ac + iad)
+        return _tlv(
+            b"\x77",
+            b"\x9f\x27\x01" + bytes((cid,)) + b"\x9f\x36\x02" + atc + b"\x9f\x26\x08" + ac
+            + _tlv(b"\x9f\x10", iad),
+        )  # fmt: skip
 
     def _first_gac(self, cmd: Command, requested: AcType) -> bytes:
         if len(cmd.data) != self._cdol1_len:
