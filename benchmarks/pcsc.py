@@ -139,18 +139,26 @@ def main() -> int:
                                                               args.apdus, args.warmup), 1e6, "us", None)
 
         results: dict[str, float] = {}
+        from smartcard.System import readers as pyscard_readers
+
         for label, reader in (("card server process", reader0), ("card server thread", reader1)):
-            with PcscTransport(reader) as transport:
-                transport.transmit(SELECT)
-                conn = transport._conn
+            connection = next(r for r in pyscard_readers() if str(r) == reader).createConnection()
+            connection.connect()
+            try:
+                connection.transmit(list(SELECT))
                 command = list(GET_DATA_PTC)
                 results[f"pyscard {label}"] = row(
-                    f"pyscard transmit -> pcscd -> vpcd -> {label}",
-                    timings(lambda c=conn, a=command: c.transmit(a), args.apdus, args.warmup),  # type: ignore[misc]
+                    f"pyscard CardConnection -> pcscd -> vpcd -> {label}",
+                    timings(lambda c=connection, a=command: c.transmit(a), args.apdus, args.warmup),  # type: ignore[misc]
                     1e6, "us", base,
                 )
+            finally:
+                connection.disconnect()
+                connection.release()
+            with PcscTransport(reader) as transport:
+                transport.transmit(SELECT)
                 results[f"capsim {label}"] = row(
-                    f"PcscTransport (timeout 10 s) -> {label}",
+                    f"capsim PcscTransport (timeout 10 s) -> {label}",
                     timings(lambda t=transport: t.transmit(GET_DATA_PTC), args.apdus, args.warmup),  # type: ignore[misc]
                     1e6, "us", base,
                 )
