@@ -69,9 +69,8 @@ def _pcsc(rest: str) -> Transport:
     if not rest:
         raise ValidationError("reader: expected pcsc:NAME (a reader name or a unique part of it)")
     module = _pcsc_module()
-    transport: Transport = module.PcscTransport(rest)
-    # T=0 continuation for real cards (architecture.md §6).
-    return T0Handling(transport)
+    transport: Transport = module.PcscTransport(rest)  # resolves T=0 61xx/6Cxx itself
+    return transport
 
 
 def _replay(rest: str) -> Transport:
