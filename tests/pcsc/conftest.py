@@ -55,9 +55,10 @@ def serve(stack: PcscdStack) -> Iterator[ServeFactory]:
         options.setdefault("backoff_max", 0.2)
         # pcscd notices a removal only if one of its 400 ms presence polls finds the slot
         # empty; a card plugged back sooner looks as if it never left (pcsc.md §3).
+        # A new card on a slot replaces the one served there before.
         for earlier, _ in servers:
             if earlier.address[1] == stack.port + slot:
-                assert not earlier.connected, f"slot {slot} is already served"
+                earlier.stop()
                 if earlier.unplugged_at is not None:
                     time.sleep(max(0.0, earlier.unplugged_at + REINSERT_GAP - time.monotonic()))
         server = VpcdCardServer(card, port=stack.port, slot=slot, **options).start()
