@@ -1,0 +1,444 @@
+"""``capsim verifier …`` and ``capsim verify`` (docs/cli.md; verifier.md §1, V7, V14, V30, V32, V38, V39).
+
+Every code here comes from a real card file (``capsim card new``) through the real reader
+(``capsim code … --reader file:CARD --pin-stdin``); every command runs through the click entry
+point, once through the installed ``capsim`` executable.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sqlite3
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from capsim.cli._common import ExitCode
+from capsim.storage import load_issuer_keys, read_card_file
+from tests.cli.helpers import PIN, Cli, Run, World, make_world
+
+REJECT_LINE = "capsim: error: code rejected\n"
+
+
+@pytest.fixture
+def world(tmp_path: Path) -> World:
+    return make_world(tmp_path)
+
+
+def _assert_uniform_reject(run: Run, *, code: str | None = None) -> None:
+    assert run.exit_code == ExitCode.REJECTED == 10
+    assert run.stderr == REJECT_LINE
+    assert run.stdout == ""
+    if code is not None:
+        assert code not in run.output
+
+
+# ------------------------------------------------------------------------------------------------
+# The integrator flow
+
+
+def test_flow_every_mode_accepts_and_replays_are_rejected(world: World) -> None:
+    cid = world.enroll()
+    cred = world.credential(cid)
+    assert cred["state"] == "active"
+    assert cred["last_atc"] == 1  # the first Identify code's ATC activated it
+
+    # Identify
+    op = world.operation(cid, "identify")
+    assert op["challenge"] is None
+    assert op["mode"] == "identify"
+    code = world.code("identify")
+    run = world.verify(op["operation_id"], code, "--json")
+    assert run.exit_code == 0, run.stderr
+    acc = run.json()
+    assert acc["accepted"] is True
+    assert acc["mode"] == "identify"
+    assert acc["atc"] == 2
+    assert acc["operation_id"] == op["operation_id"]
+    assert acc["credential_id"] == cid
+    assert code not in run.output  # never echoed
+
+    # Respond: the challenge the bank shows, typed into the reader
+    op = world.operation(cid, "respond")
+    challenge = op["challenge"]
+    assert len(challenge) == 8
+    assert challenge.isascii()
+    assert challenge.isdigit()
+    code = world.code("respond", "--challenge", challenge)
+    assert world.verify(op["operation_id"], code).exit_code == 0
+
+    # Sign: challenge, amount and currency (the secur-acces IAF signs the amount)
+    op = world.operation(cid, "sign", "--amount", "125.00", "--currency", "EUR", "--payee", "ACME SA")
+    assert op["amount_minor"] == 12500
+    assert op["currency"] == "978"
+    assert op["payee"] == "ACME SA"
+    code = world.code("sign", "--challenge", op["challenge"], "--amount", "125.00", "--currency", "EUR")
+    assert world.verify(op["operation_id"], code).exit_code == 0
+
+    # TDS over three fields
+    op = world.operation(cid, "tds", "--field", "30006000", "--field", "12500", "--field", "7890189")
+    assert op["fields"] == ["30006000", "12500", "7890189"]
+    tds_code = world.code("tds", "--field", "30006000", "--field", "12500", "--field", "7890189")
+    assert world.verify(op["operation_id"], tds_code).exit_code == 0
+
+    # The same code again on its consumed operation, and on a fresh one: one uniform reject
+    _assert_uniform_reject(world.verify(op["operation_id"], tds_code), code=tds_code)
+    op2 = world.operation(cid, "tds", "--field", "30006000", "--field", "12500", "--field", "7890189")
+    _assert_uniform_reject(world.verify(op2["operation_id"], tds_code), code=tds_code)
+    assert world.credential(cid)["last_atc"] == 5
+
+
+def test_code_from_stdin_and_identify_login_without_operation(world: World) -> None:
+    cid = world.enroll()
+    code = world.code("identify")
+    run = world.verify(cid, "-", stdin=code + "\n")  # V18: a credential id for a bare Identify login
+    assert run.exit_code == 0, run.stderr
+    assert code not in run.output
+    assert "accepted" in run.stdout
+    _assert_uniform_reject(world.verify(cid, "-", stdin=code + "\n"), code=code)
+
+
+def test_a_code_for_another_amount_or_mode_is_rejected(world: World) -> None:
+    cid = world.enroll()
+    op = world.operation(cid, "sign", "--amount", "125.00", "--currency", "EUR")
+    wrong = world.code("sign", "--challenge", op["challenge"], "--amount", "125.01", "--currency", "EUR")
+    _assert_uniform_reject(world.verify(op["operation_id"], wrong), code=wrong)
+    # a Respond code over the same challenge is not a signature (V8)
+    resp = world.code("respond", "--challenge", op["challenge"])
+    _assert_uniform_reject(world.verify(op["operation_id"], resp), code=resp)
+    assert world.credential(cid)["fail_count"] == 2
+    right = world.code("sign", "--challenge", op["challenge"], "--amount", "125.00", "--currency", "EUR")
+    assert world.verify(op["operation_id"], right).exit_code == 0
+    assert world.credential(cid)["fail_count"] == 0
+
+
+def test_json_reject_is_uniform_across_reasons(world: World) -> None:
+    """V30: wrong code, replay, unknown operation, suspended and revoked credential look the same."""
+    cid = world.enroll()
+    outputs = []
+    op = world.operation(cid, "identify")
+    good = world.code("identify")
+    outputs.append(world.verify(op["operation_id"], "00000000", "--json"))  # wrong
+    assert world.verify(op["operation_id"], good).exit_code == 0
+    outputs.append(world.verify(op["operation_id"], good, "--json"))  # consumed / replay
+    outputs.append(world.verify("op-0000000000000000", good, "--json"))  # unknown operation
+    outputs.append(world.verify("cr-0000000000000000", good, "--json"))  # unknown credential
+    op = world.operation(cid, "identify")
+    assert world.v("credential", "suspend", cid).exit_code == 0
+    fresh = world.code("identify")
+    outputs.append(world.verify(op["operation_id"], fresh, "--json"))  # suspended
+    assert world.v("credential", "revoke", cid).exit_code == 0
+    outputs.append(world.verify(cid, fresh, "--json"))  # revoked
+    for run in outputs:
+        assert run.exit_code == 10
+        assert run.stderr == REJECT_LINE
+        assert json.loads(run.stdout) == {"accepted": False, "error": "code rejected"}
+        assert good not in run.output
+        assert fresh not in run.output
+    assert len({(r.stdout, r.stderr) for r in outputs}) == 1
+
+
+@pytest.mark.parametrize(
+    "bad",
+    ["1234567", "123456789", "1234567a", "１２３４５６７８", "12345 78", "+1234567", "", "٣٣٣٣٣٣٣٣"],
+)
+def test_malformed_code_is_an_input_error_and_counts_nothing(world: World, bad: str) -> None:
+    """V7: format errors exit 13 before any crypto or database change; nothing is echoed."""
+    cid = world.enroll()
+    op = world.operation(cid, "identify")
+    before = world.credential(cid)
+    run = world.verify(op["operation_id"], bad)
+    assert run.exit_code == ExitCode.INVALID_INPUT == 13
+    assert run.stderr == "capsim: error: code: expected exactly 8 ASCII digits\n"
+    assert run.stdout == ""
+    assert world.credential(cid) == before
+    # the operation is still open and a real code still works
+    assert world.verify(op["operation_id"], world.code("identify")).exit_code == 0
+
+
+def test_request_id_replays_the_recorded_outcome(world: World) -> None:
+    """V24 through the CLI: the same --request-id returns the same acceptance, nothing changes."""
+    cid = world.enroll()
+    op = world.operation(cid, "identify")
+    code = world.code("identify")
+    first = world.verify(op["operation_id"], code, "--request-id", "bank-req-1", "--json")
+    again = world.verify(op["operation_id"], code, "--request-id", "bank-req-1", "--json")
+    assert first.exit_code == again.exit_code == 0
+    assert first.json() == again.json()
+    assert first.json()["request_id"] == "bank-req-1"
+    _assert_uniform_reject(world.verify(op["operation_id"], code, "--request-id", "bank-req-2"))
+
+
+# ------------------------------------------------------------------------------------------------
+# Enrolment
+
+
+def test_wrong_first_code_creates_nothing_then_the_right_one_activates(world: World) -> None:
+    act = world.activation()
+    run = world.v("enroll", "--activation-code", act, "--card", str(world.card), "--code", "12345678")
+    _assert_uniform_reject(run)
+    assert world.v("credential", "list", "--json").json() == {"credentials": []}
+    first = world.code("identify")
+    run = world.v("enroll", "--activation-code", act, "--card", str(world.card), "--code", first, "--json")
+    assert run.exit_code == 0, run.stderr
+    cred = run.json()
+    assert cred["state"] == "active"
+    profile, _ = read_card_file(world.card)
+    assert cred["pan_last4"] == profile.pan[-4:]
+    assert profile.pan not in run.output
+    # the activation code is single use
+    again = world.code("identify")
+    run = world.v("enroll", "--activation-code", act, "--card", str(world.card), "--code", again)
+    _assert_uniform_reject(run)
+
+
+def test_enroll_without_code_is_pending_and_reads_codes_from_stdin(world: World) -> None:
+    act = world.activation()
+    run = world.v("enroll", "--activation-code", "-", "--card", str(world.card), "--json", stdin=act + "\n")
+    assert run.exit_code == 0, run.stderr
+    assert run.json()["state"] == "pending"
+    assert act not in run.output
+    cid = run.json()["credential_id"]
+    run = world.v("operation", "new", cid, "--mode", "identify")
+    assert run.exit_code == ExitCode.INVALID_INPUT
+    assert "no active credential" in run.stderr
+
+
+def test_enroll_refuses_a_card_of_unregistered_issuer_keys(tmp_path: Path) -> None:
+    world = make_world(tmp_path)
+    other = tmp_path / "other.json"
+    world.cli.ok("card", "new", str(other))  # new random issuer keys, never registered
+    act = world.activation()
+    run = world.v("enroll", "--activation-code", act, "--card", str(other), "--code", "12345678")
+    assert run.exit_code == ExitCode.INVALID_INPUT
+    profile, _ = read_card_file(other)
+    kid = "iss-" + profile.kcv_imk_ac.hex().upper()
+    assert f"the card's issuer keys ({kid}) are not registered" in run.stderr
+    assert world.v("credential", "list", "--json").json() == {"credentials": []}
+    # registering its keys file makes it enrollable
+    assert world.v("init", "--issuer-keys", str(tmp_path / "other.issuer-keys.json")).exit_code == 0
+    first = world.cli.ok(
+        "code", "identify", "--reader", f"file:{other}", "--pin-stdin", "--json", stdin=PIN + "\n"
+    ).json()["code"]
+    run = world.v("enroll", "--activation-code", act, "--card", str(other), "--code", first, "--json")
+    assert run.exit_code == 0, run.stderr
+
+
+def test_activation_code_json_and_ttl(world: World) -> None:
+    run = world.v("activation-code", "alice", "--json", "--ttl", "60")
+    assert run.exit_code == 0
+    doc = run.json()
+    assert set(doc) == {"activation_code", "expires_at", "user_id"}
+    assert len(doc["activation_code"].replace("-", "")) == 16
+    assert doc["expires_at"].endswith("+00:00")
+    assert world.v("activation-code", "nobody").exit_code == ExitCode.INVALID_INPUT
+
+
+# ------------------------------------------------------------------------------------------------
+# Users, credentials, policy
+
+
+def test_users_and_secondary_users(world: World) -> None:
+    assert world.v("user", "add", "bob", "--as", "alice", "--json").json()["customer_id"] == "cu-alice"
+    run = world.v("user", "add", "carol", "--as", "bob")  # bob is not an administrator
+    assert run.exit_code == ExitCode.INVALID_INPUT
+    assert "not an administrator" in run.stderr
+    assert world.v("user", "add", "dave", "--customer", "acme", "--json").json()["role"] == "admin"
+    assert world.v("user", "add", "alice").exit_code == ExitCode.INVALID_INPUT  # exists
+    users = world.v("user", "list", "--json").json()["users"]
+    assert {(u["user_id"], u["customer_id"], u["role"]) for u in users} == {
+        ("alice", "cu-alice", "admin"),
+        ("bob", "cu-alice", "user"),
+        ("dave", "acme", "admin"),
+    }
+    acme = world.v("user", "list", "--customer", "acme", "--json").json()["users"]
+    assert [u["user_id"] for u in acme] == ["dave"]
+
+
+def test_credential_lifecycle_commands(world: World) -> None:
+    cid = world.enroll()
+    run = world.v("credential", "suspend", cid, "--reason", "travel", "--json")
+    assert run.json()["state"] == "suspended"
+    op_code = world.code("identify")
+    _assert_uniform_reject(world.verify(cid, op_code))
+    assert world.v("credential", "resume", cid, "--json").json()["state"] == "active"
+    assert world.verify(cid, world.code("identify")).exit_code == 0
+    assert world.v("credential", "revoke", cid, "--json").json()["state"] == "revoked"
+    _assert_uniform_reject(world.verify(cid, world.code("identify")))
+    assert world.v("credential", "resume", cid).exit_code == ExitCode.INVALID_INPUT  # terminal
+    text = world.v("credential", "list").stdout
+    assert cid in text
+    assert "revoked" in text
+    profile, _ = read_card_file(world.card)
+    assert profile.pan not in text
+    assert f"****{profile.pan[-4:]}" in text
+    mine = world.v("credential", "list", "--user", "alice", "--json").json()["credentials"]
+    assert [c["state"] for c in mine] == ["revoked"]
+
+
+def test_policy_from_init_locks_after_max_fail_and_unlock_reopens(tmp_path: Path) -> None:
+    world = make_world(tmp_path, init_args=("--max-fail", "2"))
+    cid = world.enroll()
+    for _ in range(2):
+        _assert_uniform_reject(world.verify(cid, "00000000"))
+    cred = world.credential(cid)
+    assert cred["fail_count"] == 2
+    assert cred["locked_until"] is not None
+    good = world.code("identify")
+    _assert_uniform_reject(world.verify(cid, good), code=good)  # locked: even a right code fails
+    assert world.v("credential", "unlock", cid).exit_code == 0
+    assert world.verify(cid, world.code("identify")).exit_code == 0
+
+
+def test_init_is_idempotent_and_stores_no_key_material(world: World) -> None:
+    again = world.v("init", "--issuer-keys", str(world.keys), "--json")
+    assert again.exit_code == 0
+    doc = again.json()
+    keys = load_issuer_keys(world.keys)
+    kid = "iss-" + keys.kcvs()["imk-ac"].hex().upper()
+    assert [e["key_id"] for e in doc["issuer_keys"]] == [kid]
+    assert doc["issuer_keys"][0]["path"] == str(world.keys.resolve())
+    assert doc["policy"]["max_fail"] == 5
+    world.enroll()
+    world.v("audit")
+    raw = b"".join(p.read_bytes() for p in world.tmp.glob("verifier.db*"))
+    for key in (keys.imk_ac, keys.imk_smi, keys.imk_smc):
+        assert key not in raw
+        assert key.hex().encode() not in raw
+        assert key.hex().upper().encode() not in raw
+    profile, _ = read_card_file(world.card)
+    assert profile.pan.encode() not in raw
+    assert oct(os.stat(world.db).st_mode & 0o777) == "0o600"
+
+
+def test_moved_or_changed_issuer_keys_file_is_a_state_error(world: World) -> None:
+    cid = world.enroll()
+    world.keys.rename(world.tmp / "moved.json")
+    run = world.verify(cid, world.code("identify"))
+    assert run.exit_code == ExitCode.STATE_FILE
+    assert "issuer keys file" in run.stderr
+    # registering the new place repairs it (same keys, same key id)
+    assert world.v("init", "--issuer-keys", str(world.tmp / "moved.json")).exit_code == 0
+    assert world.verify(cid, world.code("identify")).exit_code == 0
+
+
+def test_uninitialised_or_memory_databases_are_refused(tmp_path: Path) -> None:
+    cli = Cli(tmp_path / "home")
+    missing = tmp_path / "nope.db"
+    run = cli("verifier", "user", "list", "--db", str(missing))
+    assert run.exit_code == ExitCode.INVALID_INPUT
+    assert "no verifier database" in run.stderr
+    assert not missing.exists()  # a mistyped --db never creates a file
+    run = cli("verify", "op-1", "12345678", "--db", "memory:")
+    assert run.exit_code == ExitCode.INVALID_INPUT
+    assert "memory: keeps nothing" in run.stderr
+    # the default database lives in the data directory, created by init
+    assert cli("verifier", "init").exit_code == 0
+    assert (tmp_path / "home" / "verifier.db").exists()
+    assert cli("verifier", "user", "add", "zoe").exit_code == 0
+    # an existing SQLite file that init never prepared
+    foreign = tmp_path / "foreign.db"
+    sqlite3.connect(foreign).close()
+    run = cli("verifier", "user", "list", "--db", str(foreign))
+    assert run.exit_code == ExitCode.INVALID_INPUT
+    assert "not an initialised capsim verifier" in run.stderr
+
+
+def test_operation_input_errors(world: World) -> None:
+    cid = world.enroll()
+    for args, fragment in [
+        (("--mode", "identify", "--amount", "1.00"), "take no amount"),
+        (("--mode", "tds"), "tds needs"),
+        (("--mode", "tds", "--field", "12a"), "fields[0]"),
+        (("--mode", "sign", "--amount", "1.001", "--currency", "EUR"), "decimal"),
+        (("--mode", "sign", "--amount", "1.00", "--currency", "XXX"), "currency"),
+        (("--mode", "respond", "--reference", "1234"), "reference"),
+    ]:
+        run = world.v("operation", "new", cid, *args)
+        assert run.exit_code == ExitCode.INVALID_INPUT, (args, run.stderr)
+        assert fragment in run.stderr, (args, run.stderr)
+    op = world.operation(cid, "sign", "--reference", "1234", "--amount", "5.00", "--currency", "EUR")
+    assert op["challenge"] == "00001234"  # canonical form (V9)
+
+
+# ------------------------------------------------------------------------------------------------
+# Audit
+
+
+def test_audit_lists_and_checks_and_detects_tampering(world: World) -> None:
+    cid = world.enroll()
+    code = world.code("identify")
+    assert world.verify(cid, code).exit_code == 0
+    records = world.v("audit", "--json").json()["records"]
+    events = [r["event"] for r in records]
+    assert events[:3] == ["policy", "issuer-keys", "user"]
+    assert "enroll" in events
+    assert events[-1] == "verify"
+    assert all(code not in json.dumps(r) for r in records)  # V38
+    assert [r["seq"] for r in world.v("audit", "--last", "2", "--json").json()["records"]] == [
+        records[-2]["seq"],
+        records[-1]["seq"],
+    ]
+    only = world.v("audit", "--credential", cid, "--json").json()["records"]
+    assert only
+    assert all(r["credential_id"] == cid for r in only)
+    run = world.v("audit", "--check", "--json")
+    assert run.exit_code == 0
+    assert run.json() == {"intact": True, "problems": [], "records": len(records)}
+    assert "audit chain intact" in world.v("audit", "--check").stdout
+
+    # the table refuses updates; someone with file access can still drop the trigger first
+    with sqlite3.connect(world.db) as conn:
+        with pytest.raises(sqlite3.IntegrityError, match="append-only"):
+            conn.execute("UPDATE cap_audit SET outcome = 'reject'")
+        conn.execute("DROP TRIGGER cap_audit_no_update")
+        conn.execute("UPDATE cap_audit SET outcome = 'reject' WHERE seq = ?", (records[-1]["seq"],))
+    run = world.v("audit", "--check", "--json")
+    assert run.exit_code == ExitCode.INVARIANT_BROKEN == 14
+    assert run.json()["problems"] == [{"kind": "edited", "seq": records[-1]["seq"]}]
+    assert "audit chain is broken" in run.stderr
+
+
+# ------------------------------------------------------------------------------------------------
+# The installed entry point
+
+
+def test_flow_through_the_installed_executable(tmp_path: Path) -> None:
+    exe = Path(sys.executable).with_name("capsim")
+    assert exe.is_file(), "the capsim entry point is installed beside the interpreter"
+    env = {**os.environ, "CAPSIM_HOME": str(tmp_path / "home"), "CAPSIM_DB": str(tmp_path / "v.db")}
+
+    def run(*args: str, stdin: str | None = None) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [str(exe), *args], input=stdin, capture_output=True, text=True, env=env, timeout=60, check=False
+        )
+
+    card = tmp_path / "card.json"
+    assert run("card", "new", str(card)).returncode == 0
+    assert run("verifier", "init", "--issuer-keys", str(tmp_path / "card.issuer-keys.json")).returncode == 0
+    assert run("verifier", "user", "add", "alice").returncode == 0
+    act = json.loads(run("verifier", "activation-code", "alice", "--json").stdout)["activation_code"]
+
+    def code(*args: str) -> str:
+        p = run("code", *args, "--reader", f"file:{card}", "--pin-stdin", "--json", stdin="1234\n")
+        assert p.returncode == 0, p.stderr
+        value = json.loads(p.stdout)["code"]
+        assert isinstance(value, str)
+        return value
+
+    first = code("identify")
+    p = run("verifier", "enroll", "--activation-code", act, "--card", str(card), "--code", first, "--json")
+    assert p.returncode == 0, p.stderr
+    cid = json.loads(p.stdout)["credential_id"]
+    op = json.loads(run("verifier", "operation", "new", cid, "--mode", "respond", "--json").stdout)
+    good = code("respond", "--challenge", op["challenge"])
+    p = run("verify", op["operation_id"], "-", stdin=good + "\n")
+    assert p.returncode == 0, p.stderr
+    assert good not in p.stdout + p.stderr
+    p = run("verify", op["operation_id"], good)
+    assert p.returncode == 10
+    assert p.stderr == REJECT_LINE
+    assert p.stdout == ""
