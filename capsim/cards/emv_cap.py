@@ -211,8 +211,8 @@ class EmvCapCard:
                 self.power_on()
             return self._dispatcher.dispatch(bytes(apdu))
         except Exception as exc:  # the card must answer whatever happens
-            ins = apdu[1] if len(apdu) > 1 else -1
-            _log.error("card: unexpected %s while processing INS %02X", type(exc).__name__, ins & 0xFF)
+            ins = apdu[1] if isinstance(apdu, bytes | bytearray) and len(apdu) > 1 else 0
+            _log.error("card: unexpected %s while processing INS %02X", type(exc).__name__, ins)
             return b"\x6f\x00"
 
     def close(self) -> None:

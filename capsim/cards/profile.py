@@ -81,6 +81,8 @@ class Record:
     data: bytes
 
     def __post_init__(self) -> None:
+        if type(self.sfi) is not int or type(self.number) is not int or not isinstance(self.data, bytes):
+            raise ValidationError("records: expected integer sfi and record number and bytes data")
         if not 1 <= self.sfi <= 30:
             raise ValidationError(f"records: sfi must be 1..30, got {self.sfi}")
         if not 1 <= self.number <= 254:
@@ -93,6 +95,13 @@ class Record:
             ) from exc
         if len(objs) != 1 or objs[0].tag != 0x70:
             raise ValidationError(f"records: SFI {self.sfi} record {self.number} must be one '70' template")
+
+
+_BYTES_FIELDS = (
+    "aid", "fci_proprietary", "pdol", "aip", "afl", "iad_template", "atr",
+    "mk_ac", "mk_smi", "mk_smc", "kcv_imk_ac", "kcv_imk_smi", "kcv_imk_smc",
+)  # fmt: skip
+_INT_FIELDS = ("gpo_format", "response_format", "cvn", "pin_try_limit", "initial_atc", "script_mac_length")
 
 
 def _record_tags(records: tuple[Record, ...]) -> dict[int, bytes]:
@@ -184,6 +193,24 @@ class CardProfile:
     script_mac_length: int = 8
 
     def __post_init__(self) -> None:
+        for name in _BYTES_FIELDS:
+            if not isinstance(getattr(self, name), bytes):
+                raise ValidationError(f"{name}: expected bytes")
+        for name in _INT_FIELDS:
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int):
+                raise ValidationError(f"{name}: expected an integer")
+        for name in ("name", "label", "pan", "psn"):
+            if not isinstance(getattr(self, name), str):
+                raise ValidationError(f"{name}: expected a string")
+        if not isinstance(self.records, tuple) or not all(isinstance(r, Record) for r in self.records):
+            raise ValidationError("records: expected a tuple of Record")
+        try:
+            object.__setattr__(self, "key_derivation", KeyDerivation(self.key_derivation))
+        except ValueError as exc:
+            raise ValidationError("key_derivation: expected 'auto', 'A' or 'B'") from exc
+        if not self.label.isascii():
+            raise ValidationError("label: expected ASCII text")
         if not 5 <= len(self.aid) <= 16:
             raise ValidationError("aid: expected 5 to 16 bytes")
         if len(self.aip) != 2:
@@ -391,10 +418,7 @@ class CardProfile:
         unknown = set(data) - known
         if unknown:
             raise ValidationError(f"profile: unknown field(s) {sorted(unknown)}")
-        binary = {
-            "aid", "fci_proprietary", "pdol", "aip", "afl", "iad_template", "atr",
-            "mk_ac", "mk_smi", "mk_smc", "kcv_imk_ac", "kcv_imk_smi", "kcv_imk_smc",
-        }  # fmt: skip
+        binary = set(_BYTES_FIELDS)
         kwargs: dict[str, Any] = {}
         try:
             for key, value in data.items():
