@@ -385,8 +385,15 @@ def encode_constructed(tag: int, parts: Iterable[bytes | Tlv]) -> bytes:
 # --------------------------------------------------------------------------- searching
 
 
-def _roots(objs: Tlv | Iterable[Tlv]) -> Iterable[Tlv]:
-    return (objs,) if isinstance(objs, Tlv) else objs
+def _roots(objs: Tlv | Iterable[Tlv]) -> list[Tlv]:
+    if isinstance(objs, Tlv):
+        return [objs]
+    if isinstance(objs, bytes | bytearray | memoryview | str) or not isinstance(objs, Iterable):
+        raise ValidationError(f"objs must be a Tlv or an iterable of Tlv, got {type(objs).__name__}")
+    roots = list(objs)
+    if not all(isinstance(o, Tlv) for o in roots):
+        raise ValidationError("objs must be a Tlv or an iterable of Tlv")
+    return roots
 
 
 def walk(objs: Tlv | Iterable[Tlv]) -> Iterator[tuple[int, Tlv]]:
@@ -395,7 +402,7 @@ def walk(objs: Tlv | Iterable[Tlv]) -> Iterator[tuple[int, Tlv]]:
     >>> [(d, f"{t.tag:X}") for d, t in walk(decode(bytes.fromhex("6F03840100")))]
     [(0, '6F'), (1, '84')]
     """
-    stack: list[tuple[int, Tlv]] = [(0, t) for t in reversed(list(_roots(objs)))]
+    stack: list[tuple[int, Tlv]] = [(0, t) for t in reversed(_roots(objs))]
     while stack:
         depth, obj = stack.pop()
         yield depth, obj
@@ -528,13 +535,25 @@ def fill_dol(
     >>> fill_dol(cdol, {0x9F02: b"\\x12\\x34", 0x5A: b"\\x46\\x58\\x12"}).hex().upper()
     '000000001234465812FF00000000'
     """
-    entries = parse_dol(bytes(dol)) if isinstance(dol, bytes | bytearray | memoryview) else tuple(dol)
-    out = bytearray()
+    if not isinstance(values, Mapping):
+        raise ValidationError(f"values must be a mapping of tag to bytes, got {type(values).__name__}")
+    if isinstance(dol, bytes | bytearray | memoryview):
+        entries: tuple[object, ...] = parse_dol(bytes(dol))
+    elif isinstance(dol, Iterable) and not isinstance(dol, str):
+        entries = tuple(dol)
+    else:
+        raise ValidationError(f"dol must be bytes or DolEntry items, got {type(dol).__name__}")
+    # Validate everything first, so bad input neither half-fills nor reports tags.
+    checked: list[tuple[DolEntry, bytes | None]] = []
     for entry in entries:
         if not isinstance(entry, DolEntry):
             raise ValidationError(f"dol must be bytes or DolEntry items, got {type(entry).__name__}")
+        raw = values.get(entry.tag)
+        value = None if raw is None else _as_bytes(f"values[0x{entry.tag:X}]", raw)
+        checked.append((entry, value))
+    out = bytearray()
+    for entry, value in checked:
         info = tag_info(entry.tag)
-        value = values.get(entry.tag)
         if value is None or _is_constructed_tag(entry.tag):
             if value is None and info is None:
                 _log.debug("DOL asks for tag %X, unknown to the tag table: zero-filled", entry.tag)
@@ -542,7 +561,6 @@ def fill_dol(
                     unknown(entry.tag)
             out += bytes(entry.length)
             continue
-        value = _as_bytes(f"values[0x{entry.tag:X}]", value)
         fmt = info.fmt if info is not None else TagFormat.B
         out += _fit(fmt, value, entry.length)
     return bytes(out)

@@ -412,3 +412,13 @@ def test_cross_check_against_pyemv(objs: tuple[Tlv, ...]) -> None:
     raw = b"".join(o.to_bytes() for o in objs)
     assert pyemv_tlv.decode(raw) == _as_pyemv(decode(raw))
     assert pyemv_tlv.encode(_as_pyemv(objs)) == raw
+
+
+@pytest.mark.parametrize("bad", [b"\x5a\x00", "5A00", 5, [b"\x5a\x00"]])
+def test_search_functions_reject_non_tlv(bad: Any) -> None:
+    with pytest.raises(ValidationError, match="objs must be"):
+        find(bad, 0x5A)
+    with pytest.raises(ValidationError, match="objs must be"):
+        list(walk(bad))
+    with pytest.raises(ValidationError, match="objs must be"):
+        tlv.format_tree(bad)

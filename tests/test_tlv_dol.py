@@ -190,3 +190,14 @@ def test_fill_length_and_rules(spec: list[tuple[int, int]], data: st.DataObject)
             assert field == (v + b"\xff" * n)[:n]
         else:
             assert field == (v + bytes(n))[:n]
+
+
+def test_bad_arguments_have_no_side_effects() -> None:
+    seen: list[int] = []
+    with pytest.raises(ValidationError, match=r"values\[0x9F37\]"):
+        fill_dol(H("DF7F019F3704"), {0x9F37: "1234"}, unknown=seen.append)  # type: ignore[dict-item]
+    assert seen == []  # the unknown DF7F before the bad value was not reported
+    with pytest.raises(ValidationError, match="values must be a mapping"):
+        fill_dol(H("9F3704"), [(0x9F37, b"1234")])  # type: ignore[arg-type]
+    with pytest.raises(ValidationError, match="dol must be"):
+        fill_dol("9F3704", {})  # type: ignore[arg-type]
