@@ -407,34 +407,25 @@ def test_audit_lists_and_checks_and_detects_tampering(world: World) -> None:
 
 
 def test_flow_through_the_installed_executable(tmp_path: Path) -> None:
+    """The integrator's loop through the ``capsim`` executable (setup in-process to keep it fast)."""
     exe = Path(sys.executable).with_name("capsim")
     assert exe.is_file(), "the capsim entry point is installed beside the interpreter"
-    env = {**os.environ, "CAPSIM_HOME": str(tmp_path / "home"), "CAPSIM_DB": str(tmp_path / "v.db")}
+    world = make_world(tmp_path)
+    cid = world.enroll()
+    env = {**os.environ, "CAPSIM_HOME": str(world.cli.home), "CAPSIM_DB": world.db}
 
     def run(*args: str, stdin: str | None = None) -> subprocess.CompletedProcess[str]:
         return subprocess.run(
             [str(exe), *args], input=stdin, capture_output=True, text=True, env=env, timeout=60, check=False
         )
 
-    card = tmp_path / "card.json"
-    assert run("card", "new", str(card)).returncode == 0
-    assert run("verifier", "init", "--issuer-keys", str(tmp_path / "card.issuer-keys.json")).returncode == 0
-    assert run("verifier", "user", "add", "alice").returncode == 0
-    act = json.loads(run("verifier", "activation-code", "alice", "--json").stdout)["activation_code"]
-
-    def code(*args: str) -> str:
-        p = run("code", *args, "--reader", f"file:{card}", "--pin-stdin", "--json", stdin="1234\n")
-        assert p.returncode == 0, p.stderr
-        value = json.loads(p.stdout)["code"]
-        assert isinstance(value, str)
-        return value
-
-    first = code("identify")
-    p = run("verifier", "enroll", "--activation-code", act, "--card", str(card), "--code", first, "--json")
+    p = run("verifier", "operation", "new", cid, "--mode", "respond", "--json")
     assert p.returncode == 0, p.stderr
-    cid = json.loads(p.stdout)["credential_id"]
-    op = json.loads(run("verifier", "operation", "new", cid, "--mode", "respond", "--json").stdout)
-    good = code("respond", "--challenge", op["challenge"])
+    op = json.loads(p.stdout)
+    reader = ("--reader", f"file:{world.card}", "--pin-stdin", "--json")
+    p = run("code", "respond", "--challenge", op["challenge"], *reader, stdin=PIN + "\n")
+    assert p.returncode == 0, p.stderr
+    good = json.loads(p.stdout)["code"]
     p = run("verify", op["operation_id"], "-", stdin=good + "\n")
     assert p.returncode == 0, p.stderr
     assert good not in p.stdout + p.stderr
