@@ -54,6 +54,7 @@ __all__ = [
     "data_string",
     "decimal_code",
     "disclosed_atc_bits",
+    "explain_belgian",
     "explain_ipb",
     "ipb_bit_count",
     "ipb_extract",
@@ -527,6 +528,31 @@ def explain_ipb(
             value=value,
         )
         for n, (index, bit, value) in enumerate(selected)
+    )
+
+
+def explain_belgian(atc: bytes, ac: bytes, *, ac_name: str = "AC") -> tuple[CodeBit, ...]:
+    """Where the 26 bits of the Belgian function's ``v`` come from, before the digit mix (§8 c).
+
+    Indexes refer to ``D = CID ‖ ATC ‖ AC``: AC6 b2–b1, AC7, the ATC low byte, then AC8.
+
+    >>> bits = explain_belgian(bytes.fromhex("0042"), bytes.fromhex("B7F9A572DA74CAFF"))
+    >>> sum(b.value << b.position for b in bits) == (0x74CA & 0x3FF) << 16 | 0x42 << 8 | 0xFF
+    True
+    """
+    _check_bytes("atc", atc, 2)
+    _check_bytes("ac", ac, 8)
+    # (D index, field, field byte, value byte, bits b8..b1 taken)
+    sources = [
+        (8, ac_name, 6, ac[5], (2, 1)),
+        (9, ac_name, 7, ac[6], tuple(range(8, 0, -1))),
+        (2, "ATC", 2, atc[1], tuple(range(8, 0, -1))),
+        (10, ac_name, 8, ac[7], tuple(range(8, 0, -1))),
+    ]
+    flat = [(i, f, fb, byte >> (b - 1) & 1, b) for i, f, fb, byte, bits in sources for b in bits]
+    return tuple(
+        CodeBit(position=len(flat) - 1 - n, data_index=i, field=f, field_byte=fb, bit=b, value=v)
+        for n, (i, f, fb, v, b) in enumerate(flat)
     )
 
 

@@ -67,6 +67,7 @@ from capsim.cap import (
     cdol_values,
     data_string,
     decimal_code,
+    explain_belgian,
     explain_ipb,
     ipb_bit_count,
     ipb_extract,
@@ -825,10 +826,7 @@ class CapSession:
         function = profile.code_function_for(self._selected.aid, has_ipb=ipb is not None)
         if function is CodeFunction.BELGIAN:
             code = belgian_code(atc, body)
-            bits = explain_ipb(
-                bytes.fromhex("0000FF000000000003FFFF"), b"\x00" + atc + body, psn_in_data=False,
-                ac_name="MAC" if mac else "AC",
-            )
+            bits = explain_belgian(atc, body, ac_name="MAC" if mac else "AC")
             used_ipb = None
         else:
             if ipb is None:

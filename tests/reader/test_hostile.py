@@ -9,7 +9,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from capsim.apdu.response import ResponseApdu
-from capsim.cap import CapMode
+from capsim.cap import CapMode, compute_code
 from capsim.cards import new_card
 from capsim.errors import (
     CapsimError,
@@ -390,3 +390,116 @@ def test_session_is_sans_io_and_complete() -> None:
     assert session.result.code.isdigit()
     with pytest.raises(LocalProtocolError):
         session.receive(ResponseApdu(b"", 0x9000))
+
+
+# ------------------------------------------------------------------ card variations the session must handle
+
+NATWEST_FCI_WITH_IAF = encode(
+    0x6F,
+    encode(0x84, unhex("A0000000048002"))
+    + encode(
+        0xA5, encode(0x5F2D, b"en") + encode(0xBF0C, encode(0x5F2C, b"\x00\x56") + encode(0x9F55, b"\xc0"))
+    ),
+)
+
+
+def test_iaf_from_the_fci_and_record_wins() -> None:
+    """Record IAF A0 wins over the FCI's C0: no PSN in D, the NatWest code stays."""
+    code, _ = run(natwest_like({0xA4: NATWEST_FCI_WITH_IAF + OK}))
+    assert code == "04822527"
+
+
+def test_iaf_only_in_the_fci() -> None:
+    """Record without 9F55: the FCI's C0 applies, so the PSN must exist (and is then in D)."""
+    record_without_iaf = NATWEST_RECORD.replace(unhex("9F5501A0"), b"").replace(unhex("7055"), unhex("7051"))
+    with pytest.raises(RemoteProtocolError, match="no PSN"):
+        run(natwest_like({0xA4: NATWEST_FCI_WITH_IAF + OK, 0xB2: record_without_iaf + OK}))
+    with_psn = unhex("7055") + record_without_iaf[2:] + unhex("5F340101")
+    code, _ = run(natwest_like({0xA4: NATWEST_FCI_WITH_IAF + OK, 0xB2: with_psn + OK}))
+    # IAF C0 from the FCI: the PSN byte leads D, so the IPB now falls one byte earlier
+    expected = compute_code(
+        unhex("00001F00000000000FFFFF00000000008000"),
+        b"\x80",
+        unhex("0042"),
+        unhex("B7F9A572DA74CAFF"),
+        unhex("06770A03A48000"),
+        psn=b"\x01",
+    )
+    assert code == expected != "04822527"
+
+
+def test_get_data_6c04_is_resent_with_le() -> None:
+    inner = natwest_like({})
+
+    def answer(apdu: bytes) -> bytes:
+        if apdu == unhex("80CA9F1700"):
+            return unhex("6C04")
+        if apdu == unhex("80CA9F1704"):
+            return unhex("9F170102") + OK
+        return inner(apdu)
+
+    card = ScriptedCard(answer)
+    result = CapReader(card, "mc-cap").respond("1234", "12345678")
+    assert unhex("80CA9F1704") in card.sent
+    assert result.warnings == ("only 2 PIN tries left",)
+
+
+def test_aac_at_first_generate_ac_is_reported() -> None:
+    aac = unhex("8012000042B7F9A572DA74CAFF06770A03A48000") + OK
+    code, _ = run(natwest_like({0xAE: aac}))
+    assert code is not None
+    card = ScriptedCard(natwest_like({0xAE: aac}))
+    result = CapReader(card, "mc-cap").respond("1234", "12345678")
+    assert result.cid == 0
+    assert "returned an AAC (CID 00) instead of an ARQC" in result.warnings[0]
+
+
+def test_short_data_allowed_by_profile() -> None:
+    from capsim.profiles import get_reader_profile
+
+    short_ac = unhex("800B800042B7F9A572DA74CAFF") + OK
+    profile = get_reader_profile("mc-cap").replace(allow_short_data=True)
+    card = ScriptedCard(natwest_like({0xAE: short_ac}))
+    result = CapReader(card, profile).respond("1234", "12345678")
+    assert result.warnings == ("the data string is shorter than the IPB: missing bits taken as 0",)
+    # the NatWest code's last bit came from IAD byte 6, now missing: 04822527 - 1
+    assert result.code == "04822526"
+
+
+def test_psn_prefix_digits() -> None:
+    from capsim.errors import CodeOverflowError
+    from capsim.profiles import get_reader_profile
+
+    record = unhex("7059") + NATWEST_RECORD[2:] + unhex("5F340107")
+    card = ScriptedCard(natwest_like({0xB2: record + OK}))
+    profile = get_reader_profile("mc-cap").replace(psn_prefix_digits=3)
+    assert CapReader(card, profile).respond("1234", "12345678").code == "007" + "04822527"
+    big_psn = unhex("7059") + NATWEST_RECORD[2:] + unhex("5F340112")
+    card = ScriptedCard(natwest_like({0xB2: big_psn + OK}))
+    with pytest.raises(CodeOverflowError, match="PSN 18 does not fit 1 prefix digit"):
+        CapReader(card, profile.replace(psn_prefix_digits=1)).respond("1234", "12345678")
+    no_psn = ScriptedCard(natwest_like({}))
+    with pytest.raises(RemoteProtocolError, match="prefixes the PSN"):
+        CapReader(no_psn, profile).respond("1234", "12345678")
+
+
+def test_no_closing_aac_when_the_profile_says_so() -> None:
+    from capsim.profiles import get_reader_profile
+
+    card = ScriptedCard(natwest_like({}))
+    result = CapReader(card, get_reader_profile("mc-cap").replace(send_aac=False)).respond("1234", "12345678")
+    assert result.code == "04822527"
+    assert sum(1 for c in card.sent if c[1] == 0xAE) == 1
+
+
+def test_belgian_explanation_matches_the_value() -> None:
+    from capsim.profiles import get_reader_profile
+
+    card = ScriptedCard(natwest_like({}))
+    profile = get_reader_profile("mc-cap").replace(no_ipb="belgian", belgian_aids=(unhex("A0000000048002"),))
+    result = CapReader(card, profile).respond("1234", "12345678")
+    assert result.code == "43255423"  # vectors/cap/belgian-synthetic.txt BE-NATWEST-AC
+    v = sum(b.value << b.position for b in result.explanation)
+    assert f"{(v + (v % 10) * 10**7) % 10**8:08d}" == result.code
+    assert [(b.field, b.field_byte) for b in result.explanation[:3]] == [("AC", 6), ("AC", 6), ("AC", 7)]
+    assert "Belgian function" in result.explain()
