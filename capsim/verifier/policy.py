@@ -68,7 +68,7 @@ class VerifierPolicy:
         Lifetime of an activation code (24 h).
     max_active_credentials:
         Non-terminal credentials per user (5).
-    sync_window, resync_codes, resync_max_interval_s:
+    sync_window, resync_count, resync_max_interval_s:
         Resync search range, number of consecutive codes (2 or 3) and their time limit (V34).
     auto_resync:
         Park a code found beyond the window and accept the next consecutive one (V35; off).
@@ -103,7 +103,7 @@ class VerifierPolicy:
     activation_ttl_s: int = 86_400
     max_active_credentials: int = 5
     sync_window: int = 256
-    resync_codes: int = 2
+    resync_count: int = 2
     resync_max_interval_s: int = 300
     auto_resync: bool = False
     try_sibling_cards: bool = True
@@ -136,7 +136,7 @@ class VerifierPolicy:
             "activation_ttl_s": (1, 10**8),
             "max_active_credentials": (1, 1000),
             "sync_window": (1, _MAX_ATC),
-            "resync_codes": (2, 3),
+            "resync_count": (2, 3),
             "resync_max_interval_s": (1, 86_400),
             "display_digits": (4, 16),
             "history_variants": (1, 64),

@@ -1015,6 +1015,22 @@ class Verifier:
             taken = {o.challenge for o in open_ops if o.challenge}
             if op_mode in (OperationMode.IDENTIFY, OperationMode.TDS):
                 challenge = ""
+                # the same cryptogram input as an open operation: the newer one supersedes it,
+                # so one code can never satisfy two open operations (V8, V16)
+                for o in open_ops:
+                    if o.mode is op_mode and o.tds_fields == tds:
+                        closed = dataclasses.replace(o, attempts=o.max_attempts)
+                        self._must(tx.update_operation(closed, expected_attempts=o.attempts))
+                        tx.append_audit(
+                            self._entry(
+                                event="operation",
+                                outcome="ok",
+                                reason="superseded",
+                                credential_id=cid,
+                                operation_id=o.operation_id,
+                                mode=o.mode.value,
+                            )
+                        )
             elif ref is not None:
                 challenge = ref
                 mine = engine.cdol_data_for(
@@ -1447,7 +1463,7 @@ class Verifier:
     def resync(self, credential_id: str, codes: Sequence[str], *, request_id: str) -> int:
         """Resynchronise after the ATC ran beyond the window (V34).
 
-        ``codes`` are ``resync_codes`` (2, or 3) Identify codes with consecutive ATCs
+        ``codes`` are ``resync_count`` (2, or 3) Identify codes with consecutive ATCs
         a, a+1[, a+2], all above ``last_atc`` and within ``sync_window``; presenting them in
         one call keeps them within ``resync_max_interval_s`` of each other. On success
         ``last_atc`` becomes the highest ATC used and is returned; a failure is counted and
@@ -1455,8 +1471,8 @@ class Verifier:
         """
         cid = _ident("credential_id", credential_id)
         rid = _request_id(request_id)
-        if isinstance(codes, str) or len(codes) != self.policy.resync_codes:
-            raise ValidationError(f"codes: expected {self.policy.resync_codes} consecutive Identify codes")
+        if isinstance(codes, str) or len(codes) != self.policy.resync_count:
+            raise ValidationError(f"codes: expected {self.policy.resync_count} consecutive Identify codes")
         presented = [self._parse(c) for c in codes]
         t0 = self._monotonic()
         try:
