@@ -19,6 +19,9 @@ import pytest
 from capsim.cli._common import ExitCode
 from capsim.storage import load_issuer_keys, read_card_file
 from tests.cli.helpers import PIN, Cli, Run, World, make_world
+from tests.verifier.pgcluster import PgCluster, migrated_template, pg_cluster
+
+__all__ = ["pg_cluster"]
 
 REJECT_LINE = "capsim: error: code rejected\n"
 
@@ -433,3 +436,25 @@ def test_flow_through_the_installed_executable(tmp_path: Path) -> None:
     assert p.returncode == 10
     assert p.stderr == REJECT_LINE
     assert p.stdout == ""
+
+
+@pytest.mark.postgres
+def test_postgresql_url_selects_postgresql(tmp_path: Path, pg_cluster: PgCluster) -> None:
+    name = pg_cluster.create_database(template=migrated_template(pg_cluster))
+    try:
+        world = make_world(tmp_path, db=pg_cluster.url(name))
+        assert world.v("init", "--json").json()["kind"] == "postgres"
+        cid = world.enroll()
+        op = world.operation(cid, "sign", "--amount", "9.99", "--currency", "EUR", "--payee", "ACME")
+        code = world.code("sign", "--challenge", op["challenge"], "--amount", "9.99", "--currency", "EUR")
+        assert world.verify(op["operation_id"], code).exit_code == 0
+        _assert_uniform_reject(world.verify(op["operation_id"], code), code=code)
+        assert world.v("audit", "--check", "--json").json()["intact"] is True
+        assert not list(tmp_path.glob("*.db"))  # nothing went to SQLite
+        import psycopg
+
+        with psycopg.connect(pg_cluster.dsn(name)) as conn:
+            n = conn.execute("SELECT count(*) FROM cap_credential").fetchone()
+        assert n == (1,)
+    finally:
+        pg_cluster.drop_database(name)
