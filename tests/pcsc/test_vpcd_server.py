@@ -14,8 +14,9 @@ import time
 from collections.abc import Iterator
 
 import pytest
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
+from hypothesis.stateful import RuleBasedStateMachine, invariant, rule
 
 from capsim.errors import ValidationError
 from capsim.transports.vpcd import (
@@ -356,3 +357,55 @@ def test_default_address_is_the_debian_vpcd_entry() -> None:
     server = VpcdCardServer(MiniCard())
     assert server.address == ("127.0.0.1", DEFAULT_PORT)
     assert VpcdCardServer(MiniCard(), slot=1).address == ("127.0.0.1", DEFAULT_PORT + 1)
+
+
+class VpcdLinkMachine(RuleBasedStateMachine):
+    """Stateful: any sequence of power control, APDUs and link drops keeps the served card
+    equal to a model card driven directly (durable counter kept, volatile state cleared)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.fake = FakeVpcd()
+        self.card = MiniCard()
+        self.model = MiniCard()
+        self.server = VpcdCardServer(
+            self.card, port=self.fake.port, backoff_initial=0.01, backoff_max=0.05, reinsert_gap=0.0
+        ).start()
+        self.fake.accept()
+
+    def teardown(self) -> None:
+        self.server.stop()
+        self.fake.close()
+
+    @rule(code=st.sampled_from([VpcdControl.POWER_OFF, VpcdControl.POWER_ON, VpcdControl.RESET]))
+    def control(self, code: VpcdControl) -> None:
+        self.fake.send(bytes([code]))
+        {
+            VpcdControl.POWER_OFF: self.model.power_off,
+            VpcdControl.POWER_ON: self.model.power_on,
+            VpcdControl.RESET: self.model.reset,
+        }[code]()
+
+    @rule(
+        command=st.sampled_from(
+            [SELECT_CAP, SELECT_OTHER, bytes([0x80, INS_COUNTER, 0, 0, 0]), bytes.fromhex("805E000000")]
+        )
+    )
+    def apdu(self, command: bytes) -> None:
+        assert self.fake.exchange(command) == self.model.process(command)
+
+    @rule()
+    def link_drops(self) -> None:
+        self.fake.drop()  # pcscd went away: the card is unplugged and powered off …
+        self.model.power_off()
+        self.fake.accept()  # … and plugs itself in again
+
+    @invariant()
+    def same_state_after_a_barrier(self) -> None:
+        assert self.fake.get_atr() == self.model.atr
+        assert self.card.counter == self.model.counter
+        assert self.card.selected == self.model.selected
+
+
+TestVpcdLink = VpcdLinkMachine.TestCase
+TestVpcdLink.settings = settings(stateful_step_count=25)  # examples from the active profile
