@@ -50,6 +50,7 @@ __all__ = [
     "derive_visa_sm_sk",
     "generate_ac",
     "generate_arpc",
+    "generate_cvc3",
     "key_check_value",
     "mac_iso9797_alg1",
     "mac_iso9797_alg3",
@@ -747,6 +748,30 @@ def generate_arpc(
     if spec.arpc_method == 1:
         return arpc_method1(key, arqc, arc)
     return arpc_method2(key, arqc, csu, proprietary)
+
+
+# --------------------------------------------------------------------------------------------------
+# CVC3 (§9, optional: contactless Mastercard)
+# --------------------------------------------------------------------------------------------------
+
+
+def generate_cvc3(key: bytes, track_template: bytes, *, atc: bytes, un: bytes) -> str:
+    """Mastercard dynamic CVC3, as 5 decimal digits (emv-crypto.md §9, CRY-CVC3).
+
+    IV = the last 2 bytes of MAC-alg-3(key, track template, padding 2); CVC3 = the last 2 bytes
+    of DES3(key)[IV ‖ UN ‖ ATC] read as an integer. The card shows only as many low digits as
+    its track specifies. ``track_template`` is the track 1 (ASCII) or track 2 data template.
+
+    >>> key = derive_icc_mk_a(bytes.fromhex("01234567899876543210012345678998"), "5123456789012345")
+    >>> generate_cvc3(key, bytes.fromhex("5123456789012345D35121010000000000000F"),
+    ...               atc=bytes.fromhex("005E"), un=bytes.fromhex("00000899"))
+    '29488'
+    """
+    k = _key16("key", key)
+    t = _as_bytes("track_template", track_template)
+    a, u = _fixed("atc", atc, 2), _fixed("un", un, 4)
+    iv = _des._unchecked_retail_mac(k, _pad(t, 2))[-2:]
+    return f"{int.from_bytes(_des.ecb(k).encrypt(iv + u + a)[-2:], 'big'):05d}"
 
 
 # --------------------------------------------------------------------------------------------------

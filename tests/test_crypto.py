@@ -29,6 +29,7 @@ from capsim.crypto import (
     derive_visa_sm_sk,
     generate_ac,
     generate_arpc,
+    generate_cvc3,
     key_check_value,
     mac_iso9797_alg1,
     mac_iso9797_alg3,
@@ -190,6 +191,14 @@ def test_cvn_cryptogram_vectors(backend: str, v: dict[str, str]) -> None:
     if cvn_spec(cvn).session_key is SessionKeyMethod.MASTERCARD_SKD:
         kwargs["un"] = un if un is not None else cdol1[-4:]
     assert generate_arpc(cvn, mk_ac, arqc=arqc, atc=atc, **kwargs) == unhex(v["ARPC"])
+
+
+@pytest.mark.parametrize("v", load_vectors("crypto/cvc3.txt"))
+def test_cvc3_vectors(backend: str, v: dict[str, str]) -> None:
+    key = derive_icc_mk_a(unhex(v["IMK"]), v["PAN"], v["PSN"])
+    kcv(key, v["KEY_KCV"])
+    track = v["TRACK"].encode("ascii") if v.get("ASCII") == "yes" else unhex(v["TRACK"])
+    assert generate_cvc3(key, track, atc=unhex(v["ATC"]), un=unhex(v["UN"])) == v["CVC3"]
 
 
 def test_cap_synthetic_dpa_chain(backend: str) -> None:
@@ -429,6 +438,8 @@ BAD_CALLS: list[tuple[str, Callable[[], object]]] = [
     ("csu", lambda: arpc_method2(K, bytes(8), bytes(3))),
     ("proprietary", lambda: arpc_method2(K, bytes(8), bytes(4), bytes(9))),
     ("un", lambda: generate_arpc(CVN.INTERAC_133, MK, arqc=bytes(8), atc=bytes(2))),
+    ("un", lambda: generate_cvc3(MK, b"track", atc=bytes(2), un=bytes(3))),
+    ("key", lambda: generate_cvc3(bytes(8), b"track", atc=bytes(2), un=bytes(4))),
     ("mk_ac", lambda: AcCalculator(CVN.VISA_18, bytes(17))),
     ("atc", lambda: AcCalculator(CVN.VISA_18, MK).generate(bytes(29), bytes(2), bytes(1), bytes(7))),
     ("iad", lambda: AcCalculator(CVN.MC_21, MK).generate(bytes(29), bytes(2), bytes(2), bytes(8))),

@@ -19,6 +19,7 @@ pyemv = pytest.importorskip("pyemv", reason="pyemv (the test-only oracle) is not
 
 from pyemv import ac as pe_ac  # noqa: E402 - after the importorskip guard
 from pyemv import cvn as pe_cvn  # noqa: E402
+from pyemv import cvv as pe_cvv  # noqa: E402
 from pyemv import kd as pe_kd  # noqa: E402
 from pyemv import mac as pe_mac  # noqa: E402
 from pyemv import sm as pe_sm  # noqa: E402
@@ -126,6 +127,14 @@ def test_mac_padding_and_arpc(c: Carver, msg: bytes) -> None:
     assert crypto.arpc_method1(key, arqc, arc) == pe_ac.generate_arpc_1(sk_ac=key, arqc=arqc, arpc_rc=arc)
     expected = pe_ac.generate_arpc_2(sk_ac=key, arqc=arqc, csu=csu, prop_auth_data=prop)
     assert crypto.arpc_method2(key, arqc, csu, prop) == expected
+
+
+@N
+@given(c=blobs(32), track=st.binary(max_size=80))
+def test_cvc3(c: Carver, track: bytes) -> None:
+    key, atc, un = c.take(16), c.take(2), c.take(4)
+    theirs = pe_cvv.generate_cvc3(icc_cvc3=key, track_template=track, atc=atc, un=un)
+    assert crypto.generate_cvc3(key, track, atc=atc, un=un) == theirs.zfill(5)
 
 
 _VARIANTS = {
