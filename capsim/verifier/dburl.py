@@ -33,6 +33,7 @@ if TYPE_CHECKING:
 __all__ = ["DbKind", "DbUrl", "open_store", "parse_db_url", "redact_db_url"]
 
 _SCHEME_RE = re.compile(r"^([A-Za-z][A-Za-z0-9+.-]*):")
+_KW_PASSWORD_RE = re.compile(r"(?i)(\bpassword\s*=\s*)('(?:[^'\\]|\\.)*'|\S+)")
 
 
 class DbKind(StrEnum):
@@ -117,12 +118,15 @@ def redact_db_url(url: str) -> str:
     --------
     >>> redact_db_url("postgresql://bank:s3cret@db/capsim")
     'postgresql://bank:***@db/capsim'
+    >>> redact_db_url("host=db user=bank password='s3 cret'")
+    'host=db user=bank password=***'
     >>> redact_db_url("/tmp/v.db")
     '/tmp/v.db'
     """
     match = _SCHEME_RE.match(url)
     if match is None or len(match.group(1)) == 1:
-        return url
+        # a path, or a libpq keyword string ("host=… password=…")
+        return _KW_PASSWORD_RE.sub(r"\1***", url)
     parts = urlsplit(url)
     if parts.password is None:
         query = re.sub(r"(?i)(password=)[^&]*", r"\1***", parts.query)

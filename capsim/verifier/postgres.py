@@ -269,6 +269,10 @@ class PostgresStore:
             if hook is not None:
                 hook("after", sql, conn)
         except psycopg.Error as exc:
+            if isinstance(exc, psycopg.OperationalError | psycopg.InterfaceError) and (
+                conn.broken or conn.info.transaction_status == psycopg.pq.TransactionStatus.UNKNOWN
+            ):
+                conn.close()
             raise _map_error(exc, context=context) from exc
         return rows, count
 
@@ -280,7 +284,16 @@ class PostgresStore:
         _check_seconds("lock_timeout", timeout)
         conn = self._acquire()
         try:
-            self._execute(conn, "BEGIN ISOLATION LEVEL READ COMMITTED", context="begin")
+            try:
+                self._execute(conn, "BEGIN ISOLATION LEVEL READ COMMITTED", context="begin")
+            except TemporaryFailure:
+                if not conn.closed:
+                    raise
+                # a pooled connection died while idle (server restart, proxy): nothing was
+                # done yet, so take a fresh one once
+                self._release(conn)
+                conn = self._acquire()
+                self._execute(conn, "BEGIN ISOLATION LEVEL READ COMMITTED", context="begin")
             rows, _ = self._execute(
                 conn,
                 "SELECT set_config('lock_timeout', %s, true), now()",
@@ -328,6 +341,7 @@ class PostgresStore:
                 hook("after", "COMMIT", conn)
         except (psycopg.OperationalError, psycopg.InterfaceError) as exc:
             # COMMIT may or may not have been applied: the caller retries with its request_id
+            conn.close()
             raise TemporaryFailure("commit outcome unknown (connection lost during COMMIT)") from exc
         except psycopg.Error as exc:
             raise _map_error(exc, context="commit") from exc

@@ -25,8 +25,8 @@ class PostgresHarness:
         self.fresh()
 
     def fresh(self) -> None:
-        self.created.append(self.cluster.create_database())
-        self.dsn = self.cluster.dsn(self.created[-1])
+        self.dsn = self.cluster.create_schema(migrated=False)
+        self.created.append(self.dsn)
 
     def connect(self) -> Any:
         import psycopg
@@ -41,17 +41,20 @@ class PostgresHarness:
         out: list[tuple[Any, ...]] = []
         for sql in (
             "SELECT table_name, 'column', column_name, data_type, is_nullable, coalesce(column_default, '')"
-            " FROM information_schema.columns WHERE table_schema = 'public' ORDER BY 1, 3",
+            " FROM information_schema.columns WHERE table_schema = current_schema() ORDER BY 1, 3",
             "SELECT tablename, 'index', indexname, indexdef, '', '' FROM pg_indexes"
-            " WHERE schemaname = 'public' ORDER BY 1, 3",
+            " WHERE schemaname = current_schema() ORDER BY 1, 3",
             "SELECT conrelid::regclass::text, 'constraint', conname, pg_get_constraintdef(oid), '', ''"
-            " FROM pg_constraint WHERE connamespace = 'public'::regnamespace ORDER BY 1, 3",
-            "SELECT tgrelid::regclass::text, 'trigger', tgname, pg_get_triggerdef(oid), '', ''"
-            " FROM pg_trigger WHERE NOT tgisinternal ORDER BY 1, 3",
+            " FROM pg_constraint WHERE connamespace = current_schema()::regnamespace ORDER BY 1, 3",
+            "SELECT t.tgrelid::regclass::text, 'trigger', t.tgname, pg_get_triggerdef(t.oid), '', ''"
+            " FROM pg_trigger t JOIN pg_class c ON c.oid = t.tgrelid"
+            " WHERE NOT t.tgisinternal AND c.relnamespace = current_schema()::regnamespace ORDER BY 1, 3",
             "SELECT proname, 'function', proname, prosrc, '', '' FROM pg_proc"
-            " WHERE pronamespace = 'public'::regnamespace ORDER BY 1",
+            " WHERE pronamespace = current_schema()::regnamespace ORDER BY 1",
         ):
             out += [tuple(r) for r in conn.execute(sql).fetchall()]
+        schema = conn.execute("SELECT current_schema()").fetchone()[0]
+        out = [tuple(str(v).replace(f"{schema}.", "") for v in r) for r in out]
         # the audit chain head row is part of the schema (inserted by migration 1)
         if any(r[0] == "cap_audit_head" for r in out):
             out += [("cap_audit_head", "row", *map(str, r), "") for r in conn.execute("TABLE cap_audit_head")]
@@ -66,5 +69,5 @@ class TestPostgresMigrations(MigrationContract):
     def harness(self, pg_cluster: PgCluster) -> Any:
         h = PostgresHarness(pg_cluster)
         yield h
-        for name in h.created:
-            pg_cluster.drop_database(name)
+        for dsn in h.created:
+            pg_cluster.drop_schema(dsn)
