@@ -34,6 +34,7 @@ def _child(path: Path, wfd: int, seed: int) -> None:  # pragma: no cover - runs 
     try:
         rnd = random.Random(seed)
         card = load_card(path, timeout=10.0, rng=bytes)
+        os.write(wfd, b"S\x00\x00")  # started: the parent's kill clock starts now
         aid = card.profile.aid
         gac1, gac2 = gac1_command(card), gac2_command(card)
 
@@ -56,8 +57,8 @@ def _child(path: Path, wfd: int, seed: int) -> None:  # pragma: no cover - runs 
         os._exit(0)
 
 
-def _read_wire(rfd: int) -> list[tuple[str, bytes]]:
-    chunks = []
+def _read_wire(rfd: int, head: bytes) -> list[tuple[str, bytes]]:
+    chunks = [head]
     while True:
         chunk = os.read(rfd, 65536)
         if not chunk:
@@ -92,13 +93,18 @@ def test_sigkill_200_times_never_loses_a_pin_try_or_reuses_an_atc(tmp_path: Path
             os.close(rfd)
             _child(path, wfd, round_no)
         os.close(wfd)
-        time.sleep(rnd.uniform(0.002, 0.06))
+        head = b""
+        if rnd.random() < 0.9:  # otherwise kill at once, possibly while the file is being opened
+            head = os.read(rfd, 3)  # wait until the child runs, whatever the machine load
+            time.sleep(rnd.uniform(0.0, 0.03))
         os.kill(pid, signal.SIGKILL)
         os.waitpid(pid, 0)
-        records = _read_wire(rfd)
+        records = _read_wire(rfd, head)
         os.close(rfd)
         in_flight: bytes | None = None
         for kind, payload in records:
+            if kind == "S":
+                continue
             if kind == "C":
                 in_flight = payload
                 if payload[:2] == h("80A8"):
