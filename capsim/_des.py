@@ -71,6 +71,8 @@ class _Backend(Protocol):
 
     def ecb(self, key: bytes) -> EcbCipher: ...
 
+    def encrypt_once(self, key: bytes, data: bytes) -> bytes: ...
+
     def cbc_encrypt(self, key: bytes, data: bytes, iv: bytes) -> bytes: ...
 
     def cbc_decrypt(self, key: bytes, data: bytes, iv: bytes) -> bytes: ...
@@ -157,6 +159,9 @@ class _CryptographyBackend:
     def ecb(self, key: bytes) -> EcbCipher:
         return _OsslEcb(self._key24(key), self._tdes, self._cipher, self._ecb_mode)
 
+    def encrypt_once(self, key: bytes, data: bytes) -> bytes:
+        return self._new_encryptor(self._tdes(self._key24(key)), self._ecb_mode).update(data)  # type: ignore[no-any-return]
+
     def cbc_encrypt(self, key: bytes, data: bytes, iv: bytes) -> bytes:
         enc = self._new_encryptor(self._tdes(self._key24(key)), self._cbc(iv))
         return enc.update(data)  # type: ignore[no-any-return]
@@ -221,6 +226,9 @@ class _PycryptodomeBackend:
         if len(key) == 8:
             return _PcdSingle(key, self._new, self._ecb_mode)
         return _PcdEde2(key, self._new, self._ecb_mode)
+
+    def encrypt_once(self, key: bytes, data: bytes) -> bytes:
+        return self.ecb(key).encrypt(data)
 
     def cbc_encrypt(self, key: bytes, data: bytes, iv: bytes) -> bytes:
         if len(key) == 8:
@@ -426,6 +434,11 @@ def retail_mac(key: bytes, padded: bytes) -> bytes:
     if not padded:
         raise ValidationError("padded: expected at least one block")
     return _backend.retail_mac(bytes(key), bytes(padded))
+
+
+def _unchecked_encrypt_once(key: bytes, data: bytes) -> bytes:
+    """ECB-encrypt under a key used only this once (no cache, no decryptor), without checks."""
+    return _backend.encrypt_once(key, data)
 
 
 def _unchecked_retail_mac(key: bytes, padded: bytes) -> bytes:

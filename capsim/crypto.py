@@ -365,7 +365,7 @@ def _tree_g(k: bytes, y: bytes, d: int) -> bytes:
     # G(K, Y, d) = DES3(K)[YL ⊕ J] ‖ DES3(K)[YR ⊕ J ⊕ (00×7 ‖ F0)], J = d as 8 bytes.
     yl = int.from_bytes(y[:8], "big") ^ d
     yr = int.from_bytes(y[8:], "big") ^ d ^ 0xF0
-    return _des._backend.ecb(k).encrypt(yl.to_bytes(8, "big") + yr.to_bytes(8, "big"))
+    return _des._unchecked_encrypt_once(k, yl.to_bytes(8, "big") + yr.to_bytes(8, "big"))
 
 
 def _tree_digits(atc: int, b: int, h: int) -> list[int]:

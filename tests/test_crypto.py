@@ -5,8 +5,9 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator
 
 import pytest
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
+from hypothesis.stateful import RuleBasedStateMachine, initialize, rule
 
 from capsim import _des, crypto
 from capsim.crypto import (
@@ -347,6 +348,57 @@ def test_tree_cache_over_an_atc_window(mk: bytes, start: int) -> None:
     for atc in range(start, min(start + 6, 0x10000)):
         a = atc.to_bytes(2, "big")
         assert calc.session_key(a) == derive_emv2000_tree_sk(mk, a, 2, 16)
+
+
+class AcCalculatorMachine(RuleBasedStateMachine):
+    """Long-lived calculators (with their prefix and tree-level caches) against the pure function,
+    over interleaved ATCs, transaction data and backend switches."""
+
+    CONFIGS = (
+        (CVN.VISA_10, None, None),
+        (CVN.VISA_18, None, None),
+        (CVN.MC_16, None, None),
+        (CVN.MC_21, None, None),
+        (CVN.VISA_10, SessionKeyMethod.EMV2000_TREE, TreeParams()),
+        (CVN.MC_16, SessionKeyMethod.EMV2000_TREE, TreeParams(branch_factor=4, height=8, iv=b"\xf0" * 16)),
+    )
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.mk = b""
+        self.calcs: list[AcCalculator] = []
+
+    @initialize(mk=k16)
+    def make(self, mk: bytes) -> None:
+        self.mk = mk
+        self.calcs = [AcCalculator(c, mk, method=m, tree=t) for c, m, t in self.CONFIGS]
+
+    @rule(
+        which=st.integers(min_value=0, max_value=len(CONFIGS) - 1),
+        cdol1=st.sampled_from([bytes(29), bytes(range(29)), bytes(range(33)), b"\x01\x02\x03\x04"]),
+        aip=st.sampled_from([unhex("1800"), unhex("3900")]),
+        atc=st.integers(min_value=0, max_value=0xFFFF) | st.integers(min_value=0x0100, max_value=0x0108),
+        tail=st.binary(min_size=16, max_size=16),
+    )
+    def generate(self, which: int, cdol1: bytes, aip: bytes, atc: int, tail: bytes) -> None:
+        cvn, method, tree = self.CONFIGS[which]
+        iad = _iad_for(cvn, tail)
+        a = atc.to_bytes(2, "big")
+        expected = generate_ac(
+            cvn, self.mk, cdol1_data=cdol1, aip=aip, atc=a, iad=iad, method=method, tree=tree
+        )
+        assert self.calcs[which].generate(cdol1, aip, a, iad) == expected
+
+    @rule(name=st.sampled_from(AVAILABLE))
+    def switch_backend(self, name: str) -> None:
+        _des.set_backend(name)
+
+    def teardown(self) -> None:
+        _des.set_backend(AVAILABLE[0])
+
+
+TestAcCalculatorMachine = AcCalculatorMachine.TestCase
+TestAcCalculatorMachine.settings = settings(stateful_step_count=20)  # examples from the profile
 
 
 def test_ac_data_selects_the_exact_bytes() -> None:
