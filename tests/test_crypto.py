@@ -202,15 +202,16 @@ def test_cvc3_vectors(backend: str, v: dict[str, str]) -> None:
     assert generate_cvc3(key, track, atc=unhex(v["ATC"]), un=unhex(v["UN"])) == v["CVC3"]
 
 
-def test_cap_synthetic_dpa_chain(backend: str) -> None:
-    """vectors/cap/synthetic-dpa.txt: IMK-A → UDK → Visa CVN 10 AC (vectors.md CAP-SYNTH)."""
-    imk = unhex("0123456789ABCDEFFEDCBA9876543210")
-    udk = derive_icc_mk_a(imk, "1234567890123456", "00")
-    assert udk == unhex("154F349D8585CB7F6B0798E9839B10C1")
-    cdol1 = unhex("0000000000000000000000000000800000000000000101010000000000")
-    iad = unhex("060A0A03A49000")
-    ac = generate_ac(CVN.VISA_10, udk, cdol1_data=cdol1, aip=unhex("1000"), atc=unhex("0016"), iad=iad)
-    assert ac == unhex("7F38B4A19FAB454F")
+@pytest.mark.parametrize("v", load_vectors("cap/synthetic-dpa.txt"))
+def test_cap_synthetic_dpa_chain(backend: str, v: dict[str, str]) -> None:
+    """CAP-SYNTH: IMK-A → UDK (KCV BAB0) → Visa CVN 10 AC, by generate_ac and the fast path."""
+    udk = derive_icc_mk_a(unhex(v["IMK"]), v["PAN"], v["PSN"])
+    assert udk == unhex(v["UDK"])
+    kcv(udk, "BAB0")
+    args = (unhex(v["CDOL1_DATA"]), unhex(v["AIP"]), unhex(v["ATC"]), unhex(v["IAD"]))
+    ac = generate_ac(CVN.VISA_10, udk, cdol1_data=args[0], aip=args[1], atc=args[2], iad=args[3])
+    assert ac == unhex(v["AC"])
+    assert AcCalculator(CVN.VISA_10, udk).generate(*args) == ac
 
 
 # --------------------------------------------------------------------------------------------------
