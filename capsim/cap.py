@@ -26,11 +26,12 @@ from enum import StrEnum
 from types import MappingProxyType
 from typing import TYPE_CHECKING, Final
 
+from capsim.crypto import mac_iso9797_alg1
 from capsim.errors import CodeOverflowError, RemoteProtocolError, ValidationError
+from capsim.tlv import DolEntry, fill_dol, parse_dol
 
 if TYPE_CHECKING:
     from capsim.profiles import ReaderProfile
-    from capsim.tlv import DolEntry
 
 __all__ = [
     "CURRENCIES",
@@ -323,8 +324,6 @@ def tds_mac(fields: Sequence[str], key: bytes, *, separator: int = 0xF) -> bytes
     """
     if not isinstance(key, bytes) or len(key) != 8:
         raise ValidationError("key: expected the 8-byte application cryptogram")
-    from capsim.crypto import mac_iso9797_alg1
-
     return mac_iso9797_alg1(key, tds_message(fields, separator=separator), padding=2)
 
 
@@ -714,8 +713,6 @@ def cdol_values(
 def _fill(
     dol: bytes | Sequence[DolEntry], values: Mapping[int, bytes], on_unknown: Callable[[int], None] | None
 ) -> bytes:
-    from capsim.tlv import fill_dol, parse_dol
-
     entries = parse_dol(dol) if isinstance(dol, bytes | bytearray) else tuple(dol)
     for entry in entries:
         if entry.tag not in values:

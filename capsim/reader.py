@@ -63,8 +63,10 @@ from capsim.cap import (
     CapMode,
     CodeBit,
     belgian_code,
+    build_cdol2_data,
     canonical_challenge,
     cdol_values,
+    currency_numeric,
     data_string,
     decimal_code,
     explain_belgian,
@@ -97,7 +99,8 @@ from capsim.profiles import (
     get_reader_profile,
     profile_for_aid,
 )
-from capsim.tlv import DolEntry, Tlv, decode, find, walk
+from capsim.sm import pin_block_iso2
+from capsim.tlv import DolEntry, Tlv, decode, fill_dol, find, parse_dol, walk
 from capsim.transports.base import T0Handling, Transport, redact_command
 
 __all__ = [
@@ -327,8 +330,6 @@ class CapSession:
         profile: ReaderProfile | str | None = None,
         aid: bytes | None = None,
     ) -> None:
-        from capsim.sm import pin_block_iso2
-
         try:
             self.mode = CapMode(mode)
         except ValueError:
@@ -348,8 +349,6 @@ class CapSession:
             raise ValidationError(f"challenge: {self.mode.value} takes no challenge")
         if self.mode is CapMode.SIGN:
             if currency is not None:
-                from capsim.cap import currency_numeric
-
                 currency_numeric(currency)
             if amount is not None:
                 self._amount = parse_amount(amount, currency)
@@ -579,8 +578,6 @@ class CapSession:
         pdol = self._fci.get(0x9F38, b"")
         pdol_data = b""
         if pdol:
-            from capsim.tlv import fill_dol, parse_dol
-
             # PDOL tags are filled as for the CDOLs (§2 step 2); the amount is not known yet
             # because the IAF may sit in a record, so only the UN carries input here.
             un_mode = CapMode.RESPOND if self._challenge is not None else CapMode.IDENTIFY
@@ -690,8 +687,6 @@ class CapSession:
             raise RemoteProtocolError("the card has no CDOL1 (8C) in its records")
         if self._profile.send_aac and 0x8D not in card:
             raise RemoteProtocolError("the card has no CDOL2 (8D) in its records")
-        from capsim.tlv import parse_dol
-
         # parsed once; malformed DOLs fail here, before the PIN is tried
         self._cdol1 = parse_dol(card[0x8C])
         self._cdol2 = parse_dol(card.get(0x8D, b""))
@@ -749,8 +744,6 @@ class CapSession:
         raise status_error(response.sw, 0x20)
 
     def _on_verified(self, response: ResponseApdu) -> None:
-        from capsim.tlv import fill_dol
-
         for entry in self._cdol1:
             if entry.tag not in self._values:
                 self._warn(f"CDOL1 asks for tag {entry.tag:X}, unknown to the reader: zero-filled")
@@ -794,8 +787,6 @@ class CapSession:
         self._code = self._make_code(cid, atc, ac, iad)
         profile = self._profile
         if profile.send_aac:
-            from capsim.cap import build_cdol2_data
-
             data = build_cdol2_data(self._cdol2, self._values, profile)
             self._send(Phase.SECOND_AC, builders.generate_ac(0x00, data))
         else:
