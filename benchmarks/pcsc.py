@@ -149,7 +149,7 @@ def main() -> int:
                 command = list(GET_DATA_PTC)
                 results[f"pyscard {label}"] = row(
                     f"pyscard CardConnection -> pcscd -> vpcd -> {label}",
-                    timings(lambda c=connection, a=command: c.transmit(a), args.apdus, args.warmup),  # type: ignore[misc]
+                    timings(lambda c=connection, a=command: c.transmit(a), args.apdus, args.warmup),
                     1e6, "us", base,
                 )
             finally:
@@ -159,7 +159,7 @@ def main() -> int:
                 transport.transmit(SELECT)
                 results[f"capsim {label}"] = row(
                     f"capsim PcscTransport (timeout 10 s) -> {label}",
-                    timings(lambda t=transport: t.transmit(GET_DATA_PTC), args.apdus, args.warmup),  # type: ignore[misc]
+                    timings(lambda t=transport: t.transmit(GET_DATA_PTC), args.apdus, args.warmup),
                     1e6, "us", base,
                 )
 
@@ -168,7 +168,7 @@ def main() -> int:
         counter = iter(range(10**9))
 
         def respond(transport: object) -> Callable[[], object]:
-            reader = CapReader(transport)  # type: ignore[arg-type]
+            reader = CapReader(transport)
             return lambda: reader.respond("1234", f"{next(counter) % 10**8:08d}")
 
         with InProcessTransport(new_card("natwest", pan=PAN, imk_ac=IMK)) as local:

@@ -92,13 +92,15 @@ def serve(
             VpcdCardServer(c, host=host, port=port, show_sensitive=show_sensitive)
             for c, (host, port) in zip(cards, targets, strict=True)
         ]
-        for path, s, (host, port) in zip(card_files, slots, targets, strict=True):
-            click.echo(f"serving {path} in vpcd slot {s} ({host}:{port}); Ctrl-C to stop", err=True)
-        _run(servers)
+        messages = [
+            f"serving {path} in vpcd slot {s} ({host}:{port}); Ctrl-C to stop"
+            for path, s, (host, port) in zip(card_files, slots, targets, strict=True)
+        ]
+        _run(servers, messages)
     click.echo("stopped; card files closed", err=True)
 
 
-def _run(servers: list[VpcdCardServer]) -> None:
+def _run(servers: list[VpcdCardServer], messages: list[str]) -> None:
     """Serve the first card in the foreground and any other in a thread until a signal."""
     stopping = threading.Event()
 
@@ -109,6 +111,8 @@ def _run(servers: list[VpcdCardServer]) -> None:
 
     previous = {sig: signal.signal(sig, on_signal) for sig in (signal.SIGINT, signal.SIGTERM)}
     try:
+        for message in messages:  # only now: a signal from here on stops cleanly
+            click.echo(message, err=True)
         for server in servers[1:]:
             server.start()
         if not stopping.is_set():

@@ -27,7 +27,10 @@ def pcscd_session(tmp_path_factory: pytest.TempPathFactory) -> Iterator[PcscdSta
         pytest.skip(f"PC/SC stack unavailable: {MISSING}")
     port = STACK_PORT if not (_listening(STACK_PORT) or _listening(STACK_PORT + 1)) else free_port_pair()
     stack = PcscdStack(tmp_path_factory.mktemp("pcscd"), port=port)
-    stack.start()
+    try:
+        stack.start()
+    except RuntimeError as exc:
+        pytest.fail(f"cannot start the private pcscd: {exc}", pytrace=False)
     yield stack
     stack.stop()
 

@@ -159,3 +159,16 @@ def test_bad_arguments_exit_with_their_code_before_touching_the_card(
 def test_a_missing_card_file_is_a_usage_error(tmp_path: Path) -> None:
     result = CliRunner().invoke(main, ["card", "serve", str(tmp_path / "absent.json")])
     assert result.exit_code == ExitCode.USAGE
+
+
+def test_serve_waiting_for_vpcd_stops_promptly_on_sigterm(tmp_path: Path) -> None:
+    path = _card_file(tmp_path)
+    probe = FakeVpcd()
+    port = probe.port
+    probe.close()  # nothing listens: serve keeps retrying with backoff
+    proc = _serve(str(path), "--vpcd", f"127.0.0.1:{port}")
+    assert proc.stderr is not None
+    assert "serving" in proc.stderr.readline()  # up and retrying
+    code, err = _stop(proc, signal.SIGTERM)
+    assert code == 0, err
+    assert "Traceback" not in err
