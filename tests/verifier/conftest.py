@@ -106,6 +106,16 @@ def store_factory(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[St
 
 
 @pytest.fixture
+def memory_factory(tmp_path: Path) -> Iterator[StoreFactory]:
+    """In-memory stores only: for the cryptographic tables, whose outcome does not depend on
+    the backend (the store semantics are covered by ``store_factory`` tests)."""
+    factory = StoreFactory("memory", lambda clock: MemoryStore(clock=clock))
+    yield factory
+    for store in factory.made:
+        store.close()
+
+
+@pytest.fixture
 def clock() -> Clock:
     return Clock()
 

@@ -43,12 +43,12 @@ VERIFIER_DIR = Path(engine.__file__).parent
 @pytest.mark.parametrize("cvn", sorted(CVN_PROFILES))
 @pytest.mark.parametrize("mode", MODES)
 def test_v1_every_atc_in_window_accepted_and_outside_rejected(
-    store_factory: StoreFactory, clock: Clock, mode: str, cvn: int
+    memory_factory: StoreFactory, clock: Clock, mode: str, cvn: int
 ) -> None:
     window = 4
     profile = CVN_PROFILES[cvn]
     b = make_bench(
-        store_factory(clock),
+        memory_factory(clock),
         clock,
         profile=profile,
         cvn=cvn,
@@ -84,9 +84,9 @@ def test_v1_every_atc_in_window_accepted_and_outside_rejected(
 @pytest.mark.parametrize("profile", PROFILES)
 @pytest.mark.parametrize("mode", MODES)
 def test_v1_every_builtin_profile_and_mode(
-    store_factory: StoreFactory, clock: Clock, profile: str, mode: str
+    memory_factory: StoreFactory, clock: Clock, profile: str, mode: str
 ) -> None:
-    b = make_bench(store_factory(clock), clock, profile=profile, policy=policy_for(profile))
+    b = make_bench(memory_factory(clock), clock, profile=profile, policy=policy_for(profile))
     for _ in range(3):
         op = new_op(b, mode)
         result = run_mode(b, op)
@@ -164,11 +164,11 @@ def test_v3_atc_never_wraps(store_factory: StoreFactory, clock: Clock) -> None:
 
 @pytest.mark.parametrize("profile", PROFILES)
 def test_v4_evaluations_bounded_by_matching_atcs_times_variants(
-    store_factory: StoreFactory, clock: Clock, profile: str
+    memory_factory: StoreFactory, clock: Clock, profile: str
 ) -> None:
     window = 40
     policy = policy_for(profile, atc_window=window, max_atc_gap=window, max_fail=3)
-    b = make_bench(store_factory(clock), clock, profile=profile, policy=policy)
+    b = make_bench(memory_factory(clock), clock, profile=profile, policy=policy)
     cred = b.refresh()
     lay = engine.code_layout(cred.profile.ipb, cred.profile.psn_in_data)
     variants = policy.history_variants
@@ -371,9 +371,9 @@ def test_v8_verify_takes_no_transaction_data() -> None:
 
 @pytest.mark.parametrize("code_mode", MODES)
 def test_v8_code_for_one_operation_rejected_for_any_other_at_same_atc(
-    store_factory: StoreFactory, clock: Clock, code_mode: str
+    memory_factory: StoreFactory, clock: Clock, code_mode: str
 ) -> None:
-    b = make_bench(store_factory(clock), clock, profile="barclays")
+    b = make_bench(memory_factory(clock), clock, profile="barclays")
     for other_mode in MODES:
         if other_mode == code_mode:
             continue
@@ -387,11 +387,11 @@ def test_v8_code_for_one_operation_rejected_for_any_other_at_same_atc(
 
 @pytest.mark.parametrize("mode", MODES)
 def test_v8_same_mode_operations_never_share_a_code(
-    store_factory: StoreFactory, clock: Clock, mode: str
+    memory_factory: StoreFactory, clock: Clock, mode: str
 ) -> None:
     """Respond/Sign operations get distinct challenges; a second Identify/TDS operation with the
     same input supersedes the first, so a code never satisfies two open operations."""
-    b = make_bench(store_factory(clock), clock, profile="barclays")
+    b = make_bench(memory_factory(clock), clock, profile="barclays")
     first = new_op(b, mode)
     second = new_op(b, mode)
     result = run_mode(b, first)

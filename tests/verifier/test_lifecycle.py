@@ -512,9 +512,11 @@ def test_v36_advance_floor_safe_against_concurrent_verify(store_factory: StoreFa
 
 
 @pytest.mark.parametrize("profile", ["secur-acces", "barclays", "natwest", "rabobank", "visa-dpa"])
-def test_pin_unblock_script_restores_the_pin(store_factory: StoreFactory, clock: Clock, profile: str) -> None:
+def test_pin_unblock_script_restores_the_pin(
+    memory_factory: StoreFactory, clock: Clock, profile: str
+) -> None:
     policy = VerifierPolicy(max_fail=3) if profile == "rabobank" else None
-    b = make_bench(store_factory(clock), clock, profile=profile, policy=policy)
+    b = make_bench(memory_factory(clock), clock, profile=profile, policy=policy)
     unblock_pin_with_script(b)
     start(b.card)
     assert verify(b.card, PIN) == 0x9000
