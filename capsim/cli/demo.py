@@ -500,8 +500,9 @@ def demo(*, db: str | None, as_json: bool, keep: bool) -> None:
             click.echo(f"       expected {step.expected}, observed {step.observed}")
 
     if not as_json:
-        where = "a temporary SQLite database" if db is None else "the store given by --db"
-        click.echo(f"capsim demo in {workdir} (verifier on {where})")
+        where = "a SQLite database beside the card" if db is None else "the store given by --db"
+        place = f"in {workdir} (kept" if keep else "in a temporary directory (removed afterwards"
+        click.echo(f"capsim demo {place}; verifier on {where})")
     try:
         steps = run_demo(workdir, db=db, on_step=show)
     finally:

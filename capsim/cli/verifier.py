@@ -27,6 +27,7 @@ Theory of operation
 from __future__ import annotations
 
 import dataclasses
+import hmac
 import json
 import secrets
 import sys
@@ -59,6 +60,7 @@ __all__ = [
     "default_db",
     "issuer_key_id",
     "open_session",
+    "register_issuer_keys",
     "verifier",
     "verify",
 ]
@@ -217,6 +219,10 @@ def open_session(
         store.close()
 
 
+def _same_keys(a: IssuerKeys, b: IssuerKeys) -> bool:
+    return hmac.compare_digest(a.imk_ac + a.imk_smi + a.imk_smc, b.imk_ac + b.imk_smi + b.imk_smc)
+
+
 def register_issuer_keys(session: VerifierSession, path: Path) -> KeyringEntry:
     """Record an issuer-keys file in the database (path and KCV only) and audit it."""
     keys = load_issuer_keys(path)
@@ -227,7 +233,7 @@ def register_issuer_keys(session: VerifierSession, path: Path) -> KeyringEntry:
         old = current.get(kid)
         if old is not None and old.path != entry.path:
             try:
-                same = load_issuer_keys(old.path) == keys
+                same = _same_keys(load_issuer_keys(old.path), keys)
             except StateFileError:
                 same = True  # the old file is gone or unusable: the new one takes its place
             if not same:
@@ -699,7 +705,9 @@ def credential_list_command(
             users = v.list_users()
             if acting_user is not None:
                 admin = v.get_user(acting_user)
-                users = [u for u in users if admin is not None and u.customer_id == admin.customer_id]
+                if admin is None:
+                    raise ValidationError(f"--as: no user {acting_user!r}")
+                users = [u for u in users if u.customer_id == admin.customer_id]
             creds = [c for u in users for c in v.list_credentials(u.user_id, acting_user=acting_user)]
         creds.sort(key=lambda c: (c.user_id, c.created_at, c.credential_id))
         _emit(

@@ -70,7 +70,10 @@ def test_demo_text_hides_keys_and_pan_and_leaves_the_card_unblocked(tmp_path: Pa
     run = Cli(tmp_path / "home")("demo", "--keep")
     assert run.exit_code == 0, run.stderr
     lines = run.stdout.splitlines()
-    workdir = Path(lines[0].split(" in ", 1)[1].split(" (", 1)[0])
+    assert lines[0].startswith("capsim demo in ")
+    assert lines[0].endswith("(kept; verifier on a SQLite database beside the card)")
+    workdir = Path(lines[0].removeprefix("capsim demo in ").split(" (kept", 1)[0])
+    assert (workdir / "verifier.db").is_file()
     try:
         assert lines[-1] == f"all {len(STEPS)} steps behaved as expected"
         assert sum(line.startswith("[ok  ]") for line in lines) == len(STEPS)
@@ -101,6 +104,7 @@ def test_demo_through_the_installed_executable(tmp_path: Path) -> None:
     )
     assert p.returncode == 0, p.stdout + p.stderr
     assert p.stdout.rstrip().endswith(f"all {len(STEPS)} steps behaved as expected")
+    assert p.stdout.startswith("capsim demo in a temporary directory (removed afterwards")
     assert list(tmp_path.iterdir()) == []  # nothing left behind in the working directory
 
 

@@ -251,6 +251,17 @@ def test_users_and_secondary_users(world: World) -> None:
     assert "not an administrator" in run.stderr
     assert world.v("user", "add", "dave", "--customer", "acme", "--json").json()["role"] == "admin"
     assert world.v("user", "add", "alice").exit_code == ExitCode.INVALID_INPUT  # exists
+    cid = world.enroll(user="bob")
+    other = world.v("credential", "list", "--as", "dave", "--json").json()["credentials"]
+    assert other == []  # dave administers another account
+    mine = world.v("credential", "list", "--as", "alice", "--json").json()["credentials"]
+    assert [c["credential_id"] for c in mine] == [cid]
+    run = world.v("credential", "list", "--as", "nobody")
+    assert run.exit_code == ExitCode.INVALID_INPUT
+    assert "no user 'nobody'" in run.stderr
+    run = world.v("credential", "list", "--user", "bob", "--as", "dave")
+    assert run.exit_code == ExitCode.INVALID_INPUT
+    assert "not an administrator of this customer account" in run.stderr
     users = world.v("user", "list", "--json").json()["users"]
     assert {(u["user_id"], u["customer_id"], u["role"]) for u in users} == {
         ("alice", "cu-alice", "admin"),
