@@ -22,6 +22,8 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Protocol, runtime_checkable
 
+from capsim.apdu.sw import SW
+
 __all__ = ["CardOS", "Command", "Dispatcher", "Handler", "StatusError", "parse_command"]
 
 SW_OK = b"\x90\x00"
@@ -101,7 +103,7 @@ def parse_command(apdu: bytes) -> Command:
     """
     n = len(apdu)
     if n < 4:
-        raise StatusError(0x6700)
+        raise StatusError(SW.WRONG_LENGTH)
     cla, ins, p1, p2 = apdu[0], apdu[1], apdu[2], apdu[3]
     if n == 4:
         return Command(cla, ins, p1, p2, b"", None)
@@ -109,12 +111,12 @@ def parse_command(apdu: bytes) -> Command:
         return Command(cla, ins, p1, p2, b"", apdu[4] or 256)
     lc = apdu[4]
     if lc == 0:  # extended length encoding: not supported by this card
-        raise StatusError(0x6700)
+        raise StatusError(SW.WRONG_LENGTH)
     if n == 5 + lc:
         return Command(cla, ins, p1, p2, apdu[5:], None)
     if n == 6 + lc:
         return Command(cla, ins, p1, p2, apdu[5 : 5 + lc], apdu[-1] or 256)
-    raise StatusError(0x6700)
+    raise StatusError(SW.WRONG_LENGTH)
 
 
 Handler = Callable[[Command], bytes]
@@ -162,11 +164,11 @@ class Dispatcher:
             route = self._routes.get((cmd.cla, cmd.ins))
             if route is None:
                 if cmd.ins not in self._known_ins:
-                    raise StatusError(0x6D00)
-                raise StatusError(0x6E00)
+                    raise StatusError(SW.INS_NOT_SUPPORTED)
+                raise StatusError(SW.CLA_NOT_SUPPORTED)
             handler, phases = route
             if self._phase() not in phases:
-                raise StatusError(0x6985)
+                raise StatusError(SW.CONDITIONS_NOT_SATISFIED)
             data = handler(cmd)
         except StatusError as exc:
             return exc.data + exc.sw.to_bytes(2, "big")

@@ -34,6 +34,8 @@ from dataclasses import replace
 from enum import IntEnum
 from types import TracebackType
 
+from capsim.apdu.ins import INS
+from capsim.apdu.sw import SW
 from capsim.cards.base import Command, Dispatcher, Handler, StatusError
 from capsim.cards.cvr import AcType, CvrFlag, build_iad
 from capsim.cards.profile import CardProfile
@@ -81,6 +83,7 @@ _ANY = frozenset(Phase)
 _APP = frozenset({Phase.SELECTED, Phase.INITIATED, Phase.ONLINE, Phase.COMPLETED})
 _RECORDS = _APP | {Phase.PSE}
 _AFTER_GAC1 = frozenset({Phase.ONLINE, Phase.COMPLETED})
+_GAC = frozenset({Phase.INITIATED, Phase.ONLINE, Phase.COMPLETED})
 
 
 def _tlv(tag: bytes, value: bytes) -> bytes:
@@ -237,14 +240,14 @@ class EmvCapCard:
     def _routes(self) -> dict[tuple[int, int], tuple[Handler, frozenset[Phase]]]:
         script_phases = _AFTER_GAC1
         return {
-            (0x00, 0xA4): (self._select, _ANY),
-            (0x80, 0xA8): (self._gpo, frozenset({Phase.SELECTED})),
-            (0x00, 0xB2): (self._read_record, _RECORDS),
-            (0x80, 0xCA): (self._get_data, _APP),
-            (0x00, 0x20): (self._verify, frozenset({Phase.INITIATED})),
-            (0x80, 0xAE): (self._generate_ac, frozenset({Phase.INITIATED, Phase.ONLINE, Phase.COMPLETED})),
-            (0x00, 0x84): (self._get_challenge, _ANY),
-            (0x00, 0x82): (self._external_authenticate, frozenset({Phase.ONLINE})),
+            (0x00, INS.SELECT): (self._select, _ANY),
+            (0x80, INS.GPO): (self._gpo, frozenset({Phase.SELECTED})),
+            (0x00, INS.READ_RECORD): (self._read_record, _RECORDS),
+            (0x80, INS.GET_DATA): (self._get_data, _APP),
+            (0x00, INS.VERIFY): (self._verify, frozenset({Phase.INITIATED})),
+            (0x80, INS.GENERATE_AC): (self._generate_ac, _GAC),
+            (0x00, INS.GET_CHALLENGE): (self._get_challenge, _ANY),
+            (0x00, INS.EXTERNAL_AUTHENTICATE): (self._external_authenticate, frozenset({Phase.ONLINE})),
             (0x84, INS_PIN_CHANGE_UNBLOCK): (self._script, script_phases),
             (0x84, INS_APPLICATION_BLOCK): (self._script, script_phases),
             (0x84, INS_APPLICATION_UNBLOCK): (self._script, script_phases),
@@ -274,20 +277,20 @@ class EmvCapCard:
                 self._on_state_change(new)
             except Exception as exc:
                 _log.error("card: persisting the state failed (%s); answering 6581", type(exc).__name__)
-                raise StatusError(0x6581) from exc
+                raise StatusError(SW.MEMORY_FAILURE) from exc
         self._state = new
 
     # ------------------------------------------------------------------ handlers
     def _select(self, cmd: Command) -> bytes:
         if cmd.p1 != 0x04 or cmd.p2 not in (0x00, 0x02):
-            raise StatusError(0x6A86)
+            raise StatusError(SW.INCORRECT_P1_P2)
         name = cmd.data
         self._phase = Phase.IDLE
         self._clear_transaction()
         if self._state.lifecycle is Lifecycle.CARD_BLOCKED:
-            raise StatusError(0x6A81)
+            raise StatusError(SW.FUNCTION_NOT_SUPPORTED)
         if not name or cmd.p2 == 0x02:
-            raise StatusError(0x6A82)
+            raise StatusError(SW.FILE_NOT_FOUND)
         if name == PSE_NAME and self._profile.pse:
             self._phase = Phase.PSE
             return self._pse_fci
@@ -295,19 +298,19 @@ class EmvCapCard:
         if name == aid or (len(name) >= 5 and aid.startswith(name)):
             self._phase = Phase.SELECTED
             if self._state.lifecycle is Lifecycle.APP_BLOCKED:
-                raise StatusError(0x6283, self._fci)
+                raise StatusError(SW.SELECTED_FILE_INVALIDATED, self._fci)
             return self._fci
-        raise StatusError(0x6A82)
+        raise StatusError(SW.FILE_NOT_FOUND)
 
     def _gpo(self, cmd: Command) -> bytes:
         if cmd.p1 or cmd.p2:
-            raise StatusError(0x6A86)
+            raise StatusError(SW.INCORRECT_P1_P2)
         data = cmd.data
         if len(data) < 2 or data[0] != 0x83 or data[1] != self._pdol_len or len(data) != 2 + self._pdol_len:
-            raise StatusError(0x6700)
+            raise StatusError(SW.WRONG_LENGTH)
         state = self._state
         if state.atc >= 0xFFFF:
-            raise StatusError(0x6985)
+            raise StatusError(SW.CONDITIONS_NOT_SATISFIED)
         history = state.history
         new_history = history
         if history.script_count or history.script_failed:
@@ -320,11 +323,11 @@ class EmvCapCard:
 
     def _read_record(self, cmd: Command) -> bytes:
         if cmd.p2 & 0x07 != 0x04 or cmd.p1 == 0 or cmd.p2 >> 3 == 0:
-            raise StatusError(0x6A86)
+            raise StatusError(SW.INCORRECT_P1_P2)
         table = self._pse_records if self._phase is Phase.PSE else self._records
         record = table.get((cmd.p2 >> 3, cmd.p1))
         if record is None:
-            raise StatusError(0x6A83)
+            raise StatusError(SW.RECORD_NOT_FOUND)
         return record
 
     def _get_data(self, cmd: Command) -> bytes:
@@ -336,17 +339,17 @@ class EmvCapCard:
             return b"\x9f\x36\x02" + state.atc.to_bytes(2, "big")
         if tag == 0x9F13:
             return b"\x9f\x13\x02" + state.last_online_atc.to_bytes(2, "big")
-        raise StatusError(0x6A88)
+        raise StatusError(SW.REFERENCED_DATA_NOT_FOUND)
 
     def _verify(self, cmd: Command) -> bytes:
         if cmd.p1 != 0x00 or cmd.p2 != 0x80:
-            raise StatusError(0x6A86)
+            raise StatusError(SW.INCORRECT_P1_P2)
         block = cmd.data
         if len(block) != 8:
-            raise StatusError(0x6700)
+            raise StatusError(SW.WRONG_LENGTH)
         state = self._state
         if state.ptc == 0:
-            raise StatusError(0x6983)
+            raise StatusError(SW.PIN_BLOCKED)
         pin = _parse_iso2_block(block)
         flags = self._pin_flags
         if hmac.compare_digest(pin.encode(), state.pin.encode()):
@@ -373,9 +376,9 @@ class EmvCapCard:
 
     def _generate_ac(self, cmd: Command) -> bytes:
         if self._phase is Phase.COMPLETED:
-            raise StatusError(0x6985)
+            raise StatusError(SW.CONDITIONS_NOT_SATISFIED)
         if cmd.p2 != 0x00 or cmd.p1 & 0x3F or cmd.p1 & 0xC0 == 0xC0:
-            raise StatusError(0x6A86)
+            raise StatusError(SW.INCORRECT_P1_P2)
         requested = AcType(cmd.p1 & 0xC0)
         if self._phase is Phase.INITIATED:
             return self._first_gac(cmd, requested)
@@ -402,9 +405,9 @@ class EmvCapCard:
 
     def _first_gac(self, cmd: Command, requested: AcType) -> bytes:
         if len(cmd.data) != self._cdol1_len:
-            raise StatusError(0x6700)
+            raise StatusError(SW.WRONG_LENGTH)
         if cmd.p1 & 0x10:
-            raise StatusError(0x6A86)
+            raise StatusError(SW.INCORRECT_P1_P2)
         p = self._profile
         state = self._state
         blocked = state.lifecycle is not Lifecycle.ACTIVE
@@ -467,22 +470,22 @@ class EmvCapCard:
 
     def _external_authenticate(self, cmd: Command) -> bytes:
         if cmd.p1 or cmd.p2:
-            raise StatusError(0x6A86)
+            raise StatusError(SW.INCORRECT_P1_P2)
         if not 8 <= len(cmd.data) <= 16:
-            raise StatusError(0x6700)
+            raise StatusError(SW.WRONG_LENGTH)
         if self._issuer_auth is not None:
-            raise StatusError(0x6985)
+            raise StatusError(SW.CONDITIONS_NOT_SATISFIED)
         ok = self._check_arpc(cmd.data)
         self._record_issuer_auth(ok)
         if not ok:
-            raise StatusError(0x6300)
+            raise StatusError(SW.AUTHENTICATION_FAILED)
         return b""
 
     def _second_gac(self, cmd: Command, requested: AcType) -> bytes:
         if requested is AcType.ARQC or cmd.p1 & 0x10:
-            raise StatusError(0x6A86)
+            raise StatusError(SW.INCORRECT_P1_P2)
         if len(cmd.data) != self._cdol2_len:
-            raise StatusError(0x6700)
+            raise StatusError(SW.WRONG_LENGTH)
         arc = b""
         if self._arc_pos is not None:
             off, length = self._arc_pos
@@ -508,7 +511,7 @@ class EmvCapCard:
             flags.add(CvrFlag.UNABLE_TO_GO_ONLINE)
         p = self._profile
         if self._gac1 is None:  # unreachable: phase ONLINE implies GAC #1 ran
-            raise StatusError(0x6985)
+            raise StatusError(SW.CONDITIONS_NOT_SATISFIED)
         iad = build_iad(
             p.iad_template,
             p.iad_format,
@@ -541,9 +544,9 @@ class EmvCapCard:
 
     def _get_challenge(self, cmd: Command) -> bytes:
         if cmd.p1 or cmd.p2:
-            raise StatusError(0x6A86)
+            raise StatusError(SW.INCORRECT_P1_P2)
         if cmd.data:
-            raise StatusError(0x6700)
+            raise StatusError(SW.WRONG_LENGTH)
         return bytes(self._rng(8))
 
     def _script(self, cmd: Command) -> bytes:
@@ -557,7 +560,7 @@ class EmvCapCard:
         if data is None:
             if not history.script_failed:
                 self._commit(replace(state, history=replace(history, script_failed=True)))
-            raise StatusError(0x6988)
+            raise StatusError(SW.SM_DATA_INCORRECT)
         processed = replace(history, script_count=min(history.script_count + 1, 15))
         try:
             new_state = self._apply_script(cmd, data, state)
@@ -573,19 +576,19 @@ class EmvCapCard:
         p = self._profile
         if cmd.ins == INS_PIN_CHANGE_UNBLOCK:
             if cmd.p1 != 0x00 or cmd.p2 not in (0x00, 0x01, 0x02):
-                raise StatusError(0x6A86)
+                raise StatusError(SW.INCORRECT_P1_P2)
             if cmd.p2 == 0x00:
                 if data:
-                    raise StatusError(0x6A80)
+                    raise StatusError(SW.WRONG_DATA)
                 return replace(state, ptc=p.pin_try_limit)
             if self._script_keys is None:  # unreachable: set by _script
-                raise StatusError(0x6985)
+                raise StatusError(SW.CONDITIONS_NOT_SATISFIED)
             pin = decipher_new_pin(p, self._script_keys, data, p2=cmd.p2, current_pin=state.pin)
             return replace(state, pin=pin, ptc=p.pin_try_limit)
         if cmd.p1 or cmd.p2:
-            raise StatusError(0x6A86)
+            raise StatusError(SW.INCORRECT_P1_P2)
         if data:
-            raise StatusError(0x6A80)
+            raise StatusError(SW.WRONG_DATA)
         if cmd.ins == INS_APPLICATION_BLOCK:
             if state.lifecycle is Lifecycle.ACTIVE:
                 return replace(state, lifecycle=Lifecycle.APP_BLOCKED)
@@ -601,11 +604,11 @@ def _parse_iso2_block(block: bytes) -> str:
     """Plaintext ISO 9564 format 2 PIN block → digits; ``6A80`` when malformed (§9.5)."""
     nibbles = block.hex().upper()
     if nibbles[0] != "2":
-        raise StatusError(0x6A80)
+        raise StatusError(SW.WRONG_DATA)
     n = int(nibbles[1], 16)
     if not 4 <= n <= 12:
-        raise StatusError(0x6A80)
+        raise StatusError(SW.WRONG_DATA)
     digits, fill = nibbles[2 : 2 + n], nibbles[2 + n :]
     if not digits.isdigit() or fill != "F" * len(fill):
-        raise StatusError(0x6A80)
+        raise StatusError(SW.WRONG_DATA)
     return digits

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from capsim.apdu.sw import SW
 from capsim.cards.base import Command, StatusError
 from capsim.cards.profile import CardProfile
 from capsim.crypto import cvn_spec
@@ -72,7 +73,7 @@ def split_and_verify(
     """
     mac_len = profile.script_mac_length
     if len(cmd.data) < mac_len:
-        raise StatusError(0x6700)
+        raise StatusError(SW.WRONG_LENGTH)
     data, mac = cmd.data[:-mac_len], cmd.data[-mac_len:]
     header = bytes((cmd.cla, cmd.ins, cmd.p1, cmd.p2, len(cmd.data)))
     try:
@@ -93,7 +94,7 @@ def decipher_new_pin(
         ``6A80`` for anything that does not decipher to a well-formed PIN block of 4-12 digits.
     """
     if not data:
-        raise StatusError(0x6A80)
+        raise StatusError(SW.WRONG_DATA)
     try:
         block = decipher_pin_block(cvn_spec(profile.cvn).pin_encipherment, keys.smc, data)
         if p2 == 0x01:
@@ -103,7 +104,7 @@ def decipher_new_pin(
         else:
             pin = parse_pin_block_vis(block, profile.mk_ac, None)
     except CapsimError as exc:
-        raise StatusError(0x6A80) from exc
+        raise StatusError(SW.WRONG_DATA) from exc
     if not (pin.isascii() and pin.isdigit() and 4 <= len(pin) <= 12):
-        raise StatusError(0x6A80)
+        raise StatusError(SW.WRONG_DATA)
     return pin
