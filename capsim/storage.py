@@ -100,6 +100,13 @@ def _atomic_replace(path: Path, text: str) -> None:
 
 
 def _atomic_create(path: Path, text: str, what: str) -> None:
+    try:
+        _atomic_create_unchecked(path, text, what)
+    except OSError as exc:
+        raise StateFileError(f"{what} {path} cannot be written: {exc}") from exc
+
+
+def _atomic_create_unchecked(path: Path, text: str, what: str) -> None:
     if path.exists():
         raise StateFileError(f"{what} {path} already exists; refusing to overwrite it")
     if not path.parent.is_dir():
@@ -268,7 +275,10 @@ class CardFile:
         """Persist ``state`` (temp file, fsync, rename, fsync of the directory)."""
         if not self._lock.held:
             raise StateFileError(f"card file {self.path} is closed")
-        _atomic_replace(self.path, _card_document(self._profile_json, state))
+        try:
+            _atomic_replace(self.path, _card_document(self._profile_json, state))
+        except OSError as exc:
+            raise StateFileError(f"card file {self.path} cannot be written: {exc}") from exc
         self.state = state
 
     def close(self) -> None:

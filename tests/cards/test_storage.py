@@ -146,3 +146,27 @@ def test_issuer_keys_with_wrong_kcv_or_version(tmp_path: Path) -> None:
     path.write_text(text.replace('"version": 1', '"version": 7'))
     with pytest.raises(StateFileError, match="newer"):
         load_issuer_keys(path)
+
+
+def test_unwritable_directory_gives_state_file_error(tmp_path: Path) -> None:
+    with pytest.raises(StateFileError, match="does not exist"):
+        _new(tmp_path / "missing" / "card.json")
+    blocker = tmp_path / "file"
+    blocker.write_text("x")
+    with pytest.raises(StateFileError):
+        _new(blocker / "card.json")
+
+
+def test_write_failure_mid_session_answers_6581(tmp_path: Path) -> None:
+    path = tmp_path / "card.json"
+    with _new(path) as card:
+        start(card)
+        os.chmod(tmp_path, 0o500)
+        try:
+            if os.access(tmp_path, os.W_OK):  # root ignores directory permissions
+                path.unlink()
+                path.mkdir()  # os.replace onto a directory fails for everyone
+            assert card.process(h("0020008008 240000FFFFFFFFFF")) == h("6581")
+            assert card.state.ptc == 3
+        finally:
+            os.chmod(tmp_path, 0o700)
