@@ -17,7 +17,7 @@ import os
 from collections.abc import Callable
 from typing import Any
 
-from capsim.cards.base import CardOS, StatusError
+from capsim.cards.base import CardOS
 from capsim.cards.builtin import BUILTIN_PROFILES, DEFAULT_ATR, builtin_profile
 from capsim.cards.cvr import (
     AcType,
@@ -49,7 +49,6 @@ __all__ = [
     "Lifecycle",
     "Phase",
     "Record",
-    "StatusError",
     "build_iad",
     "builtin_profile",
     "history_variants",
