@@ -575,6 +575,16 @@ class CapSession:
         df_name = self._fci.get(0x84, self._current.aid)
         profile = self._fixed_profile or self._current.profile
         self._selected = _Candidate(df_name if 5 <= len(df_name) <= 16 else self._current.aid, profile)
+        if (
+            self._fixed_profile is None
+            and profile.belgian_aids
+            and not any(self._selected.aid.startswith(a) for a in profile.belgian_aids)
+            and not self._belgian_markers()
+        ):
+            self._warn(
+                f"payment application {self._selected.aid.hex().upper()} without Belgian markers "
+                f"(5F2C 0056, DF07 BKS056): reader profile {profile.name} may not be the issuer's"
+            )
         pdol = self._fci.get(0x9F38, b"")
         pdol_data = b""
         if pdol:
@@ -588,6 +598,10 @@ class CapSession:
                     self._warn(f"PDOL asks for tag {entry.tag:X}, unknown to the reader: zero-filled")
             pdol_data = fill_dol(entries, base)
         self._send(Phase.GPO, builders.gpo(pdol_data))
+
+    def _belgian_markers(self) -> bool:
+        """EMV-CAP's test for a Belgian card: ``5F2C`` = ``0056`` and ``DF07`` starting ``BKS056``."""
+        return self._fci.get(0x5F2C) == b"\x00\x56" and self._fci.get(0xDF07, b"").startswith(b"BKS056")
 
     def _on_pse_selected(self, response: ResponseApdu) -> None:
         fci = find(decode(response.data), 0x6F)

@@ -250,7 +250,9 @@ def test_sign_needs_amount_when_iaf_asks() -> None:
     assert card.state.ptc == 3
 
 
-def _custom_card(*, aid: bytes = b"", iaf: bytes | None = b"\x80", ipb: bytes | None = None) -> EmvCapCard:
+def _custom_card(
+    *, aid: bytes = b"", iaf: bytes | None = b"\x80", ipb: bytes | None = None, fci_extra: bytes = b""
+) -> EmvCapCard:
     """secur-acces with its record rebuilt: a chosen IAF and IPB (None: tag absent)."""
     template = builtin_profile("secur-acces")
     parts = [
@@ -266,6 +268,7 @@ def _custom_card(*, aid: bytes = b"", iaf: bytes | None = b"\x80", ipb: bytes | 
     profile = dataclasses.replace(
         template,
         aid=aid or template.aid,
+        fci_proprietary=template.fci_proprietary + fci_extra,
         records=(Record(sfi=1, number=1, data=encode(0x70, b"".join(parts))),),
     )
     return new_card(profile, pan=TEST_PAN, imk_ac=TEST_IMK_AC)
@@ -324,11 +327,23 @@ def test_be_payment_profile_on_maestro_without_ipb() -> None:
     with InProcessTransport(card) as transport:
         result = CapReader(transport).respond("1234", "5")
     assert result.profile == "be-payment"
+    assert result.warnings == (
+        "payment application A0000000043060 without Belgian markers (5F2C 0056, DF07 BKS056): "
+        "reader profile be-payment may not be the issuer's",
+    )
     assert result.code_function.value == "belgian"
     assert result.code == belgian_code(result.atc.to_bytes(2, "big"), result.cryptogram)
     gac = _gac(result, 0)[0]
     assert gac[5 + 14 : 5 + 19] == unhex("8000000800")  # be-payment TVR
     assert _gac(result, 1)[0][5:7] == b"Z1"
+
+
+def test_belgian_markers_silence_the_warning() -> None:
+    markers = encode(0xBF0C, encode(0x5F2C, b"\x00\x56") + encode(0xDF07, b"BKS056 test"))
+    card = _custom_card(aid=unhex("A0000000031010"), ipb=None, fci_extra=markers)
+    with InProcessTransport(card) as transport:
+        result = CapReader(transport).identify("1234")
+    assert (result.profile, result.code_function.value, result.warnings) == ("be-payment", "belgian", ())
 
 
 def test_blocked_application() -> None:
