@@ -15,6 +15,8 @@ import sys
 from pathlib import Path
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from capsim.cli._common import ExitCode
 from capsim.storage import load_issuer_keys, read_card_file
@@ -469,3 +471,50 @@ def test_postgresql_url_selects_postgresql(tmp_path: Path, pg_cluster: PgCluster
         assert n == (1,)
     finally:
         pg_cluster.drop_database(name)
+
+
+# ------------------------------------------------------------------------------------------------
+# Property: whatever is typed as a code, the CLI answers with one of two fixed lines
+
+
+@pytest.fixture(scope="module")
+def shared_world(tmp_path_factory: pytest.TempPathFactory) -> tuple[World, str, str]:
+    world = make_world(tmp_path_factory.mktemp("prop"))
+    cid = world.enroll()
+    op = world.operation(cid, "identify", "--ttl", "86400")
+    return world, cid, op["operation_id"]
+
+
+@given(
+    text=st.one_of(
+        st.text(max_size=24),
+        st.text(alphabet="0123456789", min_size=0, max_size=12),
+        st.text(alphabet=st.characters(categories=["Nd"]), min_size=8, max_size=8),
+    )
+)
+def test_any_typed_code_gets_one_of_two_fixed_answers_and_is_never_echoed(
+    shared_world: tuple[World, str, str], text: str
+) -> None:
+    """V7/V30/V38 at the command line: not 8 ASCII digits -> exit 13 with the fixed message and
+    no state change; 8 ASCII digits -> accepted (vanishingly unlikely) or the uniform reject."""
+    world, cid, op_id = shared_world
+    before = world.credential(cid)
+    run = world.cli("verify", "--db", world.db, op_id, "--", text, stdin="")
+    eight_digits = len(text) == 8 and all("0" <= c <= "9" for c in text)
+    if eight_digits:
+        assert run.exit_code in (0, ExitCode.REJECTED)
+        if run.exit_code == ExitCode.REJECTED:
+            assert run.stderr == REJECT_LINE
+            assert run.stdout == ""
+        else:
+            assert text not in run.output
+        if before["fail_count"] >= 2:  # keep the shared credential far from its lock
+            assert world.v("credential", "unlock", cid).exit_code == 0
+    else:
+        assert run.exit_code == ExitCode.INVALID_INPUT, (text, run.stderr)
+        assert run.stderr in (
+            "capsim: error: code: expected exactly 8 ASCII digits\n",
+            "capsim: error: CODE: expected one line on standard input ('-'), got nothing\n",
+        )
+        assert world.credential(cid) == before
+        assert run.stdout == ""
