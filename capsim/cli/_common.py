@@ -141,5 +141,5 @@ def read_secret(prompt: str, *, from_stdin: bool) -> str:
     if from_stdin:
         line = sys.stdin.readline()
         return line.rstrip("\r\n")
-    value: str = click.prompt(prompt, hide_input=True, type=str)
+    value: str = click.prompt(prompt, hide_input=True, type=str, err=True)  # stdout keeps only results
     return value

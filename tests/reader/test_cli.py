@@ -38,8 +38,9 @@ def test_fresh_machine_respond(home: Path) -> None:
     code = first.stdout.strip().splitlines()[-1]
     assert len(code) == 8
     assert code.isdigit()
-    assert "PIN: " in first.stdout  # the hidden prompt
-    assert "1234" not in first.stdout.replace("12345678", "")  # the typed PIN is not echoed
+    assert first.stdout == code + "\n"  # stdout holds the code only
+    assert "PIN: " in first.stderr  # the hidden prompt
+    assert "1234\n" not in first.stderr  # the typed PIN is not echoed
     assert "its PIN is 1234" in first.stderr  # printed once, on creation
     card_file = home / "card.json"
     keys_file = home / "card.issuer-keys.json"
@@ -110,7 +111,7 @@ def test_missing_challenge_is_a_usage_error(home: Path) -> None:
 def test_sign_amount_currency_and_tds(home: Path) -> None:
     sign = cli("code", "sign", "--challenge", "4711", "--amount", "15.00", "--currency", "EUR", "--json")
     assert sign.exit_code == 0, sign.output
-    assert json.loads(sign.stdout.split("PIN: ", 1)[-1])["mode"] == "sign"
+    assert json.loads(sign.stdout)["mode"] == "sign"
     missing = cli("code", "sign", "--challenge", "4711", "--pin-stdin")
     assert missing.exit_code == 13
     assert "asks for an amount" in missing.stderr
