@@ -787,6 +787,9 @@ class AcCalculator:
     plus one TDES block. Results equal :func:`generate_ac`. With the tree method, intermediate
     tree levels are cached, so windows of nearby ATCs share work.
 
+    One calculator may be shared between threads: cipher objects live in per-thread caches and
+    the calculator's own caches hold only immutable values.
+
     >>> mk = bytes.fromhex("154F349D8585CB7F6B0798E9839B10C1")
     >>> calc = AcCalculator(CVN.VISA_18, mk)
     >>> tv = bytes.fromhex("000000004000000000000000012480000480000124191105015" "2BF4585")

@@ -402,6 +402,42 @@ TestAcCalculatorMachine = AcCalculatorMachine.TestCase
 TestAcCalculatorMachine.settings = settings(stateful_step_count=20)  # examples from the profile
 
 
+def test_calculator_shared_between_threads() -> None:
+    from concurrent.futures import ThreadPoolExecutor
+
+    mk = unhex("154F349D8585CB7F6B0798E9839B10C1")
+    cdol1, aip = bytes(range(29)), unhex("1800")
+    cases = [
+        (cvn, method, _iad_for(cvn, bytes(range(40, 60))))
+        for cvn, method in (
+            (CVN.VISA_10, None),
+            (CVN.VISA_18, None),
+            (CVN.MC_16, None),
+            (CVN.VISA_10, "emv2000-tree"),
+        )
+    ]
+    calcs = [AcCalculator(cvn, mk, method=SessionKeyMethod(m) if m else None) for cvn, m, _ in cases]
+    atcs = [i.to_bytes(2, "big") for i in range(0x40, 0x80)]
+    expected = [
+        [
+            generate_ac(
+                cvn, mk, cdol1_data=cdol1, aip=aip, atc=a, iad=iad, method=SessionKeyMethod(m) if m else None
+            )
+            for a in atcs
+        ]
+        for cvn, m, iad in cases
+    ]
+
+    def work(k: int) -> list[list[bytes]]:
+        order = atcs[k:] + atcs[:k]
+        got = [{a: c.generate(cdol1, aip, a, cases[i][2]) for a in order} for i, c in enumerate(calcs)]
+        return [[g[a] for a in atcs] for g in got]
+
+    with ThreadPoolExecutor(max_workers=4) as pool:
+        results = list(pool.map(work, range(0, 64, 8)))
+    assert all(r == expected for r in results)
+
+
 def test_ac_data_selects_the_exact_bytes() -> None:
     """emv-crypto.md §5: the card part of the MAC input for each CVN."""
     cd, aip, atc = unhex("AABBCCDD"), unhex("1800"), unhex("001C")
