@@ -1,4 +1,4 @@
-"""EMV symmetric cryptography, hazmat layer (emv-crypto.md §1–§6).
+"""EMV symmetric cryptography, hazmat layer (emv-crypto.md §1–§6, §9).
 
 Pure functions on ``bytes``; PANs and PSNs are ASCII digit strings. Every DES operation goes
 through :mod:`capsim._des`, the one module that imports a cipher. Keys are 16-byte two-key TDES
@@ -666,7 +666,7 @@ def generate_ac(
     (``9F37`` in the usual CDOL1).
 
     >>> mk = bytes.fromhex("154F349D8585CB7F6B0798E9839B10C1")
-    >>> tv = bytes.fromhex("000000004000000000000000012480000480000124191105015" "2BF4585")
+    >>> tv = bytes.fromhex("000000004000 000000000000 0124 8000048000 0124 191105 01 52BF4585")
     >>> generate_ac(CVN.VISA_18, mk, cdol1_data=tv, aip=bytes.fromhex("1800"),
     ...             atc=bytes.fromhex("001C"), iad=bytes.fromhex("06011203A0B800")).hex().upper()
     '7A788EA6B8A3E733'
@@ -792,7 +792,7 @@ class AcCalculator:
 
     >>> mk = bytes.fromhex("154F349D8585CB7F6B0798E9839B10C1")
     >>> calc = AcCalculator(CVN.VISA_18, mk)
-    >>> tv = bytes.fromhex("000000004000000000000000012480000480000124191105015" "2BF4585")
+    >>> tv = bytes.fromhex("000000004000 000000000000 0124 8000048000 0124 191105 01 52BF4585")
     >>> calc.generate(tv, bytes.fromhex("1800"), bytes.fromhex("001C"),
     ...               bytes.fromhex("06011203A0B800")).hex().upper()
     '7A788EA6B8A3E733'
