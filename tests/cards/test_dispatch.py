@@ -154,12 +154,16 @@ def test_atc_never_wraps() -> None:
     assert card.state.atc == 0xFFFF
 
 
-def test_unexpected_exception_is_6f00() -> None:
+def test_unexpected_exception_is_6f00_and_logged_without_data(caplog: pytest.LogCaptureFixture) -> None:
     def broken(n: int) -> bytes:
-        raise RuntimeError("entropy pool on fire")
+        raise RuntimeError("secret 5412345678901234")
 
     card = new_card("secur-acces", pan=PAN, imk_ac=IMK_A, rng=broken)
-    assert card.process(h("0084000008")) == h("6F00")
+    with caplog.at_level("DEBUG", logger="capsim.cards"):
+        assert card.process(h("0084000008")) == h("6F00")
+    assert "RuntimeError" in caplog.text
+    assert "INS 84" in caplog.text
+    assert "5412345678901234" not in caplog.text
     assert sw(_select(card, card.profile.aid)) == 0x9000
 
 
