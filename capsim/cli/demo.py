@@ -46,6 +46,7 @@ from capsim.transports import Transport, open_transport
 from capsim.verifier.dburl import open_store
 from capsim.verifier.provider import SoftwareProvider
 from capsim.verifier.service import Verifier
+from capsim.verifier.store import Store
 
 __all__ = ["DEMO_PIN", "DemoStep", "demo", "run_demo"]
 
@@ -116,7 +117,7 @@ class _Demo:
     """The running demo: card, issuer, verifier and the steps so far."""
 
     workdir: Path
-    db: str | None
+    store: Store
     on_step: Callable[[DemoStep], None]
     steps: list[DemoStep] = field(default_factory=list)
     current: str = "personalise"
@@ -153,9 +154,16 @@ def run_demo(workdir: Path, *, db: str | None, on_step: Callable[[DemoStep], Non
     Returns
     -------
     list[DemoStep]
-        The steps carried out; all ``ok`` when the demo passed.
+        The steps carried out; all ``ok`` when the demo passed. A capsim error inside a step
+        ends the demo with that step recorded as failed.
+
+    Raises
+    ------
+    ValidationError, ConfigError, TemporaryFailure
+        ``db`` is not a usable store (nothing has been run).
     """
-    d = _Demo(workdir=workdir, db=db, on_step=on_step)
+    store = open_store(db if db is not None else workdir / "verifier.db")
+    d = _Demo(workdir=workdir, store=store, on_step=on_step)
     try:
         _run_steps(d)
     except CapsimError as exc:
@@ -168,11 +176,13 @@ def run_demo(workdir: Path, *, db: str | None, on_step: Callable[[DemoStep], Non
                 detail=f"{type(exc).__name__}: {exc}",
             )
         )
+    finally:
+        store.close()
     return d.steps
 
 
 def _run_steps(d: _Demo) -> None:
-    workdir, db = d.workdir, d.db
+    workdir = d.workdir
     card_path = workdir / "card.json"
 
     # 1. personalise ------------------------------------------------------------------------------
@@ -208,263 +218,259 @@ def _run_steps(d: _Demo) -> None:
 
     # 2. verifier and enrolment -------------------------------------------------------------------
     d.begin("enrol")
-    store = open_store(db if db is not None else workdir / "verifier.db")
+    store = d.store
+    provider = SoftwareProvider()
+    kid = issuer_key_id(keys)
+    provider.add_issuer_keys(kid, imk_ac=keys.imk_ac, imk_smi=keys.imk_smi, imk_smc=keys.imk_smc)
+    v = Verifier(store, provider)
+    serial = iter(range(1, 1000))
+
+    def rid() -> str:
+        return f"demo-{secrets.token_hex(6)}-{next(serial)}"
+
+    user = v.add_user(f"demo-{secrets.token_hex(4)}")
+    activation = v.issue_activation_code(user.user_id)
+
+    def identify(pin: str = DEMO_PIN) -> CapResult:
+        return d.reader_run(lambda r: r.identify(pin))
+
+    first = identify()
     try:
-        provider = SoftwareProvider()
-        kid = issuer_key_id(keys)
-        provider.add_issuer_keys(kid, imk_ac=keys.imk_ac, imk_smi=keys.imk_smi, imk_smc=keys.imk_smc)
-        v = Verifier(store, provider)
-        serial = iter(range(1, 1000))
-
-        def rid() -> str:
-            return f"demo-{secrets.token_hex(6)}-{next(serial)}"
-
-        user = v.add_user(f"demo-{secrets.token_hex(4)}")
-        activation = v.issue_activation_code(user.user_id)
-
-        def identify(pin: str = DEMO_PIN) -> CapResult:
-            return d.reader_run(lambda r: r.identify(pin))
-
-        first = identify()
-        try:
-            cred = v.enroll_card(
-                activation.code, profile, issuer_key_id=kid, first_code=first.code, request_id=rid()
-            )
-            observed, detail = "accept", f"credential {cred.credential_id} active at ATC {cred.last_atc}"
-        except InvalidCode:
-            observed, detail = "reject", "the first Identify code did not activate the card"
-        if not d.record(
-            DemoStep(
-                name="enrol",
-                title=f"enrol the card for user {user.user_id} with its first Identify code",
-                expected="accept",
-                observed=observed,
-                detail=detail,
-                code=first.code,
-            )
-        ):
-            return
-        cid = cred.credential_id
-
-        def judge(
-            name: str, title: str, *, expected: str, target: str, code: str, extra: str = ""
-        ) -> bool:
-            try:
-                acc = v.verify(target, code, request_id=rid())
-                observed, detail = "accept", f"accepted at ATC {acc.atc}"
-            except InvalidCode:
-                observed, detail = "reject", "code rejected"
-            if extra:
-                detail = f"{extra}; {detail}"
-            return d.record(
-                DemoStep(
-                    name=name, title=title, expected=expected, observed=observed, detail=detail, code=code
-                )
-            )
-
-        # 3. Identify login
-        d.begin("identify")
-        op = v.issue_operation(cid, mode="identify")
-        login = identify()
-        if not judge(
-            "identify",
-            "log in with an Identify code",
-            expected="accept",
-            target=op.operation_id,
-            code=login.code,
-        ):
-            return
-
-        # 4. Respond
-        d.begin("respond")
-        op = v.issue_operation(cid, mode="respond")
-        challenge = op.challenge
-        res = d.reader_run(lambda r: r.respond(DEMO_PIN, challenge))
-        if not judge(
-            "respond",
-            "answer the bank's challenge (Respond)",
-            expected="accept",
-            target=op.operation_id,
-            code=res.code,
-            extra=f"challenge {challenge}",
-        ):
-            return
-
-        # 5. Sign
-        d.begin("sign")
-        op = v.issue_operation(cid, mode="sign", amount=_AMOUNT, currency=_CURRENCY, payee=_PAYEE)
-        challenge = op.challenge
-        res = d.reader_run(lambda r: r.sign(DEMO_PIN, challenge, _AMOUNT, _CURRENCY))
-        if not judge(
-            "sign",
-            f"sign {_AMOUNT} {_CURRENCY} to {_PAYEE}",
-            expected="accept",
-            target=op.operation_id,
-            code=res.code,
-            extra=f"challenge {challenge}",
-        ):
-            return
-
-        # 6. TDS
-        d.begin("tds")
-        op = v.issue_operation(cid, mode="tds", fields=list(_TDS_FIELDS))
-        res = d.reader_run(lambda r: r.sign_data(DEMO_PIN, _TDS_FIELDS))
-        if not judge(
-            "tds",
-            "sign transaction data (TDS) over several fields",
-            expected="accept",
-            target=op.operation_id,
-            code=res.code,
-            extra="fields " + " ".join(_TDS_FIELDS),
-        ):
-            return
-
-        # 7. Replay
-        d.begin("replay")
-        op = v.issue_operation(cid, mode="identify")
-        if not judge(
-            "replay",
-            "replay the login code of step 3",
-            expected="reject",
-            target=op.operation_id,
-            code=login.code,
-            extra="same code, new login",
-        ):
-            return
-
-        # 8. Another amount
-        d.begin("other-amount")
-        op = v.issue_operation(cid, mode="sign", amount=_AMOUNT, currency=_CURRENCY, payee=_PAYEE)
-        challenge = op.challenge
-        res = d.reader_run(
-            lambda r: r.sign(DEMO_PIN, challenge, _OTHER_AMOUNT, _CURRENCY)
+        cred = v.enroll_card(
+            activation.code, profile, issuer_key_id=kid, first_code=first.code, request_id=rid()
         )
-        if not judge(
-            "other-amount",
-            f"a code signed for {_OTHER_AMOUNT} presented for {_AMOUNT}",
-            expected="reject",
-            target=op.operation_id,
-            code=res.code,
-            extra=f"challenge {challenge}",
-        ):
-            return
-
-        # 9. Three wrong PINs
-        d.begin("wrong-pins")
-        tries: list[str] = []
-        for _ in range(3):
-            try:
-                identify(_WRONG_PIN)
-                tries.append("accepted")
-            except PinError as exc:
-                tries.append(str(exc.tries_left))
-            except PinBlockedError:
-                tries.append("blocked")
-        try:
-            identify()
-            after = "right PIN accepted"
-            observed = "pin-usable"
-        except PinBlockedError:
-            after = "the right PIN is refused: PIN blocked"
-            observed = "pin-blocked" if tries == ["2", "1", "0"] else "unexpected-tries"
-        if not d.record(
-            DemoStep(
-                name="wrong-pins",
-                title="three wrong PINs block the card's PIN",
-                expected="pin-blocked",
-                observed=observed,
-                detail=f"tries left {', '.join(tries)}; {after}",
-            )
-        ):
-            return
-
-        # 10. PIN UNBLOCK issuer script
-        d.begin("pin-unblock")
-        reader_profile = profile_for_aid(profile.aid) or get_reader_profile("mc-cap")
-        cdol1_data = build_cdol_data(profile.cdol1, reader_profile, CapMode.IDENTIFY)
-
-        def issuer_session(transport: Transport) -> tuple[int, str]:
-            send = transport.transmit
-            for cmd in (builders.select(profile.aid), builders.gpo(b"")):
-                resp = send(cmd.to_bytes())
-                if resp[-2:] != b"\x90\x00":
-                    sw = resp[-2:].hex().upper()
-                    raise _StepFailedError("card-error", f"card answered {sw} to INS {cmd.ins:02X}")
-            resp = send(builders.generate_ac(0x80, cdol1_data).to_bytes())
-            if resp[-2:] != b"\x90\x00":
-                raise _StepFailedError("card-error", f"GENERATE AC answered {resp[-2:].hex().upper()}")
-            body = resp[:-2]
-            objs = decode(body)
-            if objs and objs[0].tag == 0x80:
-                atc, arqc = objs[0].value[1:3], objs[0].value[3:11]
-            else:
-                atc_tlv, ac_tlv = find(objs, 0x9F36), find(objs, 0x9F26)
-                if atc_tlv is None or ac_tlv is None:
-                    raise _StepFailedError("card-error", "GENERATE AC without ATC or cryptogram")
-                atc, arqc = atc_tlv.value, ac_tlv.value
-            script = v.build_pin_script(cid, arqc=arqc, atc=atc)
-            answer = send(script)
-            return int.from_bytes(atc, "big"), answer[-2:].hex().upper()
-
-        try:
-            with open_transport(d.card_spec()) as transport:
-                atc, sw = issuer_session(transport)
-            observed = "ok" if sw == "9000" else "script-refused"
-            detail = f"ARQC at ATC {atc}: the verifier's PIN UNBLOCK script answered {sw}"
-        except _StepFailedError as exc:
-            observed, detail = exc.observed, exc.detail
-        if not d.record(
-            DemoStep(
-                name="pin-unblock",
-                title="the issuer sends a PIN UNBLOCK script built from the card's ARQC and ATC",
-                expected="ok",
-                observed=observed,
-                detail=detail,
-            )
-        ):
-            return
-
-        # 11. The PIN works again
-        d.begin("pin-restored")
-        op = v.issue_operation(cid, mode="identify")
-        try:
-            again = identify()
-        except (PinError, PinBlockedError) as exc:
-            d.record(
-                DemoStep(
-                    name="pin-restored",
-                    title="the PIN works again and its code is accepted",
-                    expected="accept",
-                    observed="pin-refused",
-                    detail=str(exc),
-                )
-            )
-            return
-        if not judge(
-            "pin-restored",
-            "the PIN works again and its code is accepted",
+        observed, detail = "accept", f"credential {cred.credential_id} active at ATC {cred.last_atc}"
+    except InvalidCode:
+        observed, detail = "reject", "the first Identify code did not activate the card"
+    if not d.record(
+        DemoStep(
+            name="enrol",
+            title=f"enrol the card for user {user.user_id} with its first Identify code",
             expected="accept",
-            target=op.operation_id,
-            code=again.code,
-        ):
-            return
+            observed=observed,
+            detail=detail,
+            code=first.code,
+        )
+    ):
+        return
+    cid = cred.credential_id
 
-        # 12. Audit chain
-        d.begin("audit")
-        problems = v.check_audit()
+    def judge(
+        name: str, title: str, *, expected: str, target: str, code: str, extra: str = ""
+    ) -> bool:
+        try:
+            acc = v.verify(target, code, request_id=rid())
+            observed, detail = "accept", f"accepted at ATC {acc.atc}"
+        except InvalidCode:
+            observed, detail = "reject", "code rejected"
+        if extra:
+            detail = f"{extra}; {detail}"
+        return d.record(
+            DemoStep(
+                name=name, title=title, expected=expected, observed=observed, detail=detail, code=code
+            )
+        )
+
+    # 3. Identify login
+    d.begin("identify")
+    op = v.issue_operation(cid, mode="identify")
+    login = identify()
+    if not judge(
+        "identify",
+        "log in with an Identify code",
+        expected="accept",
+        target=op.operation_id,
+        code=login.code,
+    ):
+        return
+
+    # 4. Respond
+    d.begin("respond")
+    op = v.issue_operation(cid, mode="respond")
+    challenge = op.challenge
+    res = d.reader_run(lambda r: r.respond(DEMO_PIN, challenge))
+    if not judge(
+        "respond",
+        "answer the bank's challenge (Respond)",
+        expected="accept",
+        target=op.operation_id,
+        code=res.code,
+        extra=f"challenge {challenge}",
+    ):
+        return
+
+    # 5. Sign
+    d.begin("sign")
+    op = v.issue_operation(cid, mode="sign", amount=_AMOUNT, currency=_CURRENCY, payee=_PAYEE)
+    challenge = op.challenge
+    res = d.reader_run(lambda r: r.sign(DEMO_PIN, challenge, _AMOUNT, _CURRENCY))
+    if not judge(
+        "sign",
+        f"sign {_AMOUNT} {_CURRENCY} to {_PAYEE}",
+        expected="accept",
+        target=op.operation_id,
+        code=res.code,
+        extra=f"challenge {challenge}",
+    ):
+        return
+
+    # 6. TDS
+    d.begin("tds")
+    op = v.issue_operation(cid, mode="tds", fields=list(_TDS_FIELDS))
+    res = d.reader_run(lambda r: r.sign_data(DEMO_PIN, _TDS_FIELDS))
+    if not judge(
+        "tds",
+        "sign transaction data (TDS) over several fields",
+        expected="accept",
+        target=op.operation_id,
+        code=res.code,
+        extra="fields " + " ".join(_TDS_FIELDS),
+    ):
+        return
+
+    # 7. Replay
+    d.begin("replay")
+    op = v.issue_operation(cid, mode="identify")
+    if not judge(
+        "replay",
+        "replay the login code of step 3",
+        expected="reject",
+        target=op.operation_id,
+        code=login.code,
+        extra="same code, new login",
+    ):
+        return
+
+    # 8. Another amount
+    d.begin("other-amount")
+    op = v.issue_operation(cid, mode="sign", amount=_AMOUNT, currency=_CURRENCY, payee=_PAYEE)
+    challenge = op.challenge
+    res = d.reader_run(
+        lambda r: r.sign(DEMO_PIN, challenge, _OTHER_AMOUNT, _CURRENCY)
+    )
+    if not judge(
+        "other-amount",
+        f"a code signed for {_OTHER_AMOUNT} presented for {_AMOUNT}",
+        expected="reject",
+        target=op.operation_id,
+        code=res.code,
+        extra=f"challenge {challenge}",
+    ):
+        return
+
+    # 9. Three wrong PINs
+    d.begin("wrong-pins")
+    tries: list[str] = []
+    for _ in range(3):
+        try:
+            identify(_WRONG_PIN)
+            tries.append("accepted")
+        except PinError as exc:
+            tries.append(str(exc.tries_left))
+        except PinBlockedError:
+            tries.append("blocked")
+    try:
+        identify()
+        after = "right PIN accepted"
+        observed = "pin-usable"
+    except PinBlockedError:
+        after = "the right PIN is refused: PIN blocked"
+        observed = "pin-blocked" if tries == ["2", "1", "0"] else "unexpected-tries"
+    if not d.record(
+        DemoStep(
+            name="wrong-pins",
+            title="three wrong PINs block the card's PIN",
+            expected="pin-blocked",
+            observed=observed,
+            detail=f"tries left {', '.join(tries)}; {after}",
+        )
+    ):
+        return
+
+    # 10. PIN UNBLOCK issuer script
+    d.begin("pin-unblock")
+    reader_profile = profile_for_aid(profile.aid) or get_reader_profile("mc-cap")
+    cdol1_data = build_cdol_data(profile.cdol1, reader_profile, CapMode.IDENTIFY)
+
+    def issuer_session(transport: Transport) -> tuple[int, str]:
+        send = transport.transmit
+        for cmd in (builders.select(profile.aid), builders.gpo(b"")):
+            resp = send(cmd.to_bytes())
+            if resp[-2:] != b"\x90\x00":
+                sw = resp[-2:].hex().upper()
+                raise _StepFailedError("card-error", f"card answered {sw} to INS {cmd.ins:02X}")
+        resp = send(builders.generate_ac(0x80, cdol1_data).to_bytes())
+        if resp[-2:] != b"\x90\x00":
+            raise _StepFailedError("card-error", f"GENERATE AC answered {resp[-2:].hex().upper()}")
+        body = resp[:-2]
+        objs = decode(body)
+        if objs and objs[0].tag == 0x80:
+            atc, arqc = objs[0].value[1:3], objs[0].value[3:11]
+        else:
+            atc_tlv, ac_tlv = find(objs, 0x9F36), find(objs, 0x9F26)
+            if atc_tlv is None or ac_tlv is None:
+                raise _StepFailedError("card-error", "GENERATE AC without ATC or cryptogram")
+            atc, arqc = atc_tlv.value, ac_tlv.value
+        script = v.build_pin_script(cid, arqc=arqc, atc=atc)
+        answer = send(script)
+        return int.from_bytes(atc, "big"), answer[-2:].hex().upper()
+
+    try:
+        with open_transport(d.card_spec()) as transport:
+            atc, sw = issuer_session(transport)
+        observed = "ok" if sw == "9000" else "script-refused"
+        detail = f"ARQC at ATC {atc}: the verifier's PIN UNBLOCK script answered {sw}"
+    except _StepFailedError as exc:
+        observed, detail = exc.observed, exc.detail
+    if not d.record(
+        DemoStep(
+            name="pin-unblock",
+            title="the issuer sends a PIN UNBLOCK script built from the card's ARQC and ATC",
+            expected="ok",
+            observed=observed,
+            detail=detail,
+        )
+    ):
+        return
+
+    # 11. The PIN works again
+    d.begin("pin-restored")
+    op = v.issue_operation(cid, mode="identify")
+    try:
+        again = identify()
+    except (PinError, PinBlockedError) as exc:
         d.record(
             DemoStep(
-                name="audit",
-                title="the verifier's hash-chained audit is intact",
-                expected="intact",
-                observed="intact" if not problems else "broken",
-                detail=f"{sum(1 for _ in store.audit_records())} records"
-                + ("" if not problems else f", {len(problems)} problems"),
+                name="pin-restored",
+                title="the PIN works again and its code is accepted",
+                expected="accept",
+                observed="pin-refused",
+                detail=str(exc),
             )
         )
         return
-    finally:
-        store.close()
+    if not judge(
+        "pin-restored",
+        "the PIN works again and its code is accepted",
+        expected="accept",
+        target=op.operation_id,
+        code=again.code,
+    ):
+        return
+
+    # 12. Audit chain
+    d.begin("audit")
+    problems = v.check_audit()
+    d.record(
+        DemoStep(
+            name="audit",
+            title="the verifier's hash-chained audit is intact",
+            expected="intact",
+            observed="intact" if not problems else "broken",
+            detail=f"{sum(1 for _ in store.audit_records())} records"
+            + ("" if not problems else f", {len(problems)} problems"),
+        )
+    )
 
 
 @click.command("demo")

@@ -160,3 +160,15 @@ def test_demo_on_postgresql(tmp_path: Path, pg_cluster: PgCluster) -> None:
         assert [s["name"] for s in _steps(run.stdout)] == STEPS
     finally:
         pg_cluster.drop_database(name)
+
+
+def test_demo_store_errors_are_not_step_failures(tmp_path: Path) -> None:
+    cli = Cli(tmp_path / "home")
+    run = cli("demo", "--db", "mysql://bank@db/capsim", "--json")
+    assert run.exit_code == ExitCode.INVALID_INPUT
+    assert "unsupported scheme 'mysql'" in run.stderr
+    assert run.stdout == ""
+    # an in-process store is fine for a one-process demo
+    run = cli("demo", "--db", "memory:", "--json")
+    assert run.exit_code == 0, run.stderr
+    assert [s["name"] for s in _steps(run.stdout)] == STEPS
