@@ -204,3 +204,27 @@ def test_cryptography_fast_contexts_match_public_api(key: bytes, data: bytes, iv
     assert fast.retail_mac(key, data) == public.retail_mac(key, data)
     assert fast.cbc_encrypt(key, data, iv) == public.cbc_encrypt(key, data, iv)
     assert fast.cbc_encrypt(key[:8], data, iv) == public.cbc_encrypt(key[:8], data, iv)
+
+
+def test_des_is_imported_only_by_the_des_module() -> None:
+    """emv-crypto.md §2 "One import site": no other capsim module reaches for a DES implementation."""
+    import re
+    from pathlib import Path
+
+    import capsim
+
+    pattern = re.compile(
+        r"^\s*(from\s+(Crypto|Cryptodome)\.Cipher\s+import\s+.*\bDES3?\b"
+        r"|import\s+(Crypto|Cryptodome)\.Cipher\.DES3?\b"
+        r"|from\s+cryptography\.hazmat\.(decrepit|primitives)\.ciphers\.algorithms\s+import\s+.*\bTripleDES\b"
+        r"|.*\bdecrepit\b)",
+        re.MULTILINE,
+    )
+    root = Path(capsim.__file__).parent
+    offenders = [
+        str(path.relative_to(root))
+        for path in sorted(root.rglob("*.py"))
+        if path.name != "_des.py" and pattern.search(path.read_text(encoding="utf-8"))
+    ]
+    assert offenders == []
+    assert pattern.search((root / "_des.py").read_text(encoding="utf-8"))
