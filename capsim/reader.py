@@ -964,7 +964,21 @@ class CapReader:
     def run(
         self, session: CapSession, *, on_exchange: Callable[[bytes, bytes], None] | None = None
     ) -> CapResult:
-        """Drive ``session`` to its end over the transport and return its result."""
+        """Drive ``session`` to its end over the transport and return its result.
+
+        Parameters
+        ----------
+        session:
+            A fresh :class:`CapSession` (its inputs are already validated).
+        on_exchange:
+            Called with ``(command, response)`` raw bytes after every exchange (unredacted:
+            do not log them as they are).
+
+        Raises
+        ------
+        CapsimError
+            Whatever the session or the transport raises; the session is then in ERROR.
+        """
         command = session.next_command()
         while command is not None:
             try:
