@@ -275,3 +275,16 @@ def test_scripted_card_helper_counts() -> None:
         CapReader(card, "mc-cap").identify("1234")
     # mc-cap's AID, then the PSE
     assert [c[5:-1] for c in card.sent] == [unhex("A0000000048002"), b"1PAY.SYS.DDF01"]
+
+
+def test_on_exchange_sees_every_raw_exchange() -> None:
+    seen: list[tuple[bytes, bytes]] = []
+    with ReplayTransport(VECTORS / "transcripts/natwest-fc09.txt") as card:
+        reader = CapReader(card, "mc-cap")
+        from capsim.reader import CapSession
+
+        session = CapSession("respond", pin="1234", challenge="12345678", profile="mc-cap")
+        result = reader.run(session, on_exchange=lambda c, r: seen.append((c, r)))
+    assert len(seen) == len(result.transcript) == 7  # 5 recorded + synthesized GET DATA and VERIFY
+    assert seen[4][0] == unhex("0020008008241234FFFFFFFFFF")  # raw: the PIN block is not redacted here
+    assert result.transcript[4][0] == unhex("0020008008FFFFFFFFFFFFFFFF")
