@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from capsim.cap import CapMode
-from capsim.errors import RemoteProtocolError, StateFileError
+from capsim.errors import RemoteProtocolError, StateFileError, StatusWordError
 from capsim.reader import CapReader, CapResult
 from capsim.tlv import parse_dol
 from capsim.transports import TracingTransport, open_transport
@@ -271,7 +271,7 @@ def test_replay_spec_string() -> None:
 
 def test_scripted_card_helper_counts() -> None:
     card = ScriptedCard(lambda apdu: b"\x6a\x82")
-    with card, pytest.raises(Exception, match="no CAP application"):
+    with card, pytest.raises(StatusWordError, match="no CAP application"):
         CapReader(card, "mc-cap").identify("1234")
     # mc-cap's AID, then the PSE
     assert [c[5:-1] for c in card.sent] == [unhex("A0000000048002"), b"1PAY.SYS.DDF01"]
