@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import stat
+import time
 from pathlib import Path
 
 import pytest
@@ -170,3 +171,30 @@ def test_write_failure_mid_session_answers_6581(tmp_path: Path) -> None:
             assert card.state.ptc == 3
         finally:
             os.chmod(tmp_path, 0o700)
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="needs os.fork (POSIX)")
+def test_lock_serialises_processes(tmp_path: Path) -> None:
+    path = tmp_path / "card.json"
+    _new(path).close()
+    rfd, wfd = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # pragma: no cover - child: hold the card for a while, then exit
+        try:
+            card = load_card(path)
+            start(card)  # ATC 1, written by the child
+            os.write(wfd, b"x")
+            time.sleep(0.6)
+            card.close()
+        finally:
+            os._exit(0)
+    os.close(wfd)
+    assert os.read(rfd, 1) == b"x"
+    os.close(rfd)
+    began = time.monotonic()
+    with pytest.raises(StateFileError, match="in use"):
+        load_card(path, timeout=0.1)
+    with load_card(path, timeout=5.0) as card:  # waits for the child to let go
+        assert time.monotonic() - began > 0.3
+        assert card.state.atc == 1
+    os.waitpid(pid, 0)
