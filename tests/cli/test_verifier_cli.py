@@ -518,3 +518,23 @@ def test_any_typed_code_gets_one_of_two_fixed_answers_and_is_never_echoed(
         )
         assert world.credential(cid) == before
         assert run.stdout == ""
+
+
+def test_a_busy_database_is_a_temporary_failure_that_counts_nothing(world: World) -> None:
+    """Exit 11 when the store cannot decide (V22, V25); the same code verifies afterwards."""
+    cid = world.enroll()
+    op = world.operation(cid, "identify")
+    code = world.code("identify")
+    before = world.credential(cid)
+    holder = sqlite3.connect(world.db, isolation_level=None)
+    try:
+        holder.execute("BEGIN IMMEDIATE")  # another process holds the write lock
+        run = world.verify(op["operation_id"], code)
+        assert run.exit_code == ExitCode.TEMPORARY_FAILURE == 11
+        assert run.stderr.startswith("capsim: error: ")
+        assert code not in run.output
+    finally:
+        holder.execute("ROLLBACK")
+        holder.close()
+    assert world.credential(cid) == before
+    assert world.verify(op["operation_id"], code).exit_code == 0
