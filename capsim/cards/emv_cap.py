@@ -50,7 +50,7 @@ from capsim.cards.scripts import (
     split_and_verify,
 )
 from capsim.cards.state import CardState, Lifecycle
-from capsim.crypto import cvn_spec, generate_ac, generate_arpc
+from capsim.crypto import AcCalculator, cvn_spec, generate_arpc
 from capsim.errors import ValidationError
 from capsim.tlv import encode, parse_dol
 
@@ -167,6 +167,7 @@ class EmvCapCard:
         self._arc_pos = _dol_offset(profile.cdol2, 0x8A)
         self._iad91_pos = _dol_offset(profile.cdol2, 0x91)
         self._arpc_method = cvn_spec(profile.cvn).arpc_method
+        self._ac_calc = AcCalculator(profile.cvn, profile.mk_ac)  # same result as generate_ac
         self._dispatcher = Dispatcher(self._routes(), phase=lambda: self._phase)
         self._powered = True
         self._clear_volatile()
@@ -385,10 +386,7 @@ class EmvCapCard:
         return self._second_gac(cmd, requested)
 
     def _cryptogram(self, data: bytes, iad: bytes) -> bytes:
-        p = self._profile
-        return generate_ac(
-            p.cvn, p.mk_ac, cdol1_data=data, aip=p.aip, atc=self._atc_bytes, iad=iad, un=self._un
-        )
+        return self._ac_calc.generate(data, self._profile.aip, self._atc_bytes, iad, un=self._un)
 
     def _respond(self, ac_type: AcType, ac: bytes, iad: bytes) -> bytes:
         cid = int(ac_type)
