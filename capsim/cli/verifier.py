@@ -685,7 +685,7 @@ def operation_new_command(
 # -- credentials -------------------------------------------------------------------------------------
 @verifier.group("credential")
 def credential_group() -> None:
-    """Credentials (enrolled cards): list, suspend, resume, unlock, revoke."""
+    """Credentials (enrolled cards): list, activate, suspend, resume, unlock, revoke."""
 
 
 @credential_group.command("list")
@@ -735,6 +735,48 @@ def _lifecycle_command(name: str, doc: str) -> None:
                 action = {"suspend": v.suspend, "resume": v.resume, "revoke": v.revoke}[name]
                 cred = action(credential_id, acting_user=acting_user, reason=reason)
             _emit(as_json, _credential_view(cred), [f"credential {cred.credential_id}: {cred.state.value}"])
+
+
+@credential_group.command("activate")
+@click.argument("credential_id", metavar="CREDENTIAL")
+@click.option(
+    "--code",
+    "code",
+    metavar="CODE",
+    help="A valid Identify code of the card ('-' for stdin); without it, an administrator act.",
+)
+@click.option("--request-id", help="Idempotency key [random].")
+@_AS_OPTION
+@_db_options
+@handle_errors
+def credential_activate_command(
+    *,
+    credential_id: str,
+    code: str | None,
+    request_id: str | None,
+    acting_user: str | None,
+    db: str | None,
+    as_json: bool,
+) -> None:
+    """Activate a pending CREDENTIAL (pending -> active) with its first code or by an admin act."""
+    if code == "-":
+        code = _read_line_from_stdin("--code")
+    with open_session(db, keys=code is not None) as session:
+        v = session.verifier
+        if code is None:
+            cred = v.admin_activate(credential_id, acting_user=acting_user)
+        else:
+            try:
+                v.activate(credential_id, code, request_id=_request_id(request_id))
+            except InvalidCode:
+                if as_json:
+                    click.echo(json.dumps({"activated": False, "error": _REJECTED}))
+                raise
+            found = v.get_credential(credential_id)
+            if found is None:  # pragma: no cover - activate accepted it
+                raise ValidationError(f"credential_id: no credential {credential_id!r}")
+            cred = found
+        _emit(as_json, _credential_view(cred), [f"credential {cred.credential_id}: {cred.state.value}"])
 
 
 _lifecycle_command("suspend", "Suspend CREDENTIAL (active -> suspended; codes are refused).")

@@ -210,6 +210,30 @@ def test_enroll_without_code_is_pending_and_reads_codes_from_stdin(world: World)
     run = world.v("operation", "new", cid, "--mode", "identify")
     assert run.exit_code == ExitCode.INVALID_INPUT
     assert "no active credential" in run.stderr
+    # pending -> active: a wrong code is the uniform reject, the card's code activates it
+    run = world.v("credential", "activate", cid, "--code", "12345678", "--json")
+    assert run.exit_code == ExitCode.REJECTED
+    assert run.stderr == REJECT_LINE
+    assert run.json() == {"activated": False, "error": "code rejected"}
+    assert world.credential(cid)["state"] == "pending"
+    code = world.code("identify")
+    run = world.v("credential", "activate", cid, "--code", "-", "--json", stdin=code + "\n")
+    assert run.exit_code == 0, run.stderr
+    assert run.json()["state"] == "active"
+    assert code not in run.output
+    assert world.verify(cid, world.code("identify")).exit_code == 0
+
+
+def test_admin_activation_of_a_pending_credential(tmp_path: Path) -> None:
+    world = make_world(tmp_path)
+    assert world.v("user", "add", "bob", "--as", "alice").exit_code == 0
+    act = world.activation("bob")
+    run = world.v("enroll", "--activation-code", act, "--card", str(world.card), "--json")
+    cid = run.json()["credential_id"]
+    run = world.v("credential", "activate", cid, "--as", "bob")  # bob is no administrator
+    assert run.exit_code == ExitCode.INVALID_INPUT
+    assert world.v("credential", "activate", cid, "--as", "alice", "--json").json()["state"] == "active"
+    assert world.verify(cid, world.code("identify")).exit_code == 0
 
 
 def test_enroll_refuses_a_card_of_unregistered_issuer_keys(tmp_path: Path) -> None:
