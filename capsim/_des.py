@@ -144,7 +144,7 @@ class _CryptographyBackend:
             ecb_ok = make(self._tdes(key), self._ecb_mode).update(plain[:8]).hex() == "3fa40e8a984d4815"
             cbc = make(self._tdes(key), self._cbc(bytes.fromhex("1234567890ABCDEF"))).update(plain)
             cbc_ok = cbc.hex() == "e5c7cdde872bf27c43e934008c389c0f683788499a7c05f6"
-        except (ImportError, AttributeError, TypeError, ValueError):  # pragma: no cover - other versions
+        except Exception:  # pragma: no cover - any surprise from another cryptography version: public API
             return
         if ecb_ok and cbc_ok:
             self._new_encryptor = make
