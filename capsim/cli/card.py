@@ -84,7 +84,7 @@ def card() -> None:
     help="Built-in card profile.",
 )
 @click.option("--pan", help="Card PAN (12-19 digits); default: a random Luhn-valid test PAN.")
-@click.option("--psn", default="00", show_default=True, help="PAN sequence number (2 digits).")
+@click.option("--psn", help="PAN sequence number (2 digits); default: the profile's (00, rabobank 08).")
 @click.option("--pin-stdin", is_flag=True, help="Read the PIN from one line of standard input.")
 @click.option(
     "--issuer-keys",
@@ -100,7 +100,7 @@ def new_command(
     path: Path,
     profile_name: str,
     pan: str | None,
-    psn: str,
+    psn: str | None,
     pin_stdin: bool,
     issuer_keys: Path | None,
     cvn: str | None,
@@ -123,13 +123,14 @@ def new_command(
     if cvn is not None:
         overrides["cvn"] = _CVN_NAMES[cvn]
     card_pan = pan if pan is not None else random_test_pan(template)
+    card_psn = psn if psn is not None else template.psn
     if keys_path is not None:
         save_issuer_keys(keys_path, keys)
     try:
         created = new_card(
             template,
             pan=card_pan,
-            psn=psn,
+            psn=card_psn,
             pin=pin,
             imk_ac=keys.imk_ac,
             imk_smi=keys.imk_smi,

@@ -123,3 +123,10 @@ def test_profiles_lists_every_builtin() -> None:
     assert code == 0
     names = [line.split()[0] for line in out.splitlines()]
     assert names == ["barclays", "natwest", "rabobank", "secur-acces", "visa-dpa"]
+
+
+def test_new_psn_defaults_to_the_profile(tmp_path: Path) -> None:
+    assert _run("card", "new", str(tmp_path / "r.json"), "--profile", "rabobank")[0] == 0
+    assert read_card_file(tmp_path / "r.json")[0].psn == "08"
+    assert _run("card", "new", str(tmp_path / "s.json"))[0] == 0
+    assert read_card_file(tmp_path / "s.json")[0].psn == "00"
