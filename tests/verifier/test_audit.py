@@ -14,7 +14,7 @@ from capsim.errors import InvalidCode, TemporaryFailure, ValidationError
 from capsim.verifier.audit import AuditEntry, AuditRecord, check_chain, seal
 from capsim.verifier.provider import CardKeys, CryptogramProvider, SecretKey, SoftwareProvider
 from capsim.verifier.service import Verifier
-from tests.verifier.conftest import IMK_AC, IMK_SMC, IMK_SMI, PAN, PIN, Clock, StoreFactory, make_bench
+from tests.verifier.conftest import IMK_AC, IMK_SMC, IMK_SMI, PAN, Clock, StoreFactory, make_bench
 from tests.verifier.helpers import MODES, new_op, run_mode
 
 
@@ -111,7 +111,7 @@ def test_v38_no_code_pan_key_or_pin_in_any_output(
     with pytest.raises(ValidationError) as bad:
         b.verifier.verify(b.cid, "1234567x", request_id=b.rid())
     texts.append(str(bad.value))
-    script = b.verifier.build_pin_script(b.cid, arqc=bytes(8), atc=5, new_pin="8642")
+    script = b.verifier.build_pin_script(b.cid, arqc=bytes(8), atc=5, new_pin="864297531246")
     assert script
     texts += [rec.message for rec in caplog.records]
     texts += [str(r) for r in _audit(b)]
@@ -122,7 +122,7 @@ def test_v38_no_code_pan_key_or_pin_in_any_output(
 
     texts += [canonical_bytes(r.entry, seq=r.seq, at=r.at).decode() for r in _audit(b)]
     blob = "\n".join(texts)
-    for secret in [*submitted, PAN, IMK_AC.hex(), IMK_AC.hex().upper(), "8642", PIN]:
+    for secret in [*submitted, PAN, IMK_AC.hex(), IMK_AC.hex().upper(), "864297531246"]:
         assert secret not in blob, secret
 
 
