@@ -57,6 +57,7 @@ __all__ = [
     "KEYRING_SETTING",
     "KeyringEntry",
     "VerifierSession",
+    "card_issuer_key",
     "default_db",
     "issuer_key_id",
     "open_session",
@@ -252,6 +253,20 @@ def register_issuer_keys(session: VerifierSession, path: Path) -> KeyringEntry:
             )
         )
     return entry
+
+
+def card_issuer_key(session: VerifierSession, card_path: Path) -> tuple[Any, str]:
+    """A card file's profile and the registered issuer key id that matches its IMK-AC check value."""
+    from capsim.storage import read_card_file
+
+    profile, _state = read_card_file(card_path)
+    kid = "iss-" + profile.kcv_imk_ac.hex().upper()
+    if kid not in session.keyring:
+        raise ConfigError(
+            f"--card: the card's issuer keys ({kid}) are not registered; "
+            "run 'capsim verifier init --issuer-keys FILE' with its issuer-keys file"
+        )
+    return profile, kid
 
 
 # ------------------------------------------------------------------------------------------------
@@ -582,20 +597,12 @@ def enroll_command(
     as_json: bool,
 ) -> None:
     """Bind a card to the user of an activation code (its first Identify code activates it)."""
-    from capsim.storage import read_card_file
-
     if activation == "-":
         activation = _read_line_from_stdin("--activation-code")
     if first_code == "-":
         first_code = _read_line_from_stdin("--code")
-    profile, _state = read_card_file(card_path)
-    kid = "iss-" + profile.kcv_imk_ac.hex().upper()
     with open_session(db, keys=True) as session:
-        if kid not in session.keyring:
-            raise ConfigError(
-                f"--card: the card's issuer keys ({kid}) are not registered; "
-                "run 'capsim verifier init --issuer-keys FILE' with its issuer-keys file"
-            )
+        profile, kid = card_issuer_key(session, card_path)
         try:
             cred = session.verifier.enroll_card(
                 activation,
@@ -685,7 +692,7 @@ def operation_new_command(
 # -- credentials -------------------------------------------------------------------------------------
 @verifier.group("credential")
 def credential_group() -> None:
-    """Credentials (enrolled cards): list, activate, suspend, resume, unlock, revoke."""
+    """Credentials (enrolled cards): list, activate, suspend, resume, unlock, revoke, lost, replace."""
 
 
 @credential_group.command("list")
@@ -777,6 +784,110 @@ def credential_activate_command(
                 raise ValidationError(f"credential_id: no credential {credential_id!r}")
             cred = found
         _emit(as_json, _credential_view(cred), [f"credential {cred.credential_id}: {cred.state.value}"])
+
+
+def _replacement(
+    session: VerifierSession, card_path: Path, reader_profile: str | None
+) -> dict[str, Any]:
+    from capsim.verifier.service import credential_profile_from_card
+
+    profile, kid = card_issuer_key(session, card_path)
+    return {
+        "pan": profile.pan,
+        "psn": profile.psn,
+        "issuer_key_id": kid,
+        "derivation": str(profile.key_derivation.value),
+        "profile": credential_profile_from_card(profile, reader_profile=reader_profile),
+    }
+
+
+@credential_group.command("replace")
+@click.argument("credential_id", metavar="CREDENTIAL")
+@click.option(
+    "--card",
+    "card_path",
+    required=True,
+    type=click.Path(dir_okay=False, exists=True, path_type=Path),
+    help="The new card's file (PAN, PSN and profile are read from it).",
+)
+@click.option("--reader-profile", help="Reader profile of the issuer [chosen by the card's AID].")
+@_AS_OPTION
+@_db_options
+@handle_errors
+def credential_replace_command(
+    *,
+    credential_id: str,
+    card_path: Path,
+    reader_profile: str | None,
+    acting_user: str | None,
+    db: str | None,
+    as_json: bool,
+) -> None:
+    """Reissue: CREDENTIAL becomes 'replaced' and the new card's credential is created 'pending'
+    (activate it with its first code), in one transaction."""
+    with open_session(db, keys=True) as session:
+        new = session.verifier.replace(
+            credential_id, acting_user=acting_user, **_replacement(session, card_path, reader_profile)
+        )
+        _emit(
+            as_json,
+            _credential_view(new),
+            [f"credential {credential_id}: replaced by {new.credential_id} (card ****{new.pan_last4} "
+             f"PSN {new.psn}, {new.state.value})"],
+        )
+
+
+@credential_group.command("lost")
+@click.argument("credential_id", metavar="CREDENTIAL")
+@click.option(
+    "--replacement-card",
+    "card_path",
+    type=click.Path(dir_okay=False, exists=True, path_type=Path),
+    help="Also create the replacement card's credential ('pending'), in the same transaction.",
+)
+@click.option("--reader-profile", help="Reader profile of the issuer [chosen by the card's AID].")
+@_AS_OPTION
+@_db_options
+@handle_errors
+def credential_lost_command(
+    *,
+    credential_id: str,
+    card_path: Path | None,
+    reader_profile: str | None,
+    acting_user: str | None,
+    db: str | None,
+    as_json: bool,
+) -> None:
+    """Report CREDENTIAL's card lost: its codes are refused from now on (verifier.md V33)."""
+    with open_session(db, keys=card_path is not None) as session:
+        v = session.verifier
+        if card_path is None:
+            v.report_lost(credential_id, acting_user=acting_user)
+            old = v.get_credential(credential_id)
+            state = "lost" if old is None else str(old.state.value)
+            _emit(
+                as_json,
+                {"credential_id": credential_id, "state": state, "replacement": None},
+                [f"credential {credential_id}: {state}"],
+            )
+            return
+        r = _replacement(session, card_path, reader_profile)
+        new = v.report_lost(
+            credential_id,
+            replacement_pan=r["pan"],
+            replacement_psn=r["psn"],
+            issuer_key_id=r["issuer_key_id"],
+            derivation=r["derivation"],
+            profile=r["profile"],
+            acting_user=acting_user,
+        )
+        if new is None:  # pragma: no cover - a replacement was requested
+            raise ValidationError("--replacement-card: no replacement was created")
+        _emit(
+            as_json,
+            {"credential_id": credential_id, "state": "replaced", "replacement": _credential_view(new)},
+            [f"credential {credential_id}: lost, replaced by {new.credential_id} ({new.state.value})"],
+        )
 
 
 _lifecycle_command("suspend", "Suspend CREDENTIAL (active -> suspended; codes are refused).")

@@ -562,3 +562,48 @@ def test_a_busy_database_is_a_temporary_failure_that_counts_nothing(world: World
         holder.close()
     assert world.credential(cid) == before
     assert world.verify(op["operation_id"], code).exit_code == 0
+
+
+def test_replace_and_lost_cards(world: World) -> None:
+    """V33 at the command line: the old card's codes are refused, the new card activates."""
+    cid = world.enroll()
+    profile, _ = read_card_file(world.card)
+    new_card = world.tmp / "card2.json"
+    world.cli.ok(
+        "card", "new", str(new_card), "--pan", profile.pan, "--psn", "01", "--issuer-keys", str(world.keys)
+    )
+    old_code = world.code("identify")
+    run = world.v("credential", "replace", cid, "--card", str(new_card), "--json")
+    assert run.exit_code == 0, run.stderr
+    new = run.json()
+    assert (new["state"], new["psn"], new["replaces"]) == ("pending", "01", cid)
+    assert world.credential(cid)["state"] == "replaced"
+    _assert_uniform_reject(world.verify(cid, old_code), code=old_code)
+    first = world.cli.ok(
+        "code", "identify", "--reader", f"file:{new_card}", "--pin-stdin", "--json", stdin=PIN + "\n"
+    ).json()["code"]
+    run = world.v("credential", "activate", new["credential_id"], "--code", first, "--json")
+    assert run.exit_code == 0, run.stderr
+    assert run.json()["state"] == "active"
+
+    # lost, with a replacement created in the same step
+    third = world.tmp / "card3.json"
+    world.cli.ok(
+        "card", "new", str(third), "--pan", profile.pan, "--psn", "02", "--issuer-keys", str(world.keys)
+    )
+    run = world.v("credential", "lost", new["credential_id"], "--replacement-card", str(third), "--json")
+    assert run.exit_code == 0, run.stderr
+    doc = run.json()
+    assert doc["replacement"]["state"] == "pending"
+    assert doc["replacement"]["psn"] == "02"
+    # lost without a replacement: its codes are refused from then on
+    third_id = doc["replacement"]["credential_id"]
+    assert world.v("credential", "activate", third_id, "--as", "alice").exit_code == 0
+    run = world.v("credential", "lost", third_id, "--json")
+    assert run.exit_code == 0, run.stderr
+    assert run.json() == {"credential_id": third_id, "replacement": None, "state": "lost"}
+    code3 = world.cli.ok(
+        "code", "identify", "--reader", f"file:{third}", "--pin-stdin", "--json", stdin=PIN + "\n"
+    ).json()["code"]
+    _assert_uniform_reject(world.verify(third_id, code3), code=code3)
+    assert all(profile.pan not in r.output for r in world.cli.runs)  # V38: never a full PAN
