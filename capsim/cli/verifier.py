@@ -232,7 +232,9 @@ def register_issuer_keys(session: VerifierSession, path: Path) -> KeyringEntry:
     with session.store.transaction() as tx:
         current = _parse_keyring(tx.get_setting(KEYRING_SETTING) or "{}")
         old = current.get(kid)
-        if old is not None and old.path != entry.path:
+        if old == entry:
+            return entry  # already registered: nothing to write
+        if old is not None:
             try:
                 same = _same_keys(load_issuer_keys(old.path), keys)
             except StateFileError:

@@ -342,8 +342,9 @@ def test_init_is_idempotent_and_stores_no_key_material(world: World) -> None:
     assert [e["key_id"] for e in doc["issuer_keys"]] == [kid]
     assert doc["issuer_keys"][0]["path"] == str(world.keys.resolve())
     assert doc["policy"]["max_fail"] == 5
+    audit = world.v("audit", "--json").json()["records"]
+    assert [r["event"] for r in audit].count("issuer-keys") == 1  # a repeated init writes nothing
     world.enroll()
-    world.v("audit")
     raw = b"".join(p.read_bytes() for p in world.tmp.glob("verifier.db*"))
     for key in (keys.imk_ac, keys.imk_smi, keys.imk_smc):
         assert key not in raw
