@@ -5,8 +5,8 @@ Install with ``pip install capsim[postgres]``.
 Theory of operation
 -------------------
 1. **One READ COMMITTED transaction per request.** :meth:`PostgresStore.transaction` sends
-   ``BEGIN ISOLATION LEVEL READ COMMITTED`` and, in the same round trip as reading the
-   database clock, ``set_config('lock_timeout', …, true)`` (the ``SET LOCAL`` form: it ends
+   ``BEGIN ISOLATION LEVEL READ COMMITTED`` and, in the same round trip, reads the database
+   clock and sets ``set_config('lock_timeout', …, true)`` (the ``SET LOCAL`` form: it ends
    with the transaction). :meth:`StoreTransaction.now` is that transaction's ``now()``.
 2. **Parent row first.** The service locks the credential row with ``SELECT … FOR UPDATE``
    (:meth:`lock_credential`) before anything else of that credential; operation rows are never
@@ -20,7 +20,8 @@ Theory of operation
    back and rejects when a write that must touch one row touches none (§5 step 4).
 4. **Audit chain.** The chain tip lives in the single row ``cap_audit_head``; an appender
    locks it ``FOR UPDATE`` as the *last* lock of its transaction, so audit appends are
-   serialised only for the short time up to COMMIT and never take part in a lock cycle.
+   serialised only for the short time up to COMMIT and never take part in a lock cycle. The
+   record and the new tip are written by one statement (a data-modifying CTE).
 5. **Errors.** SQLSTATE 55P03 (lock not granted within ``lock_timeout``), 40P01, 40001, a
    lost connection or any other server or driver error raises
    :class:`~capsim.errors.TemporaryFailure` after the transaction is rolled back; a
@@ -120,10 +121,12 @@ class _PgTransaction(SqlTransactionBase):
             raise TemporaryFailure("audit chain head row is missing")
         return int(row[0]), bytes(row[1])
 
-    def _audit_set_tip(self, record: AuditRecord) -> None:
+    def _insert_audit(self, record: AuditRecord, sql: str, params: Sequence[Any]) -> None:
+        # one round trip: the record and the chain tip it becomes (the tip row is locked above)
         n = self._count(
-            "UPDATE cap_audit_head SET seq = ?, record_hash = ? WHERE id = 1 AND seq = ?",
-            (record.seq, record.record_hash, record.seq - 1),
+            f"WITH ins AS ({sql}) UPDATE cap_audit_head"  # noqa: S608 - sql is the constant INSERT
+            " SET seq = ?, record_hash = ? WHERE id = 1 AND seq = ?",
+            (*params, record.seq, record.record_hash, record.seq - 1),
         )
         if n != 1:  # pragma: no cover - the tip row is locked by this transaction
             raise TemporaryFailure("audit chain head moved under its lock")
@@ -264,6 +267,8 @@ class PostgresStore:
             if hook is not None:
                 hook("before", sql, conn)
             cur = conn.execute(sql.encode(), tuple(params) if params else None)
+            while cur.description is None and cur.nextset():
+                pass  # a multi-statement string: the rows are in its last result
             rows = cur.fetchall() if cur.description is not None else []
             count = cur.rowcount
             if hook is not None:
@@ -284,8 +289,13 @@ class PostgresStore:
         _check_seconds("lock_timeout", timeout)
         conn = self._acquire()
         try:
+            # BEGIN, SET LOCAL lock_timeout and the clock in one round trip (simple protocol)
+            begin = (
+                "BEGIN ISOLATION LEVEL READ COMMITTED;"
+                f" SELECT set_config('lock_timeout', '{max(1, round(timeout * 1000))}ms', true), now()"
+            )
             try:
-                self._execute(conn, "BEGIN ISOLATION LEVEL READ COMMITTED", context="begin")
+                rows, _ = self._execute(conn, begin, context="begin")
             except TemporaryFailure:
                 if not conn.closed:
                     raise
@@ -293,13 +303,7 @@ class PostgresStore:
                 # done yet, so take a fresh one once
                 self._release(conn)
                 conn = self._acquire()
-                self._execute(conn, "BEGIN ISOLATION LEVEL READ COMMITTED", context="begin")
-            rows, _ = self._execute(
-                conn,
-                "SELECT set_config('lock_timeout', %s, true), now()",
-                (f"{max(1, round(timeout * 1000))}ms",),
-                context="begin",
-            )
+                rows, _ = self._execute(conn, begin, context="begin")
             now = self._clock() if self._clock is not None else rows[0][1]
             tx = _PgTransaction(self, conn, now)
             try:

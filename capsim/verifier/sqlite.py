@@ -531,15 +531,17 @@ class SqlTransactionBase:
             return 0, GENESIS_HASH
         return int(row[0]), self._dec_bytes(row[1])
 
-    def _audit_set_tip(self, record: AuditRecord) -> None:
-        """Hook for stores that keep the chain tip in its own row (PostgreSQL)."""
+    def _insert_audit(self, record: AuditRecord, sql: str, params: Sequence[Any]) -> None:
+        """Insert the sealed record (PostgreSQL also moves its chain-tip row in the same statement)."""
+        self._count(sql, params)
 
     def append_audit(self, entry: AuditEntry) -> AuditRecord:
         seq, prev = self._audit_tip()
         record = seal(entry, seq=seq + 1, at=self._now, prev_hash=prev)
         e = record.entry
         marks = ", ".join("?" * len(_AUDIT_COLS))
-        self._count(
+        self._insert_audit(
+            record,
             f"INSERT INTO cap_audit ({_cols(_AUDIT_COLS)}) VALUES ({marks})",  # noqa: S608
             (
                 record.seq,
@@ -560,7 +562,6 @@ class SqlTransactionBase:
                 record.record_hash,
             ),
         )
-        self._audit_set_tip(record)
         return record
 
     def _audit_record(self, row: tuple[Any, ...]) -> AuditRecord:

@@ -153,7 +153,7 @@ def test_lost_connection_mid_transaction_rolls_back_and_pool_recovers(
     store: PostgresStore, pg_cluster: PgCluster
 ) -> None:
     def kill_on_audit(when: str, sql: str, conn: Any) -> None:
-        if when == "before" and sql.startswith("INSERT INTO cap_audit "):
+        if when == "before" and "INSERT INTO cap_audit " in sql:
             _kill(pg_cluster.dsn(), conn.info.backend_pid)
 
     store.fault_hook = kill_on_audit
