@@ -7,7 +7,6 @@ runs pytest inside ``unshare --mount --net`` so the private pcscd never meets a 
 
 from __future__ import annotations
 
-import time
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -63,7 +62,8 @@ def serve(stack: PcscdStack) -> Iterator[ServeFactory]:
             if earlier.address[1] == stack.port + slot:
                 earlier.stop()
                 if earlier.unplugged_at is not None:
-                    time.sleep(max(0.0, earlier.unplugged_at + REINSERT_GAP - time.monotonic()))
+                    stack.note_unplugged(slot, earlier.unplugged_at)
+        stack.settle_slot(slot, REINSERT_GAP)
         server = VpcdCardServer(card, port=stack.port, slot=slot, **options).start()
         servers.append((server, stack.readers[slot]))
         if wait:
@@ -74,6 +74,8 @@ def serve(stack: PcscdStack) -> Iterator[ServeFactory]:
     yield start
     for server, _ in servers:
         server.stop()
+        if server.unplugged_at is not None:
+            stack.note_unplugged(server.address[1] - stack.port, server.unplugged_at)
     if stack.running:
         for _, reader in servers:
             wait_card(reader, present=False, timeout=5)

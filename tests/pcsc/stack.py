@@ -121,6 +121,22 @@ class PcscdStack:
         self._proc: subprocess.Popen[bytes] | None = None
         self._log: object = None
         self.starts = 0
+        #: time.monotonic() when a card last left each slot (see settle_slot).
+        self.unplugged_at: dict[int, float] = {}
+
+    def note_unplugged(self, slot: int, when: float | None = None) -> None:
+        """Record that the card in ``slot`` was just unplugged (or at ``when``)."""
+        self.unplugged_at[slot] = time.monotonic() if when is None else when
+
+    def settle_slot(self, slot: int, gap: float = 0.6) -> None:
+        """Wait until ``slot`` has been empty for ``gap`` seconds.
+
+        pcscd sees a removal only when one of its 400 ms presence polls finds the slot empty;
+        a card plugged in sooner looks as if it never left, and pcscd keeps a stale state.
+        """
+        unplugged = self.unplugged_at.get(slot)
+        if unplugged is not None:
+            time.sleep(max(0.0, unplugged + gap - time.monotonic()))
 
     @property
     def readers(self) -> list[str]:

@@ -180,6 +180,7 @@ def test_pcscd_not_running(stack: PcscdStack) -> None:
 
 def test_serve_process_survives_a_pcscd_restart(tmp_path: Path, stack: PcscdStack) -> None:
     path = _card_file(tmp_path)
+    stack.settle_slot(0)
     env = dict(os.environ, PYTHONUNBUFFERED="1")
     proc = subprocess.Popen(
         [sys.executable, "-m", "capsim", "card", "serve", str(path), "--vpcd", f"127.0.0.1:{stack.port}"],
@@ -202,6 +203,7 @@ def test_serve_process_survives_a_pcscd_restart(tmp_path: Path, stack: PcscdStac
     finally:
         proc.send_signal(signal.SIGTERM)
         _, err = proc.communicate(timeout=20)
+        stack.note_unplugged(0)
     assert proc.returncode == 0, err
     assert "Traceback" not in err
     with load_card(path, timeout=2) as reopened:
