@@ -172,3 +172,26 @@ def test_demo_store_errors_are_not_step_failures(tmp_path: Path) -> None:
     run = cli("demo", "--db", "memory:", "--json")
     assert run.exit_code == 0, run.stderr
     assert [s["name"] for s in _steps(run.stdout)] == STEPS
+
+
+def test_demo_needs_only_the_base_dependencies(tmp_path: Path) -> None:
+    """The README installs capsim without extras (click + pycryptodome): the demo must not need
+    cryptography, psycopg, pyscard or the test tools. Checked in a fresh interpreter with the
+    pycryptodome DES backend forced."""
+    script = (
+        "import sys\n"
+        "from capsim.cli import main\n"
+        "try:\n"
+        "    main(['demo', '--json'])\n"
+        "except SystemExit as exc:\n"
+        "    code = exc.code\n"
+        "extras = ('cryptography', 'psycopg', 'smartcard', 'hypothesis', 'pyemv', 'pytest')\n"
+        "loaded = sorted({m.split('.')[0] for m in sys.modules} & set(extras))\n"
+        "print('RESULT', code, ','.join(loaded), file=sys.stderr)\n"
+    )
+    env = {**os.environ, "CAPSIM_HOME": str(tmp_path / "home"), "CAPSIM_DES_BACKEND": "pycryptodome"}
+    p = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, env=env, timeout=120, check=False
+    )
+    assert json.loads(p.stdout)["ok"] is True, p.stdout + p.stderr
+    assert p.stderr.splitlines()[-1] == "RESULT 0 "  # exit 0, no extra module loaded
