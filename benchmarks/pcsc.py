@@ -87,7 +87,7 @@ def p99(values: list[float]) -> float:
 def row(label: str, values: list[float], unit: float, unit_name: str, base: float | None) -> float:
     median = statistics.median(values)
     ratio = f"{median / base:10.1f}x" if base else f"{'baseline':>11}"
-    print(f"  {label:<58} {median * unit:9.1f} {unit_name} {p99(values) * unit:9.1f} {unit_name} {ratio}")
+    print(f"  {label:<66} {median * unit:9.1f} {unit_name} {p99(values) * unit:9.1f} {unit_name} {ratio}")
     return median
 
 
