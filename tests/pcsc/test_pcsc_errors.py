@@ -204,3 +204,23 @@ def test_result_codes_of_the_scard_layer_map_like_the_exceptions(
     error = _hresult_error(scard, code, "transmit", reader="R", connected=connected)
     assert type(error) is expected
     assert "\n" not in str(error)
+
+
+def test_missing_pyscard_is_pcsc_unavailable_with_the_install_hint(monkeypatch: pytest.MonkeyPatch) -> None:
+    import sys
+
+    from click.testing import CliRunner
+
+    from capsim.cli import main
+    from capsim.cli._common import ExitCode
+    from capsim.transports.pcsc import list_readers
+
+    monkeypatch.setitem(sys.modules, "smartcard", None)  # "import smartcard" now fails
+    with pytest.raises(PcscUnavailableError, match=r"capsim\[pcsc\]"):
+        list_readers()
+    with pytest.raises(PcscUnavailableError, match=r"capsim\[pcsc\]"):
+        PcscTransport("CAPSIM", timeout=5).connect()
+    args = ["code", "respond", "--reader", "pcsc:CAPSIM", "--challenge", "1", "--pin-stdin"]
+    result = CliRunner().invoke(main, args, input="1234\n")
+    assert result.exit_code == ExitCode.PCSC_UNAVAILABLE, result.output
+    assert "Traceback" not in result.output
