@@ -694,7 +694,8 @@ def operation_new_command(
 # -- credentials -------------------------------------------------------------------------------------
 @verifier.group("credential")
 def credential_group() -> None:
-    """Credentials (enrolled cards): list, activate, suspend, resume, unlock, revoke, lost, replace."""
+    """Credentials (enrolled cards): list, activate, suspend, resume, unlock, revoke, lost,
+    replace, resync, advance-floor."""
 
 
 @credential_group.command("list")
@@ -889,6 +890,49 @@ def credential_lost_command(
             as_json,
             {"credential_id": credential_id, "state": "replaced", "replacement": _credential_view(new)},
             [f"credential {credential_id}: lost, replaced by {new.credential_id} ({new.state.value})"],
+        )
+
+
+@credential_group.command("resync")
+@click.argument("credential_id", metavar="CREDENTIAL")
+@click.argument("codes", metavar="CODE...", nargs=-1, required=True)
+@click.option("--request-id", help="Idempotency key [random].")
+@_db_options
+@handle_errors
+def credential_resync_command(
+    *, credential_id: str, codes: tuple[str, ...], request_id: str | None, db: str | None, as_json: bool
+) -> None:
+    """Resynchronise CREDENTIAL whose card ran beyond the ATC window, with consecutive Identify
+    codes (2 by policy; '-' reads them from stdin, one per line). Failures count (V34)."""
+    presented = [_read_line_from_stdin("CODE") if c == "-" else c for c in codes]
+    with open_session(db, keys=True) as session:
+        try:
+            atc = session.verifier.resync(credential_id, presented, request_id=_request_id(request_id))
+        except InvalidCode:
+            if as_json:
+                click.echo(json.dumps({"resynchronised": False, "error": _REJECTED}))
+            raise
+        _emit(
+            as_json,
+            {"resynchronised": True, "credential_id": credential_id, "last_atc": atc},
+            [f"credential {credential_id}: resynchronised, last ATC {atc}"],
+        )
+
+
+@credential_group.command("advance-floor")
+@click.argument("credential_id", metavar="CREDENTIAL")
+@click.argument("atc", metavar="ATC", type=click.IntRange(0, 0xFFFF))
+@_db_options
+@handle_errors
+def credential_advance_floor_command(*, credential_id: str, atc: int, db: str | None, as_json: bool) -> None:
+    """Raise CREDENTIAL's ATC floor to ATC (from a payment authorisation that used the same
+    counter); never lowers it, never counts a failure (V36)."""
+    with open_session(db) as session:
+        last = session.verifier.advance_floor(credential_id, atc)
+        _emit(
+            as_json,
+            {"credential_id": credential_id, "last_atc": last},
+            [f"credential {credential_id}: last ATC {last}"],
         )
 
 

@@ -608,3 +608,37 @@ def test_replace_and_lost_cards(world: World) -> None:
     ).json()["code"]
     _assert_uniform_reject(world.verify(third_id, code3), code=code3)
     assert all(profile.pan not in r.output for r in world.cli.runs)  # V38: never a full PAN
+
+
+def test_resync_and_advance_floor(tmp_path: Path) -> None:
+    """V34/V36 at the command line: a card pressed beyond the window is resynchronised with two
+    consecutive codes; the floor only ever rises."""
+    world = make_world(tmp_path, init_args=("--atc-window", "4"))
+    cid = world.enroll()  # ATC 1
+    for _ in range(5):
+        world.code("identify")  # ATCs 2..6 used up without the bank seeing them
+    late = world.code("identify")  # ATC 7 > 1 + W
+    _assert_uniform_reject(world.verify(cid, late), code=late)
+    first, second = world.code("identify"), world.code("identify")  # ATCs 8 and 9
+    run = world.v("credential", "resync", cid, first)
+    assert run.exit_code == ExitCode.INVALID_INPUT  # the policy needs 2 codes
+    assert "expected 2 consecutive Identify codes" in run.stderr
+    run = world.v("credential", "resync", cid, first, "-", "--json", stdin=second + "\n")
+    assert run.exit_code == 0, run.stderr
+    assert run.json() == {"credential_id": cid, "last_atc": 9, "resynchronised": True}
+    assert first not in run.output
+    assert second not in run.output
+    assert world.verify(cid, world.code("identify")).exit_code == 0  # ATC 10
+    # a wrong pair is the uniform reject and counts
+    run = world.v("credential", "resync", cid, "12345678", "23456789", "--json")
+    assert run.exit_code == ExitCode.REJECTED
+    assert run.json() == {"error": "code rejected", "resynchronised": False}
+    assert world.credential(cid)["fail_count"] == 1
+
+    # a payment authorisation used ATC 11: the floor rises, and never goes back down
+    assert world.v("credential", "advance-floor", cid, "11", "--json").json()["last_atc"] == 11
+    assert world.v("credential", "advance-floor", cid, "5", "--json").json()["last_atc"] == 11
+    spent = world.code("identify")  # ATC 11: already used as far as the bank knows
+    _assert_uniform_reject(world.verify(cid, spent), code=spent)
+    assert world.verify(cid, world.code("identify")).exit_code == 0  # ATC 12
+    assert world.credential(cid)["last_atc"] == 12
