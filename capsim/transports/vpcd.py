@@ -40,7 +40,7 @@ from types import TracebackType
 from typing import Final
 
 from capsim.cards.base import CardOS
-from capsim.errors import ValidationError
+from capsim.errors import LocalProtocolError, ValidationError
 
 __all__ = [
     "DEFAULT_HOST",
@@ -257,7 +257,8 @@ class VpcdCardServer:
         self._show_sensitive = show_sensitive
         self._stop = threading.Event()
         self._connected = threading.Event()
-        self._lock = threading.Lock()
+        # Re-entrant: stop() may run in a signal handler on the thread that holds it.
+        self._lock = threading.RLock()
         self._sock: socket.socket | None = None
         self._thread: threading.Thread | None = None
         self._connections = 0
@@ -300,7 +301,7 @@ class VpcdCardServer:
     def start(self) -> VpcdCardServer:
         """Serve in a daemon thread; returns ``self``. Stop it with :meth:`stop`."""
         if self._thread is not None and self._thread.is_alive():
-            raise RuntimeError("VpcdCardServer is already running")
+            raise LocalProtocolError("this VpcdCardServer is already running")
         self._stop.clear()
         self._thread = threading.Thread(
             target=self.serve_forever, name=f"capsim-vpcd-{self._address[1]}", daemon=True

@@ -18,7 +18,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, rule
 
-from capsim.errors import ValidationError
+from capsim.errors import LocalProtocolError, ValidationError
 from capsim.transports.vpcd import (
     DEFAULT_PORT,
     VpcdCardServer,
@@ -409,3 +409,9 @@ class VpcdLinkMachine(RuleBasedStateMachine):
 
 TestVpcdLink = VpcdLinkMachine.TestCase
 TestVpcdLink.settings = settings(stateful_step_count=25)  # examples from the active profile
+
+
+def test_starting_a_running_server_again_is_refused(link: tuple[FakeVpcd, VpcdCardServer, MiniCard]) -> None:
+    _, server, _ = link
+    with pytest.raises(LocalProtocolError, match="already running"):
+        server.start()
