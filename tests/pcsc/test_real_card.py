@@ -140,3 +140,35 @@ def test_opensc_tool_drives_the_emulated_card(served: tuple[EmvCapCard, Path, Pa
     assert "SW1=0x6A, SW2=0x82" in out
     assert out.count("SW1=0x90, SW2=0x00") == 2
     assert f"9F 17 01 {card.state.ptc:02X}" in out
+
+
+def test_a_warm_reset_through_pcscd_keeps_the_atc_and_drops_the_selection(
+    served: tuple[EmvCapCard, Path, Path], stack: PcscdStack
+) -> None:
+    """pyscard's reconnect() makes pcscd send vpcd's RESET: volatile state only (pcsc.md §4)."""
+    from smartcard.CardConnection import CardConnection
+    from smartcard.System import readers
+
+    from tests.pcsc.stack import call_with_timeout
+
+    card, _, _ = served
+    reader = next(r for r in call_with_timeout(readers, 10) if str(r) == stack.readers[0])
+    connection = reader.createConnection()
+
+    def send(hexstr: str) -> str:
+        data, sw1, sw2 = call_with_timeout(lambda: connection.transmit(list(bytes.fromhex(hexstr))), 10)
+        return bytes([*data, sw1, sw2]).hex().upper()
+
+    call_with_timeout(connection.connect, 10)
+    try:
+        assert send("00A4040007A000000004800200").endswith("9000")
+        assert send("80A8000002830000").endswith("9000")  # GPO: ATC + 1, written before the answer
+        atc = card.state.atc
+        assert send("80CA9F3600") == f"9F3602{atc:04X}9000"
+        call_with_timeout(lambda: connection.reconnect(CardConnection.T1_protocol), 10)  # warm reset
+        assert send("80CA9F3600") == "6985"  # no application selected any more …
+        assert send("00A4040007A000000004800200").endswith("9000")
+        assert send("80CA9F3600") == f"9F3602{atc:04X}9000"  # … and the ATC is unchanged
+    finally:
+        call_with_timeout(connection.disconnect, 10)
+        call_with_timeout(connection.release, 10)
