@@ -37,6 +37,7 @@ def test_atr_and_an_emv_application_answer() -> None:
             raw = bytes.fromhex(aid)
             answers[aid] = transport.transmit(bytes([0x00, 0xA4, 0x04, 0x00, len(raw)]) + raw + b"\x00")
         selected = [aid for aid, rsp in answers.items() if rsp[-2:] == b"\x90\x00"]
-        assert selected, f"no known EMV application answered: { {a: r[-2:].hex() for a, r in answers.items()} }"
+        status = {aid: rsp[-2:].hex() for aid, rsp in answers.items()}
+        assert selected, f"no known EMV application answered: {status}"
         # T=0 continuation was resolved in the transport: the FCI came back whole.
-        assert answers[selected[-1]][0] == 0x6F
+        assert answers[selected[0]][0] == 0x6F
