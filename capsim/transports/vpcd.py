@@ -35,6 +35,7 @@ import socket
 import struct
 import threading
 import time
+from collections.abc import Callable
 from enum import IntEnum
 from types import TracebackType
 from typing import Final
@@ -372,7 +373,7 @@ class VpcdCardServer:
                 sock.close()
                 self._unplugged_at = time.monotonic()
                 # Pulling the card out removes power: volatile state only.
-                self._card.power_off()
+                self._power(self._card.power_off, "power off")
         logger.info("stopped serving the card to vpcd at %s:%d", host, port)
 
     # -- internals -------------------------------------------------------------------
@@ -438,14 +439,19 @@ class VpcdCardServer:
         if code == VpcdControl.GET_ATR:
             return self._card.atr
         if code == VpcdControl.POWER_ON:
-            logger.debug("power on")
-            self._card.power_on()
+            self._power(self._card.power_on, "power on")
         elif code == VpcdControl.RESET:
-            logger.debug("reset")
-            self._card.reset()
+            self._power(self._card.reset, "reset")
         elif code == VpcdControl.POWER_OFF:
-            logger.debug("power off")
-            self._card.power_off()
+            self._power(self._card.power_off, "power off")
         else:
             logger.warning("ignoring unknown vpcd control byte %02X", code)
         return None
+
+    @staticmethod
+    def _power(action: Callable[[], object], name: str) -> None:
+        logger.debug(name)
+        try:
+            action()
+        except Exception as exc:  # a CardOS must not raise; never let it kill the link
+            logger.error("card raised %s on %s", type(exc).__name__, name)

@@ -415,3 +415,27 @@ def test_starting_a_running_server_again_is_refused(link: tuple[FakeVpcd, VpcdCa
     _, server, _ = link
     with pytest.raises(LocalProtocolError, match="already running"):
         server.start()
+
+
+class _PowerFailingCard(MiniCard):
+    def power_on(self) -> bytes:
+        raise RuntimeError("bug in a card OS")
+
+    def power_off(self) -> None:
+        raise RuntimeError("bug in a card OS")
+
+
+def test_a_card_failing_power_control_keeps_the_link_and_the_server_alive() -> None:
+    fake = FakeVpcd()
+    server = VpcdCardServer(_PowerFailingCard(), port=fake.port, backoff_initial=0.01, reinsert_gap=0).start()
+    try:
+        fake.accept()
+        fake.send(b"\x01")
+        fake.send(b"\x00")
+        assert fake.exchange(SELECT_CAP)[-2:] == b"\x90\x00"
+        fake.drop()  # power_off raises again on unplugging: the server still reconnects
+        fake.accept()
+        assert fake.get_atr() == ATR_T1
+    finally:
+        server.stop()
+        fake.close()
