@@ -35,7 +35,7 @@ from capsim.cap import CapMode, build_cdol_data
 from capsim.cards import builtin_profile, new_card
 from capsim.cli._common import ExitCode, handle_errors
 from capsim.cli.card import mask_pan, random_test_pan
-from capsim.cli.verifier import issuer_key_id
+from capsim.cli.verifier import issuer_key_id, mark_initialised
 from capsim.crypto import KeyDerivation, odd_parity
 from capsim.errors import CapsimError, InvalidCode, PinBlockedError, PinError
 from capsim.profiles import get_reader_profile, profile_for_aid
@@ -163,6 +163,11 @@ def run_demo(workdir: Path, *, db: str | None, on_step: Callable[[DemoStep], Non
         ``db`` is not a usable store (nothing has been run).
     """
     store = open_store(db if db is not None else workdir / "verifier.db")
+    try:
+        mark_initialised(store)  # so that 'capsim verifier … --db' can inspect it afterwards
+    except BaseException:
+        store.close()
+        raise
     d = _Demo(workdir=workdir, store=store, on_step=on_step)
     try:
         _run_steps(d)

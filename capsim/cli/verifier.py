@@ -60,6 +60,7 @@ __all__ = [
     "card_issuer_key",
     "default_db",
     "issuer_key_id",
+    "mark_initialised",
     "open_session",
     "register_issuer_keys",
     "verifier",
@@ -213,11 +214,18 @@ def open_session(
             _load_keys(provider, keyring)
         service = Verifier(store, provider, policy=policy)
         if raw is None:
-            with store.transaction() as tx:
-                tx.set_setting(KEYRING_SETTING, _dump_keyring({}))
+            mark_initialised(store)
         yield VerifierSession(url=url, store=store, verifier=service, provider=provider, keyring=keyring)
     finally:
         store.close()
+
+
+def mark_initialised(store: Store) -> None:
+    """Make ``store`` usable by the verifier commands (an empty issuer-keys registry) unless
+    ``init`` already prepared it."""
+    with store.transaction() as tx:
+        if tx.get_setting(KEYRING_SETTING) is None:
+            tx.set_setting(KEYRING_SETTING, _dump_keyring({}))
 
 
 def _same_keys(a: IssuerKeys, b: IssuerKeys) -> bool:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -90,9 +91,14 @@ def test_demo_text_hides_keys_and_pan_and_leaves_the_card_unblocked(tmp_path: Pa
         assert state.ptc == profile.pin_try_limit
         assert state.pin == "1234"
         assert state.atc == 12
+        # the kept database is an ordinary verifier database for the other commands
+        cli = Cli(tmp_path / "home")
+        db = str(workdir / "verifier.db")
+        assert cli("verifier", "audit", "--check", "--db", db).exit_code == 0
+        creds = cli("verifier", "credential", "list", "--db", db, "--json").json()["credentials"]
+        summary = [(c["state"], c["last_atc"], c["pan_last4"]) for c in creds]
+        assert summary == [("active", 12, profile.pan[-4:])]
     finally:
-        import shutil
-
         shutil.rmtree(workdir)
 
 
