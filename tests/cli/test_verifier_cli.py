@@ -642,3 +642,20 @@ def test_resync_and_advance_floor(tmp_path: Path) -> None:
     _assert_uniform_reject(world.verify(cid, spent), code=spent)
     assert world.verify(cid, world.code("identify")).exit_code == 0  # ATC 12
     assert world.credential(cid)["last_atc"] == 12
+
+
+def test_init_policy_options_are_validated_and_recorded(tmp_path: Path) -> None:
+    cli = Cli(tmp_path / "home")
+    db = str(tmp_path / "p.db")
+    run = cli("verifier", "init", "--db", db, "--psd2", "--max-fail", "6")
+    assert run.exit_code == ExitCode.INVALID_INPUT
+    assert "max_fail" in run.stderr
+    assert not Path(db).exists()  # nothing created for an impossible policy
+    doc = cli("verifier", "init", "--db", db, "--psd2", "--operation-ttl", "300", "--json").json()
+    pol = doc["policy"]
+    assert (pol["psd2"], pol["operation_ttl_s"], pol["max_fail"]) == (True, 300, 5)
+    assert cli("verifier", "init", "--db", db, "--operation-ttl", "301").exit_code == ExitCode.INVALID_INPUT
+    # a later init without options keeps the stored policy; the policy change is audited
+    assert cli("verifier", "init", "--db", db, "--json").json()["policy"]["operation_ttl_s"] == 300
+    events = [r["event"] for r in cli("verifier", "audit", "--db", db, "--json").json()["records"]]
+    assert events.count("policy") == 1
