@@ -235,7 +235,11 @@ class Tlv:
         return self.to_bytes()
 
     def find(self, tag: int) -> Tlv | None:
-        """The first descendant with ``tag`` (depth-first), or ``None``."""
+        """The first descendant with ``tag`` (depth-first), or ``None``.
+
+        >>> Tlv(0x77, bytes.fromhex("9F360200AA")).find(0x9F36).value.hex()
+        '00aa'
+        """
         return find(self.children, tag)
 
     def find_all(self, tag: int) -> list[Tlv]:
@@ -422,7 +426,11 @@ def find(objs: Tlv | Iterable[Tlv], tag: int) -> Tlv | None:
 
 
 def find_all(objs: Tlv | Iterable[Tlv], tag: int) -> list[Tlv]:
-    """Every object with ``tag`` anywhere in ``objs``, depth-first."""
+    """Every object with ``tag`` anywhere in ``objs``, depth-first.
+
+    >>> [t.value.hex() for t in find_all(decode(bytes.fromhex("7006 4F01AA 4F01BB")), 0x4F)]
+    ['aa', 'bb']
+    """
     return [obj for _, obj in walk(objs) if obj.tag == tag]
 
 
@@ -443,7 +451,11 @@ class DolEntry:
             raise ValidationError(f"length must be an int in 0..255, got {n!r}")
 
     def to_bytes(self) -> bytes:
-        """Tag followed by the one-byte length."""
+        """Tag followed by the one-byte length.
+
+        >>> DolEntry(0x9F02, 6).to_bytes().hex().upper()
+        '9F0206'
+        """
         return encode_tag(self.tag) + bytes((self.length,))
 
     def __repr__(self) -> str:
