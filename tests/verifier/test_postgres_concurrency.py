@@ -21,7 +21,6 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
-import psycopg
 import pytest
 
 from capsim.errors import InvalidCode, TemporaryFailure, ValidationError
@@ -31,6 +30,8 @@ from capsim.verifier.postgres import PostgresStore
 from capsim.verifier.service import Verifier
 from tests.verifier.conftest import Clock, make_bench, make_provider
 from tests.verifier.pgcluster import pg_cluster, pg_dsn
+
+psycopg = pytest.importorskip("psycopg", reason="psycopg is not installed (pip install capsim[postgres])")
 
 pytestmark = pytest.mark.postgres
 

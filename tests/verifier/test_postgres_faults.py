@@ -14,7 +14,6 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
-import psycopg
 import pytest
 
 from capsim.errors import InvalidCode, TemporaryFailure
@@ -25,6 +24,8 @@ from capsim.verifier.postgres import PostgresStore
 from tests.verifier.conftest import Bench, Clock, make_bench
 from tests.verifier.pgcluster import PgCluster, pg_cluster, pg_dsn
 from tests.verifier.test_postgres_store import _kill
+
+psycopg = pytest.importorskip("psycopg", reason="psycopg is not installed (pip install capsim[postgres])")
 
 pytestmark = pytest.mark.postgres
 

@@ -16,7 +16,6 @@ import time
 from collections.abc import Iterator
 from typing import Any
 
-import psycopg
 import pytest
 from hypothesis import given
 
@@ -28,6 +27,8 @@ from capsim.verifier.postgres import PostgresStore
 from capsim.verifier.store import Store
 from tests.verifier.pgcluster import PgCluster, pg_cluster, pg_dsn
 from tests.verifier.test_sqlite_store import T0, TxPlan, make_credential, programs, run_differential
+
+psycopg = pytest.importorskip("psycopg", reason="psycopg is not installed (pip install capsim[postgres])")
 
 pytestmark = pytest.mark.postgres
 
