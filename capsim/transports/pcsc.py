@@ -441,6 +441,36 @@ class PcscTransport:
             self._abandon()
             raise
 
+    def reset(self) -> bytes:
+        """Warm reset of the card (``SCardReconnect`` with ``SCARD_RESET_CARD``); returns the ATR.
+
+        The card clears its volatile state (selected application, transaction) and keeps ATC
+        and PIN try counter (``pcsc.md`` §4: vpcd passes it on as its RESET control byte).
+
+        Raises
+        ------
+        CardRemovedError, TransportTimeoutError, TransportError
+        """
+        session = self._conn
+        worker = self._worker
+        if session is None:
+            if self._broken:
+                raise CardRemovedError(f"the session with the card in {self._name!r} was lost; connect again")
+            raise TransportError("not connected: call connect() first")
+        try:
+            if worker is None:
+                atr = self._reset(session)
+            else:
+                atr = worker.call(lambda: self._reset(session), self._timeout)
+        except TransportTimeoutError:
+            self._abandon()
+            raise TransportTimeoutError(f"resetting the card in {self._name!r} timed out") from None
+        except TransportError:
+            self._abandon()
+            raise
+        self._atr = atr
+        return atr
+
     def disconnect(self) -> None:
         """Close the session and power the card down; idempotent, never raises for a gone card."""
         conn, worker = self._conn, self._worker
@@ -518,6 +548,20 @@ class PcscTransport:
             return first
         answers = iter((first,))
         return transmit_with_t0(lambda command: next(answers, None) or send(command), apdu)
+
+    def _reset(self, session: _Session) -> bytes:
+        sc = session.scard
+        protocols = sc.SCARD_PROTOCOL_T0 | sc.SCARD_PROTOCOL_T1
+        hresult, active = sc.SCardReconnect(
+            session.card, sc.SCARD_SHARE_SHARED, protocols, sc.SCARD_RESET_CARD
+        )
+        if hresult != sc.SCARD_S_SUCCESS:
+            raise _hresult_error(sc, hresult, "resetting the card", reader=self._name, connected=True)
+        session.pci = sc.SCARD_PCI_T0 if active == sc.SCARD_PROTOCOL_T0 else sc.SCARD_PCI_T1
+        hresult, _reader, _state, _protocol, atr = sc.SCardStatus(session.card)
+        if hresult != sc.SCARD_S_SUCCESS:
+            raise _hresult_error(sc, hresult, "reading the ATR", reader=self._name, connected=True)
+        return bytes(atr)
 
     def _close(self, session: _Session) -> None:
         session.close()

@@ -172,3 +172,15 @@ def test_a_warm_reset_through_pcscd_keeps_the_atc_and_drops_the_selection(
     finally:
         call_with_timeout(connection.disconnect, 10)
         call_with_timeout(connection.release, 10)
+
+
+def test_transport_reset_keeps_durable_state(
+    served: tuple[EmvCapCard, Path, Path], stack: PcscdStack
+) -> None:
+    card, _, _ = served
+    with PcscTransport(stack.readers[0], timeout=10) as transport:
+        first = CapReader(transport).respond("1234", "5")
+        assert transport.reset() == DEFAULT_ATR
+        assert transport.transmit(bytes.fromhex("80CA9F3600")) == b"\x69\x85"  # nothing selected
+        second = CapReader(transport).respond("1234", "5")
+    assert second.atc == first.atc + 1 == card.state.atc
