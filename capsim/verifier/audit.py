@@ -108,19 +108,21 @@ class AuditProblem:
     kind: str
 
 
+_FIELDS: Final = tuple(f.name for f in dataclasses.fields(AuditEntry))
+_ENCODE: Final = json.JSONEncoder(sort_keys=True, separators=(",", ":"), ensure_ascii=True).encode
+
+
 def canonical_bytes(entry: AuditEntry, *, seq: int, at: datetime) -> bytes:
-    """The fixed encoding hashed into the chain (sorted-key JSON, bytes as hex, UTC ISO time)."""
-    body: dict[str, object] = {}
-    for f in dataclasses.fields(entry):
-        value = getattr(entry, f.name)
-        if isinstance(value, bytes):
-            value = value.hex()
-        elif f.name == "details":
-            value = {str(k): str(v) for k, v in sorted(dict(value).items())}
-        body[f.name] = value
+    """The fixed encoding hashed into the chain: compact sorted-key JSON of every entry field
+    (bytes as lower-case hex, ``details`` as a sorted string map) plus ``seq`` and ``at``
+    (ISO 8601 with its UTC offset)."""
+    body: dict[str, object] = {name: getattr(entry, name) for name in _FIELDS}
+    body["txn_digest"] = entry.txn_digest.hex()
+    details = entry.details
+    body["details"] = {str(k): str(details[k]) for k in details} if details else {}
     body["seq"] = seq
     body["at"] = at.isoformat()
-    return json.dumps(body, sort_keys=True, separators=(",", ":"), ensure_ascii=True).encode("ascii")
+    return _ENCODE(body).encode("ascii")
 
 
 def seal(entry: AuditEntry, *, seq: int, at: datetime, prev_hash: bytes) -> AuditRecord:

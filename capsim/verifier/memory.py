@@ -273,12 +273,12 @@ class _MemoryTransaction:
             return 0
         if credential.last_atc < old.last_atc:
             return 0  # last_atc never decreases (V34)
-        changes = {
-            f.name: getattr(credential, f.name)
-            for f in dataclasses.fields(Credential)
-            if f.name not in _IMMUTABLE
-        }
-        self._set(self._s.credentials, credential.credential_id, dataclasses.replace(old, **changes))
+        for name in _IMMUTABLE:  # immutable columns keep their stored values
+            mine, stored = getattr(credential, name), getattr(old, name)
+            if mine is not stored and mine != stored:
+                credential = dataclasses.replace(credential, **{n: getattr(old, n) for n in _IMMUTABLE})
+                break
+        self._set(self._s.credentials, credential.credential_id, credential)
         return 1
 
     # -- operations -------------------------------------------------------------------------
