@@ -15,25 +15,21 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-pyemv = pytest.importorskip("pyemv", reason="pyemv (the test-only oracle) is not installed")
+pytest.importorskip("pyemv", reason="pyemv (the test-only oracle) is not installed")
 
-from pyemv import ac as pe_ac  # noqa: E402 - after the importorskip guard
-from pyemv import cvn as pe_cvn  # noqa: E402
-from pyemv import cvv as pe_cvv  # noqa: E402
-from pyemv import kd as pe_kd  # noqa: E402
-from pyemv import mac as pe_mac  # noqa: E402
-from pyemv import sm as pe_sm  # noqa: E402
+from pyemv import ac as pe_ac
+from pyemv import cvn as pe_cvn
+from pyemv import cvv as pe_cvv
+from pyemv import kd as pe_kd
+from pyemv import mac as pe_mac
+from pyemv import sm as pe_sm
 
-from capsim import crypto, sm  # noqa: E402
-from capsim.crypto import CVN, cvn_spec  # noqa: E402
+from capsim import crypto, sm
+from capsim.crypto import CVN, cvn_spec
 
 pytestmark = pytest.mark.filterwarnings("ignore::cryptography.utils.CryptographyDeprecationWarning")
 
 N = settings(max_examples=500)
-
-k16 = st.binary(min_size=16, max_size=16)
-b2 = st.binary(min_size=2, max_size=2)
-b4 = st.binary(min_size=4, max_size=4)
 
 
 class Carver:
