@@ -558,3 +558,91 @@ def test_v12_engine_matches_published_synthetic_vectors() -> None:
         assert result.match is not None
         assert result.match.atc == 22
     assert dataclasses.is_dataclass(card)
+
+
+# -- credential parameters: derivation option and session-key method ------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("method", "tree"),
+    [
+        ("none", None),
+        ("emv-csk", None),
+        ("mastercard-skd", None),
+        ("emv2000-tree", (2, 16, bytes(16))),
+        ("emv2000-tree", (4, 8, bytes.fromhex("00112233445566778899AABBCCDDEEFF"))),
+    ],
+)
+def test_v1_session_key_method_is_a_credential_parameter(
+    method: str, tree: tuple[int, int, bytes] | None
+) -> None:
+    """The engine's codes equal codes built directly from capsim.crypto with that method."""
+    from capsim.cap import compute_code
+    from capsim.crypto import CVN, SessionKeyMethod, TreeParams, derive_icc_mk, generate_ac
+
+    provider = make_provider()
+    keys = provider.register_card(issuer_key_id="bank", pan=PAN, psn="01")
+    extra = (
+        {} if tree is None else {"tree_branch_factor": tree[0], "tree_height": tree[1], "tree_iv": tree[2]}
+    )
+    profile = CredentialProfile(
+        reader_profile="mc-cap",
+        cdol1=bytes.fromhex("9F02069F03069F1A0295055F2A029A039C019F3704"),
+        aip=bytes.fromhex("1000"),
+        ipb=bytes.fromhex("00001F00000000000FFFFF00000000008000"),
+        iaf=b"\xa0",
+        cvn=0x12,
+        iad_variants=(bytes.fromhex("06011203A48000"),),
+        session_key_method=method,
+        **extra,  # type: ignore[arg-type]
+    )
+    card = engine.CardCandidate(
+        credential_id="c", key_ref=keys.key_ref, psn="01", profile=profile, last_atc=0x40
+    )
+    request = engine.MatchRequest(mode=OperationMode.RESPOND, challenge="12345678")
+    mk = derive_icc_mk(bytes.fromhex("0123456789ABCDEFFEDCBA9876543210"), PAN, "01")
+    cdol = engine.cdol_data_for(profile, request)
+    params = None if tree is None else TreeParams(branch_factor=tree[0], height=tree[1], iv=tree[2])
+    for atc in (0x41, 0x47, 0x5A):
+        atc_b = atc.to_bytes(2, "big")
+        iad = profile.iad_variants[0]
+        ac = generate_ac(
+            CVN.VISA_18,
+            mk,
+            cdol1_data=cdol,
+            aip=profile.aip,
+            atc=atc_b,
+            iad=iad,
+            un=bytes.fromhex("12345678"),
+            method=SessionKeyMethod(method),
+            tree=params,
+        )
+        want = compute_code(profile.ipb, b"\x80", atc_b, ac, iad)
+        assert engine.expected_code(card, request, atc, 0, provider) == want
+        result = engine.match([card], engine.parse_code(want), request, provider, window=32)
+        assert result.match is not None
+        assert result.match.atc == atc
+
+
+def test_v1_option_b_derivation_for_long_pans(memory_factory: StoreFactory, clock: Clock) -> None:
+    """A 19-digit PAN uses ICC master-key derivation option B (emv-crypto.md §4.1)."""
+    long_pan = "5413339000001513123"
+    b = make_bench(memory_factory(clock), clock, profile="barclays", pan=long_pan)
+    assert b.refresh().profile.key_derivation == "auto"
+    r = b.identify()
+    assert b.verifier.verify(b.cid, r.code, request_id=b.rid()).atc == r.atc
+    wrong_option = make_provider()
+    keys = wrong_option.register_card(issuer_key_id="bank", pan=long_pan, derivation="A")
+    cred = b.refresh()
+    card = engine.CardCandidate(
+        credential_id="x", key_ref=keys.key_ref, psn="00", profile=cred.profile, last_atc=cred.last_atc
+    )
+    r2 = b.identify()
+    miss = engine.match(
+        [card],
+        engine.parse_code(r2.code),
+        engine.MatchRequest(mode=OperationMode.IDENTIFY),
+        wrong_option,
+        window=16,
+    )
+    assert miss.match is None
