@@ -139,5 +139,3 @@ def finding_from_transcript(source: str | os.PathLike[str] | RecordedSession) ->
         meta={k: v for k, v in meta.items() if k not in known},
         path=None if isinstance(source, RecordedSession) else os.fspath(source),
     )
-
-

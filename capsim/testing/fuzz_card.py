@@ -638,7 +638,10 @@ def run_engine(
         before = counts["examples"]
         try:
             test()
-        except _FailedError as failed:
+        except Exception as exc:  # a failure, possibly wrapped by Hypothesis (flaky, groups)
+            failed = _find_failure(exc)
+            if failed is None:
+                raise
             failures.append(failed)
             seeds.append(chunk_seed)
             stopped = "finding"
@@ -647,6 +650,25 @@ def run_engine(
             stopped = "time-budget"
             break
     return counts["examples"], counts["apdus"], stopped, failures, seeds
+
+
+def _find_failure(exc: BaseException) -> _FailedError | None:
+    """The :class:`_FailedError` in ``exc``, its exception groups or its causes."""
+    seen: set[int] = set()
+    todo: list[BaseException] = [exc]
+    while todo:
+        item = todo.pop()
+        if id(item) in seen:
+            continue
+        seen.add(id(item))
+        if isinstance(item, _FailedError):
+            return item
+        if isinstance(item, BaseExceptionGroup):
+            todo.extend(item.exceptions)
+        for linked in (item.__cause__, item.__context__):
+            if linked is not None:
+                todo.append(linked)
+    return None
 
 
 def fuzz_card(
