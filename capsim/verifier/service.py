@@ -300,7 +300,7 @@ class Verifier:
                 policy = VerifierPolicy.from_json(stored) if stored else VerifierPolicy()
             self.policy = policy
             reports = [self._check_bound(p) for p in profiles]
-            self._dummy_size = max([1, *(r.candidates * r.variants for r in reports)])
+            self._dummy_size = max([policy.history_variants, *(r.candidates * r.variants for r in reports)])
             current = policy.to_json()
             if stored != current:
                 worst = max((r.probability for r in reports), default=0.0)
