@@ -47,13 +47,16 @@ from capsim.testing.strategies import adversarial_codes, amounts, challenges, co
 from capsim.transports.inprocess import TEST_IMK_AC, TEST_IMK_SMC, TEST_IMK_SMI, TEST_PIN, InProcessTransport
 
 __all__ = [
+    "Checker",
     "Step",
     "VerifierBench",
     "fuzz_verifier",
     "make_verifier",
     "new_bench",
+    "one_step",
     "replay_verifier_finding",
     "run_program",
+    "run_step",
     "steps",
 ]
 
@@ -66,8 +69,8 @@ _KEY_ID = "fuzz"
 _RUN_IDS = itertools.count(1)
 
 
-def steps(*, max_size: int = 12) -> st.SearchStrategy[list[Step]]:
-    """Hypothesis strategy of step programs (module docstring)."""
+def one_step() -> st.SearchStrategy[Step]:
+    """Hypothesis strategy of one step (module docstring)."""
     index = st.integers(0, 5)
     op = st.one_of(
         st.tuples(st.just("op"), st.just("identify")),
@@ -75,7 +78,7 @@ def steps(*, max_size: int = 12) -> st.SearchStrategy[list[Step]]:
         st.tuples(st.just("op"), st.just("sign"), challenges(), amounts(max_value=10**9), currencies()),
         st.tuples(st.just("op"), st.just("tds"), tds_fields()),
     )
-    step = st.one_of(
+    return st.one_of(
         op,
         op,
         st.tuples(st.just("answer"), index),
@@ -88,7 +91,21 @@ def steps(*, max_size: int = 12) -> st.SearchStrategy[list[Step]]:
         st.tuples(st.sampled_from(("lock", "unlock", "suspend", "resume"))),
         st.tuples(st.just("floor"), st.integers(0, 40)),
     )
-    return st.lists(step, min_size=1, max_size=max_size)
+
+
+def steps(*, max_size: int = 12) -> st.SearchStrategy[list[Step]]:
+    """Hypothesis strategy of step programs (module docstring)."""
+    return st.lists(one_step(), min_size=1, max_size=max_size)
+
+
+def run_step(bench: VerifierBench, checker: Checker, step: Step) -> Violation | None:
+    """Run one step and check the invariants after it (for state machines)."""
+    try:
+        _run_step(bench, checker, bench.verifier, bench.credential_id, step)
+        checker.after_step()
+    except _Broken as broken:
+        return Violation(invariant=broken.invariant, detail=broken.detail)
+    return None
 
 
 def _luhn(body: str) -> str:
@@ -163,7 +180,7 @@ def _answer(bench: VerifierBench, op: Any) -> str:
     return str(bench.reader.sign_data(TEST_PIN, list(op.tds_fields)).code)
 
 
-class _Checker:
+class Checker:
     """V41 invariants over one bench."""
 
     def __init__(self, bench: VerifierBench) -> None:
@@ -217,7 +234,7 @@ class _Broken(Exception):  # noqa: N818 - internal signal, never leaves this mod
         self.detail = detail
 
 
-def _verify(bench: VerifierBench, checker: _Checker, target: str, code: str, rid: str) -> str:
+def _verify(bench: VerifierBench, checker: Checker, target: str, code: str, rid: str) -> str:
     before = checker.credential()
     try:
         acc = bench.verifier.verify(target, code, request_id=rid)
@@ -236,7 +253,7 @@ def _verify(bench: VerifierBench, checker: _Checker, target: str, code: str, rid
 
 def run_program(bench: VerifierBench, program: Sequence[Step]) -> Violation | None:
     """Run ``program`` on ``bench``; return the first broken invariant."""
-    checker = _Checker(bench)
+    checker = Checker(bench)
     verifier = bench.verifier
     cid = bench.credential_id
     try:
@@ -251,7 +268,7 @@ def run_program(bench: VerifierBench, program: Sequence[Step]) -> Violation | No
     return None
 
 
-def _run_step(bench: VerifierBench, checker: _Checker, verifier: Any, cid: str, step: Step) -> None:
+def _run_step(bench: VerifierBench, checker: Checker, verifier: Any, cid: str, step: Step) -> None:
     name = step[0]
     ops = bench.ops
     if name == "op":
@@ -336,7 +353,7 @@ def _run_step(bench: VerifierBench, checker: _Checker, verifier: Any, cid: str, 
             return
 
 
-def _burst(bench: VerifierBench, checker: _Checker, op: Any, threads: int) -> None:
+def _burst(bench: VerifierBench, checker: Checker, op: Any, threads: int) -> None:
     bench.used_ops.add(op.operation_id)
     code = _answer(bench, op)
     before = checker.credential()
