@@ -535,6 +535,7 @@ class Verifier:
                 user = tx.get_user(rec.user_id)
                 if user is None or user.disabled:
                     raise ValidationError("activation_code: its user no longer exists")
+                self._refuse_duplicate(tx, keys.pan_token, psn)
                 active = tx.list_credentials(user_id=user.user_id, states=ACTIVE_STATES)
                 if len(active) >= self.policy.max_active_credentials:
                     raise ValidationError(
@@ -672,6 +673,15 @@ class Verifier:
             )
         )
         return cred
+
+    def _refuse_duplicate(self, tx: StoreTransaction, pan_token: str, psn: str, *, ignore: str = "") -> None:
+        """One card (PAN + PSN) is bound to at most one live credential: two would let the same
+        code be accepted once per credential."""
+        for other in tx.list_credentials(pan_token=pan_token, states=ACTIVE_STATES):
+            if other.psn == psn and other.credential_id != ignore:
+                raise ValidationError(
+                    "card: this PAN and PSN are already enrolled (revoke or replace that credential)"
+                )
 
     def _check_profile(self, profile: CredentialProfile) -> None:
         if not profile.iad_variants:
@@ -883,6 +893,7 @@ class Verifier:
             if old is None:
                 raise ValidationError(f"credential_id: no credential {cid!r}")
             self._authorize(tx, acting_user, old.customer_id)
+            self._refuse_duplicate(tx, keys.pan_token, psn, ignore=cid)
             new_id = _CRED_PREFIX + secrets.token_hex(8)
             now = tx.now()
             replacement = Credential(

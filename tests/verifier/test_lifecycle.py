@@ -3,17 +3,21 @@
 from __future__ import annotations
 
 import threading
+from typing import Any
 
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from capsim.cards import new_card
 from capsim.errors import ConfigError, InvalidCode, ValidationError
+from capsim.reader import CapReader
+from capsim.transports.inprocess import InProcessTransport
 from capsim.verifier.model import TRANSITIONS, Action, Credential, CredentialState, transition
 from capsim.verifier.policy import VerifierPolicy
 from capsim.verifier.service import Verifier
 from tests.cards.helpers import gac1_command, parse_gac, start, sw, verify
-from tests.verifier.conftest import PAN, PIN, Bench, Clock, StoreFactory, make_bench, make_provider
+from tests.verifier.conftest import IMK_AC, PAN, PIN, Bench, Clock, StoreFactory, make_bench, make_provider
 from tests.verifier.helpers import CountingProvider, new_op
 
 WRONG = "00000000"
@@ -45,30 +49,57 @@ def _fail(b: Bench, times: int, code: str = WRONG) -> None:
 # -- users, activation codes, enrolment ---------------------------------------------------------------
 
 
+def _second_card(pan: str = "5413339000007777") -> tuple[Any, CapReader]:
+    card = new_card("secur-acces", pan=pan, pin=PIN, imk_ac=IMK_AC)
+    return card, CapReader(InProcessTransport(card))
+
+
 def test_activation_code_single_use_and_expires_after_24h(store_factory: StoreFactory, clock: Clock) -> None:
     b = make_bench(store_factory(clock), clock)
     ac = b.verifier.issue_activation_code("alice")
     assert (ac.expires_at - clock.now).total_seconds() == 86_400
     assert ac.code not in repr(ac)
-    first = b.identify()
-    cred = b.verifier.enroll_card(ac.code, b.card.profile, issuer_key_id="bank", first_code=first.code)
+    card, reader = _second_card()
+    cred = b.verifier.enroll_card(
+        ac.code, card.profile, issuer_key_id="bank", first_code=reader.identify(PIN).code
+    )
     assert cred.state is CredentialState.ACTIVE
+    card3, reader3 = _second_card("5413339000008888")
     with pytest.raises(InvalidCode):  # used
-        b.verifier.enroll_card(ac.code, b.card.profile, issuer_key_id="bank", first_code=b.identify().code)
+        b.verifier.enroll_card(
+            ac.code, card3.profile, issuer_key_id="bank", first_code=reader3.identify(PIN).code
+        )
     late = b.verifier.issue_activation_code("alice")
     clock.advance(86_400)
     with pytest.raises(InvalidCode):  # expired
-        b.verifier.enroll_card(late.code, b.card.profile, issuer_key_id="bank", first_code=b.identify().code)
+        b.verifier.enroll_card(
+            late.code, card3.profile, issuer_key_id="bank", first_code=reader3.identify(PIN).code
+        )
 
 
 def test_enrolment_wrong_first_code_creates_nothing(store_factory: StoreFactory, clock: Clock) -> None:
     b = make_bench(store_factory(clock), clock)
     ac = b.verifier.issue_activation_code("alice")
+    card, reader = _second_card()
     with pytest.raises(InvalidCode):
-        b.verifier.enroll_card(ac.code, b.card.profile, issuer_key_id="bank", first_code=WRONG)
+        b.verifier.enroll_card(ac.code, card.profile, issuer_key_id="bank", first_code=WRONG)
     assert len(b.verifier.list_credentials("alice")) == 1
-    cred = b.verifier.enroll_card(ac.code, b.card.profile, issuer_key_id="bank", first_code=b.identify().code)
+    cred = b.verifier.enroll_card(
+        ac.code, card.profile, issuer_key_id="bank", first_code=reader.identify(PIN).code
+    )
     assert cred.state is CredentialState.ACTIVE
+
+
+def test_one_card_is_enrolled_once(store_factory: StoreFactory, clock: Clock) -> None:
+    """A second live credential for the same PAN and PSN would accept each code twice."""
+    b = make_bench(store_factory(clock), clock)
+    b.verifier.add_user("mallory")
+    ac = b.verifier.issue_activation_code("mallory")
+    with pytest.raises(ValidationError, match="already enrolled"):
+        b.verifier.enroll_card(ac.code, b.card.profile, issuer_key_id="bank", first_code=b.identify().code)
+    b.verifier.revoke(b.cid)
+    cred = b.verifier.enroll_card(ac.code, b.card.profile, issuer_key_id="bank", first_code=b.identify().code)
+    assert cred.user_id == "mallory"
 
 
 def test_credential_keeps_only_pan_reference_and_last4(store_factory: StoreFactory, clock: Clock) -> None:
