@@ -179,7 +179,7 @@ def worker_pool() -> Iterator[Workers]:
 
 
 @pytest.fixture
-def workers(worker_pool: Workers, pg_dsn: str) -> Workers:
+def workers(pg_dsn: str, worker_pool: Workers) -> Workers:
     """The worker processes, bound to this test's fresh schema."""
     worker_pool.connect(pg_dsn)
     return worker_pool
