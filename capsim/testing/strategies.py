@@ -85,14 +85,14 @@ def command_apdus(
         1 (header only), 2 (Le), 3 (data), 4 (data and Le), or ``None`` for any.
     extended:
         ``False`` short form only (the default: what T=0 and most cards take), ``True``
-        extended only, ``None`` both.
+        extended only, ``None`` both (case 1 has only the short form).
     max_data:
         Longest command data drawn (extended form only beyond 255).
     """
     chosen = case if case is not None else draw(st.integers(1, 4))
     if chosen not in (1, 2, 3, 4):
         raise ValueError("case: expected 1, 2, 3, 4 or None")
-    ext = draw(st.booleans()) if extended is None else extended
+    ext = (draw(st.booleans()) if extended is None else extended) and chosen != 1  # case 1: short only
     cla = draw(_BYTE)
     ins = draw(_BYTE)
     p1, p2 = draw(_BYTE), draw(_BYTE)

@@ -32,12 +32,26 @@ class PlantedBugCard(EmvCapCard):
 
 def make_card() -> PlantedBugCard:
     """A fresh planted-bug card (secur-acces profile, test keys, PIN 1234)."""
-    good = new_card("secur-acces", pan=TEST_PAN, pin=TEST_PIN, imk_ac=TEST_IMK_AC, imk_smi=TEST_IMK_SMI,
-                    imk_smc=TEST_IMK_SMC, rng=bytes)
+    good = new_card(
+        "secur-acces",
+        pan=TEST_PAN,
+        pin=TEST_PIN,
+        imk_ac=TEST_IMK_AC,
+        imk_smi=TEST_IMK_SMI,
+        imk_smc=TEST_IMK_SMC,
+        rng=bytes,
+    )
     return PlantedBugCard(good.profile, good.state, rng=bytes)
 
 
 def make_good_card() -> EmvCapCard:
     """The same card without the bug."""
-    return new_card("secur-acces", pan=TEST_PAN, pin=TEST_PIN, imk_ac=TEST_IMK_AC, imk_smi=TEST_IMK_SMI,
-                    imk_smc=TEST_IMK_SMC, rng=bytes)
+    return new_card(
+        "secur-acces",
+        pan=TEST_PAN,
+        pin=TEST_PIN,
+        imk_ac=TEST_IMK_AC,
+        imk_smi=TEST_IMK_SMI,
+        imk_smc=TEST_IMK_SMC,
+        rng=bytes,
+    )
