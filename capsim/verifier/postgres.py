@@ -18,10 +18,12 @@ Theory of operation
    (primary key (credential_id, atc), unique operation_id and request_id) takes inserts with
    ``ON CONFLICT DO NOTHING``. Each returns the number of rows it touched; the service rolls
    back and rejects when a write that must touch one row touches none (§5 step 4).
-4. **Audit chain.** The chain tip lives in the single row ``cap_audit_head``; an appender
-   locks it ``FOR UPDATE`` as the *last* lock of its transaction, so audit appends are
-   serialised only for the short time up to COMMIT and never take part in a lock cycle. The
-   record and the new tip are written by one statement (a data-modifying CTE).
+4. **Audit chain.** The chain tip lives in the single row ``cap_audit_head``. One statement
+   locks it (``UPDATE``, the *last* lock of the transaction), takes the next sequence number,
+   chains the record (``sha256`` in the server over the canonical encoding built here) and
+   inserts it; the hash is re-checked with :func:`capsim.verifier.audit.seal`. Audit appends,
+   which every transaction makes, are thus serialised only from that statement to COMMIT, and
+   the tip never takes part in a lock cycle.
 5. **Errors.** SQLSTATE 55P03 (lock not granted within ``lock_timeout``), 40P01, 40001, a
    lost connection or any other server or driver error raises
    :class:`~capsim.errors.TemporaryFailure` after the transaction is rolled back; a
@@ -38,6 +40,7 @@ Theory of operation
 
 from __future__ import annotations
 
+import hmac
 import logging
 import queue
 import threading
@@ -48,7 +51,7 @@ from typing import Any
 
 from capsim.errors import ConfigError, TemporaryFailure, ValidationError
 from capsim.verifier import migrate as _migrate
-from capsim.verifier.audit import AuditRecord
+from capsim.verifier.audit import AuditEntry, AuditRecord, canonical_bytes, seal
 from capsim.verifier.dburl import redact_db_url
 from capsim.verifier.sqlite import SqlTransactionBase
 
@@ -115,21 +118,78 @@ class _PgTransaction(SqlTransactionBase):
     def _dec_json(self, value: Any) -> Any:
         return value
 
-    def _audit_tip(self) -> tuple[int, bytes]:
+    def append_audit(self, entry: AuditEntry) -> AuditRecord:
+        """Chain and insert ``entry`` in one statement (module docstring, rule 4).
+
+        The canonical encoding of the record (:func:`capsim.verifier.audit.canonical_bytes`) is
+        built here around a placeholder sequence number; the server locks the tip row, takes
+        the next number and the previous hash, hashes ``prev ‖ prefix ‖ seq ‖ suffix`` with
+        ``sha256`` and inserts the record. The hash is then recomputed here with
+        :func:`~capsim.verifier.audit.seal`; a mismatch rolls the transaction back.
+        """
+        canon = canonical_bytes(entry, seq=_SEQ_PLACEHOLDER, at=self._now)
+        if canon.count(_SEQ_MARK) != 1:  # pragma: no cover - a detail value mimics the marker
+            return self._append_audit_slow(entry)
+        prefix, suffix = canon.split(_SEQ_MARK)
+        e = entry
+        rows, _ = self._exec(
+            _PG_APPEND_AUDIT,
+            (
+                prefix + b'"seq":',
+                suffix,
+                self._now,
+                e.event,
+                e.outcome,
+                e.reason,
+                e.request_id,
+                e.credential_id,
+                e.operation_id,
+                e.mode,
+                e.atc,
+                bytes(e.txn_digest),
+                e.node,
+                e.duration_us,
+                Jsonb({str(k): str(v) for k, v in dict(e.details).items()}),
+            ),
+        )
+        seq, prev, digest = int(rows[0][0]), bytes(rows[0][1]), bytes(rows[0][2])
+        record = seal(entry, seq=seq, at=self._now, prev_hash=prev)
+        if not hmac.compare_digest(record.record_hash, digest):
+            raise TemporaryFailure("audit chain hash computed by the server differs; rolled back")
+        return record
+
+    def _append_audit_slow(self, entry: AuditEntry) -> AuditRecord:  # pragma: no cover
+        """The three-statement form: lock the tip, chain in Python, insert and move the tip."""
+        return super().append_audit(entry)
+
+    def _audit_tip(self) -> tuple[int, bytes]:  # pragma: no cover - slow path only
         row = self._one("SELECT seq, record_hash FROM cap_audit_head WHERE id = 1 FOR UPDATE")
-        if row is None:  # pragma: no cover - the migration inserts it
+        if row is None:
             raise TemporaryFailure("audit chain head row is missing")
         return int(row[0]), bytes(row[1])
 
-    def _insert_audit(self, record: AuditRecord, sql: str, params: Sequence[Any]) -> None:
-        # one round trip: the record and the chain tip it becomes (the tip row is locked above)
+    def _insert_audit(self, record: AuditRecord, sql: str, params: Sequence[Any]) -> None:  # pragma: no cover
         n = self._count(
             f"WITH ins AS ({sql}) UPDATE cap_audit_head"  # noqa: S608 - sql is the constant INSERT
-            " SET seq = ?, record_hash = ? WHERE id = 1 AND seq = ?",
+            " SET seq = ?, prev_hash = record_hash, record_hash = ? WHERE id = 1 AND seq = ?",
             (*params, record.seq, record.record_hash, record.seq - 1),
         )
-        if n != 1:  # pragma: no cover - the tip row is locked by this transaction
+        if n != 1:
             raise TemporaryFailure("audit chain head moved under its lock")
+
+
+_SEQ_PLACEHOLDER = 918_273_645_546_372_819
+_SEQ_MARK = b'"seq":' + str(_SEQ_PLACEHOLDER).encode()
+_PG_APPEND_AUDIT = (
+    "WITH h AS (UPDATE cap_audit_head SET seq = seq + 1, prev_hash = record_hash,"
+    " record_hash = sha256(record_hash || %s::bytea || convert_to((seq + 1)::text, 'UTF8') || %s::bytea)"
+    " WHERE id = 1 RETURNING seq, prev_hash, record_hash)"
+    " INSERT INTO cap_audit (seq, at, event, outcome, reason, request_id, credential_id, operation_id,"
+    " mode, atc, txn_digest, node, duration_us, details, prev_hash, record_hash)"
+    " SELECT h.seq, %s::timestamptz, %s::text, %s::text, %s::text, %s::text, %s::text, %s::text,"
+    " %s::text, %s::integer, %s::bytea, %s::text, %s::bigint, %s::jsonb, h.prev_hash, h.record_hash"
+    " FROM h RETURNING seq, prev_hash, record_hash"
+)
 
 
 class PostgresStore:
