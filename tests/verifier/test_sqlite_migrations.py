@@ -17,12 +17,14 @@ import pytest
 
 from capsim.errors import ConfigError, ValidationError, VerifierError
 from capsim.verifier import migrate
+from capsim.verifier.audit import GENESIS_HASH, AuditEntry, check_chain, seal
 from capsim.verifier.migrate import Migration
 from capsim.verifier.sqlite import SqliteStore
 from capsim.verifier.store import Store
 from tests.verifier.test_sqlite_store import PROFILE, make_credential
 
 SEED_TIME = "2026-03-01T12:00:00.000000Z"
+SEED_AT = datetime(2026, 3, 1, 12, tzinfo=UTC)
 
 
 class Harness(Protocol):
@@ -53,6 +55,20 @@ def _seed(h: Harness, conn: Any, version: int) -> None:
             " VALUES (?, ?, ?, ?, ?)",
             ("c-seed", 41, "identify", "r-seed", SEED_TIME),
         )
+        # a two-record audit chain, which the upgraded store must continue
+        prev = GENESIS_HASH
+        for seq in (1, 2):
+            rec = seal(AuditEntry(event="verify", outcome="accept", request_id=f"seed-{seq}"), seq=seq,
+                       at=SEED_AT, prev_hash=prev)  # fmt: skip
+            h.execute(
+                conn,
+                "INSERT INTO cap_audit (seq, at, event, outcome, request_id, prev_hash, record_hash)"
+                " VALUES (?, ?, ?, ?, ?, ?, ?)",
+                (seq, SEED_TIME, "verify", "accept", f"seed-{seq}", rec.prev_hash, rec.record_hash),
+            )
+            prev = rec.record_hash
+        if h.engine == "postgres":
+            h.execute(conn, "UPDATE cap_audit_head SET seq = ?, record_hash = ? WHERE id = 1", (2, prev))
     if version >= 2:
         h.execute(
             conn,
@@ -67,10 +83,15 @@ def _check_seed(store: Store, version: int) -> None:
         if version >= 1:
             assert tx.get_credential("c-seed") == make_credential("c-seed", created_at=t, last_atc=41)
             assert [a.atc for a in tx.list_acceptances("c-seed")] == [41]
+            tx.append_audit(AuditEntry(event="verify", outcome="reject", request_id="after-upgrade"))
         if version >= 2:
             user = tx.get_user("u1")
             assert user is not None
             assert user.created_at == t
+    records = list(store.audit_records())
+    assert check_chain(records) == ()
+    if version >= 1:
+        assert [r.entry.request_id for r in records] == ["seed-1", "seed-2", "after-upgrade"]
 
 
 class MigrationContract:
