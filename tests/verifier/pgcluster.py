@@ -314,12 +314,16 @@ def migrated_template(cluster: PgCluster) -> str:
 
 
 @pytest.fixture(scope="session")
-def pg_cluster() -> PgCluster:
-    """The session's throwaway cluster (skips, with the reason, only if PostgreSQL is absent)."""
+def pg_cluster() -> Iterator[PgCluster]:
+    """The session's throwaway cluster (skips, with the reason, only if PostgreSQL is absent).
+
+    Started on first use and stopped with ``pg_ctl stop`` when the session ends.
+    """
     reason = pg_unavailable_reason()
     if reason is not None:
         pytest.skip(reason)
-    return session_cluster()
+    yield session_cluster()
+    stop_session_cluster()
 
 
 @pytest.fixture

@@ -29,13 +29,11 @@ from capsim.verifier.policy import VerifierPolicy
 from capsim.verifier.postgres import PostgresStore
 from capsim.verifier.service import Verifier
 from tests.verifier.conftest import Clock, make_bench, make_provider
-from tests.verifier.pgcluster import pg_cluster, pg_dsn
 
 psycopg = pytest.importorskip("psycopg", reason="psycopg is not installed (pip install capsim[postgres])")
 
 pytestmark = pytest.mark.postgres
 
-__all__ = ["pg_cluster", "pg_dsn"]
 
 PROCESSES = 4
 CONCURRENT = 50

@@ -22,14 +22,13 @@ from capsim.verifier.model import Outcome
 from capsim.verifier.policy import VerifierPolicy
 from capsim.verifier.postgres import PostgresStore
 from tests.verifier.conftest import Bench, Clock, make_bench
-from tests.verifier.pgcluster import PgCluster, pg_cluster, pg_dsn
+from tests.verifier.pgcluster import PgCluster
 from tests.verifier.test_postgres_store import _kill
 
 psycopg = pytest.importorskip("psycopg", reason="psycopg is not installed (pip install capsim[postgres])")
 
 pytestmark = pytest.mark.postgres
 
-__all__ = ["pg_cluster", "pg_dsn"]
 
 
 @pytest.fixture

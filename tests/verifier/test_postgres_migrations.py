@@ -8,12 +8,11 @@ import pytest
 
 from capsim.verifier.postgres import PostgresStore
 from capsim.verifier.store import Store
-from tests.verifier.pgcluster import PgCluster, pg_cluster
+from tests.verifier.pgcluster import PgCluster
 from tests.verifier.test_sqlite_migrations import MigrationContract
 
 pytestmark = pytest.mark.postgres
 
-__all__ = ["pg_cluster"]
 
 
 class PostgresHarness:

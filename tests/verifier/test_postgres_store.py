@@ -25,14 +25,13 @@ from capsim.verifier.dburl import open_store
 from capsim.verifier.model import Acceptance, OperationMode
 from capsim.verifier.postgres import PostgresStore
 from capsim.verifier.store import Store
-from tests.verifier.pgcluster import PgCluster, pg_cluster, pg_dsn
+from tests.verifier.pgcluster import PgCluster
 from tests.verifier.test_sqlite_store import T0, TxPlan, make_credential, programs, run_differential
 
 psycopg = pytest.importorskip("psycopg", reason="psycopg is not installed (pip install capsim[postgres])")
 
 pytestmark = pytest.mark.postgres
 
-__all__ = ["pg_cluster", "pg_dsn"]
 
 
 @pytest.fixture
