@@ -4,7 +4,7 @@ Every example enrols a fresh emulated card (its own user and PAN) in the verifie
 a Hypothesis-drawn program of steps:
 
 ``op MODE``         issue an operation (challenge, amount, currency, TDS fields drawn)
-``answer I``        the card's real code for operation *I*, through capsim's reader
+``answer I``        the card's real code for operation *I* (0 = the latest), through capsim's reader
 ``wrong I CODE``    a random or adversarial code for operation *I* (verifier.md V42)
 ``replay I``        a code accepted before, under a new request id (V24)
 ``again I``         the same request id as an earlier verification (V24: same result)
@@ -198,12 +198,13 @@ class Checker:
         locked = cred.locked_until is not None and cred.locked_until > datetime.now(UTC)
         return bool(cred.state is CredentialState.ACTIVE and not locked)
 
-    def accepted(self, acc: Any, before: Any) -> None:
+    def accepted(self, acc: Any, before: Any) -> bool:
+        """Check an ACCEPT; ``False`` when it is the recorded answer to a repeated request id."""
         recorded = self.by_rid.get(acc.request_id)
         if recorded is not None:  # a repeated request id returns the recorded ACCEPT (V24)
             if recorded != acc.atc:
                 raise _Broken("idempotency", f"request id repeated: ATC {recorded} before, {acc.atc} now")
-            return
+            return False
         self.by_rid[acc.request_id] = acc.atc
         if not self.usable(before):
             raise _Broken("v41", f"ACCEPT while the credential was {before.state.value} or locked")
@@ -215,6 +216,7 @@ class Checker:
             if acc.operation_id in self.by_op and self.by_op[acc.operation_id] != acc.request_id:
                 raise _Broken("v41", "two ACCEPTs for one operation")
             self.by_op[acc.operation_id] = acc.request_id
+        return True
 
     def after_step(self) -> None:
         cred = self.credential()
@@ -246,8 +248,8 @@ def _verify(bench: VerifierBench, checker: Checker, target: str, code: str, rid:
         return "invalid"
     except Exception as exc:  # the invariant under test (V25)
         raise _Broken("exception", f"verify raised {type(exc).__name__}") from exc
-    checker.accepted(acc, before)
-    bench.acceptances.append(acc)
+    if checker.accepted(acc, before):
+        bench.acceptances.append(acc)
     return f"accept:{acc.atc}"
 
 
@@ -290,7 +292,7 @@ def _run_step(bench: VerifierBench, checker: Checker, verifier: Any, cid: str, s
     if name in ("answer", "wrong", "burst") and not ops:
         return
     if name == "answer":
-        op = ops[step[1] % len(ops)]
+        op = ops[-1 - step[1] % len(ops)]
         cred = checker.credential()
         stored = verifier.get_operation(op.operation_id)
         fresh = (
@@ -312,24 +314,24 @@ def _run_step(bench: VerifierBench, checker: Checker, verifier: Any, cid: str, s
             raise _Broken("honest", f"a real {op.mode.value} code for a fresh operation was rejected")
         return
     if name == "wrong":
-        op = ops[step[1] % len(ops)]
+        op = ops[-1 - step[1] % len(ops)]
         bench.used_ops.add(op.operation_id)
         rid = bench.rid()
         bench.results[rid] = _verify(bench, checker, op.operation_id, step[2], rid)
         return
     if name == "replay" and bench.codes:
-        op_index, code, _ = bench.codes[step[1] % len(bench.codes)]
+        op_index, code, _ = bench.codes[-1 - step[1] % len(bench.codes)]
         _verify(bench, checker, ops[op_index].operation_id, code, bench.rid())
         return
     if name == "again" and bench.codes:
-        op_index, code, rid = bench.codes[step[1] % len(bench.codes)]
+        op_index, code, rid = bench.codes[-1 - step[1] % len(bench.codes)]
         first = bench.results.get(rid)
         outcome = _verify(bench, checker, ops[op_index].operation_id, code, rid)
         if first is not None and first.startswith("accept") and outcome != first:
             raise _Broken("idempotency", f"request id repeated: first {first}, now {outcome}")
         return
     if name == "burst":
-        _burst(bench, checker, ops[step[1] % len(ops)], step[2])
+        _burst(bench, checker, ops[-1 - step[1] % len(ops)], step[2])
         return
     if name == "skip":
         for _ in range(step[1]):
@@ -386,8 +388,8 @@ def _burst(bench: VerifierBench, checker: Checker, op: Any, threads: int) -> Non
     if len(results) > 1:
         raise _Broken("v41", f"{len(results)} ACCEPTs for one code from {threads} concurrent requests")
     for acc in results:
-        checker.accepted(acc, before)
-        bench.acceptances.append(acc)
+        if checker.accepted(acc, before):
+            bench.acceptances.append(acc)
 
 
 def make_verifier(store: Any) -> Any:

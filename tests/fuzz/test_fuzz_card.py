@@ -159,7 +159,7 @@ def test_file_target_persists_state_and_is_checked(tmp_path: Path) -> None:
 
 
 def test_stateful_machine_catches_the_planted_card() -> None:
-    from hypothesis import HealthCheck, settings
+    from hypothesis import HealthCheck, Phase, settings
     from hypothesis.stateful import run_state_machine_as_test
 
     from capsim.testing.machines import CardMachine
@@ -171,5 +171,11 @@ def test_stateful_machine_catches_the_planted_card() -> None:
     with pytest.raises(AssertionError, match=r"(?i)ptc"):
         run_state_machine_as_test(
             PlantedMachine,
-            settings=settings(max_examples=300, database=None, suppress_health_check=list(HealthCheck)),
+            settings=settings(
+                max_examples=300,
+                database=None,
+                derandomize=True,
+                suppress_health_check=list(HealthCheck),
+                phases=[Phase.generate],  # finding it is the point here; shrinking is tested above
+            ),
         )
