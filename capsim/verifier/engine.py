@@ -333,7 +333,11 @@ def _cdol_cached(
             if not iaf0 & 0x20:
                 kwargs["currency"] = currency
     return build_cdol_data(
-        cdol1, get_reader_profile(reader_profile), cap_mode, iaf=iaf, **kwargs  # type: ignore[arg-type]
+        cdol1,
+        get_reader_profile(reader_profile),
+        cap_mode,
+        iaf=iaf,
+        **kwargs,  # type: ignore[arg-type]
     )
 
 
@@ -348,6 +352,16 @@ def cdol_data_for(profile: CredentialProfile, request: MatchRequest) -> bytes:
         amount=request.amount_minor,
         currency=request.currency,
     )
+
+
+@lru_cache(maxsize=1024)
+def _visible_iad_bits(
+    ipb: bytes, psn_in_data: bool, iad_variants: tuple[bytes, ...]
+) -> tuple[tuple[int, bytes, int], ...]:
+    """``(index, iad, IPB-selected IAD bits)`` of each variant (cached per profile)."""
+    layout = code_layout(ipb, psn_in_data)
+    start = layout.offset + 11
+    return tuple((i, iad, layout.extract(start, iad)) for i, iad in enumerate(iad_variants))
 
 
 def _tree(profile: CredentialProfile) -> TreeParams | None:
@@ -430,12 +444,13 @@ def match(
             cid_d = layout.extract(layout.offset, bytes([_CID_ARQC]))
             if layout.region(value, layout.cid_shift, layout.cid_bits) != cid_d:
                 continue
-        iad_start = layout.offset + 11
         iad_want = layout.region(value, 0, layout.iad_bits)
         variants = [
             (i, iad)
-            for i, iad in enumerate(profile.iad_variants[: card.variants])
-            if layout.extract(iad_start, iad) == iad_want
+            for i, iad, visible in _visible_iad_bits(profile.ipb, profile.psn_in_data, profile.iad_variants)[
+                : card.variants
+            ]
+            if visible == iad_want
         ]
         if not variants:
             continue
@@ -461,9 +476,7 @@ def match(
                 if tds_block:
                     ac = mac_iso9797_alg1(ac, tds_block, padding=2)
                 ac_part = layout.extract(ac_start, ac)
-                expected = (
-                    ((high_mask << layout.ac_bits | ac_part) << layout.iad_bits) | iad_want
-                )
+                expected = ((high_mask << layout.ac_bits | ac_part) << layout.iad_bits) | iad_want
                 text = f"{expected:0{digits}d}".encode("ascii")
                 if _codes_equal(text, code.text):
                     found.append(Match(credential_id=card.credential_id, atc=atc, variant=index))
