@@ -202,9 +202,12 @@ class CredentialProfile:
     tree_branch_factor, tree_height, tree_iv:
         EMV2000 tree parameters, used only with ``"emv2000-tree"``.
     display_digits:
-        Digits the reader shows (8).
+        Digits the reader shows (8); must equal the verifier policy's ``display_digits``
+        (checked at enrolment).
     accept_unpadded:
-        Accept codes typed without their leading zeros (V7; off by default).
+        The issuer's wish to accept codes typed without their leading zeros (V7). The code's
+        form is checked before any credential is read, so the verifier applies its policy's
+        ``accept_unpadded``; this field records the issuer's setting for that policy.
     """
 
     reader_profile: str
