@@ -1399,7 +1399,7 @@ class Verifier:
             return acc
 
         # a miss: count it (V28, V29, V31)
-        failed = self._count_failure(tx, cred, now)
+        failed = self._count_failure(cred, now)
         failed = dataclasses.replace(failed, parked_atc=park[0], parked_at=park[1])
         self._must(tx.update_credential(failed, expected_version=cred.version))
         if op is not None:
@@ -1417,7 +1417,7 @@ class Verifier:
         audit(Outcome.REJECT, reason)
         return None
 
-    def _count_failure(self, tx: StoreTransaction, cred: Credential, now: datetime) -> Credential:
+    def _count_failure(self, cred: Credential, now: datetime) -> Credential:
         """The credential after one counted failure (V28, V29, V31); not yet written."""
         fails = min(cred.fail_count + 1, cred.max_fail)
         new = dataclasses.replace(cred, fail_count=fails, version=cred.version + 1)
@@ -1441,14 +1441,7 @@ class Verifier:
                         self._hook(new)
                     except Exception as exc:
                         _log.warning("on_before_permanent_block hook failed (%s)", type(exc).__name__)
-                tx.append_audit(
-                    self._entry(
-                        event="lifecycle",
-                        outcome="ok",
-                        reason="block: lock escalation",
-                        credential_id=cred.credential_id,
-                    )
-                )
+                # recorded in the request's own audit record (reason "...-blocked"): one per verify
         return new
 
     def _auto_resync(
@@ -1550,12 +1543,13 @@ class Verifier:
             if ok and found is None:
                 found = m.atc + len(presented) - 1
         if found is None or found > _MAX_ATC:
-            failed = self._count_failure(tx, cred, now)
+            failed = self._count_failure(cred, now)
             self._must(tx.update_credential(failed, expected_version=cred.version))
             self._must(
                 tx.insert_request(RequestRecord(request_id=rid, outcome=Outcome.REJECT, recorded_at=now))
             )
-            audit(Outcome.REJECT, "resync-failed")
+            blocked = failed.state is CredentialState.BLOCKED
+            audit(Outcome.REJECT, "resync-failed-blocked" if blocked else "resync-failed")
             return None
         new = dataclasses.replace(
             cred,

@@ -262,3 +262,15 @@ def test_v40_provider_outage_is_temporary(store_factory: StoreFactory, clock: Cl
         b.verifier.verify(b.cid, r.code, request_id="hsm")
     assert b.refresh().fail_count == 0
     assert Verifier  # the public service is what callers use
+
+
+def test_v37_escalating_failure_still_writes_one_record(store_factory: StoreFactory, clock: Clock) -> None:
+    from capsim.verifier.policy import VerifierPolicy
+
+    b = make_bench(store_factory(clock), clock, policy=VerifierPolicy(escalate_after=1))
+    for i in range(5):
+        n = len(_audit(b))
+        with pytest.raises(InvalidCode):
+            b.verifier.verify(b.cid, f"{i:08d}", request_id=b.rid())
+        assert len(_audit(b)) == n + 1
+    assert _audit(b)[-1].entry.reason == "wrong-code-blocked"
