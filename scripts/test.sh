@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # The whole capsim test suite on a fresh Debian machine:
-#   1. installs the system packages the tests need (pcscd, the vpcd driver, opensc, PostgreSQL)
+#   1. installs the system packages the tests need (pcscd, the vpcd driver, opensc, PostgreSQL,
+#      PgBouncer)
 #      when running as root and they are missing;
 #   2. creates .venv and installs capsim with every extra and the test tools;
 #   3. runs ruff, mypy --strict and pytest (PC/SC tests inside a private network and
@@ -10,7 +11,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$(pwd)
 
-APT_PACKAGES=(pcscd libpcsclite-dev vsmartcard-vpcd pcsc-tools opensc postgresql iproute2 util-linux gcc python3-dev)
+APT_PACKAGES=(pcscd libpcsclite-dev vsmartcard-vpcd pcsc-tools opensc postgresql pgbouncer iproute2 util-linux gcc python3-dev)
 need_apt=()
 for p in "${APT_PACKAGES[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || need_apt+=("$p")

@@ -31,8 +31,10 @@ from pathlib import Path
 import pytest
 
 __all__ = [
+    "PgBouncer",
     "PgCluster",
     "find_pg_bindir",
+    "find_pgbouncer",
     "migrated_template",
     "new_test_database",
     "pg_cluster",
@@ -348,3 +350,89 @@ def new_test_database(request: pytest.FixtureRequest) -> str:
     dsn = cluster.create_schema(migrated=True)
     request.addfinalizer(lambda: cluster.drop_schema(dsn))
     return dsn
+
+
+# ---------------------------------------------------------------------------------------------
+# PgBouncer in transaction pooling mode in front of the cluster
+
+
+def find_pgbouncer() -> str | None:
+    """The PgBouncer binary, if installed (Debian package ``pgbouncer``)."""
+    found = shutil.which("pgbouncer")
+    if found is None and Path("/usr/sbin/pgbouncer").exists():
+        found = "/usr/sbin/pgbouncer"
+    return found
+
+
+@dataclass
+class PgBouncer:
+    """A PgBouncer (``pool_mode = transaction``) on a private unix socket, in front of ``cluster``.
+
+    ``server_pool`` server connections are shared by any number of clients, so consecutive
+    transactions of one client usually run on different server sessions.
+    """
+
+    cluster: PgCluster
+    dbname: str
+    server_pool: int = 3
+    port: int = 6432
+    _proc: subprocess.Popen[bytes] | None = None
+
+    @property
+    def root(self) -> Path:
+        return self.cluster.root / "bouncer"
+
+    def dsn(self) -> str:
+        return f"host={self.root} port={self.port} user=postgres dbname={self.dbname}"
+
+    def start(self) -> None:
+        binary = find_pgbouncer()
+        if binary is None:
+            raise RuntimeError("pgbouncer is not installed")
+        self.root.mkdir(exist_ok=True)
+        (self.root / "users.txt").write_text('"postgres" ""\n')
+        (self.root / "pgbouncer.ini").write_text(
+            "[databases]\n"
+            f"{self.dbname} = host={self.cluster.sockdir} port={self.cluster.port} dbname={self.dbname}\n"
+            "[pgbouncer]\n"
+            "listen_addr =\n"
+            f"listen_port = {self.port}\n"
+            f"unix_socket_dir = {self.root}\n"
+            "auth_type = trust\n"
+            f"auth_file = {self.root / 'users.txt'}\n"
+            "pool_mode = transaction\n"
+            f"default_pool_size = {self.server_pool}\n"
+            f"max_db_connections = {self.server_pool}\n"
+            "max_client_conn = 200\n"
+            "ignore_startup_parameters = extra_float_digits\n"
+            f"logfile = {self.root / 'pgbouncer.log'}\n"
+        )
+        if os.geteuid() == 0:
+            pw = pwd.getpwnam("postgres")
+            for p in self.root.iterdir():
+                os.chown(p, pw.pw_uid, pw.pw_gid)
+            os.chown(self.root, pw.pw_uid, pw.pw_gid)
+        self._proc = subprocess.Popen(
+            [binary, str(self.root / "pgbouncer.ini")],
+            user="postgres" if os.geteuid() == 0 else None,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        sock = self.root / f".s.PGSQL.{self.port}"
+        for _ in range(200):
+            if sock.exists():
+                return
+            if self._proc.poll() is not None:
+                raise RuntimeError(f"pgbouncer exited with {self._proc.returncode}")
+            time.sleep(0.05)
+        raise RuntimeError("pgbouncer did not open its socket")
+
+    def stop(self) -> None:
+        if self._proc is not None and self._proc.poll() is None:
+            self._proc.terminate()
+            try:
+                self._proc.wait(10)
+            except subprocess.TimeoutExpired:  # pragma: no cover
+                self._proc.kill()
+                self._proc.wait(5)
+        self._proc = None
