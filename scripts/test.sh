@@ -1,8 +1,7 @@
 #!/usr/bin/env bash
 # The whole capsim test suite on a fresh Debian machine:
 #   1. installs the system packages the tests need (pcscd, the vpcd driver, opensc, PostgreSQL,
-#      PgBouncer)
-#      when running as root and they are missing;
+#      PgBouncer) when running as root and they are missing;
 #   2. creates .venv and installs capsim with every extra and the test tools;
 #   3. runs ruff, mypy --strict and pytest (PC/SC tests inside a private network and
 #      mount namespace when running as root, so they never touch a host pcscd).
