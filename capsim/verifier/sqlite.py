@@ -672,7 +672,8 @@ class SqliteStore:
     Examples
     --------
     >>> import tempfile, os
-    >>> d = tempfile.mkdtemp()
+    >>> tmp = tempfile.TemporaryDirectory()
+    >>> d = tmp.name
     >>> store = SqliteStore(os.path.join(d, "v.db"))
     >>> with store.transaction() as tx:
     ...     tx.set_setting("policy", "{}")
@@ -682,6 +683,7 @@ class SqliteStore:
     >>> oct(os.stat(os.path.join(d, "v.db")).st_mode & 0o777)
     '0o600'
     >>> store.close()
+    >>> tmp.cleanup()
     """
 
     def __init__(
