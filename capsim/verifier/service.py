@@ -367,11 +367,13 @@ class Verifier:
         """V5's bound for ``profile`` under this verifier's policy (no ceiling check)."""
         return false_accept_bound(profile, self.policy)
 
-    def _dummy(self, code: engine.PresentedCode) -> None:
+    def _dummy(self, code: engine.PresentedCode, count: int | None = None) -> None:
+        """Spend ``count`` (default: a typical call's) recomputations that never match (V30)."""
+        count = self._dummy_size if count is None else count
+        if count <= 0:
+            return
         try:
-            n = engine.dummy_evaluate(
-                code, self._provider, evaluations=self._dummy_size, profile=_DUMMY_PROFILE
-            )
+            n = engine.dummy_evaluate(code, self._provider, evaluations=count, profile=_DUMMY_PROFILE)
         except Exception:  # the dummy must never change the outcome
             n = 0
         self._count(dummies=n)
@@ -1349,6 +1351,9 @@ class Verifier:
         result = self._match(
             cards, presented, request, window=window, first_use=activating, all_variants=bool(script_at)
         )
+        # pad to a fixed evaluation count: whether the code's public bits found candidates
+        # does not show in the time taken (and unknown credentials cost the same, V30)
+        self._dummy(presented, self._dummy_size - result.evaluations)
         m = result.match
         park: tuple[int | None, datetime | None] = (cred.parked_atc, cred.parked_at)
         if m is None and op is None and self.policy.auto_resync and not activating:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import threading
 from typing import Any
 
@@ -581,3 +582,30 @@ def test_pin_change_script(store_factory: StoreFactory, clock: Clock) -> None:
     assert verify(card, "4321") == 0x9000
     with pytest.raises(ValidationError):
         b.verifier.build_pin_script(b.cid, arqc=b"short", atc=1)
+
+
+def test_v30_every_verification_costs_the_same_number_of_recomputations(
+    store_factory: StoreFactory, clock: Clock
+) -> None:
+    b = make_bench(store_factory(clock), clock, profile="barclays")
+    v = b.verifier
+
+    def cost(target: str, code: str) -> int:
+        before = v.metrics
+        with contextlib.suppress(InvalidCode):
+            v.verify(target, code, request_id=b.rid())
+        after = v.metrics
+        return (after.candidate_evaluations - before.candidate_evaluations) + (
+            after.dummy_evaluations - before.dummy_evaluations
+        )
+
+    last = b.refresh().last_atc
+    no_candidate = f"{(1 << 25) | (((last + 100) & 0xFF) << 17):08d}"  # ATC bits outside the window
+    with_candidate = f"{(1 << 25) | (((last + 1) & 0xFF) << 17) | 12345:08d}"
+    costs = {
+        "correct": cost(b.cid, b.identify().code),
+        "no-candidate": cost(b.cid, no_candidate),
+        "candidate": cost(b.cid, with_candidate),
+        "unknown": cost("cr-0000000000000000", with_candidate),
+    }
+    assert set(costs.values()) == {v.policy.history_variants}, costs
