@@ -509,6 +509,9 @@ def run_card_sequence(
                     continue
             else:
                 answer = target.exchange(step)
+        except ValidationError:  # the transport refused to send it (e.g. under 4 bytes over PC/SC)
+            run.refused += 1
+            continue
         except _CrashError as crash:
             run.exchanges.append((step, b""))
             index = len(run.exchanges) - 1

@@ -296,13 +296,16 @@ def serve_hostile(
     server = VpcdCardServer(card, host=host, port=port, slot=slot)
     event = stop or threading.Event()
     started = time.monotonic()
-    with server.start():
+    server.start()
+    try:
         while not event.is_set():
             if time_budget is not None and time.monotonic() - started >= time_budget:
                 break
             event.wait(0.25)
             if on_progress is not None:
                 on_progress(len(card.exchanges))
+    finally:
+        server.stop()
     return card
 
 
