@@ -318,21 +318,28 @@ class Verifier:
 
     # -- plumbing ----------------------------------------------------------------------------------
     @contextmanager
-    def _tx(self) -> Iterator[StoreTransaction]:
-        """A store transaction whose unexpected errors become :class:`TemporaryFailure` (V25)."""
+    def _tx(self, *, keep_conflict: bool = False) -> Iterator[StoreTransaction]:
+        """A store transaction whose unexpected errors become :class:`TemporaryFailure` (V25).
+
+        A write that had to touch one row and did not (a concurrent change) is a temporary
+        failure too, except for ``verify``/``resync``, which turn it into the uniform reject.
+        """
         try:
-            with self._store.transaction(lock_timeout=self.policy_lock_timeout) as tx:
+            with self._store.transaction(lock_timeout=self._lock_timeout()) as tx:
                 yield tx
-        except (VerifierError, ValidationError, ConfigError, _ConflictError):
+        except _ConflictError:
+            if keep_conflict:
+                raise
+            raise TemporaryFailure("concurrent update; retry") from None
+        except (VerifierError, ValidationError, ConfigError):
             raise
         except Exception as exc:
             _log.warning("store failure (%s): treated as a temporary failure", type(exc).__name__)
             raise TemporaryFailure("verifier store unavailable") from None
 
-    @property
-    def policy_lock_timeout(self) -> float:
+    def _lock_timeout(self) -> float:
         policy = getattr(self, "policy", None)
-        return 2.0 if policy is None else policy.lock_timeout_s
+        return 2.0 if policy is None else float(policy.lock_timeout_s)
 
     def _entry(self, **fields: object) -> AuditEntry:
         return AuditEntry(node=self._node, **fields)  # type: ignore[arg-type]
@@ -1166,7 +1173,7 @@ class Verifier:
     ) -> Acceptance:
         t0 = self._monotonic()
         try:
-            with self._tx() as tx:
+            with self._tx(keep_conflict=True) as tx:
                 acc = self._verify_tx(tx, target, presented=presented, rid=rid, t0=t0, activating=activating)
         except _ConflictError:
             self._best_effort_audit(rid, target, "conflict", Outcome.REJECT, t0)
@@ -1485,7 +1492,7 @@ class Verifier:
         presented = [self._parse(c) for c in codes]
         t0 = self._monotonic()
         try:
-            with self._tx() as tx:
+            with self._tx(keep_conflict=True) as tx:
                 atc = self._resync_tx(tx, cid, presented, rid, t0)
         except _ConflictError:
             self._best_effort_audit(rid, cid, "conflict", Outcome.REJECT, t0)

@@ -417,3 +417,41 @@ def test_v26_lifecycle_states_hold_under_threads(store_factory: StoreFactory, cl
     assert not any(
         isinstance(x, BaseException) and not isinstance(x, InvalidCode | TemporaryFailure) for x in results
     )
+
+
+class _StaleTx:
+    """Every compare-and-swap update touches no row (as after a concurrent change)."""
+
+    def __init__(self, tx: StoreTransaction) -> None:
+        self._tx = tx
+
+    def __getattr__(self, name: str) -> Any:
+        if name in ("update_credential", "update_operation"):
+            return lambda *args, **kwargs: 0
+        return getattr(self._tx, name)
+
+
+class StaleStore(ChaosStore):
+    @contextmanager
+    def _tx(self, lock_timeout: float | None) -> Iterator[StoreTransaction]:
+        with self.inner.transaction(lock_timeout=lock_timeout) as tx:
+            yield _StaleTx(tx) if self.armed else tx  # type: ignore[misc]
+
+
+def test_v25_write_touching_no_row_rolls_back_and_never_escapes_untyped(
+    memory_factory: StoreFactory, clock: Clock
+) -> None:
+    stale = StaleStore(memory_factory(clock), random.Random(0), RuntimeError("unused"))
+    b = make_bench(stale, clock)  # type: ignore[arg-type]
+    r = b.identify()
+    before = _snapshot(stale.inner, b.cid)
+    stale.armed = True
+    with pytest.raises(InvalidCode):  # verify: the uniform reject
+        b.verifier.verify(b.cid, r.code, request_id="stale-1")
+    with pytest.raises(TemporaryFailure):  # administration: retry later
+        b.verifier.revoke(b.cid)
+    with pytest.raises(TemporaryFailure):
+        b.verifier.advance_floor(b.cid, 60)
+    stale.armed = False
+    assert _snapshot(stale.inner, b.cid)[:4] == before[:4]
+    assert b.verifier.verify(b.cid, r.code, request_id="stale-2").atc == r.atc
