@@ -268,7 +268,9 @@ class Verifier:
         Credential profiles to check against the false-accept ceiling at construction (V5).
     on_before_permanent_block:
         Called with the credential (inside the transaction) before a permanent block commits
-        (V31; payer alert). Exceptions from it are logged; the block still happens.
+        (V31; payer alert). Exceptions from it are logged; the block still happens. It runs
+        while the credential row is locked, so it must not call back into the verifier (queue
+        the alert instead).
     monotonic:
         Clock for durations only (``time.perf_counter``).
     """
