@@ -646,3 +646,22 @@ def test_v1_option_b_derivation_for_long_pans(memory_factory: StoreFactory, cloc
         window=16,
     )
     assert miss.match is None
+
+
+def test_v1_default_window_edges(memory_factory: StoreFactory, clock: Clock) -> None:
+    """With the default policy (W = 16): k = 16 accepted, k = 17 rejected."""
+    b = make_bench(memory_factory(clock), clock)
+    window = b.verifier.policy.atc_window
+    assert window == 16
+    for k, accepted in ((window, True), (window + 1, False)):
+        last = b.refresh().last_atc
+        op = new_op(b, "respond")
+        for _ in range(k - 1):
+            b.identify()
+        r = run_mode(b, op)
+        assert r.atc == last + k
+        if accepted:
+            assert b.verifier.verify(op.operation_id, r.code, request_id=b.rid()).atc == r.atc
+        else:
+            with pytest.raises(InvalidCode):
+                b.verifier.verify(op.operation_id, r.code, request_id=b.rid())
