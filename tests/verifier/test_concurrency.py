@@ -159,6 +159,9 @@ def test_v22_lock_timeout_is_temporary_failure_without_side_effects(
     cred = b.refresh()
     assert cred.fail_count == 0
     assert cred.last_atc == b.first.atc
+    if store_factory.backend == "postgres":  # row locks: the separate audit transaction got through
+        last = list(store.audit_records())[-1].entry
+        assert (last.outcome, last.reason, last.request_id) == ("temporary", "temporary-failure", "blocked")
     # nothing was recorded for the request: a retry decides normally
     assert quick.verify(b.cid, r.code, request_id="blocked").atc == r.atc
 
