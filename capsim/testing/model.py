@@ -105,7 +105,15 @@ def parse_pin_block(block: bytes) -> str | None:
 
 
 def _header(cmd: bytes) -> tuple[int, int, int, int, bytes] | None:
-    """(CLA, INS, P1, P2, data) of a short-form command, or ``None`` when malformed."""
+    """(CLA, INS, P1, P2, data) of a command (ISO 7816-4 cases), or ``None`` when malformed."""
+    n = len(cmd)
+    if n < 4:
+        return None
+    if n in {4, 5}:
+        return cmd[0], cmd[1], cmd[2], cmd[3], b""
+    lc = cmd[4]
+    if lc and n in (5 + lc, 6 + lc):  # short case 3 or 4 (the fast path)
+        return cmd[0], cmd[1], cmd[2], cmd[3], cmd[5 : 5 + lc]
     from capsim.apdu import CommandApdu
 
     try:
