@@ -1,7 +1,8 @@
 """The one place capsim imports a block cipher (emv-crypto.md §2).
 
-Everything DES in capsim goes through this private module. Two interchangeable backends
-implement it:
+Everything DES in capsim goes through this private module, and so does the verifier's AES-SIV
+sealing of PAN tokens (:func:`_siv_seal`, :func:`_siv_open`; pycryptodome's AES). Two
+interchangeable backends implement DES:
 
 ``cryptography``
     OpenSSL's TripleDES from ``cryptography.hazmat.decrepit.ciphers.algorithms``. Keys are always
@@ -444,3 +445,34 @@ def _unchecked_encrypt_once(key: bytes, data: bytes) -> bytes:
 def _unchecked_retail_mac(key: bytes, padded: bytes) -> bytes:
     """:func:`retail_mac` without argument checks, for callers that validated already."""
     return _backend.retail_mac(key, padded)
+
+
+def _siv_seal(key: bytes, header: bytes, plaintext: bytes) -> bytes:
+    """AES-SIV (RFC 5297) seal ``plaintext`` with associated data ``header``; returns tag ‖ ciphertext.
+
+    Used by :class:`capsim.verifier.provider.SoftwareProvider` for its PAN-bearing key references.
+    ``key`` is 32, 48 or 64 bytes. Deterministic: the same inputs give the same output.
+    """
+    from Crypto.Cipher import AES
+
+    siv = AES.new(key, AES.MODE_SIV)
+    siv.update(header)
+    ct, tag = siv.encrypt_and_digest(plaintext)
+    return bytes(tag) + bytes(ct)
+
+
+def _siv_open(key: bytes, header: bytes, sealed: bytes) -> bytes:
+    """Open what :func:`_siv_seal` sealed under ``key`` and ``header``.
+
+    Raises
+    ------
+    ValueError
+        ``sealed`` is shorter than the 16-byte tag, or it does not authenticate.
+    """
+    from Crypto.Cipher import AES
+
+    if len(sealed) < 16:
+        raise ValueError("sealed: shorter than the 16-byte SIV tag")
+    siv = AES.new(key, AES.MODE_SIV)
+    siv.update(header)
+    return bytes(siv.decrypt_and_verify(sealed[16:], sealed[:16]))

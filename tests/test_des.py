@@ -207,16 +207,17 @@ def test_cryptography_fast_contexts_match_public_api(key: bytes, data: bytes, iv
 
 
 def test_des_is_imported_only_by_the_des_module() -> None:
-    """emv-crypto.md §2 "One import site": no other capsim module reaches for a DES implementation."""
+    """emv-crypto.md §2 "One import site": no other capsim module reaches for a block cipher (DES or AES)."""
     import re
     from pathlib import Path
 
     import capsim
 
     pattern = re.compile(
-        r"^\s*(from\s+(Crypto|Cryptodome)\.Cipher\s+import\s+.*\bDES3?\b"
-        r"|import\s+(Crypto|Cryptodome)\.Cipher\.DES3?\b"
-        r"|from\s+cryptography\.hazmat\.(decrepit|primitives)\.ciphers\.algorithms\s+import\s+.*\bTripleDES\b"
+        r"^\s*(from\s+(Crypto|Cryptodome)\.Cipher\s+import\s+.*\b(DES3?|AES)\b"
+        r"|import\s+(Crypto|Cryptodome)\.Cipher\.(DES3?|AES)\b"
+        r"|from\s+cryptography\.hazmat\.(decrepit|primitives)\.ciphers\.algorithms\s+import\s+.*\b(TripleDES|AES)\b"
+        r"|from\s+cryptography\.hazmat\.primitives\.ciphers\.aead\s+import\s+.*\bAES"
         r"|.*\bdecrepit\b)",
         re.MULTILINE,
     )
@@ -227,4 +228,25 @@ def test_des_is_imported_only_by_the_des_module() -> None:
         if path.name != "_des.py" and pattern.search(path.read_text(encoding="utf-8"))
     ]
     assert offenders == []
-    assert pattern.search((root / "_des.py").read_text(encoding="utf-8"))
+    des_source = (root / "_des.py").read_text(encoding="utf-8")
+    assert pattern.search(des_source)
+    assert re.search(r"^\s*from\s+Crypto\.Cipher\s+import\s+AES\b", des_source, re.MULTILINE)
+
+
+def test_siv_seal_known_answer_and_open() -> None:
+    """AES-SIV sealing of PAN references: RFC 5297 appendix A.1, cross-checked with ``cryptography``."""
+    from cryptography.hazmat.primitives.ciphers.aead import AESSIV
+
+    key = unhex("fffefdfcfbfaf9f8f7f6f5f4f3f2f1f0f0f1f2f3f4f5f6f7f8f9fafbfcfdfeff")
+    header = unhex("101112131415161718191a1b1c1d1e1f2021222324252627")
+    plain = unhex("112233445566778899aabbccddee")
+    sealed = _des._siv_seal(key, header, plain)
+    assert sealed == unhex("85632d07c6e8f37f950acd320a2ecc9340c02b9690c4dc04daef7f6afe5c")
+    assert sealed == AESSIV(key).encrypt(plain, [header])
+    assert _des._siv_open(key, header, sealed) == plain
+    with pytest.raises(ValueError, match="MAC check failed"):
+        _des._siv_open(key, header + b"x", sealed)
+    with pytest.raises(ValueError, match="MAC check failed"):
+        _des._siv_open(key, header, sealed[:-1] + bytes([sealed[-1] ^ 1]))
+    with pytest.raises(ValueError, match="16-byte"):
+        _des._siv_open(key, header, sealed[:15])

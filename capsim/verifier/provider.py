@@ -42,8 +42,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Final, NoReturn, Protocol, runtime_checkable
 
-from Crypto.Cipher import AES
-
+from capsim import _des
 from capsim.crypto import (
     CVN,
     AcCalculator,
@@ -346,11 +345,11 @@ class SoftwareProvider:
             option = KeyDerivation(derivation)
         except ValueError:
             raise ValidationError("derivation: expected 'auto', 'A' or 'B'") from None
-        siv = AES.new(keys.token.reveal(), AES.MODE_SIV)
-        siv.update(f"{issuer_key_id}:{option.value}".encode("ascii"))
-        ct, tag = siv.encrypt_and_digest(f"{p}|{s}".encode("ascii"))
+        sealed = _des._siv_seal(
+            keys.token.reveal(), f"{issuer_key_id}:{option.value}".encode("ascii"), f"{p}|{s}".encode("ascii")
+        )
         token = hmac.new(keys.token.reveal(), p.encode("ascii"), hashlib.sha256).hexdigest()[:32]
-        ref = f"{_REF_VERSION}:{issuer_key_id}:{option.value}:{_b64(tag + ct)}"
+        ref = f"{_REF_VERSION}:{issuer_key_id}:{option.value}:{_b64(sealed)}"
         return CardKeys(key_ref=ref, pan_token=token, pan_last4=p[-4:])
 
     def _resolve(self, key_ref: str) -> tuple[SecretKey, SecretKey | None, SecretKey | None]:
@@ -371,9 +370,7 @@ class SoftwareProvider:
         keys = self._issuer(kid)
         try:
             raw = _unb64(blob)
-            siv = AES.new(keys.token.reveal(), AES.MODE_SIV)
-            siv.update(f"{kid}:{opt}".encode("ascii"))
-            plain = siv.decrypt_and_verify(raw[16:], raw[:16]).decode("ascii")
+            plain = _des._siv_open(keys.token.reveal(), f"{kid}:{opt}".encode("ascii"), raw).decode("ascii")
             pan, psn = plain.split("|")
             option = KeyDerivation(opt)
         except (ValueError, KeyError, UnicodeDecodeError):
