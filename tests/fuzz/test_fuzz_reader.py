@@ -34,7 +34,7 @@ def fresh():  # type: ignore[no-untyped-def]
 def test_short_reader_fuzz_finds_nothing_and_saves_nothing(tmp_path: Path) -> None:
     result = CliRunner().invoke(
         main,
-        ["fuzz", "reader", "--seed", "2", "--max-examples", "120", "--findings", str(tmp_path), "--json"],
+        ["fuzz", "reader", "--seed", "2", "--max-examples", "60", "--findings", str(tmp_path), "--json"],
     )
     assert result.exit_code == 0, result.output
     report = json.loads(result.stdout)

@@ -12,11 +12,11 @@ class BarclaysCardMachine(CardMachine):
 
 
 TestSecurAccesCard = CardMachine.TestCase
-TestSecurAccesCard.settings = settings(TestSecurAccesCard.settings, stateful_step_count=25)
+TestSecurAccesCard.settings = settings(TestSecurAccesCard.settings, stateful_step_count=15)
 TestBarclaysCard = BarclaysCardMachine.TestCase
-TestBarclaysCard.settings = settings(TestBarclaysCard.settings, stateful_step_count=25)
+TestBarclaysCard.settings = settings(TestBarclaysCard.settings, stateful_step_count=15)
 TestReaderCard = ReaderCardMachine.TestCase
-TestReaderCard.settings = settings(TestReaderCard.settings, stateful_step_count=15)
+TestReaderCard.settings = settings(TestReaderCard.settings, stateful_step_count=8)
 TestCardReaderVerifier = CardReaderVerifierMachine.TestCase
 TestCardReaderVerifier.settings = settings(
     TestCardReaderVerifier.settings, stateful_step_count=10, max_examples=25
