@@ -24,6 +24,9 @@ from enum import IntEnum, StrEnum
 from typing import Final, Literal
 
 from capsim import _des
+from capsim._validate import as_bytes as _as_bytes
+from capsim._validate import enum_member
+from capsim._validate import fixed_bytes as _fixed
 from capsim.errors import ValidationError
 
 __all__ = [
@@ -70,21 +73,6 @@ _PARITY_TABLE: Final = bytes(b if bin(b).count("1") % 2 else b ^ 1 for b in rang
 # --------------------------------------------------------------------------------------------------
 # argument checks
 # --------------------------------------------------------------------------------------------------
-
-
-def _as_bytes(name: str, value: object) -> bytes:
-    if isinstance(value, bytes):
-        return value
-    if isinstance(value, bytearray | memoryview):
-        return bytes(value)
-    raise ValidationError(f"{name}: expected bytes, got {type(value).__name__}")
-
-
-def _fixed(name: str, value: object, length: int) -> bytes:
-    b = _as_bytes(name, value)
-    if len(b) != length:
-        raise ValidationError(f"{name}: expected {length} bytes, got {len(b)}")
-    return b
 
 
 def _key16(name: str, value: object) -> bytes:
@@ -604,12 +592,7 @@ def ac_data(cvn: CVN | int, *, cdol1_data: bytes, aip: bytes, atc: bytes, iad: b
 def _method(c: CVN, method: object) -> SessionKeyMethod:
     if method is None:
         return _CVN_TABLE[c].session_key
-    try:
-        return SessionKeyMethod(method)  # type: ignore[arg-type]
-    except ValueError:
-        raise ValidationError(
-            f"method: expected one of {[m.value for m in SessionKeyMethod]}, got {method!r}"
-        ) from None
+    return enum_member("method", SessionKeyMethod, method)
 
 
 def ac_session_key(

@@ -16,13 +16,14 @@ import logging
 from typing import Final, Literal
 
 from capsim import _des
+from capsim._validate import as_bytes as _as_bytes
+from capsim._validate import digits, enum_member
+from capsim._validate import fixed_bytes as _fixed
 from capsim.crypto import (
     CVN,
     Encipherment,
-    _as_bytes,
     _csk,
     _cvn,
-    _fixed,
     _key16,
     _pad,
     cvn_spec,
@@ -65,9 +66,7 @@ BlockFormat = Literal["iso2", "vis"]
 
 
 def _pin(name: str, pin: object) -> str:
-    if not isinstance(pin, str) or not pin.isascii() or not pin.isdigit() or not 4 <= len(pin) <= 12:
-        raise ValidationError(f"{name}: expected 4 to 12 ASCII digits")
-    return pin
+    return digits(name, pin, 4, 12)
 
 
 def pin_block_iso2(pin: str) -> bytes:
@@ -157,12 +156,7 @@ def parse_pin_block_vis(block: bytes, mk_ac: bytes, current_pin: str | None = No
 
 
 def _variant(variant: object) -> Encipherment:
-    try:
-        return Encipherment(variant)  # type: ignore[arg-type]
-    except ValueError:
-        raise ValidationError(
-            f"variant: expected one of {[v.value for v in Encipherment]}, got {variant!r}"
-        ) from None
+    return enum_member("variant", Encipherment, variant)
 
 
 def encipher_pin_block(variant: Encipherment | str, sk_smc: bytes, block: bytes) -> bytes:

@@ -36,6 +36,7 @@ import logging
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 
+from capsim._validate import as_bytes
 from capsim.errors import ApduFormatError, ValidationError
 from capsim.tags import TagFormat, tag_info, tag_name
 
@@ -66,6 +67,14 @@ _MAX_LENGTH = 0xFFFFFF
 _MAX_TAG_BYTES = 4
 _PADDING = (0x00, 0xFF)
 
+# Performance caches (pure functions of their keys, bounded so hostile input cannot grow them
+# without limit): validated tag -> its bytes, DOL bytes -> parsed entries, tag -> fill rule.
+_CACHE_LIMIT = 1024
+_MAX_CACHED_DOL = 252
+_TAG_BYTES: dict[int, bytes] = {}
+_DOLS: dict[bytes, tuple[DolEntry, ...]] = {}
+_FILL_RULES: dict[int, tuple[bool, bool, TagFormat]] = {}
+
 
 # --------------------------------------------------------------------------- tags and lengths
 
@@ -86,6 +95,10 @@ def encode_tag(tag: int) -> bytes:
     ...
     capsim.errors.ValidationError: tag must be a BER-TLV tag of 1..4 bytes, got 0x1F
     """
+    if type(tag) is int:
+        cached = _TAG_BYTES.get(tag)
+        if cached is not None:
+            return cached
     if isinstance(tag, bool) or not isinstance(tag, int) or not 0 < tag <= 0xFFFFFFFF:
         raise ValidationError(f"tag must be a BER-TLV tag of 1..4 bytes, got {tag!r}")
     raw = tag.to_bytes((tag.bit_length() + 7) // 8, "big")
@@ -102,6 +115,10 @@ def encode_tag(tag: int) -> bytes:
         )
     if not ok:
         raise ValidationError(f"tag must be a BER-TLV tag of 1..4 bytes, got 0x{tag:X}")
+    if type(tag) is int:
+        if len(_TAG_BYTES) >= _CACHE_LIMIT:
+            _TAG_BYTES.clear()
+        _TAG_BYTES[tag] = raw
     return raw
 
 
@@ -130,11 +147,7 @@ def _is_constructed_tag(tag: int) -> bool:
 
 
 def _as_bytes(name: str, value: object) -> bytes:
-    if isinstance(value, bytes):
-        return value
-    if isinstance(value, bytearray | memoryview):
-        return bytes(value)
-    raise ValidationError(f"{name} must be bytes, got {type(value).__name__}")
+    return as_bytes(name, value, phrase="{name} must be bytes")
 
 
 # --------------------------------------------------------------------------- the Tlv type
@@ -302,31 +315,56 @@ def _read_length(data: bytes, pos: int, end: int) -> tuple[int, int]:
     return int.from_bytes(data[pos + 1 : pos + 1 + n], "big"), pos + 1 + n
 
 
-def _decode(data: bytes, pos: int, end: int, depth: int) -> tuple[Tlv, ...]:
+def _decode(data: bytes, pos: int, end: int, depth: int) -> tuple[tuple[Tlv, ...], bool]:
+    """The objects in ``data[pos:end]``, and whether those bytes are already their canonical encoding.
+
+    Canonical means no padding and only minimal lengths (a decoded tag always re-encodes to
+    the bytes it was read from), so a template whose content is canonical keeps its slice of
+    ``data`` as its value instead of re-encoding its children.
+    """
     if depth > MAX_DEPTH:
         raise ApduFormatError(f"templates nested deeper than {MAX_DEPTH} levels", pos)
     out: list[Tlv] = []
+    canonical = True
     while pos < end:
-        if data[pos] in _PADDING:
+        first = data[pos]
+        if first in _PADDING:
             pos += 1
+            canonical = False
             continue
         start = pos
-        tag, pos = _read_tag(data, pos, end)
-        length, pos = _read_length(data, pos, end)
-        if pos + length > end:
+        if first & 0x1F != 0x1F:
+            tag = first
+            pos += 1
+        else:
+            tag, pos = _read_tag(data, pos, end)
+        if pos < end and data[pos] < 0x80:
+            length = data[pos]
+            pos += 1
+        else:
+            length_at = pos
+            length, pos = _read_length(data, pos, end)
+            if pos - length_at != len(encode_length(length)):
+                canonical = False
+        stop = pos + length
+        if stop > end:
             raise ApduFormatError(
                 f"value of tag {tag:X} needs {length} bytes, only {end - pos} remain", end
             )
-        if _is_constructed_tag(tag):
-            children = _decode(data, pos, pos + length, depth + 1)
-            value = b"".join(c.to_bytes() for c in children)
-            if len(value) > _MAX_LENGTH:  # pragma: no cover - needs > 16 MB of input
-                raise ApduFormatError("re-encoded template longer than 16 MB", start)
+        if first & 0x20:
+            children, inner_canonical = _decode(data, pos, stop, depth + 1)
+            if inner_canonical:
+                value = data[pos:stop]
+            else:
+                canonical = False
+                value = b"".join(c.to_bytes() for c in children)
+                if len(value) > _MAX_LENGTH:  # pragma: no cover - needs > 16 MB of input
+                    raise ApduFormatError("re-encoded template longer than 16 MB", start)
             out.append(_make(tag, value, children))
         else:
-            out.append(_make(tag, data[pos : pos + length], ()))
-        pos += length
-    return tuple(out)
+            out.append(_make(tag, data[pos:stop], ()))
+        pos = stop
+    return tuple(out), canonical
 
 
 def decode(data: bytes) -> tuple[Tlv, ...]:
@@ -347,7 +385,7 @@ def decode(data: bytes) -> tuple[Tlv, ...]:
     capsim.errors.ApduFormatError: value of tag 9F36 needs 3 bytes, only 2 remain (at offset 5)
     """
     data = _as_bytes("data", data)
-    return _decode(data, 0, len(data), 0)
+    return _decode(data, 0, len(data), 0)[0]
 
 
 def encode(tag: int, value: bytes) -> bytes:
@@ -390,13 +428,17 @@ def encode_constructed(tag: int, parts: Iterable[bytes | Tlv]) -> bytes:
 
 
 def _roots(objs: Tlv | Iterable[Tlv]) -> list[Tlv]:
-    if isinstance(objs, Tlv):
+    if type(objs) is tuple:  # the common case (decode's result, children): skip the ABC checks
+        roots = list(objs)
+    elif isinstance(objs, Tlv):
         return [objs]
-    if isinstance(objs, bytes | bytearray | memoryview | str) or not isinstance(objs, Iterable):
+    elif isinstance(objs, bytes | bytearray | memoryview | str) or not isinstance(objs, Iterable):
         raise ValidationError(f"objs must be a Tlv or an iterable of Tlv, got {type(objs).__name__}")
-    roots = list(objs)
-    if not all(isinstance(o, Tlv) for o in roots):
-        raise ValidationError("objs must be a Tlv or an iterable of Tlv")
+    else:
+        roots = list(objs)
+    for o in roots:
+        if not isinstance(o, Tlv):
+            raise ValidationError("objs must be a Tlv or an iterable of Tlv")
     return roots
 
 
@@ -419,9 +461,15 @@ def find(objs: Tlv | Iterable[Tlv], tag: int) -> Tlv | None:
     >>> find(decode(bytes.fromhex("7003880101")), 0x88).value
     b'\\x01'
     """
-    for _, obj in walk(objs):
+    # walk()'s order without its generator: a stack of objects, children pushed in reverse.
+    stack = _roots(objs)
+    stack.reverse()
+    while stack:
+        obj = stack.pop()
         if obj.tag == tag:
             return obj
+        if obj.children:
+            stack.extend(reversed(obj.children))
     return None
 
 
@@ -475,6 +523,9 @@ def parse_dol(data: bytes) -> tuple[DolEntry, ...]:
     (DolEntry(0x9F02, 6), DolEntry(0x9F37, 4))
     """
     data = _as_bytes("data", data)
+    cached = _DOLS.get(data)
+    if cached is not None:
+        return cached
     out: list[DolEntry] = []
     pos, end = 0, len(data)
     while pos < end:
@@ -485,7 +536,12 @@ def parse_dol(data: bytes) -> tuple[DolEntry, ...]:
             raise ApduFormatError(f"DOL entry for tag {tag:X} has no length byte", pos)
         out.append(DolEntry(tag, data[pos]))
         pos += 1
-    return tuple(out)
+    entries = tuple(out)
+    if len(data) <= _MAX_CACHED_DOL:
+        if len(_DOLS) >= _CACHE_LIMIT:
+            _DOLS.clear()
+        _DOLS[data] = entries
+    return entries
 
 
 def encode_dol(entries: Iterable[DolEntry]) -> bytes:
@@ -547,11 +603,11 @@ def fill_dol(
     >>> fill_dol(cdol, {0x9F02: b"\\x12\\x34", 0x5A: b"\\x46\\x58\\x12"}).hex().upper()
     '000000001234465812FF00000000'
     """
-    if not isinstance(values, Mapping):
+    if type(values) is not dict and not isinstance(values, Mapping):
         raise ValidationError(f"values must be a mapping of tag to bytes, got {type(values).__name__}")
     if isinstance(dol, bytes | bytearray | memoryview):
         entries: tuple[object, ...] = parse_dol(bytes(dol))
-    elif isinstance(dol, Iterable) and not isinstance(dol, str):
+    elif type(dol) is tuple or (isinstance(dol, Iterable) and not isinstance(dol, str)):
         entries = tuple(dol)
     else:
         raise ValidationError(f"dol must be bytes or DolEntry items, got {type(dol).__name__}")
@@ -561,19 +617,32 @@ def fill_dol(
         if not isinstance(entry, DolEntry):
             raise ValidationError(f"dol must be bytes or DolEntry items, got {type(entry).__name__}")
         raw = values.get(entry.tag)
-        value = None if raw is None else _as_bytes(f"values[0x{entry.tag:X}]", raw)
-        checked.append((entry, value))
+        if raw is None or type(raw) is bytes:
+            checked.append((entry, raw))
+        else:
+            checked.append((entry, _as_bytes(f"values[0x{entry.tag:X}]", raw)))
     out = bytearray()
     for entry, value in checked:
-        info = tag_info(entry.tag)
-        if value is None or _is_constructed_tag(entry.tag):
-            if value is None and info is None:
-                _log.debug("DOL asks for tag %X, unknown to the tag table: zero-filled", entry.tag)
+        tag = entry.tag
+        rule = _FILL_RULES.get(tag)
+        if rule is None:
+            info = tag_info(tag)
+            rule = (
+                info is None,
+                _is_constructed_tag(tag),
+                info.fmt if info is not None else TagFormat.B,
+            )
+            if len(_FILL_RULES) >= _CACHE_LIMIT:
+                _FILL_RULES.clear()
+            _FILL_RULES[tag] = rule
+        unknown_tag, constructed, fmt = rule
+        if value is None or constructed:
+            if value is None and unknown_tag:
+                _log.debug("DOL asks for tag %X, unknown to the tag table: zero-filled", tag)
                 if unknown is not None:
-                    unknown(entry.tag)
+                    unknown(tag)
             out += bytes(entry.length)
             continue
-        fmt = info.fmt if info is not None else TagFormat.B
         out += _fit(fmt, value, entry.length)
     return bytes(out)
 

@@ -43,6 +43,7 @@ from dataclasses import dataclass
 from typing import Final, NoReturn, Protocol, runtime_checkable
 
 from capsim import _des
+from capsim._validate import digits as _digits
 from capsim.crypto import (
     CVN,
     AcCalculator,
@@ -225,12 +226,6 @@ def _key_id(value: object) -> str:
         or not all(c.isalnum() or c in "-_." for c in value)
     ):
         raise ValidationError("key_id: expected 1..64 ASCII letters, digits, '-', '_' or '.'")
-    return value
-
-
-def _digits(name: str, value: object, lo: int, hi: int) -> str:
-    if not isinstance(value, str) or not lo <= len(value) <= hi or not all("0" <= c <= "9" for c in value):
-        raise ValidationError(f"{name}: expected {lo}..{hi} ASCII digits")
     return value
 
 

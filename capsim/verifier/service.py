@@ -42,6 +42,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, Final
 
+from capsim._validate import digits as _digits
 from capsim.errors import ConfigError, InvalidCode, TemporaryFailure, ValidationError, VerifierError
 from capsim.verifier import engine
 from capsim.verifier.audit import AuditEntry, AuditProblem, check_chain
@@ -140,12 +141,6 @@ def _request_id(value: object) -> str:
         raise ValidationError("request_id: expected 1..128 printable ASCII characters")
     if not value.isprintable():
         raise ValidationError("request_id: expected 1..128 printable ASCII characters")
-    return value
-
-
-def _digits(name: str, value: object, lo: int, hi: int) -> str:
-    if not isinstance(value, str) or not lo <= len(value) <= hi or not all("0" <= c <= "9" for c in value):
-        raise ValidationError(f"{name}: expected {lo} to {hi} ASCII digits")
     return value
 
 
