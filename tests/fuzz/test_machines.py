@@ -18,6 +18,4 @@ TestBarclaysCard.settings = settings(TestBarclaysCard.settings, stateful_step_co
 TestReaderCard = ReaderCardMachine.TestCase
 TestReaderCard.settings = settings(TestReaderCard.settings, stateful_step_count=8)
 TestCardReaderVerifier = CardReaderVerifierMachine.TestCase
-TestCardReaderVerifier.settings = settings(
-    TestCardReaderVerifier.settings, stateful_step_count=10, max_examples=25
-)
+TestCardReaderVerifier.settings = settings(TestCardReaderVerifier.settings, stateful_step_count=4)
