@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 
 import pytest
 from hypothesis import given, settings
@@ -39,23 +39,9 @@ from capsim.crypto import (
     pad_iso9797_2,
 )
 from capsim.errors import ValidationError
-from tests.utils import load_vectors, unhex
+from tests.utils import kcv, load_vectors, unhex
 
 AVAILABLE = _des.available_backends()
-
-
-@pytest.fixture(params=_des.BACKENDS)
-def backend(request: pytest.FixtureRequest) -> Iterator[str]:
-    name: str = request.param
-    if name not in AVAILABLE:
-        pytest.skip(f"DES backend {name!r}: its package is not installed")
-    with _des.use_backend(name):
-        yield name
-
-
-def kcv(key: bytes, expected_hex: str) -> None:
-    """Assert a 2- or 3-byte KCV (vectors pin the length they give)."""
-    assert key_check_value(key, len(expected_hex) // 2).hex().upper() == expected_hex
 
 
 # --------------------------------------------------------------------------------------------------

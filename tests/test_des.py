@@ -6,7 +6,6 @@ import os
 import subprocess
 import sys
 import warnings
-from collections.abc import Iterator
 
 import pytest
 from hypothesis import given
@@ -17,15 +16,6 @@ from capsim.errors import ConfigError, ValidationError
 from tests.utils import load_vectors, unhex
 
 AVAILABLE = _des.available_backends()
-
-
-@pytest.fixture(params=_des.BACKENDS)
-def backend(request: pytest.FixtureRequest) -> Iterator[str]:
-    name: str = request.param
-    if name not in AVAILABLE:
-        pytest.skip(f"DES backend {name!r}: its package is not installed")
-    with _des.use_backend(name):
-        yield name
 
 
 @pytest.mark.parametrize("v", load_vectors("crypto/des.txt"))

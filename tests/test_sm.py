@@ -2,14 +2,14 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
 from capsim import _des, sm
-from capsim.crypto import CVN, cvn_spec, derive_icc_mk, derive_visa_sm_sk, key_check_value, mac_iso9797_alg3
+from capsim.crypto import CVN, cvn_spec, derive_icc_mk, derive_visa_sm_sk, mac_iso9797_alg3
 from capsim.errors import ValidationError
 from capsim.sm import (
     Encipherment,
@@ -26,23 +26,7 @@ from capsim.sm import (
     sm_session_keys,
     verify_script_mac,
 )
-from tests.utils import load_vectors, unhex
-
-AVAILABLE = _des.available_backends()
-
-
-@pytest.fixture(params=_des.BACKENDS)
-def backend(request: pytest.FixtureRequest) -> Iterator[str]:
-    name: str = request.param
-    if name not in AVAILABLE:
-        pytest.skip(f"DES backend {name!r}: its package is not installed")
-    with _des.use_backend(name):
-        yield name
-
-
-def kcv(key: bytes, expected_hex: str) -> None:
-    assert key_check_value(key, len(expected_hex) // 2).hex().upper() == expected_hex
-
+from tests.utils import kcv, load_vectors, unhex
 
 # --------------------------------------------------------------------------------------------------
 # vectors

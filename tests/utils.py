@@ -29,12 +29,19 @@ VECTORS = Path(__file__).resolve().parent.parent / "vectors"
 
 T = TypeVar("T")
 
-__all__ = ["VECTORS", "Transcript", "load_kv_blocks", "load_transcript", "load_vectors", "unhex"]
+__all__ = ["VECTORS", "Transcript", "kcv", "load_kv_blocks", "load_transcript", "load_vectors", "unhex"]
 
 
 def unhex(value: str) -> bytes:
     """Hex with optional spaces to bytes."""
     return bytes.fromhex("".join(value.split()))
+
+
+def kcv(key: bytes, expected_hex: str) -> None:
+    """Assert a 2- or 3-byte key check value (vectors pin the length they give)."""
+    from capsim.crypto import key_check_value
+
+    assert key_check_value(key, len(expected_hex) // 2).hex().upper() == expected_hex
 
 
 def _provenance(lines: list[str], path: Path) -> None:
