@@ -64,11 +64,18 @@ except ImportError:  # pragma: no cover - exercised only without the extra
 
 __all__ = ["FaultHook", "PostgresStore"]
 
+_TUPLES_OK = 2  # libpq ExecStatusType PGRES_TUPLES_OK
+
 _log = logging.getLogger(__name__)
 
 FaultHook = Callable[[str, str, "psycopg.Connection[Any]"], None]
 """``hook(when, sql, conn)`` called with ``when`` = ``"before"``/``"after"`` around every
 statement the store sends, ``COMMIT`` included (fault-injection tests only)."""
+
+
+def _status(cur: psycopg.Cursor[Any]) -> int | None:
+    res = cur.pgresult
+    return None if res is None else int(res.status)
 
 
 def _map_error(exc: BaseException, *, context: str) -> Exception:
@@ -327,9 +334,10 @@ class PostgresStore:
             if hook is not None:
                 hook("before", sql, conn)
             cur = conn.execute(sql.encode(), tuple(params) if params else None)
-            while cur.description is None and cur.nextset():
+            # (the result status, not cur.description: building column descriptions is costly)
+            while _status(cur) != _TUPLES_OK and cur.nextset():
                 pass  # a multi-statement string: the rows are in its last result
-            rows = cur.fetchall() if cur.description is not None else []
+            rows = cur.fetchall() if _status(cur) == _TUPLES_OK else []
             count = cur.rowcount
             if hook is not None:
                 hook("after", sql, conn)
