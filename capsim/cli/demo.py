@@ -289,33 +289,50 @@ def _run_steps(d: _Demo) -> None:
     ):
         return
 
+    def challenge_step(
+        name: str,
+        title: str,
+        *,
+        expected: str,
+        run: Callable[[CapReader, str], CapResult],
+        mode: str,
+        amount: str | None = None,
+    ) -> bool:
+        """Issue a challenge operation, let the reader answer it with ``run`` and judge the code."""
+        d.begin(name)
+        if amount is None:
+            operation = v.issue_operation(cid, mode=mode)
+        else:
+            operation = v.issue_operation(cid, mode=mode, amount=amount, currency=_CURRENCY, payee=_PAYEE)
+        challenge = operation.challenge
+        res = d.reader_run(lambda r: run(r, challenge))
+        return judge(
+            name,
+            title,
+            expected=expected,
+            target=operation.operation_id,
+            code=res.code,
+            extra=f"challenge {challenge}",
+        )
+
     # 4. Respond
-    d.begin("respond")
-    op = v.issue_operation(cid, mode="respond")
-    challenge = op.challenge
-    res = d.reader_run(lambda r: r.respond(DEMO_PIN, challenge))
-    if not judge(
+    if not challenge_step(
         "respond",
         "answer the bank's challenge (Respond)",
         expected="accept",
-        target=op.operation_id,
-        code=res.code,
-        extra=f"challenge {challenge}",
+        run=lambda r, challenge: r.respond(DEMO_PIN, challenge),
+        mode="respond",
     ):
         return
 
     # 5. Sign
-    d.begin("sign")
-    op = v.issue_operation(cid, mode="sign", amount=_AMOUNT, currency=_CURRENCY, payee=_PAYEE)
-    challenge = op.challenge
-    res = d.reader_run(lambda r: r.sign(DEMO_PIN, challenge, _AMOUNT, _CURRENCY))
-    if not judge(
+    if not challenge_step(
         "sign",
         f"sign {_AMOUNT} {_CURRENCY} to {_PAYEE}",
         expected="accept",
-        target=op.operation_id,
-        code=res.code,
-        extra=f"challenge {challenge}",
+        run=lambda r, challenge: r.sign(DEMO_PIN, challenge, _AMOUNT, _CURRENCY),
+        mode="sign",
+        amount=_AMOUNT,
     ):
         return
 
@@ -347,19 +364,13 @@ def _run_steps(d: _Demo) -> None:
         return
 
     # 8. Another amount
-    d.begin("other-amount")
-    op = v.issue_operation(cid, mode="sign", amount=_AMOUNT, currency=_CURRENCY, payee=_PAYEE)
-    challenge = op.challenge
-    res = d.reader_run(
-        lambda r: r.sign(DEMO_PIN, challenge, _OTHER_AMOUNT, _CURRENCY)
-    )
-    if not judge(
+    if not challenge_step(
         "other-amount",
         f"a code signed for {_OTHER_AMOUNT} presented for {_AMOUNT}",
         expected="reject",
-        target=op.operation_id,
-        code=res.code,
-        extra=f"challenge {challenge}",
+        run=lambda r, challenge: r.sign(DEMO_PIN, challenge, _OTHER_AMOUNT, _CURRENCY),
+        mode="sign",
+        amount=_AMOUNT,
     ):
         return
 
