@@ -697,7 +697,9 @@ def fuzz_card(
     allow_state_changes:
         Guarded targets only: let state-changing commands through (VERIFY still needs PTC ≥ 2).
     findings_dir:
-        Where findings are saved as transcripts (not saved when ``None``).
+        Where findings are saved as transcripts (not saved when ``None``). For ``pcsc:`` and
+        ``file:`` targets a VERIFY carrying the card's known PIN is saved with an all-``FF``
+        block (the ``replay:`` transport accepts any block in its place).
     on_progress:
         Called as ``on_progress(examples, apdus, findings)`` after each example.
     """
@@ -725,7 +727,9 @@ def fuzz_card(
     )
     findings = []
     for failed, chunk_seed in zip(failures, seeds, strict=True):
-        redact = target.info.pin if target.transport is not None else None
+        # a real PIN (pcsc:, file:) never reaches a finding; inproc:/py: test PINs stay replayable
+        real_pin = target.transport is not None or target.spec.startswith("file:")
+        redact = target.info.pin if real_pin else None
         finding = Finding(
             fuzzer="card",
             target=target.spec,

@@ -179,3 +179,14 @@ def test_stateful_machine_catches_the_planted_card() -> None:
                 phases=[Phase.generate],  # finding it is the point here; shrinking is tested above
             ),
         )
+
+
+def test_a_real_pin_never_reaches_a_finding(tmp_path: Path) -> None:
+    from capsim.testing.fuzz_card import _redact_pin
+
+    right = bytes.fromhex("0020008008241234FFFFFFFFFF")
+    wrong = bytes.fromhex("0020008008240000FFFFFFFFFF")
+    out = _redact_pin([(right, b"\x90\x00"), (wrong, b"\x63\xc2")], "1234")
+    assert out[0][0] == bytes.fromhex("0020008008") + b"\xff" * 8
+    assert out[1][0] == wrong
+    assert _redact_pin([(right, b"\x90\x00")], None)[0][0] == right
