@@ -53,7 +53,8 @@ import logging
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from enum import Enum
-from typing import Final
+from functools import partial
+from typing import Final, cast
 
 from capsim.apdu import builders
 from capsim.apdu.command import CommandApdu
@@ -229,7 +230,9 @@ class CapResult:
         ``(command, response)`` pairs as exchanged, with the VERIFY PIN block overwritten by
         ``FF`` bytes (the PAN is kept: redact before showing it).
     explanation:
-        Where each code bit came from, most significant first (§6 step 2).
+        Where each code bit came from, most significant first (§6 step 2). A reader computes
+        it on first access (then keeps it); equality, hashing, :func:`dataclasses.replace`
+        and pickling see the same tuple as if it had been computed eagerly.
     warnings:
         Human-readable warnings (PIN tries, missing IAF, wide IPB, …).
     cid, iad:
@@ -273,6 +276,31 @@ class CapResult:
         return "\n".join(lines)
 
 
+class _Deferred(partial[tuple[CodeBit, ...]]):
+    """An explanation not computed yet: called once, on the first read of ``explanation``."""
+
+
+class _Explanation:
+    """Data descriptor behind :attr:`CapResult.explanation` (computes a :class:`_Deferred` once)."""
+
+    def __get__(self, obj: object, owner: type | None = None) -> tuple[CodeBit, ...]:
+        if obj is None:
+            raise AttributeError("explanation")  # keeps the dataclass field without a default
+        value = obj.__dict__["explanation"]
+        if type(value) is _Deferred:
+            value = value()
+            obj.__dict__["explanation"] = value
+        return cast("tuple[CodeBit, ...]", value)
+
+    def __set__(self, obj: object, value: object) -> None:
+        obj.__dict__["explanation"] = value
+
+
+# The dataclass machinery above compiled ``__init__`` to store ``explanation`` with
+# ``object.__setattr__``, which goes through this descriptor from now on.
+setattr(CapResult, "explanation", _Explanation())  # noqa: B010 - installs a descriptor on the class
+
+
 class _InputError(ValidationError):
     """Caller input the card's data turned out to need (not card misbehaviour)."""
 
@@ -284,10 +312,15 @@ class _Candidate:
 
 
 def _tlv_map(objs: Sequence[Tlv]) -> dict[int, bytes]:
-    """First value of every primitive tag anywhere in ``objs``."""
+    """First value of every primitive tag anywhere in ``objs`` (depth-first, as :func:`walk`)."""
     values: dict[int, bytes] = {}
-    for _, obj in walk(objs):
-        if not obj.constructed and obj.tag not in values:
+    stack = list(objs)
+    stack.reverse()
+    while stack:
+        obj = stack.pop()
+        if obj.children:
+            stack.extend(reversed(obj.children))
+        elif not obj.constructed and obj.tag not in values:
             values[obj.tag] = obj.value
     return values
 
@@ -401,7 +434,7 @@ class CapSession:
         self._cdol1: tuple[DolEntry, ...] = ()
         self._cdol2: tuple[DolEntry, ...] = ()
         self._gac1: tuple[int, bytes, bytes, bytes] | None = None
-        self._code: tuple[str, tuple[CodeBit, ...], bytes | None, bytes | None, CodeFunction] | None = None
+        self._code: tuple[str, _Deferred, bytes | None, bytes | None, CodeFunction] | None = None
 
         self._select_next_candidate()
 
@@ -813,7 +846,7 @@ class CapSession:
 
     def _make_code(
         self, cid: int, atc: bytes, ac: bytes, iad: bytes
-    ) -> tuple[str, tuple[CodeBit, ...], bytes | None, bytes | None, CodeFunction]:
+    ) -> tuple[str, _Deferred, bytes | None, bytes | None, CodeFunction]:
         profile = self._profile
         assert self._selected is not None
         mac: bytes | None = None
@@ -831,7 +864,7 @@ class CapSession:
         function = profile.code_function_for(self._selected.aid, has_ipb=ipb is not None)
         if function is CodeFunction.BELGIAN:
             code = belgian_code(atc, body)
-            bits = explain_belgian(atc, body, ac_name="MAC" if mac else "AC")
+            bits = _Deferred(explain_belgian, atc, body, ac_name="MAC" if mac else "AC")
             used_ipb = None
         else:
             if ipb is None:
@@ -853,7 +886,8 @@ class CapSession:
                 self._warn(f"the IPB selects {width} bits (more than the usual 26)")
             value = ipb_extract(ipb, data, allow_short=profile.allow_short_data)
             code = decimal_code(value, profile.display_digits)
-            bits = explain_ipb(ipb, data, psn_in_data=psn_in_data, ac_name="MAC" if mac else "AC")
+            # computed on first access (CapResult.explanation): most callers want only the code
+            bits = _Deferred(explain_ipb, ipb, data, psn_in_data=psn_in_data, ac_name="MAC" if mac else "AC")
             used_ipb = ipb
         if profile.psn_prefix_digits:
             if psn is None:
@@ -888,7 +922,7 @@ class CapSession:
             profile=self._profile.name,
             aid=self._selected.aid,
             transcript=tuple(self._transcript),
-            explanation=bits,
+            explanation=cast("tuple[CodeBit, ...]", bits),  # resolved by CapResult on first read
             warnings=tuple(self._warnings),
             cid=cid,
             iad=iad,
