@@ -20,7 +20,6 @@ mutations are what a broken or malicious card does to a terminal (issue 7):
 
 The card itself never raises and never loops; only the terminal on the other side can.
 
->>> from capsim.testing.strategies import cards
 >>> from capsim.cards import new_card
 >>> inner = new_card("barclays", pan="1234567890123456", imk_ac=bytes(16), rng=bytes)
 >>> card = HostileCard(inner, [Mutation(kind=MutationKind.SW, value=0x6F00)])
