@@ -388,6 +388,21 @@ def _request_id(value: str | None) -> str:
     return value if value is not None else "cli-" + secrets.token_hex(12)
 
 
+@contextmanager
+def _json_rejection(as_json: bool, key: str) -> Iterator[None]:
+    """On a rejected code, print ``{key: false, "error": "code rejected"}`` under ``--json`` and re-raise."""
+    try:
+        yield
+    except InvalidCode:
+        if as_json:
+            click.echo(json.dumps({key: False, "error": _REJECTED}))
+        raise
+
+
+def _emit_credential_state(as_json: bool, cred: Credential) -> None:
+    _emit(as_json, _credential_view(cred), [f"credential {cred.credential_id}: {cred.state.value}"])
+
+
 def _db_options(func: Callable[P, R]) -> Callable[P, R]:
     """``--db URL`` and ``--json`` on every command."""
     func = click.option("--json", "as_json", is_flag=True, help="Print one JSON object on stdout.")(func)
@@ -407,6 +422,10 @@ _AS_OPTION = click.option(
     metavar="ADMIN",
     help="Act as this customer administrator (default: the bank's own operator).",
 )
+_READER_PROFILE_OPTION = click.option(
+    "--reader-profile", help="Reader profile of the issuer [chosen by the card's AID]."
+)
+_REQUEST_ID_OPTION = click.option("--request-id", help="Idempotency key [random].")
 
 
 # ------------------------------------------------------------------------------------------------
@@ -590,9 +609,9 @@ def activation_code_command(
     help="The card's first Identify code, or '-' for stdin; it activates the credential. "
     "Without it the credential stays pending.",
 )
-@click.option("--reader-profile", help="Reader profile of the issuer [chosen by the card's AID].")
+@_READER_PROFILE_OPTION
 @click.option("--label", default="", help="A free-text label for the credential.")
-@click.option("--request-id", help="Idempotency key [random].")
+@_REQUEST_ID_OPTION
 @_db_options
 @handle_errors
 def enroll_command(
@@ -613,7 +632,7 @@ def enroll_command(
         first_code = _read_line_from_stdin("--code")
     with open_session(db, keys=True) as session:
         profile, kid = card_issuer_key(session, card_path)
-        try:
+        with _json_rejection(as_json, "enrolled"):
             cred = session.verifier.enroll_card(
                 activation,
                 profile,
@@ -623,10 +642,6 @@ def enroll_command(
                 reader_profile=reader_profile,
                 label=label,
             )
-        except InvalidCode:
-            if as_json:
-                click.echo(json.dumps({"enrolled": False, "error": _REJECTED}))
-            raise
         view = _credential_view(cred)
         _emit(
             as_json,
@@ -752,7 +767,7 @@ def _lifecycle_command(name: str, doc: str) -> None:
             else:
                 action = {"suspend": v.suspend, "resume": v.resume, "revoke": v.revoke}[name]
                 cred = action(credential_id, acting_user=acting_user, reason=reason)
-            _emit(as_json, _credential_view(cred), [f"credential {cred.credential_id}: {cred.state.value}"])
+            _emit_credential_state(as_json, cred)
 
 
 @credential_group.command("activate")
@@ -763,7 +778,7 @@ def _lifecycle_command(name: str, doc: str) -> None:
     metavar="CODE",
     help="A valid Identify code of the card ('-' for stdin); without it, an administrator act.",
 )
-@click.option("--request-id", help="Idempotency key [random].")
+@_REQUEST_ID_OPTION
 @_AS_OPTION
 @_db_options
 @handle_errors
@@ -784,17 +799,13 @@ def credential_activate_command(
         if code is None:
             cred = v.admin_activate(credential_id, acting_user=acting_user)
         else:
-            try:
+            with _json_rejection(as_json, "activated"):
                 v.activate(credential_id, code, request_id=_request_id(request_id))
-            except InvalidCode:
-                if as_json:
-                    click.echo(json.dumps({"activated": False, "error": _REJECTED}))
-                raise
             found = v.get_credential(credential_id)
             if found is None:  # pragma: no cover - activate accepted it
                 raise ValidationError(f"credential_id: no credential {credential_id!r}")
             cred = found
-        _emit(as_json, _credential_view(cred), [f"credential {cred.credential_id}: {cred.state.value}"])
+        _emit_credential_state(as_json, cred)
 
 
 def _replacement(
@@ -821,7 +832,7 @@ def _replacement(
     type=click.Path(dir_okay=False, exists=True, path_type=Path),
     help="The new card's file (PAN, PSN and profile are read from it).",
 )
-@click.option("--reader-profile", help="Reader profile of the issuer [chosen by the card's AID].")
+@_READER_PROFILE_OPTION
 @_AS_OPTION
 @_db_options
 @handle_errors
@@ -856,7 +867,7 @@ def credential_replace_command(
     type=click.Path(dir_okay=False, exists=True, path_type=Path),
     help="Also create the replacement card's credential ('pending'), in the same transaction.",
 )
-@click.option("--reader-profile", help="Reader profile of the issuer [chosen by the card's AID].")
+@_READER_PROFILE_OPTION
 @_AS_OPTION
 @_db_options
 @handle_errors
@@ -904,7 +915,7 @@ def credential_lost_command(
 @credential_group.command("resync")
 @click.argument("credential_id", metavar="CREDENTIAL")
 @click.argument("codes", metavar="CODE...", nargs=-1, required=True)
-@click.option("--request-id", help="Idempotency key [random].")
+@_REQUEST_ID_OPTION
 @_db_options
 @handle_errors
 def credential_resync_command(
@@ -914,12 +925,8 @@ def credential_resync_command(
     codes (2 by policy; '-' reads them from stdin, one per line). Failures count (V34)."""
     presented = [_read_line_from_stdin("CODE") if c == "-" else c for c in codes]
     with open_session(db, keys=True) as session:
-        try:
+        with _json_rejection(as_json, "resynchronised"):
             atc = session.verifier.resync(credential_id, presented, request_id=_request_id(request_id))
-        except InvalidCode:
-            if as_json:
-                click.echo(json.dumps({"resynchronised": False, "error": _REJECTED}))
-            raise
         _emit(
             as_json,
             {"resynchronised": True, "credential_id": credential_id, "last_atc": atc},
@@ -1020,12 +1027,8 @@ def verify(*, target: str, code: str, request_id: str | None, db: str | None, as
     presented = _read_line_from_stdin("CODE") if code == "-" else code
     rid = _request_id(request_id)
     with open_session(db, keys=True) as session:
-        try:
+        with _json_rejection(as_json, "accepted"):
             acc = session.verifier.verify(target, presented, request_id=rid)
-        except InvalidCode:
-            if as_json:
-                click.echo(json.dumps({"accepted": False, "error": _REJECTED}))
-            raise
         obj = {
             "accepted": True,
             "credential_id": acc.credential_id,
