@@ -6,9 +6,10 @@ Theory of operation
    created with mode 0600 and journal mode WAL. The schema is brought to the current version
    by :mod:`capsim.verifier.migrate` when the store opens.
 2. **Writer serialisation.** Every transaction starts with ``BEGIN IMMEDIATE``, which takes
-   SQLite's single write lock up front. At most one transaction on the file runs at a time,
-   across threads *and* processes, so a verification's read-check-write cannot interleave
-   with another's: two processes verifying the same code give exactly one accept. The
+   SQLite's single write lock up front (threads of one process first queue on an in-process
+   lock, so that they do not sleep in SQLite's busy handler). At most one transaction on the
+   file runs at a time, across threads *and* processes, so a verification's read-check-write
+   cannot interleave with another's: two processes verifying the same code give exactly one accept. The
    credential "row lock" of :mod:`.store` rule 3 is therefore implicit.
 3. **Busy timeout.** Waiting for the write lock longer than ``lock_timeout`` (SQLite's busy
    timeout) raises :class:`~capsim.errors.TemporaryFailure`; nothing has changed.
@@ -34,6 +35,7 @@ import os
 import sqlite3
 import stat
 import threading
+import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from datetime import UTC, datetime
@@ -704,6 +706,7 @@ class SqliteStore:
         self._local = threading.local()
         self._conns: list[sqlite3.Connection] = []
         self._conns_lock = threading.Lock()
+        self._writer = threading.Lock()
         self._closed = False
         self._create_file()
         conn = self._connection()
@@ -778,29 +781,39 @@ class SqliteStore:
         conn = self._connection()
         if conn.in_transaction:
             raise ValidationError("transaction: nested transactions on one thread are not supported")
+        # Threads of this process queue on a lock (woken at once when it is free) instead of in
+        # SQLite's busy handler, which sleeps and retries: same serialisation, far shorter tail
+        # latency. Other processes are still kept out by BEGIN IMMEDIATE and the busy timeout.
+        started = time.monotonic()
+        if not self._writer.acquire(timeout=timeout):
+            raise TemporaryFailure("SQLite write lock not granted within lock_timeout")
         try:
-            conn.execute(f"PRAGMA busy_timeout = {int(timeout * 1000)}")
-            conn.execute("BEGIN IMMEDIATE")
-        except sqlite3.Error as exc:
-            raise TemporaryFailure("SQLite write lock not granted within lock_timeout") from exc
-        tx = _SqliteTransaction(conn, self._clock())
-        try:
-            yield tx
-        except BaseException:
+            remaining = max(0.0, timeout - (time.monotonic() - started))
+            try:
+                conn.execute(f"PRAGMA busy_timeout = {int(remaining * 1000)}")
+                conn.execute("BEGIN IMMEDIATE")
+            except sqlite3.Error as exc:
+                raise TemporaryFailure("SQLite write lock not granted within lock_timeout") from exc
+            tx = _SqliteTransaction(conn, self._clock())
+            try:
+                yield tx
+            except BaseException:
+                tx.active = False
+                try:
+                    conn.execute("ROLLBACK")
+                except sqlite3.Error:  # pragma: no cover - the connection is gone
+                    _log.warning("SQLite rollback failed")
+                raise
             tx.active = False
             try:
-                conn.execute("ROLLBACK")
-            except sqlite3.Error:  # pragma: no cover - the connection is gone
-                _log.warning("SQLite rollback failed")
-            raise
-        tx.active = False
-        try:
-            conn.execute("COMMIT")
-        except sqlite3.Error as exc:
-            if conn.in_transaction:
-                with contextlib.suppress(sqlite3.Error):
-                    conn.execute("ROLLBACK")
-            raise TemporaryFailure("SQLite commit failed; nothing was recorded") from exc
+                conn.execute("COMMIT")
+            except sqlite3.Error as exc:
+                if conn.in_transaction:
+                    with contextlib.suppress(sqlite3.Error):
+                        conn.execute("ROLLBACK")
+                raise TemporaryFailure("SQLite commit failed; nothing was recorded") from exc
+        finally:
+            self._writer.release()
 
     def audit_records(self, *, after_seq: int = 0) -> Iterator[AuditRecord]:
         """Committed audit records after ``after_seq``, in order, read in pages."""

@@ -495,6 +495,33 @@ def test_busy_writer_lock_is_temporary_failure(store: SqliteStore, db_path: Path
         assert tx.get_credential("c1") == make_credential("c1")
 
 
+def test_busy_thread_of_the_same_process_is_temporary_failure(store: SqliteStore) -> None:
+    """A thread of this process holds a transaction: another one gives up after lock_timeout."""
+    holding = threading.Event()
+    release = threading.Event()
+
+    def holder() -> None:
+        with store.transaction() as tx:
+            tx.set_setting("holder", "1")
+            holding.set()
+            release.wait(10)
+
+    t = threading.Thread(target=holder)
+    t.start()
+    try:
+        assert holding.wait(10)
+        started = time.monotonic()
+        with pytest.raises(TemporaryFailure), store.transaction(lock_timeout=0.2) as tx:
+            tx.set_setting("waiter", "1")
+        assert 0.15 <= time.monotonic() - started < 3
+    finally:
+        release.set()
+        t.join()
+    with store.transaction() as tx:
+        assert tx.get_setting("holder") == "1"
+        assert tx.get_setting("waiter") is None
+
+
 def test_writers_are_serialised_across_threads(store: SqliteStore) -> None:
     """BEGIN IMMEDIATE: read-check-write sequences never interleave (one CAS winner per version)."""
     with store.transaction() as tx:
