@@ -160,8 +160,16 @@ class CardTarget:
         if self.factory is not None:
             if self.card is None or self.fresh:
                 self.close_card()
-                self.card = self.factory()
-            self.card.power_on()
+                try:
+                    self.card = self.factory()
+                except CapsimError:
+                    raise
+                except Exception as exc:
+                    raise ValidationError(f"target: the card factory raised {type(exc).__name__}") from exc
+            try:
+                self.card.power_on()
+            except Exception as exc:
+                raise _CrashError(exc) from exc
         elif self.transport is not None and not self._connected:
             self.transport.connect()
             self._connected = True
@@ -180,8 +188,11 @@ class CardTarget:
     def power_cycle(self) -> None:
         """Power the card off and on (a reconnect for a PC/SC card)."""
         if self.card is not None:
-            self.card.power_off()
-            self.card.power_on()
+            try:
+                self.card.power_off()
+                self.card.power_on()
+            except Exception as exc:
+                raise _CrashError(exc) from exc
         elif self.transport is not None:
             self.transport.disconnect()
             self.transport.connect()
@@ -492,12 +503,20 @@ def run_card_sequence(
         if target.guarded
         else None
     )
-    target.begin()
+    try:
+        target.begin()
+    except _CrashError as crash:
+        return Violation(invariant="exception", detail=f"the card raised {crash} at power-on"), run
     for step in (*_prologue(info), *steps):
         if violation:
             break
         if step == _POWER:
-            target.power_cycle()
+            try:
+                target.power_cycle()
+            except _CrashError as crash:
+                detail = f"the card raised {crash} in a power cycle"
+                violation.append(Violation(invariant="exception", detail=detail, index=len(run.exchanges)))
+                break
             model.power_cycle()
             run.power_cycles.append(len(run.exchanges))
             continue
@@ -773,7 +792,10 @@ def replay_card_finding(
 
     cycles = set(finding.power_cycles)
     if target is not None:
-        target.begin()
+        try:
+            target.begin()
+        except _CrashError as crash:
+            return Violation(invariant="exception", detail=f"the card raised {crash} at power-on")
         send: Callable[[bytes], bytes] = target.exchange
         power: Callable[[], None] = target.power_cycle
         known = info or target.info
@@ -786,7 +808,12 @@ def replay_card_finding(
     model = CardModel(aid=known.aid or None, pin=known.pin, pin_try_limit=known.pin_try_limit)
     for i, (cmd, _) in enumerate(finding.exchanges):
         if i in cycles:
-            power()
+            try:
+                power()
+            except _CrashError as crash:
+                return Violation(
+                    invariant="exception", detail=f"the card raised {crash} in a power cycle", index=i
+                )
             model.power_cycle()
         try:
             answer = send(cmd)

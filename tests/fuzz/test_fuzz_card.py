@@ -190,3 +190,44 @@ def test_a_real_pin_never_reaches_a_finding(tmp_path: Path) -> None:
     assert out[0][0] == bytes.fromhex("0020008008") + b"\xff" * 8
     assert out[1][0] == wrong
     assert _redact_pin([(right, b"\x90\x00")], None)[0][0] == right
+
+
+class _RaisingCard:
+    """A third-party card that raises on one instruction instead of answering."""
+
+    def __init__(self) -> None:
+        self.inner = make_good_card()
+        self.atr = self.inner.atr
+
+    def power_on(self) -> bytes:
+        return self.inner.power_on()
+
+    def reset(self) -> bytes:
+        return self.inner.reset()
+
+    def power_off(self) -> None:
+        self.inner.power_off()
+
+    def process(self, apdu: bytes) -> bytes:
+        if len(apdu) > 1 and apdu[1] == 0x82:  # EXTERNAL AUTHENTICATE
+            raise ZeroDivisionError("oops")
+        return self.inner.process(apdu)
+
+
+def test_a_card_that_raises_is_a_finding_not_a_crash_of_the_fuzzer() -> None:
+    target = CardTarget("py:raising", open_card_target("inproc:secur-acces").info, factory=_RaisingCard)
+    report = fuzz_card(target, seed=2, max_examples=500, time_budget=60)
+    (finding,) = report.findings
+    assert finding.invariant == "exception"
+    assert "ZeroDivisionError" in finding.detail
+    assert finding.exchanges[-1][0][1] == 0x82
+    assert finding.exchanges[-1][1] == b""
+
+
+def test_a_factory_that_fails_is_a_validation_error() -> None:
+    def broken() -> _RaisingCard:
+        raise OSError("no such emulator")
+
+    target = CardTarget("py:broken", open_card_target("inproc:secur-acces").info, factory=broken)
+    with pytest.raises(ValidationError, match="factory raised OSError"):
+        fuzz_card(target, seed=1, max_examples=5, time_budget=10)
