@@ -144,6 +144,17 @@ def _request_id(value: object) -> str:
     return value
 
 
+@contextmanager
+def _provider_failures() -> Iterator[None]:
+    """Around a provider call: capsim input/config errors pass; any other failure is temporary."""
+    try:
+        yield
+    except (ValidationError, ConfigError):
+        raise
+    except Exception:
+        raise TemporaryFailure("cryptogram provider unavailable") from None
+
+
 def _atc(name: str, value: object) -> int:
     if isinstance(value, bytes):
         if len(value) != 2:
@@ -515,14 +526,10 @@ class Verifier:
             raise ValidationError("atc_floor: expected an int -1..65534")
         if label:
             _text("label", label)
-        try:
+        with _provider_failures():
             keys = self._provider.register_card(
                 issuer_key_id=issuer_key_id, pan=pan, psn=psn, derivation=derivation
             )
-        except (ValidationError, ConfigError):
-            raise
-        except Exception:
-            raise TemporaryFailure("cryptogram provider unavailable") from None
         report = self._check_bound(profile)
         t0 = self._monotonic()
         digest = _activation_digest(cleaned)
@@ -886,14 +893,10 @@ class Verifier:
         if profile is not None:
             self._check_profile(profile)
             self._check_bound(profile)
-        try:
+        with _provider_failures():
             keys = self._provider.register_card(
                 issuer_key_id=issuer_key_id, pan=pan, psn=psn, derivation=derivation
             )
-        except (ValidationError, ConfigError):
-            raise
-        except Exception:
-            raise TemporaryFailure("cryptogram provider unavailable") from None
         with self._tx() as tx:
             old = tx.lock_credential(cid)
             if old is None:
@@ -1235,12 +1238,8 @@ class Verifier:
             )
             for c in creds
         ]
-        try:
+        with _provider_failures():
             result = engine.match(cards, presented, request, self._provider, window=window)
-        except (ValidationError, ConfigError):
-            raise
-        except Exception:
-            raise TemporaryFailure("cryptogram provider unavailable") from None
         self._count(calls=1, evals=result.evaluations)
         return result
 
@@ -1641,7 +1640,7 @@ class Verifier:
             ):
                 raise ValidationError(f"credential_id: no usable credential {cid!r}")
             self._authorize(tx, acting_user, cred.customer_id)
-            try:
+            with _provider_failures():
                 script = self._provider.build_pin_change(
                     cred.key_ref,
                     cvn=cred.profile.cvn,
@@ -1650,10 +1649,6 @@ class Verifier:
                     atc=atc_b,
                     arqc=arqc,
                 )
-            except (ValidationError, ConfigError):
-                raise
-            except Exception:
-                raise TemporaryFailure("cryptogram provider unavailable") from None
             tx.set_setting(_SCRIPT_KEY + cid, str(int.from_bytes(atc_b, "big")))
             tx.append_audit(
                 self._entry(
