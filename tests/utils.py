@@ -25,6 +25,8 @@ from typing import Any, TypeVar
 
 import pytest
 
+from capsim.transports.replay import read_transcript
+
 VECTORS = Path(__file__).resolve().parent.parent / "vectors"
 
 T = TypeVar("T")
@@ -114,36 +116,14 @@ class Transcript:
 
 
 def load_transcript(relpath: str | Path) -> Transcript:
-    """Parse a transcript file (relative to ``vectors/`` or absolute)."""
+    """Parse a transcript file (relative to ``vectors/`` or absolute) with capsim's own reader.
+
+    The provenance header is checked first; :func:`capsim.transports.replay.read_transcript`
+    does the parsing (one parser for the format).
+    """
     path = Path(relpath)
     if not path.is_absolute():
         path = VECTORS / path
-    lines = path.read_text(encoding="utf-8").splitlines()
-    _provenance(lines, path)
-    meta: dict[str, str] = {}
-    atr: bytes | None = None
-    exchanges: list[tuple[bytes, bytes]] = []
-    pending: bytes | None = None
-    for raw in lines:
-        line = raw.strip()
-        if not line or line.startswith("#"):
-            continue
-        if line.startswith("@"):
-            key, _, value = line[1:].partition("=")
-            meta[key.strip()] = value.strip()
-        elif line.startswith("ATR"):
-            atr = unhex(line[3:])
-        elif line.startswith(">"):
-            if pending is not None:
-                raise AssertionError(f"{path}: two commands without a response")
-            pending = unhex(line[1:])
-        elif line.startswith("<"):
-            if pending is None:
-                raise AssertionError(f"{path}: response without a command")
-            exchanges.append((pending, unhex(line[1:])))
-            pending = None
-        else:
-            raise AssertionError(f"{path}: malformed line {raw!r}")
-    if pending is not None:
-        raise AssertionError(f"{path}: last command has no response")
-    return Transcript(path=path, meta=meta, atr=atr, exchanges=tuple(exchanges))
+    _provenance(path.read_text(encoding="utf-8").splitlines(), path)
+    session = read_transcript(path)
+    return Transcript(path=path, meta=dict(session.meta), atr=session.atr, exchanges=session.exchanges)
