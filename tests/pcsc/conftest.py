@@ -7,6 +7,8 @@ runs pytest inside ``unshare --mount --net`` so the private pcscd never meets a 
 
 from __future__ import annotations
 
+import shutil
+import subprocess
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -18,6 +20,23 @@ from tests.pcsc.stack import PcscdStack, _listening, free_port_pair, missing_req
 MISSING = missing_requirements()
 STACK_PORT = 40000
 REINSERT_GAP = 0.6  # > one 400 ms presence poll of pcscd
+
+
+def run_opensc_tool(*apdus: str) -> str:
+    """Send ``apdus`` (hex with spaces) with ``opensc-tool -r 0``; its output, once it exited 0.
+
+    Skips the test when opensc-tool is not installed.
+    """
+    tool = shutil.which("opensc-tool")
+    if tool is None:
+        pytest.skip("opensc-tool is not installed (apt-get install opensc)")
+    args = [tool, "-r", "0"]
+    for apdu in apdus:
+        args += ["-s", apdu]
+    result = subprocess.run(args, capture_output=True, text=True, timeout=30, check=False)
+    out = result.stdout + result.stderr
+    assert result.returncode == 0, out
+    return out
 
 
 @pytest.fixture(scope="session")

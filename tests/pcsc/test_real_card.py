@@ -9,7 +9,6 @@ selected application and the transaction.
 from __future__ import annotations
 
 import shutil
-import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -20,7 +19,7 @@ from capsim.errors import PinError
 from capsim.reader import CapReader
 from capsim.transports import open_transport
 from capsim.transports.pcsc import PcscTransport
-from tests.pcsc.conftest import ServeFactory
+from tests.pcsc.conftest import ServeFactory, run_opensc_tool
 from tests.pcsc.stack import PcscdStack
 
 pytestmark = [pytest.mark.pcsc, pytest.mark.timeout(60)]
@@ -119,24 +118,12 @@ def test_served_state_is_persisted_to_the_card_file(
 
 def test_opensc_tool_drives_the_emulated_card(served: tuple[EmvCapCard, Path, Path]) -> None:
     """OpenSC probes for its own card types first; the EMV card must refuse them cleanly."""
-    tool = shutil.which("opensc-tool")
-    if tool is None:
-        pytest.skip("opensc-tool is not installed (apt-get install opensc)")
     card, _, _ = served
-    result = subprocess.run(
-        [
-            tool, "-r", "0",
-            "-s", "00 A4 04 00 07 A0 00 00 00 03 10 10 00",  # an application the card lacks
-            "-s", "00 A4 04 00 07 A0 00 00 00 04 80 02 00",  # the CAP application
-            "-s", "80 CA 9F 17 00",  # PIN try counter
-        ],
-        capture_output=True,
-        text=True,
-        timeout=30,
-        check=False,
+    out = run_opensc_tool(
+        "00 A4 04 00 07 A0 00 00 00 03 10 10 00",  # an application the card lacks
+        "00 A4 04 00 07 A0 00 00 00 04 80 02 00",  # the CAP application
+        "80 CA 9F 17 00",  # PIN try counter
     )
-    out = result.stdout + result.stderr
-    assert result.returncode == 0, out
     assert "SW1=0x6A, SW2=0x82" in out
     assert out.count("SW1=0x90, SW2=0x00") == 2
     assert f"9F 17 01 {card.state.ptc:02X}" in out

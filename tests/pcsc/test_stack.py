@@ -7,8 +7,6 @@ pyscard calls, and a pytest-timeout per test.
 
 from __future__ import annotations
 
-import shutil
-import subprocess
 import threading
 
 import pytest
@@ -22,7 +20,7 @@ from capsim.errors import (
     TransportTimeoutError,
 )
 from capsim.transports.pcsc import PcscTransport, list_readers
-from tests.pcsc.conftest import ServeFactory
+from tests.pcsc.conftest import ServeFactory, run_opensc_tool
 from tests.pcsc.minicard import (
     ATR_T0,
     ATR_T1,
@@ -81,19 +79,8 @@ def test_t0_card_get_response_and_wrong_le_are_resolved(serve: ServeFactory) -> 
 
 
 def test_opensc_tool_gets_6a82_for_an_unknown_aid(stack: PcscdStack, serve: ServeFactory) -> None:
-    tool = shutil.which("opensc-tool")
-    if tool is None:
-        pytest.skip("opensc-tool is not installed (apt-get install opensc)")
     serve(MiniCard())
-    result = subprocess.run(
-        [tool, "-r", "0", "-s", "00 A4 04 00 07 A0 00 00 00 03 10 10 00", "-s", SELECT_CAP.hex(" ")],
-        capture_output=True,
-        text=True,
-        timeout=30,
-        check=False,
-    )
-    out = result.stdout + result.stderr
-    assert result.returncode == 0, out
+    out = run_opensc_tool("00 A4 04 00 07 A0 00 00 00 03 10 10 00", SELECT_CAP.hex(" "))
     assert "SW1=0x6A, SW2=0x82" in out
     assert "SW1=0x90, SW2=0x00" in out
 
