@@ -170,6 +170,7 @@ class Tag(IntEnum):
 
 
 def _constructed(tag: int) -> bool:
+    """Whether ``tag`` (as an int) is constructed: bit 6 of its first byte (shared with :mod:`capsim.tlv`)."""
     first = tag
     while first > 0xFF:
         first >>= 8

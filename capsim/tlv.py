@@ -39,6 +39,7 @@ from dataclasses import dataclass, field
 from capsim._validate import as_bytes
 from capsim.errors import ApduFormatError, ValidationError
 from capsim.tags import TagFormat, tag_info, tag_name
+from capsim.tags import _constructed as _is_constructed_tag
 
 __all__ = [
     "MAX_DEPTH",
@@ -74,6 +75,7 @@ _MAX_CACHED_DOL = 252
 _TAG_BYTES: dict[int, bytes] = {}
 _DOLS: dict[bytes, tuple[DolEntry, ...]] = {}
 _FILL_RULES: dict[int, tuple[bool, bool, TagFormat]] = {}
+_FILL_PLANS: dict[bytes, tuple[tuple[int, int, bool, bool, TagFormat], ...]] = {}
 
 
 # --------------------------------------------------------------------------- tags and lengths
@@ -137,13 +139,6 @@ def encode_length(length: int) -> bytes:
     if length <= 0xFFFF:
         return b"\x82" + length.to_bytes(2, "big")
     return b"\x83" + length.to_bytes(3, "big")
-
-
-def _is_constructed_tag(tag: int) -> bool:
-    first = tag
-    while first > 0xFF:
-        first >>= 8
-    return bool(first & 0x20)
 
 
 def _as_bytes(name: str, value: object) -> bytes:
@@ -269,12 +264,18 @@ class Tlv:
         return f"Tlv({tag}, {self.value.hex().upper()})"
 
 
+# The slot descriptors of Tlv's fields: setting through them skips the frozen __setattr__.
+_SET_TAG = Tlv.__dict__["tag"].__set__
+_SET_VALUE = Tlv.__dict__["value"].__set__
+_SET_CHILDREN = Tlv.__dict__["children"].__set__
+
+
 def _make(tag: int, value: bytes, children: tuple[Tlv, ...]) -> Tlv:
     """Build a Tlv from already-validated parts (the decoder's fast path)."""
-    obj = object.__new__(Tlv)
-    object.__setattr__(obj, "tag", tag)
-    object.__setattr__(obj, "value", value)
-    object.__setattr__(obj, "children", children)
+    obj: Tlv = object.__new__(Tlv)
+    _SET_TAG(obj, tag)
+    _SET_VALUE(obj, value)
+    _SET_CHILDREN(obj, children)
     return obj
 
 
@@ -605,46 +606,71 @@ def fill_dol(
     """
     if type(values) is not dict and not isinstance(values, Mapping):
         raise ValidationError(f"values must be a mapping of tag to bytes, got {type(values).__name__}")
+    # Validate everything first, so bad input neither half-fills nor reports tags.
+    fetched: list[bytes | None] = []
     if isinstance(dol, bytes | bytearray | memoryview):
-        entries: tuple[object, ...] = parse_dol(bytes(dol))
-    elif type(dol) is tuple or (isinstance(dol, Iterable) and not isinstance(dol, str)):
+        plan = _fill_plan_of(bytes(dol))
+        for row in plan:
+            raw = values.get(row[0])
+            if raw is not None and type(raw) is not bytes:
+                raw = _as_bytes(f"values[0x{row[0]:X}]", raw)
+            fetched.append(raw)
+    elif isinstance(dol, Iterable) and not isinstance(dol, str):
         entries = tuple(dol)
+        for entry in entries:
+            if not isinstance(entry, DolEntry):
+                raise ValidationError(f"dol must be bytes or DolEntry items, got {type(entry).__name__}")
+            raw = values.get(entry.tag)
+            if raw is not None and type(raw) is not bytes:
+                raw = _as_bytes(f"values[0x{entry.tag:X}]", raw)
+            fetched.append(raw)
+        plan = _fill_plan(entries)
     else:
         raise ValidationError(f"dol must be bytes or DolEntry items, got {type(dol).__name__}")
-    # Validate everything first, so bad input neither half-fills nor reports tags.
-    checked: list[tuple[DolEntry, bytes | None]] = []
-    for entry in entries:
-        if not isinstance(entry, DolEntry):
-            raise ValidationError(f"dol must be bytes or DolEntry items, got {type(entry).__name__}")
-        raw = values.get(entry.tag)
-        if raw is None or type(raw) is bytes:
-            checked.append((entry, raw))
-        else:
-            checked.append((entry, _as_bytes(f"values[0x{entry.tag:X}]", raw)))
     out = bytearray()
-    for entry, value in checked:
-        tag = entry.tag
-        rule = _FILL_RULES.get(tag)
-        if rule is None:
-            info = tag_info(tag)
-            rule = (
-                info is None,
-                _is_constructed_tag(tag),
-                info.fmt if info is not None else TagFormat.B,
-            )
-            if len(_FILL_RULES) >= _CACHE_LIMIT:
-                _FILL_RULES.clear()
-            _FILL_RULES[tag] = rule
-        unknown_tag, constructed, fmt = rule
+    for (tag, length, unknown_tag, constructed, fmt), value in zip(plan, fetched, strict=True):
         if value is None or constructed:
             if value is None and unknown_tag:
                 _log.debug("DOL asks for tag %X, unknown to the tag table: zero-filled", tag)
                 if unknown is not None:
                     unknown(tag)
-            out += bytes(entry.length)
-            continue
-        out += _fit(fmt, value, entry.length)
+            out += bytes(length)
+        elif len(value) == length:
+            out += value
+        else:
+            out += _fit(fmt, value, length)
     return bytes(out)
+
+
+#: How one DOL entry is filled: tag, length, unknown to the tag table, constructed, format.
+_FillRow = tuple[int, int, bool, bool, TagFormat]
+
+
+def _fill_plan(entries: tuple[DolEntry, ...]) -> tuple[_FillRow, ...]:
+    rows: list[_FillRow] = []
+    for entry in entries:
+        tag = entry.tag
+        rule = _FILL_RULES.get(tag)
+        if rule is None:
+            info = tag_info(tag)
+            rule = (info is None, _is_constructed_tag(tag), info.fmt if info is not None else TagFormat.B)
+            if len(_FILL_RULES) >= _CACHE_LIMIT:
+                _FILL_RULES.clear()
+            _FILL_RULES[tag] = rule
+        rows.append((tag, entry.length, *rule))
+    return tuple(rows)
+
+
+def _fill_plan_of(dol: bytes) -> tuple[_FillRow, ...]:
+    """The fill plan of DOL bytes, parsed once per distinct DOL (raises as :func:`parse_dol`)."""
+    plan = _FILL_PLANS.get(dol)
+    if plan is None:
+        plan = _fill_plan(parse_dol(dol))
+        if len(dol) <= _MAX_CACHED_DOL:
+            if len(_FILL_PLANS) >= _CACHE_LIMIT:
+                _FILL_PLANS.clear()
+            _FILL_PLANS[dol] = plan
+    return plan
 
 
 # --------------------------------------------------------------------------- printing
