@@ -383,12 +383,32 @@ def ipb_extract(ipb: bytes, data: bytes, *, allow_short: bool = False) -> int:
             "refusing to invent the missing bits"
         )
     value = 0
+    size = len(data)
     for i, mask in enumerate(ipb):
-        byte = data[i] if i < len(data) else 0
-        for bit in range(7, -1, -1):
-            if mask >> bit & 1:
-                value = value << 1 | (byte >> bit & 1)
+        if mask:
+            width, gathered = _gather_table(mask)
+            value = value << width | gathered[data[i] if i < size else 0]
     return value
+
+
+#: mask byte -> (its bit count, the bits of each byte value under the mask, packed MSB first).
+_GATHER: dict[int, tuple[int, tuple[int, ...]]] = {}
+
+
+def _gather_table(mask: int) -> tuple[int, tuple[int, ...]]:
+    """Per IPB byte value, the packed bits of every data byte (built once per mask, 255 at most)."""
+    table = _GATHER.get(mask)
+    if table is None:
+        bits = [bit for bit in range(7, -1, -1) if mask >> bit & 1]
+        packed = []
+        for byte in range(256):
+            v = 0
+            for bit in bits:
+                v = v << 1 | (byte >> bit & 1)
+            packed.append(v)
+        table = (len(bits), tuple(packed))
+        _GATHER[mask] = table
+    return table
 
 
 def decimal_code(value: int, digits: int = 8) -> str:
@@ -713,13 +733,18 @@ def cdol_values(
 def _fill(
     dol: bytes | Sequence[DolEntry], values: Mapping[int, bytes], on_unknown: Callable[[int], None] | None
 ) -> bytes:
-    entries = parse_dol(dol) if isinstance(dol, bytes | bytearray) else tuple(dol)
+    raw: bytes | tuple[DolEntry, ...]
+    if isinstance(dol, bytes | bytearray):
+        raw = bytes(dol)
+        entries = parse_dol(raw)
+    else:
+        raw = entries = tuple(dol)
     for entry in entries:
         if entry.tag not in values:
             _log.info("DOL asks for tag %X, unknown to the reader: zero-filled", entry.tag)
             if on_unknown is not None:
                 on_unknown(entry.tag)
-    return fill_dol(entries, values)
+    return fill_dol(raw, values)  # DOL bytes: fill_dol reuses its cached plan for them
 
 
 def build_cdol_data(

@@ -53,7 +53,7 @@ import logging
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from enum import Enum
-from functools import partial
+from functools import lru_cache, partial
 from typing import Final, cast
 
 from capsim.apdu import builders
@@ -301,6 +301,29 @@ class _Explanation:
 setattr(CapResult, "explanation", _Explanation())  # noqa: B010 - installs a descriptor on the class
 
 
+def _encoded(command: CommandApdu) -> tuple[CommandApdu, bytes]:
+    return command, command.to_bytes()
+
+
+# Commands are immutable values: the ones every run repeats are built and encoded once.
+_GET_PTC: Final = _encoded(builders.get_data(0x9F17))
+
+
+@lru_cache(maxsize=64)
+def _select_command(aid: bytes) -> tuple[CommandApdu, bytes]:
+    return _encoded(builders.select(aid))
+
+
+@lru_cache(maxsize=64)
+def _gpo_command(pdol_data: bytes) -> tuple[CommandApdu, bytes]:
+    return _encoded(builders.gpo(pdol_data))
+
+
+@lru_cache(maxsize=256)
+def _read_record_command(record: int, sfi: int) -> tuple[CommandApdu, bytes]:
+    return _encoded(builders.read_record(record, sfi))
+
+
 class _InputError(ValidationError):
     """Caller input the card's data turned out to need (not card misbehaviour)."""
 
@@ -402,6 +425,7 @@ class CapSession:
 
         self._phase = Phase.SELECT
         self._pending: CommandApdu | None = None
+        self._pending_raw = b""
         self._transcript: list[tuple[bytes, bytes]] = []
         self._warnings: list[str] = []
         self._result: CapResult | None = None
@@ -487,7 +511,7 @@ class CapSession:
             raise LocalProtocolError("CAP session: receive() expects a ResponseApdu")
         command = self._pending
         self._pending = None
-        self._transcript.append((redact_command(command.to_bytes()), response.to_bytes()))
+        self._transcript.append((redact_command(self._pending_raw), response.to_bytes()))
         try:
             if len(response.data) > MAX_RESPONSE:
                 raise RemoteProtocolError(
@@ -538,9 +562,12 @@ class CapSession:
         _log.info("CAP: %s", message)
         self._warnings.append(message)
 
-    def _send(self, phase: Phase, command: CommandApdu) -> None:
+    def _send(self, phase: Phase, command: CommandApdu, raw: bytes | None = None) -> None:
+        """Make ``command`` (encoded as ``raw``, when already known) the next one to send."""
         self._phase = phase
         self._pending = command
+        # encoded once: sent, then kept (redacted) in the transcript
+        self._pending_raw = command.to_bytes() if raw is None else raw
 
     @property
     def _profile(self) -> ReaderProfile:
@@ -564,11 +591,11 @@ class CapSession:
                 continue
             self._tried.add(candidate.aid)
             self._current = candidate
-            self._send(Phase.SELECT, builders.select(candidate.aid))
+            self._send(Phase.SELECT, *_select_command(candidate.aid))
             return
         if not self._pse_done:
             self._pse_done = True
-            self._send(Phase.SELECT_PSE, builders.select(PSE_NAME))
+            self._send(Phase.SELECT_PSE, *_select_command(PSE_NAME))
             return
         self._no_application()
 
@@ -629,8 +656,8 @@ class CapSession:
             for entry in entries:
                 if entry.tag not in base:
                     self._warn(f"PDOL asks for tag {entry.tag:X}, unknown to the reader: zero-filled")
-            pdol_data = fill_dol(entries, base)
-        self._send(Phase.GPO, builders.gpo(pdol_data))
+            pdol_data = fill_dol(pdol, base)  # the bytes: their fill plan is cached
+        self._send(Phase.GPO, *_gpo_command(pdol_data))
 
     def _belgian_markers(self) -> bool:
         """EMV-CAP's test for a Belgian card: ``5F2C`` = ``0056`` and ``DF07`` starting ``BKS056``."""
@@ -644,7 +671,7 @@ class CapSession:
             return
         self._pse_sfi = sfi_value[0]
         self._pse_record = 1
-        self._send(Phase.READ_PSE, builders.read_record(1, self._pse_sfi))
+        self._send(Phase.READ_PSE, *_read_record_command(1, self._pse_sfi))
 
     def _on_pse_record(self, response: ResponseApdu) -> None:
         for _, obj in walk(decode(response.data)):
@@ -659,7 +686,7 @@ class CapSession:
         if self._pse_record > 16:
             self._on_pse_end(response)
             return
-        self._send(Phase.READ_PSE, builders.read_record(self._pse_record, self._pse_sfi))
+        self._send(Phase.READ_PSE, *_read_record_command(self._pse_record, self._pse_sfi))
 
     def _on_pse_end(self, response: ResponseApdu) -> None:
         pool = [self._fixed_profile] if self._fixed_profile is not None else list(READER_PROFILES.values())
@@ -709,7 +736,7 @@ class CapSession:
         if self._records:
             sfi, rec = self._records.pop(0)
             self._current_sfi = sfi
-            self._send(Phase.READ_RECORD, builders.read_record(rec, sfi))
+            self._send(Phase.READ_RECORD, *_read_record_command(rec, sfi))
             return
         self._records_done()
 
@@ -745,7 +772,7 @@ class CapSession:
         if psn is not None and len(psn) != 1:
             raise RemoteProtocolError(f"PSN (5F34) must be 1 byte, got {len(psn)}")
         self._values = self._terminal_values()
-        self._send(Phase.GET_PTC, builders.get_data(0x9F17))
+        self._send(Phase.GET_PTC, *_GET_PTC)
 
     def _terminal_values(self) -> dict[int, bytes]:
         """The CDOL values of this run, now that the IAF is known (before the PIN is tried)."""
@@ -794,7 +821,7 @@ class CapSession:
         for entry in self._cdol1:
             if entry.tag not in self._values:
                 self._warn(f"CDOL1 asks for tag {entry.tag:X}, unknown to the reader: zero-filled")
-        data = fill_dol(self._cdol1, self._values)
+        data = fill_dol(self._card[0x8C], self._values)  # same DOL as _cdol1; its fill plan is cached
         self._send(Phase.FIRST_AC, builders.generate_ac(0x80, data))
 
     # ---------------------------------------------------------------- GENERATE AC
@@ -834,7 +861,7 @@ class CapSession:
         self._code = self._make_code(cid, atc, ac, iad)
         profile = self._profile
         if profile.send_aac:
-            data = build_cdol2_data(self._cdol2, self._values, profile)
+            data = build_cdol2_data(self._card.get(0x8D, b""), self._values, profile)
             self._send(Phase.SECOND_AC, builders.generate_ac(0x00, data))
         else:
             self._finish()
@@ -963,7 +990,9 @@ class CapReader:
         self.transport = transport
         self.profile = profile
         self.aid = aid
-        self._link: Transport = transport if isinstance(transport, T0Handling) else T0Handling(transport)
+        # One T=0 resolver on the link: none added when the transport already resolves 61xx/6Cxx.
+        resolved = isinstance(transport, T0Handling) or getattr(transport, "resolves_t0", False) is True
+        self._link: Transport = transport if resolved else T0Handling(transport)
 
     def identify(self, pin: str) -> CapResult:
         """Mode 2 (Identify): a code from the PIN alone."""
@@ -1013,10 +1042,13 @@ class CapReader:
         CapsimError
             Whatever the session or the transport raises; the session is then in ERROR.
         """
+        transmit = self._link.transmit
         command = session.next_command()
         while command is not None:
+            # the session encoded its pending command once
+            command_raw = session._pending_raw if command is session._pending else command.to_bytes()
             try:
-                raw = self._link.transmit(command.to_bytes())
+                raw = transmit(command_raw)
             except CapsimError:
                 session.abort()
                 raise
@@ -1026,7 +1058,7 @@ class CapReader:
                 session.abort()
                 raise RemoteProtocolError(f"the card's answer is not a response APDU: {exc}") from exc
             if on_exchange is not None:
-                on_exchange(command.to_bytes(), raw)
+                on_exchange(command_raw, raw)
             session.receive(response)
             command = session.next_command()
         return session.result

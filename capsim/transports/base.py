@@ -14,6 +14,11 @@ Decorators wrap any transport and are transports themselves:
 * :class:`T0Handling` answers ``61xx`` with GET RESPONSE and ``6Cxx`` by re-sending with
   the right Le (cap-protocol.md §2 step 8), so a reader session never sees those SWs.
 
+A transport whose answers never carry ``61xx``/``6Cxx`` (it resolves them itself) says so with
+a true ``resolves_t0`` attribute: :class:`T0Handling` has it, :class:`TracingTransport` passes
+on its inner transport's, and :class:`capsim.reader.CapReader` wraps only transports without
+it, so no link resolves T=0 twice.
+
 >>> redact_command(bytes.fromhex("0020008008241234FFFFFFFFFF")).hex().upper()
 '0020008008FFFFFFFFFFFFFFFF'
 >>> redact_response(bytes.fromhex("70055A03123456" "9000")).hex().upper()
@@ -44,6 +49,8 @@ _log = logging.getLogger(__name__)
 
 #: Tags whose values are replaced in traces: PAN, track 2, track 2 (contactless), cardholder name.
 SENSITIVE_TAGS: Final = frozenset({0x5A, 0x57, 0x9F6B, 0x5F20, 0x9F1F, 0x56})
+
+_T0_SW1: Final = (0x61, 0x6C)  # 61xx more data, 6Cxx wrong Le
 
 #: Every redacted byte becomes this value (a PIN block of all ``FF`` is never a valid block).
 REDACTED_BYTE: Final = 0xFF
@@ -200,6 +207,11 @@ class TracingTransport(TransportBase):
         self.exchanges: list[tuple[bytes, bytes]] = []
         self.atr: bytes | None = None
 
+    @property
+    def resolves_t0(self) -> bool:
+        """True when ``inner`` resolves T=0 ``61xx``/``6Cxx`` itself (then so does this tracer)."""
+        return getattr(self.inner, "resolves_t0", False) is True
+
     def _emit(self, line: str) -> None:
         _log.debug("%s", line)
         if self.sink is not None:
@@ -241,6 +253,9 @@ class T0Handling(TransportBase):
         the reader: :class:`~capsim.errors.RemoteProtocolError`).
     """
 
+    #: Answers never carry ``61xx``/``6Cxx`` (see the module docstring).
+    resolves_t0: Final = True
+
     def __init__(self, inner: Transport, *, max_get_response: int = 32) -> None:
         self.inner = inner
         self.max_get_response = max_get_response
@@ -249,7 +264,22 @@ class T0Handling(TransportBase):
         return self.inner.connect()
 
     def transmit(self, apdu: bytes) -> bytes:
-        return transmit_with_t0(self.inner.transmit, apdu, max_get_response=self.max_get_response)
+        limit = self.max_get_response
+        send = self.inner.transmit
+        if type(apdu) is bytes and type(limit) is int and limit >= 0:
+            # The common case in one call: an answer that needs no continuation is returned
+            # as is (exactly what the T=0 exchange would return); any other answer is handed
+            # to the exchange as the answer to its first command.
+            first = send(apdu)
+            if type(first) is bytes and len(first) >= 2 and first[-2] not in _T0_SW1:
+                return first
+            answers = [first]
+
+            def replay_first(command: bytes) -> bytes:
+                return answers.pop() if answers else send(command)
+
+            return transmit_with_t0(replay_first, apdu, max_get_response=limit)
+        return transmit_with_t0(send, apdu, max_get_response=limit)
 
     def disconnect(self) -> None:
         self.inner.disconnect()
