@@ -421,21 +421,36 @@ class PcscTransport:
         """
         if not isinstance(apdu, bytes | bytearray) or len(apdu) < 4:
             raise ValidationError(f"apdu: expected at least 4 bytes (CLA INS P1 P2), got {apdu!r:.40}")
+        conn, worker = self._session()
+        raw = bytes(apdu)
+        return self._guarded(
+            worker,
+            lambda: self._exchange(conn, raw),
+            "the card in {name!r} did not answer within {timeout} s",
+        )
+
+    def _session(self) -> tuple[_Session, _Worker | None]:
+        """The open session and its worker, or the error that says why there is none."""
         conn = self._conn
-        worker = self._worker
         if conn is None:
             if self._broken:
                 raise CardRemovedError(f"the session with the card in {self._name!r} was lost; connect again")
             raise TransportError("not connected: call connect() first")
-        raw = bytes(apdu)
+        return conn, self._worker
+
+    def _guarded(self, worker: _Worker | None, call: Callable[[], T], timeout_message: str) -> T:
+        """Run ``call`` (on ``worker`` within the timeout, if any); abandon the session on failure.
+
+        ``timeout_message`` is formatted with ``name`` (the reader) and ``timeout`` on a timeout.
+        """
         try:
             if worker is None:  # timeout=None: no bound, no hand-off
-                return self._exchange(conn, raw)
-            return worker.call(lambda: self._exchange(conn, raw), self._timeout)
+                return call()
+            return worker.call(call, self._timeout)
         except TransportTimeoutError:
             self._abandon()
             raise TransportTimeoutError(
-                f"the card in {self._name!r} did not answer within {self._timeout} s"
+                timeout_message.format(name=self._name, timeout=self._timeout)
             ) from None
         except TransportError:
             self._abandon()
@@ -451,23 +466,10 @@ class PcscTransport:
         ------
         CardRemovedError, TransportTimeoutError, TransportError
         """
-        session = self._conn
-        worker = self._worker
-        if session is None:
-            if self._broken:
-                raise CardRemovedError(f"the session with the card in {self._name!r} was lost; connect again")
-            raise TransportError("not connected: call connect() first")
-        try:
-            if worker is None:
-                atr = self._reset(session)
-            else:
-                atr = worker.call(lambda: self._reset(session), self._timeout)
-        except TransportTimeoutError:
-            self._abandon()
-            raise TransportTimeoutError(f"resetting the card in {self._name!r} timed out") from None
-        except TransportError:
-            self._abandon()
-            raise
+        session, worker = self._session()
+        atr = self._guarded(
+            worker, lambda: self._reset(session), "resetting the card in {name!r} timed out"
+        )
         self._atr = atr
         return atr
 
