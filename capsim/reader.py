@@ -143,6 +143,10 @@ class Phase(Enum):
     DONE = "done"
     ERROR = "error"
 
+    # Members are singletons compared by identity: hash them so too (in C, not through
+    # Enum.__hash__), since every answer looks up TRANSITIONS.
+    __hash__ = object.__hash__
+
 
 class Answer(Enum):
     """A card answer, classified by its status word only."""
@@ -155,6 +159,8 @@ class Answer(Enum):
     PIN_RETRY = "pin-retry"  # 63Cx
     PIN_BLOCKED = "pin-blocked"  # 6983, 6984
     OTHER = "other"
+
+    __hash__ = object.__hash__  # as Phase.__hash__
 
     @classmethod
     def of(cls, sw: int) -> Answer:
@@ -343,7 +349,8 @@ def _tlv_map(objs: Sequence[Tlv]) -> dict[int, bytes]:
         obj = stack.pop()
         if obj.children:
             stack.extend(reversed(obj.children))
-        elif not obj.constructed and obj.tag not in values:
+        # a template without children has an empty value, so a non-empty leaf is primitive
+        elif (obj.value or not obj.constructed) and obj.tag not in values:
             values[obj.tag] = obj.value
     return values
 

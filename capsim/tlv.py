@@ -264,19 +264,11 @@ class Tlv:
         return f"Tlv({tag}, {self.value.hex().upper()})"
 
 
-# The slot descriptors of Tlv's fields: setting through them skips the frozen __setattr__.
+# The slot descriptors of Tlv's fields: the decoder builds objects from already-validated parts
+# through them, skipping __post_init__ and the frozen __setattr__.
 _SET_TAG = Tlv.__dict__["tag"].__set__
 _SET_VALUE = Tlv.__dict__["value"].__set__
 _SET_CHILDREN = Tlv.__dict__["children"].__set__
-
-
-def _make(tag: int, value: bytes, children: tuple[Tlv, ...]) -> Tlv:
-    """Build a Tlv from already-validated parts (the decoder's fast path)."""
-    obj: Tlv = object.__new__(Tlv)
-    _SET_TAG(obj, tag)
-    _SET_VALUE(obj, value)
-    _SET_CHILDREN(obj, children)
-    return obj
 
 
 # --------------------------------------------------------------------------- decode / encode
@@ -326,6 +318,8 @@ def _decode(data: bytes, pos: int, end: int, depth: int) -> tuple[tuple[Tlv, ...
     if depth > MAX_DEPTH:
         raise ApduFormatError(f"templates nested deeper than {MAX_DEPTH} levels", pos)
     out: list[Tlv] = []
+    append = out.append
+    new, set_tag, set_value, set_children = object.__new__, _SET_TAG, _SET_VALUE, _SET_CHILDREN
     canonical = True
     while pos < end:
         first = data[pos]
@@ -361,9 +355,14 @@ def _decode(data: bytes, pos: int, end: int, depth: int) -> tuple[tuple[Tlv, ...
                 value = b"".join(c.to_bytes() for c in children)
                 if len(value) > _MAX_LENGTH:  # pragma: no cover - needs > 16 MB of input
                     raise ApduFormatError("re-encoded template longer than 16 MB", start)
-            out.append(_make(tag, value, children))
         else:
-            out.append(_make(tag, data[pos:stop], ()))
+            value = data[pos:stop]
+            children = ()
+        obj = new(Tlv)
+        set_tag(obj, tag)
+        set_value(obj, value)
+        set_children(obj, children)
+        append(obj)
         pos = stop
     return tuple(out), canonical
 
@@ -606,39 +605,35 @@ def fill_dol(
     """
     if type(values) is not dict and not isinstance(values, Mapping):
         raise ValidationError(f"values must be a mapping of tag to bytes, got {type(values).__name__}")
-    # Validate everything first, so bad input neither half-fills nor reports tags.
-    fetched: list[bytes | None] = []
     if isinstance(dol, bytes | bytearray | memoryview):
         plan = _fill_plan_of(bytes(dol))
-        for row in plan:
-            raw = values.get(row[0])
-            if raw is not None and type(raw) is not bytes:
-                raw = _as_bytes(f"values[0x{row[0]:X}]", raw)
-            fetched.append(raw)
     elif isinstance(dol, Iterable) and not isinstance(dol, str):
-        entries = tuple(dol)
-        for entry in entries:
-            if not isinstance(entry, DolEntry):
-                raise ValidationError(f"dol must be bytes or DolEntry items, got {type(entry).__name__}")
-            raw = values.get(entry.tag)
-            if raw is not None and type(raw) is not bytes:
-                raw = _as_bytes(f"values[0x{entry.tag:X}]", raw)
-            fetched.append(raw)
-        plan = _fill_plan(entries)
+        plan = _fill_plan(tuple(dol), values)
     else:
         raise ValidationError(f"dol must be bytes or DolEntry items, got {type(dol).__name__}")
+    # One pass that checks every value while filling; missing unknown tags are reported only
+    # after it, so bad input neither half-fills nor reports tags.
     out = bytearray()
-    for (tag, length, unknown_tag, constructed, fmt), value in zip(plan, fetched, strict=True):
-        if value is None or constructed:
-            if value is None and unknown_tag:
-                _log.debug("DOL asks for tag %X, unknown to the tag table: zero-filled", tag)
-                if unknown is not None:
-                    unknown(tag)
+    missing: list[int] = []
+    for tag, length, unknown_tag, constructed, fmt in plan:
+        value = values.get(tag)
+        if value is None:
+            if unknown_tag:
+                missing.append(tag)
+            out += bytes(length)
+            continue
+        if type(value) is not bytes:
+            value = _as_bytes(f"values[0x{tag:X}]", value)
+        if constructed:
             out += bytes(length)
         elif len(value) == length:
             out += value
         else:
             out += _fit(fmt, value, length)
+    for tag in missing:
+        _log.debug("DOL asks for tag %X, unknown to the tag table: zero-filled", tag)
+        if unknown is not None:
+            unknown(tag)
     return bytes(out)
 
 
@@ -646,10 +641,20 @@ def fill_dol(
 _FillRow = tuple[int, int, bool, bool, TagFormat]
 
 
-def _fill_plan(entries: tuple[DolEntry, ...]) -> tuple[_FillRow, ...]:
+def _fill_plan(
+    entries: tuple[object, ...], values: Mapping[int, object] | None = None
+) -> tuple[_FillRow, ...]:
+    """How to fill ``entries`` (checked to be DolEntry items; with ``values``, in the order
+    :func:`fill_dol` has always checked them: each entry, then its value)."""
     rows: list[_FillRow] = []
     for entry in entries:
+        if not isinstance(entry, DolEntry):
+            raise ValidationError(f"dol must be bytes or DolEntry items, got {type(entry).__name__}")
         tag = entry.tag
+        if values is not None:
+            raw = values.get(tag)
+            if raw is not None and type(raw) is not bytes:
+                _as_bytes(f"values[0x{tag:X}]", raw)
         rule = _FILL_RULES.get(tag)
         if rule is None:
             info = tag_info(tag)

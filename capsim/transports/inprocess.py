@@ -78,11 +78,13 @@ class InProcessTransport(TransportBase):
         return atr
 
     def transmit(self, apdu: bytes) -> bytes:
-        if not isinstance(apdu, bytes | bytearray):
-            raise ValidationError(f"apdu: expected bytes, got {type(apdu).__name__}")
+        if type(apdu) is not bytes:
+            if not isinstance(apdu, bytes | bytearray):
+                raise ValidationError(f"apdu: expected bytes, got {type(apdu).__name__}")
+            apdu = bytes(apdu)
         if not self._connected:
             self.connect()
-        return self.card.process(bytes(apdu))
+        return self.card.process(apdu)
 
     def disconnect(self) -> None:
         if self._connected:
