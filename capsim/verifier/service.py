@@ -1172,9 +1172,14 @@ class Verifier:
         self, target: str, presented: engine.PresentedCode, rid: str, *, activating: bool = False
     ) -> Acceptance:
         t0 = self._monotonic()
+        # Dummy recomputations (V30) are owed by the transaction but spent after it ends, so the
+        # credential row lock is never held for work whose only purpose is uniform timing.
+        owed = [0]
         try:
             with self._tx(keep_conflict=True) as tx:
-                acc = self._verify_tx(tx, target, presented=presented, rid=rid, t0=t0, activating=activating)
+                acc = self._verify_tx(
+                    tx, target, presented=presented, rid=rid, t0=t0, activating=activating, owed=owed
+                )
         except _ConflictError:
             self._best_effort_audit(rid, target, "conflict", Outcome.REJECT, t0)
             raise InvalidCode from None
@@ -1185,6 +1190,8 @@ class Verifier:
             # a corrupt stored profile or key reference: fail closed
             self._best_effort_audit(rid, target, "internal-error", Outcome.TEMPORARY, t0)
             raise TemporaryFailure("verifier could not evaluate the code") from None
+        finally:
+            self._dummy(presented, owed[0])
         if acc is None:
             raise InvalidCode
         return acc
@@ -1252,6 +1259,7 @@ class Verifier:
         rid: str,
         t0: float,
         activating: bool,
+        owed: list[int],
     ) -> Acceptance | None:
         now = tx.now()
         op_id: str | None = None
@@ -1308,7 +1316,7 @@ class Verifier:
             return previous.acceptance
 
         def refuse(reason: str) -> None:
-            self._dummy(presented)
+            owed[0] = self._dummy_size
             self._must(
                 tx.insert_request(RequestRecord(request_id=rid, outcome=Outcome.REJECT, recorded_at=now))
             )
@@ -1356,7 +1364,7 @@ class Verifier:
         )
         # pad to a fixed evaluation count: whether the code's public bits found candidates
         # does not show in the time taken (and unknown credentials cost the same, V30)
-        self._dummy(presented, self._dummy_size - result.evaluations)
+        owed[0] = self._dummy_size - result.evaluations
         m = result.match
         park: tuple[int | None, datetime | None] = (cred.parked_atc, cred.parked_at)
         if m is None and op is None and self.policy.auto_resync and not activating:
