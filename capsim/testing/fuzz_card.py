@@ -66,6 +66,7 @@ __all__ = [
     "open_card_target",
     "replay_card_finding",
     "run_card_sequence",
+    "run_engine",
     "transactions",
 ]
 
