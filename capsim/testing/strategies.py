@@ -7,7 +7,8 @@ what the spec allows (or, for the ``malformed_*`` / ``adversarial_*`` ones, what
   (:func:`emv_commands`, cap-protocol.md §2 and §9.3);
 * BER-TLV trees, well-formed (:func:`tlv_trees`, :func:`tlv_bytes`) and malformed
   (:func:`malformed_tlv_bytes`), and DOLs (:func:`dols`);
-* personalised card profiles and cards (:func:`card_profiles`, :func:`cards`);
+* personalised card profiles and cards (:func:`card_profiles`, :func:`cards`) and the CDOL1
+  data a reader sends them (:func:`cdol_data`);
 * CAP inputs: challenges, amounts, currencies, TDS fields, PINs and PIN blocks, codes
   (cap-protocol.md §4–§7, verifier.md V42).
 
@@ -37,6 +38,7 @@ __all__ = [
     "card_profile_names",
     "card_profiles",
     "cards",
+    "cdol_data",
     "challenges",
     "codes",
     "command_apdus",
@@ -272,6 +274,22 @@ def cards(draw: st.DrawFn, *, profile: str | None = None, pin: str | None = None
 def card_profiles(*, profile: str | None = None) -> st.SearchStrategy[CardProfile]:
     """Personalised :class:`~capsim.cards.CardProfile` values (see :func:`cards`)."""
     return cards(profile=profile).map(lambda c: c.profile)
+
+
+@st.composite
+def cdol_data(draw: st.DrawFn, cdol: bytes, *, reader_profile: str = "mc-cap") -> bytes:
+    """CDOL1 data a CAP reader would send for ``cdol`` (cap-protocol.md §4): a drawn mode with
+    its challenge, amount and currency, filled by :func:`capsim.cap.build_cdol_data`."""
+    from capsim.cap import CapMode, build_cdol_data
+    from capsim.profiles import get_reader_profile
+
+    mode = draw(st.sampled_from((CapMode.IDENTIFY, CapMode.RESPOND, CapMode.SIGN)))
+    challenge = draw(challenges()) if mode is not CapMode.IDENTIFY else None
+    amount = draw(amounts(max_value=10**9)) if mode is CapMode.SIGN else None
+    currency = draw(currencies()) if mode is CapMode.SIGN else None
+    return build_cdol_data(
+        cdol, get_reader_profile(reader_profile), mode, challenge=challenge, amount=amount, currency=currency
+    )
 
 
 # ----------------------------------------------------------------------------- CAP inputs

@@ -109,3 +109,16 @@ def test_cards_answer_select(card) -> None:  # type: ignore[no-untyped-def]
     aid = card.profile.aid
     answer = card.process(bytes((0x00, 0xA4, 0x04, 0x00, len(aid))) + aid + b"\x00")
     assert answer[-2:] == b"\x90\x00"
+
+
+@given(st.data())
+def test_cdol_data_fits_the_card_and_gives_an_arqc(data: st.DataObject) -> None:
+    card = data.draw(s.cards(profile="barclays", pin="1234"))
+    cdol1 = card.profile.cdol1
+    filled = data.draw(s.cdol_data(cdol1))
+    assert len(filled) == sum(e.length for e in parse_dol(cdol1))
+    aid = card.profile.aid
+    card.process(bytes((0x00, 0xA4, 0x04, 0x00, len(aid))) + aid + b"\x00")
+    card.process(bytes.fromhex("80A8000002830000"))
+    answer = card.process(CommandApdu(0x80, 0xAE, 0x80, 0x00, filled, 256).to_bytes())
+    assert answer[-2:] == b"\x90\x00"
