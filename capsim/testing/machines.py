@@ -101,7 +101,7 @@ class CardMachine(RuleBasedStateMachine):
             return CardInfo(pin=self.card_pin)
         return _profile_info(profile, self.card_pin)
 
-    # helpers ------------------------------------------------------------------------------
+    # utilities ------------------------------------------------------------------------------
     def send(self, apdu: bytes) -> bytes:
         """Send one APDU and check the answer against the model."""
         answer = self.card.process(apdu)

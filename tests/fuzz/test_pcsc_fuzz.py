@@ -4,7 +4,7 @@ Acceptance: with ``--allow-state-changes`` off the fuzzer never changes the serv
 or PTC; with it on, VERIFY is never sent below two PIN tries. And ``capsim fuzz serve`` gives
 PC/SC programs a hostile card.
 
-The private pcscd comes from the PC/SC test helper (:mod:`tests.pcsc.stack`); it is started
+The private pcscd is the PC/SC suite's :class:`tests.pcsc.stack.PcscdStack`; it is started
 for this module and stopped after it, so the PC/SC suite can start its own later in the same
 session. If that suite's pcscd is already running, it is reused.
 """
