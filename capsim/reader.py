@@ -249,6 +249,23 @@ class CapResult:
         The bitmap used (the card's, or a named fallback); ``None`` for the Belgian function.
     code_function:
         ``ipb`` or ``belgian``.
+
+    Examples
+    --------
+    Two identical cards give equal results, explanation included (computed on first read):
+
+    >>> from capsim.transports import open_transport
+    >>> def run_once() -> CapResult:
+    ...     with open_transport("inproc:secur-acces") as card:
+    ...         return CapReader(card).respond("1234", "12345678")
+    >>> first, again = run_once(), run_once()
+    >>> first == again, hash(first) == hash(again)
+    (True, True)
+    >>> sum(bit.value << bit.position for bit in first.explanation) == int(first.code)
+    True
+    >>> import dataclasses, pickle
+    >>> pickle.loads(pickle.dumps(again)) == first == dataclasses.replace(again)
+    True
     """
 
     code: str
@@ -355,6 +372,51 @@ def _tlv_map(objs: Sequence[Tlv]) -> dict[int, bytes]:
     return values
 
 
+def _template_of(objs: tuple[Tlv, ...], tag: int) -> tuple[Tlv | None, dict[int, bytes]]:
+    """The first object ``tag`` in ``objs``, and :func:`_tlv_map` of its children (else empty)."""
+    obj = find(objs, tag)
+    return obj, (_tlv_map(obj.children) if obj is not None else {})
+
+
+#: Distinct answers one reader keeps decoded (bounded: a hostile card cannot grow it).
+_ANSWER_CACHE_SIZE: Final = 32
+
+
+class _AnswerCache:
+    """Card answers decoded once per distinct byte string, for one :class:`CapReader`.
+
+    The FCI, the GPO answer, the records and the PIN try counter come back identical run
+    after run from the same card; the reader decodes and indexes each once. Decoding is pure
+    and :class:`~capsim.tlv.Tlv` immutable, so a cached answer is the one decode() would give;
+    malformed answers raise every time (nothing is cached for them). The maps handed out are
+    shared: callers copy them before changing anything.
+    """
+
+    def __init__(self) -> None:
+        self._decoded: dict[bytes, tuple[Tlv, ...]] = {}
+        self._templates: dict[tuple[bytes, int], tuple[Tlv | None, dict[int, bytes]]] = {}
+
+    def decode(self, data: bytes) -> tuple[Tlv, ...]:
+        objs = self._decoded.get(data)
+        if objs is None:
+            objs = decode(data)
+            if len(self._decoded) >= _ANSWER_CACHE_SIZE:
+                self._decoded.clear()
+                self._templates.clear()
+            self._decoded[data] = objs
+        return objs
+
+    def template(self, data: bytes, tag: int) -> tuple[Tlv | None, dict[int, bytes]]:
+        key = (data, tag)
+        found = self._templates.get(key)
+        if found is None:
+            found = _template_of(self.decode(data), tag)
+            if len(self._templates) >= 4 * _ANSWER_CACHE_SIZE:
+                self._templates.clear()
+            self._templates[key] = found
+        return found
+
+
 class CapSession:
     """One CAP run, sans I/O (see the module's theory of operation).
 
@@ -433,6 +495,7 @@ class CapSession:
         self._phase = Phase.SELECT
         self._pending: CommandApdu | None = None
         self._pending_raw = b""
+        self._answers: _AnswerCache | None = None  # set by CapReader.run
         self._transcript: list[tuple[bytes, bytes]] = []
         self._warnings: list[str] = []
         self._result: CapResult | None = None
@@ -581,6 +644,16 @@ class CapSession:
         assert self._selected is not None
         return self._selected.profile
 
+    def _decode(self, data: bytes) -> tuple[Tlv, ...]:
+        """``decode(data)`` for answers that repeat from run to run (see :class:`_AnswerCache`)."""
+        answers = self._answers
+        return decode(data) if answers is None else answers.decode(data)
+
+    def _template(self, data: bytes, tag: int) -> tuple[Tlv | None, dict[int, bytes]]:
+        """The first object ``tag`` of the answer ``data`` and the values inside it (shared: read only)."""
+        answers = self._answers
+        return _template_of(decode(data), tag) if answers is None else answers.template(data, tag)
+
     def _iaf0(self) -> int:
         iaf = self._card.get(0x9F55)
         if iaf is None:
@@ -634,11 +707,10 @@ class CapSession:
         self._select_next_candidate()
 
     def _on_selected(self, response: ResponseApdu) -> None:
-        objs = decode(response.data)
-        fci = find(objs, 0x6F)
+        fci, fci_values = self._template(response.data, 0x6F)
         if fci is None:
             raise RemoteProtocolError("SELECT answer has no FCI template 6F")
-        self._fci = _tlv_map(fci.children)
+        self._fci = dict(fci_values)
         df_name = self._fci.get(0x84, self._current.aid)
         profile = self._fixed_profile or self._current.profile
         self._selected = _Candidate(df_name if 5 <= len(df_name) <= 16 else self._current.aid, profile)
@@ -712,13 +784,11 @@ class CapSession:
     # ---------------------------------------------------------------- GPO and records
 
     def _on_gpo(self, response: ResponseApdu) -> None:
-        objs = decode(response.data)
-        fmt1 = find(objs, 0x80)
-        fmt2 = find(objs, 0x77)
+        fmt1 = find(self._decode(response.data), 0x80)
+        fmt2, inner = self._template(response.data, 0x77)
         if fmt1 is not None and not fmt1.constructed:
             aip, afl = fmt1.value[:2], fmt1.value[2:]
         elif fmt2 is not None:
-            inner = _tlv_map(fmt2.children)
             aip, afl = inner.get(0x82, b""), inner.get(0x94, b"")
         else:
             raise RemoteProtocolError("GPO answer is neither format 1 (80) nor format 2 (77)")
@@ -748,13 +818,12 @@ class CapSession:
         self._records_done()
 
     def _on_record(self, response: ResponseApdu) -> None:
-        objs = decode(response.data)
-        template = find(objs, 0x70)
+        template, values = self._template(response.data, 0x70)
         if template is None or not template.constructed:
             if self._current_sfi <= 10:
                 raise RemoteProtocolError("READ RECORD answer is not a record template 70")
         else:
-            for tag, value in _tlv_map(template.children).items():
+            for tag, value in values.items():
                 old = self._card.get(tag)
                 if old is None:
                     self._card[tag] = value
@@ -804,7 +873,7 @@ class CapSession:
 
     def _on_ptc(self, response: ResponseApdu) -> None:
         try:
-            ptc = find(decode(response.data), 0x9F17)
+            ptc = find(self._decode(response.data), 0x9F17)
         except ApduFormatError:
             ptc = None
         if ptc is None or len(ptc.value) != 1:
@@ -1000,6 +1069,7 @@ class CapReader:
         # One T=0 resolver on the link: none added when the transport already resolves 61xx/6Cxx.
         resolved = isinstance(transport, T0Handling) or getattr(transport, "resolves_t0", False) is True
         self._link: Transport = transport if resolved else T0Handling(transport)
+        self._answers = _AnswerCache()
 
     def identify(self, pin: str) -> CapResult:
         """Mode 2 (Identify): a code from the PIN alone."""
@@ -1050,6 +1120,8 @@ class CapReader:
             Whatever the session or the transport raises; the session is then in ERROR.
         """
         transmit = self._link.transmit
+        if session._answers is None:
+            session._answers = self._answers
         command = session.next_command()
         while command is not None:
             # the session encoded its pending command once

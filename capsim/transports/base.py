@@ -251,6 +251,20 @@ class T0Handling(TransportBase):
     max_get_response:
         Bound on chained GET RESPONSE commands (a card answering ``61xx`` forever cannot hang
         the reader: :class:`~capsim.errors.RemoteProtocolError`).
+
+    Examples
+    --------
+    >>> answers = {"80CA9F1700": "6C04", "80CA9F1704": "9F1701039000", "00B2010C00": "6A83"}
+    >>> class Scripted(TransportBase):
+    ...     def transmit(self, apdu: bytes) -> bytes:
+    ...         return bytes.fromhex(answers[apdu.hex().upper()])
+    >>> link = T0Handling(Scripted())
+    >>> link.transmit(bytes.fromhex("80CA9F1700")).hex().upper()  # 6C04: re-sent with Le 04
+    '9F1701039000'
+    >>> link.transmit(bytes.fromhex("00B2010C00")).hex().upper()  # a final answer, as it is
+    '6A83'
+    >>> link.resolves_t0, TracingTransport(link).resolves_t0, TracingTransport(Scripted()).resolves_t0
+    (True, True, False)
     """
 
     #: Answers never carry ``61xx``/``6Cxx`` (see the module docstring).
