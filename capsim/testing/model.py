@@ -204,8 +204,9 @@ class CardModel:
         cla, ins, p1, p2, body = parsed
         ok = sw == 0x9000
         if cla == 0x84:
-            if ok:  # an issuer script ran: PTC and lifecycle may change (cap-protocol.md §9.7)
+            if ok:  # an issuer script ran: PIN, PTC and lifecycle may change (cap-protocol.md §9.7)
                 self.ptc = None
+                self.pin = None
             return
         if cla not in (0x00, 0x80):
             return
