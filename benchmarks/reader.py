@@ -14,6 +14,10 @@ interleaved in ten chunks so that load changes on a shared machine affect all re
 capsim's run is the complete reader: GET DATA 9F17 and the closing GENERATE AC #2 (a second
 cryptogram on the card) included, which the baselines skip.
 
+One more row is not a reader: ``card alone`` sends the seven APDUs of a capsim run straight to
+the card, so it shows what the card's own work costs; capsim's time per code minus that time
+is what the reader itself spends.
+
 Usage: ``.venv/bin/python benchmarks/reader.py [RUNS]`` (default 2000).
 """
 
@@ -25,6 +29,7 @@ from collections.abc import Callable
 
 from capsim.cards import EmvCapCard, new_card
 from capsim.reader import CapReader
+from capsim.transports import TracingTransport
 from capsim.transports.inprocess import TEST_IMK_AC, TEST_PAN, InProcessTransport
 
 CARD = "barclays"  # a UK DPA card: every reader here (and python-emv) handles it
@@ -69,7 +74,7 @@ class _PyscardLikeConnection:
 
 def python_emv_runner(card: EmvCapCard) -> Callable[[], str] | None:
     try:
-        from emv.card import Card  # type: ignore[import-not-found]
+        from emv.card import Card  # type: ignore[import-not-found, import-untyped, unused-ignore]
     except ImportError:
         return None
     emv_card = Card(_PyscardLikeConnection(card))
@@ -110,6 +115,23 @@ def straightforward_runner(card: EmvCapCard) -> Callable[[], str]:
     return run
 
 
+# ------------------------------------------------------------------ the card's own cost
+
+
+def card_alone_runner(card: EmvCapCard) -> Callable[[], str]:
+    """Not a reader: the APDUs of one capsim run (recorded on another card) sent straight to ``card``."""
+    tracer = TracingTransport(InProcessTransport(fresh_card()), redact=False)
+    CapReader(tracer, "visa-dpa").respond("1234", CHALLENGE)
+    commands = [command for command, _ in tracer.exchanges]
+
+    def run() -> str:
+        for command in commands:
+            card.process(command)
+        return ""
+
+    return run
+
+
 # ------------------------------------------------------------------ measurement
 
 
@@ -132,7 +154,9 @@ def main() -> None:
         "capsim CapReader": capsim_runner,
         "python-emv 1.0.14 (adapter)": python_emv_runner,
         "straightforward baseline": straightforward_runner,
+        "card alone (capsim's APDUs)": card_alone_runner,
     }
+    not_readers = {"card alone (capsim's APDUs)"}
     first: dict[str, str] = {}
     runners: dict[str, Callable[[], str]] = {}
     for name, make in makers.items():
@@ -140,7 +164,8 @@ def main() -> None:
         if runner is None:
             print(f"{name}: not installed, skipped")
             continue
-        first[name] = runner()
+        if name not in not_readers:
+            first[name] = runner()
         runner = make(fresh_card())
         assert runner is not None
         for _ in range(max(1, runs // 20)):  # warm-up
@@ -156,6 +181,11 @@ def main() -> None:
     print(f"Respond codes per second over {runs} runs (in-process {CARD} card, Python {python}):")
     for name, value in rates.items():
         print(f"  {name:32s} {value:9.0f} codes/s   capsim rate / this rate = {base / value:5.2f}")
+    card_us = 1e6 / rates["card alone (capsim's APDUs)"]
+    print(
+        f"time per code: capsim {1e6 / base:.0f} us, of which the card {card_us:.0f} us"
+        f" and the reader {1e6 / base - card_us:.0f} us"
+    )
 
 
 if __name__ == "__main__":
