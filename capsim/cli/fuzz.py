@@ -88,6 +88,13 @@ def _common(func: Callable[..., Any]) -> Callable[..., Any]:
     func = click.option(
         "--time-budget", type=click.FloatRange(min=0.1), default=60.0, show_default=True, help="Seconds."
     )(func)
+    func = click.option(
+        "--max-findings",
+        type=click.IntRange(min=1),
+        default=1,
+        show_default=True,
+        help="Go on after a finding until this many (each shrunk; duplicates reported once).",
+    )(func)
     return click.option(
         "--seed", type=int, default=None, help="Hypothesis seed [default: random, reported]."
     )(func)
@@ -126,6 +133,7 @@ def card(
     seed: int | None,
     time_budget: float,
     findings_dir: str,
+    max_findings: int,
     json_out: bool,
 ) -> None:
     """[!] Structured and random APDU sequences against a card, checking its invariants."""
@@ -144,6 +152,7 @@ def card(
             time_budget=time_budget,
             allow_state_changes=allow_state_changes,
             findings_dir=findings_dir,
+            max_findings=max_findings,
             on_progress=update,
         )
     finally:
@@ -166,6 +175,7 @@ def reader(
     seed: int | None,
     time_budget: float,
     findings_dir: str,
+    max_findings: int,
     json_out: bool,
 ) -> None:
     """capsim's reader against a hostile card: only capsim errors, no hangs."""
@@ -179,6 +189,7 @@ def reader(
             max_examples=max_examples,
             time_budget=time_budget,
             findings_dir=findings_dir,
+            max_findings=max_findings,
             on_progress=update,
         )
     finally:
@@ -204,6 +215,7 @@ def verifier(
     seed: int | None,
     time_budget: float,
     findings_dir: str,
+    max_findings: int,
     json_out: bool,
 ) -> None:
     """Random and adversarial codes, replays and bursts against a verifier store (V41, V42).
@@ -224,6 +236,7 @@ def verifier(
             max_examples=max_examples,
             time_budget=time_budget,
             findings_dir=findings_dir,
+            max_findings=max_findings,
             on_progress=update,
         )
     finally:

@@ -615,20 +615,25 @@ def run_engine(
     seed: int,
     max_examples: int,
     time_budget: float | None,
-    on_example: Callable[[int, int], None] | None = None,
+    on_example: Callable[[int, int, int], None] | None = None,
     chunk: int = 100,
     clock: Callable[[], float] = time.monotonic,
+    max_findings: int = 1,
 ) -> tuple[int, int, str, list[_FailedError], list[int]]:
     """Run ``body`` on Hypothesis examples of ``strategy`` in chunks of ``chunk`` examples,
     one chunk seed after the other (``seed``, ``seed + 1``, ...), until ``max_examples`` or
-    ``time_budget`` is reached or an example fails (then shrunk by Hypothesis).
+    ``time_budget`` is reached or ``max_findings`` examples failed (each shrunk by Hypothesis;
+    the chunk that found one ends there and the next chunk goes on).
 
     ``body`` returns the number of APDUs it exchanged and raises ``_FailedError`` on a violation.
+    ``on_example(examples, apdus, findings)`` is called after every passing example.
     Returns (examples, apdus, stop reason, failures, seeds of the failures).
     """
     start = clock()
     counts = {"examples": 0, "apdus": 0}
     failing = {"seen": False}
+    failures: list[_FailedError] = []
+    seeds: list[int] = []
 
     def over_budget() -> bool:
         return time_budget is not None and clock() - start >= time_budget
@@ -644,10 +649,8 @@ def run_engine(
         counts["examples"] += 1
         counts["apdus"] += n
         if on_example is not None:
-            on_example(counts["examples"], counts["apdus"])
+            on_example(counts["examples"], counts["apdus"], len(failures))
 
-    failures: list[_FailedError] = []
-    seeds: list[int] = []
     index = 0
     stopped = "max-examples"
     while counts["examples"] < max_examples:
@@ -667,8 +670,11 @@ def run_engine(
                 raise
             failures.append(failed)
             seeds.append(chunk_seed)
-            stopped = "finding"
-            break
+            failing["seen"] = False
+            if len(failures) >= max_findings:
+                stopped = "finding"
+                break
+            continue
         if counts["examples"] == before:  # nothing ran (budget reached inside the chunk)
             stopped = "time-budget"
             break
@@ -704,6 +710,7 @@ def fuzz_card(
     findings_dir: str | os.PathLike[str] | None = None,
     max_steps: int = 30,
     on_progress: Callable[[int, int, int], None] | None = None,
+    max_findings: int = 1,
 ) -> FuzzReport:
     """Fuzz ``target`` (module docstring) and return a :class:`FuzzReport`.
 
@@ -722,6 +729,8 @@ def fuzz_card(
         block (the ``replay:`` transport accepts any block in its place).
     on_progress:
         Called as ``on_progress(examples, apdus, findings)`` after each example.
+    max_findings:
+        Stop after this many findings (duplicates, same invariant and detail, are reported once).
     """
     if max_examples < 1:
         raise ValidationError("max_examples: expected a positive number of examples")
@@ -743,10 +752,14 @@ def fuzz_card(
         seed=seed,
         max_examples=max_examples,
         time_budget=time_budget,
-        on_example=(lambda e, a: on_progress(e, a, 0)) if on_progress is not None else None,
+        on_example=on_progress,
+        max_findings=max_findings,
     )
     findings = []
+    distinct: dict[tuple[str, str], tuple[_FailedError, int]] = {}
     for failed, chunk_seed in zip(failures, seeds, strict=True):
+        distinct.setdefault((failed.violation.invariant, failed.violation.detail), (failed, chunk_seed))
+    for failed, chunk_seed in distinct.values():
         # a real PIN (pcsc:, file:) never reaches a finding; inproc:/py: test PINs stay replayable
         real_pin = target.transport is not None or target.spec.startswith("file:")
         redact = target.info.pin if real_pin else None

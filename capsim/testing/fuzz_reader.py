@@ -190,6 +190,7 @@ def fuzz_reader(
     time_budget: float | None = 60.0,
     findings_dir: str | None = None,
     on_progress: Callable[[int, int, int], None] | None = None,
+    max_findings: int = 1,
 ) -> FuzzReport:
     """Fuzz capsim's reader with a hostile ``profile`` card (module docstring)."""
     from capsim.cards import BUILTIN_PROFILES
@@ -216,10 +217,14 @@ def fuzz_reader(
         seed=seed,
         max_examples=max_examples,
         time_budget=time_budget,
-        on_example=(lambda e, a: on_progress(e, a, 0)) if on_progress is not None else None,
+        on_example=on_progress,
+        max_findings=max_findings,
     )
     findings = []
+    distinct: dict[tuple[str, str], tuple[_FailedError, int]] = {}
     for failed, chunk_seed in zip(failures, seeds, strict=True):
+        distinct.setdefault((failed.violation.invariant, failed.violation.detail), (failed, chunk_seed))
+    for failed, chunk_seed in distinct.values():
         case = cases.get(id(failed.run))
         finding = Finding(
             fuzzer="reader",

@@ -412,6 +412,7 @@ def fuzz_verifier(
     time_budget: float | None = 60.0,
     findings_dir: str | None = None,
     on_progress: Callable[[int, int, int], None] | None = None,
+    max_findings: int = 1,
     verifier: Any | None = None,
 ) -> FuzzReport:
     """Fuzz a verifier on ``store`` (module docstring). ``store_name`` is shown in reports
@@ -438,11 +439,15 @@ def fuzz_verifier(
         seed=seed,
         max_examples=max_examples,
         time_budget=time_budget,
-        on_example=(lambda e, a: on_progress(e, a, 0)) if on_progress is not None else None,
+        on_example=on_progress,
+        max_findings=max_findings,
         chunk=25,
     )
     findings = []
+    distinct: dict[tuple[str, str], tuple[_FailedError, int]] = {}
     for failed, chunk_seed in zip(failures, seeds, strict=True):
+        distinct.setdefault((failed.violation.invariant, failed.violation.detail), (failed, chunk_seed))
+    for failed, chunk_seed in distinct.values():
         program = programs.get(id(failed.run), [])
         finding = Finding(
             fuzzer="verifier",

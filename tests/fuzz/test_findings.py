@@ -100,3 +100,56 @@ def test_cli_replays_a_reader_finding(tmp_path: Path) -> None:
     result = CliRunner().invoke(main, ["fuzz", "replay", saved.path or "", "--json"])
     assert result.exit_code == 0, result.output
     assert '"reproduced": false' in result.output
+
+
+def test_engine_goes_on_after_a_finding_until_max_findings() -> None:
+    progress: list[tuple[int, int, int]] = []
+
+    def body(value: int) -> int:
+        if value % 7 == 3:
+            raise _FailedError(Violation(invariant="demo", detail="mod 7"), _Run())
+        return 1
+
+    examples, _, stopped, failures, seeds = run_engine(
+        body,
+        st.integers(0, 10**6),
+        seed=9,
+        max_examples=5000,
+        time_budget=None,
+        max_findings=3,
+        on_example=lambda e, a, f: progress.append((e, a, f)),
+    )
+    assert stopped == "finding"
+    assert len(failures) == 3
+    assert seeds == sorted(set(seeds))  # one finding per chunk, chunks in seed order
+    assert {f for _, _, f in progress} >= {0, 1, 2}
+    assert examples == progress[-1][0]
+
+
+class _BrokenCard:
+    """Answers ``6F00`` to every command after SELECT: every example fails at once."""
+
+    atr = bytes.fromhex("3B80800101")
+
+    def power_on(self) -> bytes:
+        return self.atr
+
+    def reset(self) -> bytes:
+        return self.atr
+
+    def power_off(self) -> None:
+        return None
+
+    def process(self, apdu: bytes) -> bytes:
+        return b"\x90\x00" if apdu[1:2] == b"\xa4" else b"\x6f\x00"
+
+
+def test_fuzz_card_max_findings_reports_duplicates_once() -> None:
+    from capsim.testing.fuzz_card import CardInfo, CardTarget, fuzz_card
+
+    target = CardTarget("py:broken", CardInfo(), factory=_BrokenCard)
+    report = fuzz_card(target, seed=1, max_examples=1000, time_budget=60, max_findings=3)
+    assert report.stopped == "finding"
+    (finding,) = report.findings  # three failures, all the same: reported once
+    assert finding.invariant == "crash"
+    assert len(finding.exchanges) == 2  # SELECT, then the first GET DATA answered 6F00
