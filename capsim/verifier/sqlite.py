@@ -36,6 +36,7 @@ import sqlite3
 import stat
 import threading
 import time
+from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from datetime import UTC, datetime
@@ -123,7 +124,7 @@ def _acceptance_from_json(d: dict[str, Any]) -> Acceptance:
     )
 
 
-class SqlTransactionBase:
+class SqlTransactionBase(ABC):
     """The :class:`~capsim.verifier.store.StoreTransaction` methods written once in SQL.
 
     Subclasses bind it to a driver: they provide :meth:`_exec` (run one statement and return
@@ -146,20 +147,25 @@ class SqlTransactionBase:
         cls._sql_cache = {}
 
     # -- driver hooks ----------------------------------------------------------------------
+    @abstractmethod
     def _exec(self, sql: str, params: Sequence[Any] = ()) -> tuple[list[tuple[Any, ...]], int]:
-        raise NotImplementedError
+        """Driver hook."""
 
+    @abstractmethod
     def _enc_time(self, value: datetime | None) -> Any:
-        raise NotImplementedError
+        """Driver hook."""
 
+    @abstractmethod
     def _dec_time(self, value: Any) -> datetime:
-        raise NotImplementedError
+        """Driver hook."""
 
+    @abstractmethod
     def _enc_json(self, value: Any) -> Any:
-        raise NotImplementedError
+        """Driver hook."""
 
+    @abstractmethod
     def _dec_json(self, value: Any) -> Any:
-        raise NotImplementedError
+        """Driver hook."""
 
     def _enc_bool(self, value: bool) -> Any:
         return value
