@@ -382,17 +382,23 @@ def ipb_extract(ipb: bytes, data: bytes, *, allow_short: bool = False) -> int:
             f"the data string has {len(data)} bytes but the IPB covers {len(ipb)}: "
             "refusing to invent the missing bits"
         )
+    plan = _IPB_PLANS.get(ipb)
+    if plan is None:
+        plan = tuple((i, *_gather_table(mask)) for i, mask in enumerate(ipb) if mask)
+        if len(_IPB_PLANS) >= 256:
+            _IPB_PLANS.clear()
+        _IPB_PLANS[ipb] = plan
     value = 0
     size = len(data)
-    for i, mask in enumerate(ipb):
-        if mask:
-            width, gathered = _gather_table(mask)
-            value = value << width | gathered[data[i] if i < size else 0]
+    for i, width, gathered in plan:
+        value = value << width | gathered[data[i] if i < size else 0]
     return value
 
 
 #: mask byte -> (its bit count, the bits of each byte value under the mask, packed MSB first).
 _GATHER: dict[int, tuple[int, tuple[int, ...]]] = {}
+#: IPB -> (byte index, bit count, gather table) of each of its non-zero bytes.
+_IPB_PLANS: dict[bytes, tuple[tuple[int, int, tuple[int, ...]], ...]] = {}
 
 
 def _gather_table(mask: int) -> tuple[int, tuple[int, ...]]:
