@@ -224,10 +224,14 @@ class TracingTransport(TransportBase):
 
     def transmit(self, apdu: bytes) -> bytes:
         shown_cmd = redact_command(apdu) if self.redact else apdu
-        self._emit(f"> {shown_cmd.hex().upper()}")
+        # lines are formatted only for someone who reads them (a sink or the debug log)
+        emit = self.sink is not None or _log.isEnabledFor(logging.DEBUG)
+        if emit:
+            self._emit(f"> {shown_cmd.hex().upper()}")
         response = self.inner.transmit(apdu)
         shown_rsp = redact_response(response) if self.redact else response
-        self._emit(f"< {shown_rsp.hex().upper()}")
+        if emit:
+            self._emit(f"< {shown_rsp.hex().upper()}")
         self.exchanges.append((shown_cmd, shown_rsp))
         return response
 
