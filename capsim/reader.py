@@ -649,10 +649,15 @@ class CapSession:
         answers = self._answers
         return decode(data) if answers is None else answers.decode(data)
 
-    def _template(self, data: bytes, tag: int) -> tuple[Tlv | None, dict[int, bytes]]:
-        """The first object ``tag`` of the answer ``data`` and the values inside it (shared: read only)."""
+    def _template(
+        self, data: bytes, tag: int, objs: tuple[Tlv, ...] | None = None
+    ) -> tuple[Tlv | None, dict[int, bytes]]:
+        """The first object ``tag`` of the answer ``data`` (decoded as ``objs``, if already done)
+        and the values inside it (shared: read only)."""
         answers = self._answers
-        return _template_of(decode(data), tag) if answers is None else answers.template(data, tag)
+        if answers is None:
+            return _template_of(decode(data) if objs is None else objs, tag)
+        return answers.template(data, tag)
 
     def _iaf0(self) -> int:
         iaf = self._card.get(0x9F55)
@@ -784,8 +789,9 @@ class CapSession:
     # ---------------------------------------------------------------- GPO and records
 
     def _on_gpo(self, response: ResponseApdu) -> None:
-        fmt1 = find(self._decode(response.data), 0x80)
-        fmt2, inner = self._template(response.data, 0x77)
+        objs = self._decode(response.data)
+        fmt1 = find(objs, 0x80)
+        fmt2, inner = self._template(response.data, 0x77, objs)
         if fmt1 is not None and not fmt1.constructed:
             aip, afl = fmt1.value[:2], fmt1.value[2:]
         elif fmt2 is not None:
