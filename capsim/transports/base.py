@@ -28,6 +28,7 @@ it, so no link resolves T=0 twice.
 from __future__ import annotations
 
 import logging
+from abc import ABC, abstractmethod
 from collections.abc import Callable
 from types import TracebackType
 from typing import Final, Protocol, Self, runtime_checkable
@@ -82,14 +83,16 @@ class Transport(Protocol):
     ) -> None: ...
 
 
-class TransportBase:
-    """Mixin giving a transport its context-manager behaviour (connect on entry)."""
+class TransportBase(ABC):
+    """Base giving a transport its context-manager behaviour (connect on entry)."""
 
-    def connect(self) -> bytes:  # pragma: no cover - overridden
-        raise NotImplementedError
+    @abstractmethod
+    def connect(self) -> bytes:
+        """Power the card up (or reach it) and return its ATR."""
 
-    def disconnect(self) -> None:  # pragma: no cover - overridden
-        raise NotImplementedError
+    @abstractmethod
+    def disconnect(self) -> None:
+        """Release the card."""
 
     def __enter__(self) -> Self:
         self.connect()
@@ -260,6 +263,10 @@ class T0Handling(TransportBase):
     --------
     >>> answers = {"80CA9F1700": "6C04", "80CA9F1704": "9F1701039000", "00B2010C00": "6A83"}
     >>> class Scripted(TransportBase):
+    ...     def connect(self) -> bytes:
+    ...         return b""
+    ...     def disconnect(self) -> None:
+    ...         pass
     ...     def transmit(self, apdu: bytes) -> bytes:
     ...         return bytes.fromhex(answers[apdu.hex().upper()])
     >>> link = T0Handling(Scripted())

@@ -334,6 +334,9 @@ class PcscTransport:
             rapdu = t.transmit(bytes.fromhex("00A404000E315041592E5359532E444446303100"))
     """
 
+    #: Answers never carry ``61xx``/``6Cxx``: the T=0 continuation runs inside :meth:`transmit`.
+    resolves_t0: Final = True
+
     def __init__(self, reader: str, *, timeout: float | None = 10.0) -> None:
         if not isinstance(reader, str) or not reader.strip():
             raise ValidationError(f"reader: expected a reader name or a part of one, got {reader!r}")
