@@ -25,6 +25,7 @@ from typing import Any
 
 import click
 
+from capsim._validate import digits
 from capsim.cli._common import ExitCode, handle_errors, read_secret
 from capsim.errors import ValidationError
 
@@ -140,8 +141,8 @@ def card(
     from capsim.testing.fuzz_card import fuzz_card, open_card_target
 
     pin = read_secret("card PIN: ", from_stdin=True) if pin_stdin else None
-    if pin is not None and not (pin.isdigit() and 4 <= len(pin) <= 12):
-        raise ValidationError("--pin-stdin: expected 4 to 12 digits")
+    if pin is not None:
+        digits("--pin-stdin", pin, 4, 12)
     opened = open_card_target(target, pin=pin, guarded=True if safe else None)
     bar, update = _progress(json_out, time_budget, "fuzz card")
     try:

@@ -126,7 +126,7 @@ def parse_vpcd_address(spec: str, *, slot: int = 0) -> tuple[str, int]:
     host, _, port_text = spec.rpartition(":")
     if host.startswith("[") and host.endswith("]"):
         host = host[1:-1]
-    if not host or not port_text.isdigit():
+    if not host or not port_text.isascii() or not port_text.isdigit():
         raise ValidationError(f"vpcd: expected HOST:PORT (e.g. 127.0.0.1:{DEFAULT_PORT}), got {spec!r}")
     if not isinstance(slot, int) or isinstance(slot, bool) or not 0 <= slot < VPCD_SLOTS:
         raise ValidationError(f"slot: expected 0 or 1 (vpcd has {VPCD_SLOTS} slots), got {slot!r}")

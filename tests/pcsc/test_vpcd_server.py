@@ -323,6 +323,7 @@ def test_parse_vpcd_address(spec: str, slot: int, expected: tuple[str, int]) -> 
         ("35963", 0, "vpcd"),
         (":35963", 0, "vpcd"),
         ("host:port", 0, "vpcd"),
+        ("host:\u0663\u0665\u0669\u0666\u0663", 0, "vpcd"),  # Arabic-Indic digits: int() would take them
         ("host:0", 0, "vpcd"),
         ("host:65535", 1, "vpcd"),
         ("host:35963", 2, "slot"),
