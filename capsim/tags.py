@@ -350,10 +350,12 @@ def tag_info(tag: int) -> TagInfo | None:
 
 
 def tag_name(tag: int) -> str:
-    """The EMV name of ``tag``, or ``"unknown tag XXXX"``.
+    """The EMV name of ``tag``, or ``"unknown tag "`` followed by the tag in hex.
 
     >>> tag_name(0x8C)
     'Card Risk Management Data Object List 1 (CDOL1)'
+    >>> tag_name(0xDF7F)
+    'unknown tag DF7F'
     """
     info = TAGS.get(tag)
     if info is not None:
