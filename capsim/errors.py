@@ -40,6 +40,7 @@ from __future__ import annotations
 
 __all__ = [
     "ApduFormatError",
+    "AuditTampered",
     "CapsimError",
     "CardBlockedError",
     "CardRemovedError",
@@ -47,8 +48,10 @@ __all__ = [
     "ConditionsNotSatisfiedError",
     "ConfigError",
     "InvalidCode",
+    "KeyFileMismatch",
     "LocalProtocolError",
     "NoCardError",
+    "NotADatabaseError",
     "PcscUnavailableError",
     "PinBlockedError",
     "PinError",
@@ -56,6 +59,7 @@ __all__ = [
     "ReaderAmbiguousError",
     "ReaderNotFoundError",
     "RemoteProtocolError",
+    "RequestConflict",
     "StateFileError",
     "StatusWordError",
     "TemporaryFailure",
@@ -218,3 +222,34 @@ class TemporaryFailure(VerifierError):
 
     Nothing was accepted and no failure was counted; retry with the same ``request_id``.
     """
+
+
+class RequestConflict(VerifierError):
+    """A ``request_id`` already recorded for another call (another method, target or code).
+
+    Nothing changed; the recorded call's outcome stays as it was. Use a fresh request id for
+    a new request (the same call repeated with the same id returns its recorded outcome).
+    """
+
+    def __init__(self, request_id: str = "") -> None:
+        self.request_id = request_id
+        super().__init__("request_id already used for another request")
+
+
+class NotADatabaseError(ConfigError):
+    """A ``--db`` target exists but is not a capsim verifier database (a corrupt or truncated
+    SQLite file, another program's file). Permanent: retrying cannot help."""
+
+
+class AuditTampered(VerifierError):
+    """The audit trail failed its check: records edited, removed, reordered, unsealed or
+    malformed, or the chain does not reach an exported tip. ``problems`` lists them."""
+
+    def __init__(self, message: str, problems: tuple[object, ...] = ()) -> None:
+        self.problems = problems
+        super().__init__(message)
+
+
+class KeyFileMismatch(StateFileError):
+    """An issuer-keys file does not hold the keys registered under its key id (a swapped or
+    edited file): its full-strength fingerprint differs."""

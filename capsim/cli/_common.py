@@ -36,6 +36,7 @@ from typing import ParamSpec, TypeVar
 import click
 
 from capsim.errors import (
+    AuditTampered,
     CapsimError,
     CardBlockedError,
     CardRemovedError,
@@ -47,6 +48,7 @@ from capsim.errors import (
     PinError,
     ProtocolError,
     ReaderNotFoundError,
+    RequestConflict,
     StateFileError,
     StatusWordError,
     TemporaryFailure,
@@ -74,6 +76,7 @@ class ExitCode(IntEnum):
     STATE_FILE = 12
     INVALID_INPUT = 13
     INVARIANT_BROKEN = 14
+    REQUEST_CONFLICT = 15
 
 
 _NO_APPLICATION_SW = frozenset({0x6A82, 0x6A81})
@@ -99,6 +102,10 @@ def exit_code_for(exc: BaseException) -> ExitCode:
         return ExitCode.CARD_ERROR
     if isinstance(exc, InvalidCode):
         return ExitCode.REJECTED
+    if isinstance(exc, RequestConflict):
+        return ExitCode.REQUEST_CONFLICT
+    if isinstance(exc, AuditTampered):
+        return ExitCode.INVARIANT_BROKEN
     if isinstance(exc, TemporaryFailure):
         return ExitCode.TEMPORARY_FAILURE
     if isinstance(exc, StateFileError):
