@@ -433,6 +433,11 @@ def match(
     for card in cards:
         profile = card.profile
         layout = code_layout(profile.ipb, profile.psn_in_data)
+        # fetched for every card, before any filter: the provider calls do not tell whether
+        # the code's public bits found candidates (V30)
+        fn = provider.ac_function(
+            card.key_ref, cvn=profile.cvn, method=profile.session_key_method, tree=_tree(profile)
+        )
         value = code.value
         if value >> layout.total_bits:
             continue  # more bits than this IPB can produce
@@ -457,9 +462,6 @@ def match(
         atcs = candidate_atcs(card.last_atc, window, layout, value)
         if not atcs:
             continue
-        fn = provider.ac_function(
-            card.key_ref, cvn=profile.cvn, method=profile.session_key_method, tree=_tree(profile)
-        )
         cdol = cdol_data_for(profile, request)
         un = un_cache.get(request.challenge)
         if un is None:

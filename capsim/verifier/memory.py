@@ -31,15 +31,19 @@ from typing import Any, Final
 from capsim.errors import TemporaryFailure, ValidationError
 from capsim.verifier.audit import GENESIS_HASH, AuditEntry, AuditRecord, seal
 from capsim.verifier.model import (
+    ACTIVE_STATES,
     Acceptance,
     ActivationRecord,
+    Changes,
     Credential,
     CredentialState,
     CustomerAccount,
     Operation,
     RequestRecord,
+    Snapshot,
     User,
 )
+from capsim.verifier.store import read_snapshot, write_changes
 
 __all__ = ["MemoryStore"]
 
@@ -193,6 +197,10 @@ class _MemoryTransaction:
         users = [u for u in self._s.users.values() if customer_id is None or u.customer_id == customer_id]
         return sorted(users, key=lambda u: u.user_id)
 
+    def lock_user(self, user_id: str) -> User | None:
+        # the whole store is locked by this transaction already
+        return self.get_user(user_id)
+
     # -- activation codes -------------------------------------------------------------------
     def insert_activation(self, record: ActivationRecord) -> int:
         self._check()
@@ -220,6 +228,10 @@ class _MemoryTransaction:
         cid = credential.credential_id
         if cid in self._s.credentials:
             return 0
+        if credential.state in ACTIVE_STATES:  # the unique index on live (pan_token, psn)
+            for other in self.list_credentials(pan_token=credential.pan_token, states=ACTIVE_STATES):
+                if other.psn == credential.psn:
+                    return 0
         self._set(self._s.credentials, cid, credential)
         self._index_add(self._s.by_user, credential.user_id, cid)
         self._index_add(self._s.by_pan, credential.pan_token, cid)
@@ -228,6 +240,26 @@ class _MemoryTransaction:
     def get_credential(self, credential_id: str) -> Credential | None:
         self._check()
         return self._s.credentials.get(credential_id)
+
+    def card_floor(self, pan_token: str, psn: str) -> int:
+        same = [c.last_atc for c in self.list_credentials(pan_token=pan_token) if c.psn == psn]
+        return max(same, default=-1)
+
+    def read_verification(
+        self, *, operation_id: str | None, credential_id: str | None, request_id: str, siblings: bool
+    ) -> Snapshot:
+        self._check()
+        return read_snapshot(
+            self,
+            operation_id=operation_id,
+            credential_id=credential_id,
+            request_id=request_id,
+            siblings=siblings,
+        )
+
+    def write_verification(self, changes: Changes, audit: AuditEntry) -> tuple[bool, AuditRecord]:
+        self._check()
+        return write_changes(self, changes, audit)
 
     def lock_credential(self, credential_id: str) -> Credential | None:
         # the whole store is locked by this transaction already

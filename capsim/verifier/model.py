@@ -44,6 +44,7 @@ PostgreSQL). Fields may be added with defaults; existing fields keep their meani
 from __future__ import annotations
 
 import dataclasses
+import hmac
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -62,14 +63,18 @@ __all__ = [
     "ActivationCode",
     "ActivationRecord",
     "BatchItem",
+    "Changes",
     "Credential",
     "CredentialProfile",
     "CredentialState",
+    "CredentialWrite",
     "CustomerAccount",
     "Operation",
     "OperationMode",
+    "OperationWrite",
     "Outcome",
     "RequestRecord",
+    "Snapshot",
     "User",
     "UserRole",
     "transition",
@@ -271,8 +276,12 @@ class Credential:
     for a software provider, its encrypted PAN/PSN), ``pan_token`` a keyed one-way token
     grouping cards that share a PAN (V11) and ``pan_last4`` the digits shown to people.
 
-    ``last_atc`` is −1 before the first accepted code. ``version`` increases by one on every
-    change; stores update a credential only under ``version = expected_version``.
+    ``last_atc`` is −1 before the first accepted code; a credential bound to a card that was
+    enrolled before starts at that card's replay floor (the highest ATC any credential of the
+    card ever had), never lower. ``script_atc`` is the ATC of the transaction that was last
+    sent an issuer script, until a code above it is accepted (its next codes may show any IAD
+    history variant). ``version`` increases by one on every change; stores update a
+    credential only under ``version = expected_version``.
     """
 
     credential_id: str
@@ -296,6 +305,7 @@ class Credential:
     replaces: str | None = None
     replaced_by: str | None = None
     label: str = ""
+    script_atc: int | None = None
     version: int = 1
 
 
@@ -358,12 +368,28 @@ class Acceptance:
 
 @dataclass(frozen=True, kw_only=True, slots=True)
 class RequestRecord:
-    """Recorded outcome of one ``request_id`` (idempotent retries, V24)."""
+    """Recorded outcome of one ``request_id`` (idempotent retries, V24).
+
+    A request id is bound to the call it was first used for: ``method`` (``verify``,
+    ``activate``, ``resync``, ``enroll``), ``target`` (operation or credential id) and
+    ``fingerprint``, a keyed digest of the presented code(s) (never the code itself). The
+    same call again returns the recorded outcome; any other call with the id is refused
+    (:class:`~capsim.errors.RequestConflict`). Records written before binding existed have
+    an empty ``method`` and bind to nothing: their id can no longer be used.
+    """
 
     request_id: str
     outcome: Outcome
     recorded_at: datetime
     acceptance: Acceptance | None = None
+    method: str = ""
+    target: str = ""
+    fingerprint: bytes = b""
+
+    def binds(self, *, method: str, target: str, fingerprint: bytes) -> bool:
+        """True when this record was made by the same call (constant-time on the digest)."""
+        same_digest = hmac.compare_digest(self.fingerprint, fingerprint)
+        return bool(self.method) and self.method == method and self.target == target and same_digest
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
@@ -406,3 +432,60 @@ class ActivationCode:
     code: str = field(repr=False)
     user_id: str
     expires_at: datetime
+
+
+# ------------------------------------------------------------------------------------------------
+# What one verification reads and writes (the store's verification pair, the decision's data)
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class Snapshot:
+    """The rows one verification reads, under the credential row lock, in one go.
+
+    ``credentials`` are the target credential and, when siblings are asked for, every other
+    credential of the same user and PAN token (any state), locked in ascending id order.
+    ``operation`` is read after the lock. ``request`` is the recorded outcome of the
+    request id, if any.
+    """
+
+    now: datetime
+    operation: Operation | None
+    credentials: tuple[Credential, ...]
+    request: RequestRecord | None
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class CredentialWrite:
+    """A compare-and-swap of one credential row (``version = expected_version``).
+
+    ``new`` is ``None`` for a target that does not exist: the store sends the same statement,
+    which touches no row, so that every reject costs the same statements (V30). ``required``
+    writes must touch exactly one row, or the whole verification rolls back.
+    """
+
+    credential_id: str
+    expected_version: int
+    new: Credential | None
+    required: bool = True
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class OperationWrite:
+    """Attempts and consumption of one operation row (``consumed_at IS NULL`` and
+    ``attempts = expected_attempts``); an empty ``operation_id`` touches no row."""
+
+    operation_id: str
+    expected_attempts: int
+    attempts: int
+    consumed_at: datetime | None
+    required: bool = True
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class Changes:
+    """Every row one verification writes, as data: the decision's output, the store's input."""
+
+    credentials: tuple[CredentialWrite, ...]
+    operation: OperationWrite
+    request: RequestRecord
+    acceptance: Acceptance | None = None

@@ -39,12 +39,19 @@ import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import timedelta
 from typing import Any, Final
 
 from capsim._validate import digits as _digits
-from capsim.errors import ConfigError, InvalidCode, TemporaryFailure, ValidationError, VerifierError
-from capsim.verifier import engine
+from capsim.errors import (
+    ConfigError,
+    InvalidCode,
+    RequestConflict,
+    TemporaryFailure,
+    ValidationError,
+    VerifierError,
+)
+from capsim.verifier import decision, engine
 from capsim.verifier.audit import AuditEntry, AuditProblem, check_chain
 from capsim.verifier.model import (
     ACTIVE_STATES,
@@ -87,16 +94,8 @@ _ACT_ALPHABET: Final = "0123456789ABCDEFGHJKMNPQRSTVWXYZ"  # Crockford base32
 _MAX_TEXT: Final = 128
 _MAX_ATC: Final = 0xFFFF
 #: Settings key prefix marking a credential whose card was just sent an issuer script.
-_SCRIPT_KEY: Final = "issuer-script:"
-_DUMMY_PROFILE: Final = CredentialProfile(
-    reader_profile="mc-cap",
-    cdol1=bytes.fromhex("9F02069F03069F1A0295055F2A029A039C019F3704"),
-    aip=b"\x10\x00",
-    ipb=bytes.fromhex("00001F00000000000FFFFF00000000008000"),
-    iaf=b"\xa0",
-    cvn=0x0A,
-    iad_variants=(bytes.fromhex("060A0A03A48000"),),
-)
+#: The audit event of each verification method.
+_EVENTS: Final = {"verify": "verify", "activate": "verify", "resync": "resync"}
 
 
 class _ConflictError(Exception):
@@ -384,11 +383,9 @@ class Verifier:
 
     def _dummy(self, code: engine.PresentedCode, count: int | None = None) -> None:
         """Spend ``count`` (default: a typical call's) recomputations that never match (V30)."""
-        count = self._dummy_size if count is None else count
-        if count <= 0:
-            return
-        try:
-            n = engine.dummy_evaluate(code, self._provider, evaluations=count, profile=_DUMMY_PROFILE)
+        count = self._dummy_size if count is None else max(count, 0)
+        try:  # called even for 0 evaluations: the provider calls stay the same (V30)
+            n = engine.dummy_evaluate(code, self._provider, evaluations=count, profile=decision.DUMMY_PROFILE)
         except Exception:  # the dummy must never change the outcome
             n = 0
         self._count(dummies=n)
@@ -1060,7 +1057,7 @@ class Verifier:
                 for o in open_ops:
                     if o.challenge == ref and (
                         o.mode is not OperationMode.SIGN
-                        or engine.cdol_data_for(cred.profile, _match_request(o)) == mine
+                        or engine.cdol_data_for(cred.profile, decision.match_request(o)) == mine
                     ):
                         raise ValidationError(
                             "reference: another open operation has the same cryptogram input (V16)"
@@ -1171,38 +1168,151 @@ class Verifier:
     def _verify(
         self, target: str, presented: engine.PresentedCode, rid: str, *, activating: bool = False
     ) -> Acceptance:
+        method = "activate" if activating else "verify"
+        acc = self._decide(method, target, [presented], rid)
+        if acc is None:
+            raise InvalidCode
+        return acc
+
+    def _fingerprint(self, method: str, target: str, codes: Sequence[engine.PresentedCode]) -> bytes:
+        """A digest of the presented code(s) that binds a request id to its call (never the code)."""
+        body = b"\x00".join([method.encode(), target.encode(), *(c.text for c in codes)])
+        return hashlib.sha256(b"capsim request v1\x00" + body).digest()
+
+    def _decide(
+        self, method: str, target: str, presented: Sequence[engine.PresentedCode], rid: str
+    ) -> Acceptance | None:
+        """Read, decide (:mod:`capsim.verifier.decision`), write: one transaction (module
+        docstring, step 2). Returns the acceptance, ``None`` for the uniform reject."""
         t0 = self._monotonic()
+        event = _EVENTS[method]
+        call = decision.Call(
+            method=method,
+            target=target,
+            request_id=rid,
+            fingerprint=self._fingerprint(method, target, presented),
+            codes=len(presented),
+        )
         # Dummy recomputations (V30) are owed by the transaction but spent after it ends, so the
         # credential row lock is never held for work whose only purpose is uniform timing.
         owed = [0]
         try:
             with self._tx(keep_conflict=True) as tx:
-                acc = self._verify_tx(
-                    tx, target, presented=presented, rid=rid, t0=t0, activating=activating, owed=owed
-                )
+                acc = self._decide_tx(tx, call, presented, t0, owed)
         except _ConflictError:
-            self._best_effort_audit(rid, target, "conflict", Outcome.REJECT, t0)
+            self._best_effort_audit(rid, target, "conflict", Outcome.REJECT, t0, event=event)
             raise InvalidCode from None
+        except RequestConflict:
+            raise  # nothing written: the id belongs to another call
         except TemporaryFailure:
-            self._best_effort_audit(rid, target, "temporary-failure", Outcome.TEMPORARY, t0)
+            self._best_effort_audit(rid, target, "temporary-failure", Outcome.TEMPORARY, t0, event=event)
             raise
         except (ValidationError, ConfigError):
             # a corrupt stored profile or key reference: fail closed
-            self._best_effort_audit(rid, target, "internal-error", Outcome.TEMPORARY, t0)
+            self._best_effort_audit(rid, target, "internal-error", Outcome.TEMPORARY, t0, event=event)
             raise TemporaryFailure("verifier could not evaluate the code") from None
         finally:
-            self._dummy(presented, owed[0])
-        if acc is None:
-            raise InvalidCode
+            self._dummy(presented[0], owed[0])
         return acc
 
-    def _best_effort_audit(self, rid: str, target: str, reason: str, outcome: Outcome, t0: float) -> None:
+    def _decide_tx(
+        self,
+        tx: StoreTransaction,
+        call: decision.Call,
+        presented: Sequence[engine.PresentedCode],
+        t0: float,
+        owed: list[int],
+    ) -> Acceptance | None:
+        is_op = call.target.startswith(_OP_PREFIX) and call.method == "verify"
+        snap = tx.read_verification(
+            operation_id=call.target if is_op else None,
+            credential_id=None if is_op else call.target,
+            request_id=call.request_id,
+            siblings=call.method == "verify" and self.policy.try_sibling_cards,
+        )
+        scr = decision.screen(call, snap, self.policy, dummy_key_ref=self._provider.dummy_key_ref())
+        if scr.conflict:
+            raise RequestConflict(call.request_id)
+        op = snap.operation if is_op else None
+        event = _EVENTS[call.method]
+
+        def entry(
+            outcome: Outcome, reason: str, *, atc: int | None = None, cid: str | None = None
+        ) -> AuditEntry:
+            return self._entry(
+                event=event,
+                outcome=outcome.value,
+                reason=reason,
+                request_id=call.request_id,
+                credential_id=cid,
+                operation_id=op.operation_id if op is not None else (call.target if is_op else None),
+                mode=(op.mode.value if op else OperationMode.IDENTIFY.value),
+                atc=atc,
+                txn_digest=op.txn_digest if op else b"",
+                duration_us=self._us(t0),
+            )
+
+        if scr.replay is not None:  # V24: the recorded outcome, no counter touched
+            prev = scr.replay
+            tx.append_audit(
+                entry(
+                    prev.outcome,
+                    "repeated-request",
+                    atc=prev.acceptance.atc if prev.acceptance else None,
+                    cid=prev.acceptance.credential_id if prev.acceptance else None,
+                )
+            )
+            owed[0] = self._dummy_size
+            return prev.acceptance
+        evaluations = 0
+        results = []
+        for probe in scr.probes:
+            result = self._run_probe(probe, presented[probe.code_index], decisive=not scr.refusal)
+            evaluations += result.evaluations
+            results.append(result)
+        # pad to a fixed evaluation count: whether the code's public bits found candidates, or
+        # the credential exists or may be used at all, does not show in the time taken (V30)
+        owed[0] = self._dummy_size - evaluations
+        d = decision.settle(call, snap, scr, results, self.policy)
+        for cred in d.newly_blocked:
+            self._before_block(cred)
+        ok, _record = tx.write_verification(
+            d.changes, entry(d.outcome, d.reason, atc=d.atc, cid=d.credential_id)
+        )
+        if not ok:
+            raise _ConflictError
+        return d.acceptance
+
+    def _run_probe(
+        self, probe: decision.Probe, code: engine.PresentedCode, *, decisive: bool
+    ) -> engine.MatchResult:
+        """Run one probe. A refused call runs the same probes (the same provider calls as a
+        wrong code, V30) but its results decide nothing: they count as dummy evaluations."""
+        with _provider_failures():
+            result = engine.match(probe.cards, code, probe.request, self._provider, window=probe.window)
+        if decisive:
+            self._count(calls=1, evals=result.evaluations)
+        else:
+            self._count(dummies=result.evaluations)
+        return result
+
+    def _before_block(self, cred: Credential) -> None:
+        if self._hook is None:
+            return
+        try:
+            self._hook(cred)
+        except Exception as exc:
+            _log.warning("on_before_permanent_block hook failed (%s)", type(exc).__name__)
+
+    def _best_effort_audit(
+        self, rid: str, target: str, reason: str, outcome: Outcome, t0: float, *, event: str = "verify"
+    ) -> None:
         """V22: the audit of a failed transaction, written in a separate one, best effort."""
         try:
             with self._store.transaction(lock_timeout=self.policy.lock_timeout_s) as tx:
                 tx.append_audit(
                     self._entry(
-                        event="verify",
+                        event=event,
                         outcome=outcome.value,
                         reason=reason,
                         request_id=rid,
@@ -1229,7 +1339,6 @@ class Verifier:
         *,
         window: int,
         first_use: bool = False,
-        all_variants: bool = False,
     ) -> engine.MatchResult:
         steady = self.policy.history_variants
         cards = [
@@ -1239,9 +1348,7 @@ class Verifier:
                 psn=c.psn,
                 profile=c.profile,
                 last_atc=c.last_atc,
-                variants=None
-                if all_variants
-                else (max(steady, 2) if first_use or c.last_atc < 0 else steady),
+                variants=max(steady, 2) if first_use or c.last_atc < 0 else steady,
             )
             for c in creds
         ]
@@ -1249,235 +1356,6 @@ class Verifier:
             result = engine.match(cards, presented, request, self._provider, window=window)
         self._count(calls=1, evals=result.evaluations)
         return result
-
-    def _verify_tx(
-        self,
-        tx: StoreTransaction,
-        target: str,
-        *,
-        presented: engine.PresentedCode,
-        rid: str,
-        t0: float,
-        activating: bool,
-        owed: list[int],
-    ) -> Acceptance | None:
-        now = tx.now()
-        op_id: str | None = None
-        cred_id: str | None = None
-        if target.startswith(_OP_PREFIX) and not activating:
-            op_id = target
-            op0 = tx.get_operation(target)
-            cred_id = None if op0 is None else op0.credential_id
-        elif target.startswith(_CRED_PREFIX):
-            cred_id = target
-
-        # lock the parent row(s) first, in ascending id order
-        cred: Credential | None = None
-        siblings: list[Credential] = []
-        if cred_id is not None:
-            first = tx.get_credential(cred_id)
-            if first is not None and self.policy.try_sibling_cards and not activating:
-                group = tx.list_credentials(
-                    pan_token=first.pan_token, states=frozenset({CredentialState.ACTIVE})
-                )
-                ids = sorted({cred_id, *(c.credential_id for c in group if c.user_id == first.user_id)})
-                locked = {c.credential_id: c for c in tx.lock_credentials(ids)}
-                cred = locked.get(cred_id)
-                siblings = [
-                    c for i, c in locked.items() if i != cred_id and c.state is CredentialState.ACTIVE
-                ]
-            else:
-                cred = tx.lock_credential(cred_id)
-        op = tx.get_operation(op_id) if op_id is not None else None
-
-        def audit(outcome: Outcome, reason: str, *, atc: int | None = None, cid: str | None = None) -> None:
-            tx.append_audit(
-                self._entry(
-                    event="verify",
-                    outcome=outcome.value,
-                    reason=reason,
-                    request_id=rid,
-                    credential_id=cid or (cred.credential_id if cred else None),
-                    operation_id=op_id,
-                    mode=(op.mode.value if op else OperationMode.IDENTIFY.value),
-                    atc=atc,
-                    txn_digest=op.txn_digest if op else b"",
-                    duration_us=self._us(t0),
-                )
-            )
-
-        previous = tx.get_request(rid)
-        if previous is not None:  # V24: the recorded outcome, no counter touched
-            audit(
-                previous.outcome,
-                "repeated-request",
-                atc=previous.acceptance.atc if previous.acceptance else None,
-            )
-            return previous.acceptance
-
-        def refuse(reason: str) -> None:
-            owed[0] = self._dummy_size
-            self._must(
-                tx.insert_request(RequestRecord(request_id=rid, outcome=Outcome.REJECT, recorded_at=now))
-            )
-            audit(Outcome.REJECT, reason)
-
-        if cred is None:
-            refuse("unknown-credential" if op_id is None or op is not None else "unknown-operation")
-            return None
-        wanted = CredentialState.PENDING if activating else CredentialState.ACTIVE
-        if cred.state is not wanted:
-            refuse(f"state-{cred.state.value}")
-            return None
-        if cred.locked_until is not None and now < cred.locked_until:
-            refuse("locked")
-            return None
-        if op is not None:
-            if op.credential_id != cred.credential_id:
-                refuse("operation-mismatch")
-                return None
-            if op.consumed_at is not None:
-                refuse("operation-consumed")
-                return None
-            if now >= op.expires_at:
-                refuse("operation-expired")
-                return None
-            if op.attempts >= op.max_attempts:
-                refuse("operation-closed")
-                return None
-        elif not (self.policy.allow_identify_without_operation or activating):
-            refuse("operation-required")
-            return None
-
-        if cred.locked_until is not None:  # the lock expired: counting starts again (V29)
-            cred = dataclasses.replace(cred, locked_until=None, fail_count=0)
-        if op is not None:
-            request = _match_request(op)
-            window = self.policy.atc_window
-        else:
-            request = engine.MatchRequest(mode=OperationMode.IDENTIFY)
-            window = self.policy.atc_window if activating else self.policy.max_atc_gap
-        cards = [cred, *siblings]
-        script_at = tx.get_setting(_SCRIPT_KEY + cred.credential_id) or ""
-        result = self._match(
-            cards, presented, request, window=window, first_use=activating, all_variants=bool(script_at)
-        )
-        # pad to a fixed evaluation count: whether the code's public bits found candidates
-        # does not show in the time taken (and unknown credentials cost the same, V30)
-        owed[0] = self._dummy_size - result.evaluations
-        m = result.match
-        park: tuple[int | None, datetime | None] = (cred.parked_atc, cred.parked_at)
-        if m is None and op is None and self.policy.auto_resync and not activating:
-            m, park = self._auto_resync(cred, presented, now)
-        if m is not None:
-            matched = next(c for c in cards if c.credential_id == m.credential_id)
-            if matched.credential_id == cred.credential_id:
-                matched = cred
-            new = dataclasses.replace(
-                matched,
-                state=transition(matched.state, Action.ACTIVATE) if activating else matched.state,
-                last_atc=m.atc,
-                fail_count=0,
-                locked_until=None,
-                parked_atc=None,
-                parked_at=None,
-                version=matched.version + 1,
-            )
-            if m.atc <= matched.last_atc:
-                raise _ConflictError
-            self._must(tx.update_credential(new, expected_version=matched.version))
-            if op is not None:
-                self._must(
-                    tx.update_operation(
-                        dataclasses.replace(op, consumed_at=now), expected_attempts=op.attempts
-                    )
-                )
-            acc = Acceptance(
-                credential_id=matched.credential_id,
-                atc=m.atc,
-                mode=request.mode,
-                request_id=rid,
-                accepted_at=now,
-                operation_id=op_id,
-                txn_digest=op.txn_digest if op else b"",
-            )
-            if script_at and m.atc > int(script_at):
-                tx.set_setting(_SCRIPT_KEY + cred.credential_id, "")
-            self._must(tx.insert_acceptance(acc))
-            self._must(
-                tx.insert_request(
-                    RequestRecord(request_id=rid, outcome=Outcome.ACCEPT, recorded_at=now, acceptance=acc)
-                )
-            )
-            audit(
-                Outcome.ACCEPT, "activated" if activating else "match", atc=m.atc, cid=matched.credential_id
-            )
-            return acc
-
-        # a miss: count it (V28, V29, V31)
-        failed = self._count_failure(cred, now)
-        failed = dataclasses.replace(failed, parked_atc=park[0], parked_at=park[1])
-        self._must(tx.update_credential(failed, expected_version=cred.version))
-        if op is not None:
-            self._must(
-                tx.update_operation(
-                    dataclasses.replace(op, attempts=op.attempts + 1), expected_attempts=op.attempts
-                )
-            )
-        self._must(tx.insert_request(RequestRecord(request_id=rid, outcome=Outcome.REJECT, recorded_at=now)))
-        reason = "wrong-code"
-        if failed.state is CredentialState.BLOCKED:
-            reason = "wrong-code-blocked"
-        elif failed.locked_until is not None:
-            reason = "wrong-code-locked"
-        audit(Outcome.REJECT, reason)
-        return None
-
-    def _count_failure(self, cred: Credential, now: datetime) -> Credential:
-        """The credential after one counted failure (V28, V29, V31); not yet written."""
-        fails = min(cred.fail_count + 1, cred.max_fail)
-        new = dataclasses.replace(cred, fail_count=fails, version=cred.version + 1)
-        if fails >= cred.max_fail:
-            started = cred.escalation_started_at
-            period = timedelta(seconds=self.policy.escalation_period_s)
-            if started is None or now - started > period:
-                started, escalations = now, 1
-            else:
-                escalations = cred.lock_escalations + 1
-            new = dataclasses.replace(
-                new,
-                locked_until=now + timedelta(seconds=self.policy.lock_duration_s),
-                lock_escalations=escalations,
-                escalation_started_at=started,
-            )
-            if escalations >= self.policy.escalate_after:
-                new = dataclasses.replace(new, state=transition(cred.state, Action.BLOCK))
-                if self._hook is not None:
-                    try:
-                        self._hook(new)
-                    except Exception as exc:
-                        _log.warning("on_before_permanent_block hook failed (%s)", type(exc).__name__)
-                # recorded in the request's own audit record (reason "...-blocked"): one per verify
-        return new
-
-    def _auto_resync(
-        self, cred: Credential, presented: engine.PresentedCode, now: datetime
-    ) -> tuple[engine.Match | None, tuple[int | None, datetime | None]]:
-        """V35: park a code found beyond the window; accept the next consecutive one in time."""
-        request = engine.MatchRequest(mode=OperationMode.IDENTIFY)
-        result = self._match([cred], presented, request, window=self.policy.sync_window)
-        fresh = (
-            cred.parked_atc is not None
-            and cred.parked_at is not None
-            and now - cred.parked_at <= timedelta(seconds=self.policy.resync_max_interval_s)
-        )
-        if fresh and cred.parked_atc is not None:
-            for m in result.matches:
-                if m.atc == cred.parked_atc + 1:
-                    return m, (None, None)
-        if result.match is not None:
-            return None, (result.match.atc, now)
-        return None, (None, None)  # an unrelated code clears the parked one
 
     # -- resync and floor --------------------------------------------------------------------------
     def resync(self, credential_id: str, codes: Sequence[str], *, request_id: str) -> int:
@@ -1494,100 +1372,10 @@ class Verifier:
         if isinstance(codes, str) or len(codes) != self.policy.resync_count:
             raise ValidationError(f"codes: expected {self.policy.resync_count} consecutive Identify codes")
         presented = [self._parse(c) for c in codes]
-        t0 = self._monotonic()
-        try:
-            with self._tx(keep_conflict=True) as tx:
-                atc = self._resync_tx(tx, cid, presented, rid, t0)
-        except _ConflictError:
-            self._best_effort_audit(rid, cid, "conflict", Outcome.REJECT, t0)
-            raise InvalidCode from None
-        if atc is None:
+        acc = self._decide("resync", cid, presented, rid)
+        if acc is None:
             raise InvalidCode
-        return atc
-
-    def _resync_tx(
-        self, tx: StoreTransaction, cid: str, presented: list[engine.PresentedCode], rid: str, t0: float
-    ) -> int | None:
-        now = tx.now()
-        cred = tx.lock_credential(cid)
-
-        def audit(outcome: Outcome, reason: str, atc: int | None = None) -> None:
-            tx.append_audit(
-                self._entry(
-                    event="resync",
-                    outcome=outcome.value,
-                    reason=reason,
-                    request_id=rid,
-                    credential_id=cid,
-                    atc=atc,
-                    mode=OperationMode.IDENTIFY.value,
-                    duration_us=self._us(t0),
-                )
-            )
-
-        previous = tx.get_request(rid)
-        if previous is not None:
-            audit(previous.outcome, "repeated-request")
-            return previous.acceptance.atc if previous.acceptance else None
-        if (
-            cred is None
-            or cred.state is not CredentialState.ACTIVE
-            or (cred.locked_until is not None and now < cred.locked_until)
-        ):
-            self._dummy(presented[0])
-            self._must(
-                tx.insert_request(RequestRecord(request_id=rid, outcome=Outcome.REJECT, recorded_at=now))
-            )
-            audit(
-                Outcome.REJECT,
-                "unknown-credential"
-                if cred is None
-                else ("locked" if cred.state is CredentialState.ACTIVE else f"state-{cred.state.value}"),
-            )
-            return None
-        if cred.locked_until is not None:
-            cred = dataclasses.replace(cred, locked_until=None, fail_count=0)
-        request = engine.MatchRequest(mode=OperationMode.IDENTIFY)
-        first = self._match([cred], presented[0], request, window=self.policy.sync_window)
-        found: int | None = None
-        for m in first.matches:
-            ok = True
-            for k, code in enumerate(presented[1:], start=1):
-                probe = dataclasses.replace(cred, last_atc=m.atc + k - 1)
-                nxt = self._match([probe], code, request, window=1)
-                ok = ok and nxt.match is not None
-            if ok and found is None:
-                found = m.atc + len(presented) - 1
-        if found is None or found > _MAX_ATC:
-            failed = self._count_failure(cred, now)
-            self._must(tx.update_credential(failed, expected_version=cred.version))
-            self._must(
-                tx.insert_request(RequestRecord(request_id=rid, outcome=Outcome.REJECT, recorded_at=now))
-            )
-            blocked = failed.state is CredentialState.BLOCKED
-            audit(Outcome.REJECT, "resync-failed-blocked" if blocked else "resync-failed")
-            return None
-        new = dataclasses.replace(
-            cred,
-            last_atc=found,
-            fail_count=0,
-            locked_until=None,
-            parked_atc=None,
-            parked_at=None,
-            version=cred.version + 1,
-        )
-        self._must(tx.update_credential(new, expected_version=cred.version))
-        acc = Acceptance(
-            credential_id=cid, atc=found, mode=OperationMode.IDENTIFY, request_id=rid, accepted_at=now
-        )
-        self._must(tx.insert_acceptance(acc))
-        self._must(
-            tx.insert_request(
-                RequestRecord(request_id=rid, outcome=Outcome.ACCEPT, recorded_at=now, acceptance=acc)
-            )
-        )
-        audit(Outcome.ACCEPT, "resync", atc=found)
-        return found
+        return acc.atc
 
     def advance_floor(self, credential_id: str, atc: int | bytes, *, request_id: str | None = None) -> int:
         """Raise ``last_atc`` to ``atc`` if it is lower (V36): monotone, idempotent, never a
@@ -1640,7 +1428,7 @@ class Verifier:
             if pin is not None:
                 _digits(name, pin, 4, 12)
         with self._tx() as tx:
-            cred = tx.get_credential(cid)
+            cred = tx.lock_credential(cid)
             if cred is None or cred.state in (
                 CredentialState.REVOKED,
                 CredentialState.REPLACED,
@@ -1657,7 +1445,9 @@ class Verifier:
                     atc=atc_b,
                     arqc=arqc,
                 )
-            tx.set_setting(_SCRIPT_KEY + cid, str(int.from_bytes(atc_b, "big")))
+            script_atc = int.from_bytes(atc_b, "big")
+            marked = dataclasses.replace(cred, script_atc=script_atc, version=cred.version + 1)
+            self._must(tx.update_credential(marked, expected_version=cred.version))
             tx.append_audit(
                 self._entry(
                     event="issuer-script",
@@ -1676,16 +1466,6 @@ class Verifier:
             return check_chain(self._store.audit_records())
         except Exception:
             raise TemporaryFailure("verifier store unavailable") from None
-
-
-def _match_request(op: Operation) -> engine.MatchRequest:
-    return engine.MatchRequest(
-        mode=op.mode,
-        challenge=op.challenge,
-        amount_minor=op.amount_minor,
-        currency=op.currency,
-        tds_fields=op.tds_fields,
-    )
 
 
 def _fresh_challenge(taken: set[str]) -> str:

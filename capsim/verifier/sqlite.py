@@ -50,6 +50,7 @@ from capsim.verifier.model import (
     Acceptance,
     ActivationRecord,
     BatchItem,
+    Changes,
     Credential,
     CredentialProfile,
     CredentialState,
@@ -58,6 +59,7 @@ from capsim.verifier.model import (
     OperationMode,
     Outcome,
     RequestRecord,
+    Snapshot,
     User,
     UserRole,
 )
@@ -69,12 +71,15 @@ _log = logging.getLogger(__name__)
 _CRED_COLS: Final = (
     "credential_id", "user_id", "customer_id", "state", "key_ref", "pan_token", "pan_last4", "psn",
     "profile", "created_at", "last_atc", "fail_count", "max_fail", "locked_until", "lock_escalations",
-    "escalation_started_at", "parked_atc", "parked_at", "replaces", "replaced_by", "label", "version",
+    "escalation_started_at", "parked_atc", "parked_at", "replaces", "replaced_by", "label", "script_atc",
+    "version",
 )  # fmt: skip
 _CRED_MUTABLE: Final = (
     "state", "last_atc", "fail_count", "max_fail", "locked_until", "lock_escalations",
-    "escalation_started_at", "parked_atc", "parked_at", "replaces", "replaced_by", "label", "version",
+    "escalation_started_at", "parked_atc", "parked_at", "replaces", "replaced_by", "label", "script_atc",
+    "version",
 )  # fmt: skip
+_REQ_COLS: Final = ("request_id", "outcome", "recorded_at", "acceptance", "method", "target", "fingerprint")
 _CRED_TIMES: Final = frozenset({"created_at", "locked_until", "escalation_started_at", "parked_at"})
 _OP_COLS: Final = (
     "operation_id", "credential_id", "mode", "challenge", "txn_digest", "created_at", "expires_at",
@@ -94,6 +99,25 @@ _AUDIT_COLS: Final = (
 
 def _cols(cols: Sequence[str]) -> str:
     return ", ".join(cols)
+
+
+# last_atc never decreases (V34); the version makes it a compare-and-swap (§5 step 4)
+_UPDATE_CREDENTIAL: Final = (
+    f"UPDATE cap_credential SET {', '.join(f'{name} = ?' for name in _CRED_MUTABLE)}"  # noqa: S608 constant
+    " WHERE credential_id = ? AND version = ? AND last_atc <= ?"
+)
+_UPDATE_OPERATION: Final = (
+    "UPDATE cap_operation SET attempts = ?, consumed_at = ? WHERE operation_id = ? AND consumed_at IS NULL"
+    " AND attempts = ?"
+)
+_INSERT_ACCEPTANCE: Final = (
+    f"INSERT INTO cap_acceptance ({_cols(_ACC_COLS)}) VALUES (?, ?, ?, ?, ?, ?, ?)"  # noqa: S608 constant
+    " ON CONFLICT DO NOTHING"
+)
+_INSERT_REQUEST: Final = (
+    f"INSERT INTO cap_request ({_cols(_REQ_COLS)}) VALUES (?, ?, ?, ?, ?, ?, ?)"  # noqa: S608 constant
+    " ON CONFLICT DO NOTHING"
+)
 
 
 def _utcnow() -> datetime:
@@ -250,6 +274,13 @@ class SqlTransactionBase(ABC):
         row = self._one(f"SELECT {_cols(_USER_COLS)} FROM cap_user WHERE user_id = ?", (user_id,))  # noqa: S608
         return None if row is None else self._user(row)
 
+    def lock_user(self, user_id: str) -> User | None:
+        row = self._one(
+            f"SELECT {_cols(_USER_COLS)} FROM cap_user WHERE user_id = ?{self.FOR_UPDATE}",  # noqa: S608
+            (user_id,),
+        )
+        return None if row is None else self._user(row)
+
     def list_users(self, customer_id: str | None = None) -> list[User]:
         if customer_id is None:
             rows = self._rows(f"SELECT {_cols(_USER_COLS)} FROM cap_user ORDER BY user_id")  # noqa: S608
@@ -337,6 +368,13 @@ class SqlTransactionBase(ABC):
         )
         return None if row is None else self._credential(row)
 
+    def card_floor(self, pan_token: str, psn: str) -> int:
+        row = self._one(
+            "SELECT coalesce(max(last_atc), -1) FROM cap_credential WHERE pan_token = ? AND psn = ?",
+            (pan_token, psn),
+        )
+        return -1 if row is None else int(row[0])
+
     def lock_credential(self, credential_id: str) -> Credential | None:
         row = self._one(
             f"SELECT {_cols(_CRED_COLS)} FROM cap_credential WHERE credential_id = ?{self.FOR_UPDATE}",  # noqa: S608
@@ -381,14 +419,9 @@ class SqlTransactionBase(ABC):
     def update_credential(self, credential: Credential, *, expected_version: int) -> int:
         if credential.version != expected_version + 1:
             raise ValidationError("credential.version: expected expected_version + 1")
-        sets = ", ".join(f"{name} = ?" for name in _CRED_MUTABLE)
         params = self._cred_params(credential, _CRED_MUTABLE)
         params += [credential.credential_id, expected_version, credential.last_atc]
-        # last_atc never decreases (V34); the version makes it a compare-and-swap (§5 step 4)
-        return self._count(
-            f"UPDATE cap_credential SET {sets} WHERE credential_id = ? AND version = ? AND last_atc <= ?",  # noqa: S608
-            params,
-        )
+        return self._count(_UPDATE_CREDENTIAL, params)
 
     # -- operations ------------------------------------------------------------------------------
     def _operation(self, row: tuple[Any, ...]) -> Operation:
@@ -465,8 +498,7 @@ class SqlTransactionBase(ABC):
     def update_operation(self, operation: Operation, *, expected_attempts: int) -> int:
         self._check_aware("operation.consumed_at", operation.consumed_at)
         return self._count(
-            "UPDATE cap_operation SET attempts = ?, consumed_at = ?"
-            " WHERE operation_id = ? AND consumed_at IS NULL AND attempts = ?",
+            _UPDATE_OPERATION,
             (
                 operation.attempts,
                 self._enc_time(operation.consumed_at),
@@ -477,20 +509,18 @@ class SqlTransactionBase(ABC):
 
     # -- ledger and requests -------------------------------------------------------------------
     def insert_acceptance(self, acceptance: Acceptance) -> int:
-        a = acceptance
+        return self._count(_INSERT_ACCEPTANCE, self._acceptance_params(acceptance))
+
+    def _acceptance_params(self, a: Acceptance) -> tuple[Any, ...]:
         self._check_aware("acceptance.accepted_at", a.accepted_at)
-        return self._count(
-            f"INSERT INTO cap_acceptance ({_cols(_ACC_COLS)}) VALUES (?, ?, ?, ?, ?, ?, ?)"  # noqa: S608 constant
-            " ON CONFLICT DO NOTHING",
-            (
-                a.credential_id,
-                a.atc,
-                OperationMode(a.mode).value,
-                a.request_id,
-                self._enc_time(a.accepted_at),
-                a.operation_id,
-                bytes(a.txn_digest),
-            ),
+        return (
+            a.credential_id,
+            a.atc,
+            OperationMode(a.mode).value,
+            a.request_id,
+            self._enc_time(a.accepted_at),
+            a.operation_id,
+            bytes(a.txn_digest),
         )
 
     def list_acceptances(self, credential_id: str) -> list[Acceptance]:
@@ -513,24 +543,102 @@ class SqlTransactionBase(ABC):
 
     def get_request(self, request_id: str) -> RequestRecord | None:
         row = self._one(
-            "SELECT request_id, outcome, recorded_at, acceptance FROM cap_request WHERE request_id = ?",
+            f"SELECT {_cols(_REQ_COLS)} FROM cap_request WHERE request_id = ?",  # noqa: S608 constant
             (request_id,),
         )
-        if row is None:
-            return None
+        return None if row is None else self._request(row)
+
+    def _request(self, row: tuple[Any, ...]) -> RequestRecord:
         acc = None if row[3] is None else _acceptance_from_json(self._dec_json(row[3]))
         return RequestRecord(
-            request_id=row[0], outcome=Outcome(row[1]), recorded_at=self._dec_time(row[2]), acceptance=acc
+            request_id=row[0],
+            outcome=Outcome(row[1]),
+            recorded_at=self._dec_time(row[2]),
+            acceptance=acc,
+            method=row[4],
+            target=row[5],
+            fingerprint=self._dec_bytes(row[6]),
+        )
+
+    def _request_params(self, record: RequestRecord) -> tuple[Any, ...]:
+        self._check_aware("record.recorded_at", record.recorded_at)
+        acc = None if record.acceptance is None else self._enc_json(_acceptance_to_json(record.acceptance))
+        return (
+            record.request_id,
+            Outcome(record.outcome).value,
+            self._enc_time(record.recorded_at),
+            acc,
+            record.method,
+            record.target,
+            bytes(record.fingerprint),
         )
 
     def insert_request(self, record: RequestRecord) -> int:
-        self._check_aware("record.recorded_at", record.recorded_at)
-        acc = None if record.acceptance is None else self._enc_json(_acceptance_to_json(record.acceptance))
-        return self._count(
-            "INSERT INTO cap_request (request_id, outcome, recorded_at, acceptance) VALUES (?, ?, ?, ?)"
-            " ON CONFLICT DO NOTHING",
-            (record.request_id, Outcome(record.outcome).value, self._enc_time(record.recorded_at), acc),
+        return self._count(_INSERT_REQUEST, self._request_params(record))
+
+    # -- one verification ------------------------------------------------------------------------
+    def read_verification(
+        self, *, operation_id: str | None, credential_id: str | None, request_id: str, siblings: bool
+    ) -> Snapshot:
+        """The target credential's group in one statement (each row read once), then the
+        operation and the request record (store rule 3: the credential row first)."""
+        target_sql = (
+            "(SELECT credential_id FROM cap_operation WHERE operation_id = ?)"
+            if operation_id is not None
+            else "?"
         )
+        target = operation_id if operation_id is not None else credential_id
+        if siblings:
+            sql = (
+                f"SELECT {_cols(_CRED_COLS)} FROM cap_credential WHERE credential_id = {target_sql}"  # noqa: S608
+                " OR (pan_token, user_id) = (SELECT pan_token, user_id FROM cap_credential"
+                f" WHERE credential_id = {target_sql}) ORDER BY credential_id{self.FOR_UPDATE}"
+            )
+            params: tuple[Any, ...] = (target, target)
+        else:
+            sql = (
+                f"SELECT {_cols(_CRED_COLS)} FROM cap_credential WHERE credential_id = {target_sql}"  # noqa: S608
+                f"{self.FOR_UPDATE}"
+            )
+            params = (target,)
+        creds = tuple(self._credential(r) for r in self._rows(sql, params))
+        op = self.get_operation(operation_id) if operation_id is not None else None
+        return Snapshot(now=self._now, operation=op, credentials=creds, request=self.get_request(request_id))
+
+    def _changes_statements(self, changes: Changes, audit_sql: str = "") -> list[tuple[str, Sequence[Any]]]:
+        """The statements of :meth:`write_verification`, in order (the same for every reject)."""
+        out: list[tuple[str, Sequence[Any]]] = []
+        for w in changes.credentials:
+            if w.new is None:
+                params: list[Any] = [None] * len(_CRED_MUTABLE) + [w.credential_id, -1, None]
+            else:
+                if w.new.version != w.expected_version + 1:
+                    raise ValidationError("credential.version: expected expected_version + 1")
+                params = self._cred_params(w.new, _CRED_MUTABLE)
+                params += [w.credential_id, w.expected_version, w.new.last_atc]
+            out.append((_UPDATE_CREDENTIAL, params))
+        o = changes.operation
+        self._check_aware("operation.consumed_at", o.consumed_at)
+        out.append(
+            (
+                _UPDATE_OPERATION,
+                (o.attempts, self._enc_time(o.consumed_at), o.operation_id, o.expected_attempts),
+            )
+        )
+        out.append((_INSERT_REQUEST, self._request_params(changes.request)))
+        if changes.acceptance is not None:
+            out.append((_INSERT_ACCEPTANCE, self._acceptance_params(changes.acceptance)))
+        return out
+
+    def write_verification(self, changes: Changes, audit: AuditEntry) -> tuple[bool, AuditRecord]:
+        required = [w.required for w in changes.credentials] + [changes.operation.required, True]
+        if changes.acceptance is not None:
+            required.append(True)
+        ok = True
+        for (sql, params), must in zip(self._changes_statements(changes), required, strict=True):
+            touched = self._count(sql, params)
+            ok = ok and (touched == 1 or not must)
+        return ok, self.append_audit(audit)
 
     # -- audit and settings ------------------------------------------------------------------------
     def _audit_tip(self) -> tuple[int, bytes]:

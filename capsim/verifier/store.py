@@ -51,6 +51,7 @@ methods keep these semantics.
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Iterator, Sequence
 from contextlib import AbstractContextManager
 from datetime import datetime
@@ -60,15 +61,17 @@ from capsim.verifier.audit import AuditEntry, AuditRecord
 from capsim.verifier.model import (
     Acceptance,
     ActivationRecord,
+    Changes,
     Credential,
     CredentialState,
     CustomerAccount,
     Operation,
     RequestRecord,
+    Snapshot,
     User,
 )
 
-__all__ = ["Store", "StoreTransaction"]
+__all__ = ["Store", "StoreTransaction", "read_snapshot", "write_changes"]
 
 
 @runtime_checkable
@@ -100,6 +103,12 @@ class StoreTransaction(Protocol):
         """All users (of one customer account when given), ordered by ``user_id``."""
         ...
 
+    def lock_user(self, user_id: str) -> User | None:
+        """Lock the user row (``SELECT … FOR UPDATE``) and return it, or ``None``: the parent
+        row that serialises a user's enrolments, so the per-user credential limit holds under
+        concurrency. Same timeout rule as :meth:`lock_credential`."""
+        ...
+
     # -- activation codes ----------------------------------------------------------------
     def insert_activation(self, record: ActivationRecord) -> int:
         """Insert an activation record keyed by ``code_digest``; 0 on conflict, else 1."""
@@ -119,7 +128,14 @@ class StoreTransaction(Protocol):
 
     # -- credentials ---------------------------------------------------------------------
     def insert_credential(self, credential: Credential) -> int:
-        """Insert a credential; 0 if ``credential_id`` exists (nothing changed), else 1."""
+        """Insert a credential; 0 (nothing changed) if ``credential_id`` exists or, for a live
+        credential (pending, active, suspended, blocked), another live credential is bound to
+        the same card (``pan_token``, ``psn``): the schema's unique index. Else 1."""
+        ...
+
+    def card_floor(self, pan_token: str, psn: str) -> int:
+        """The card's replay floor: the highest ``last_atc`` of every credential ever bound to
+        the card (``pan_token``, ``psn``), whatever its state; −1 for a card never seen."""
         ...
 
     def get_credential(self, credential_id: str) -> Credential | None:
@@ -205,6 +221,23 @@ class StoreTransaction(Protocol):
         """Record a request's outcome; 0 if the request id exists (nothing changed), else 1."""
         ...
 
+    # -- one verification ----------------------------------------------------------------
+    def read_verification(
+        self, *, operation_id: str | None, credential_id: str | None, request_id: str, siblings: bool
+    ) -> Snapshot:
+        """Read what a verification decides on (see :class:`Snapshot`), locking the target
+        credential (found through the operation when ``operation_id`` is given) and, with
+        ``siblings``, every credential of the same user and PAN token, in ascending id order,
+        before reading the operation again. PostgreSQL does it in one round trip."""
+        ...
+
+    def write_verification(self, changes: Changes, audit: AuditEntry) -> tuple[bool, AuditRecord]:
+        """Write a verification's decision and its audit record: every credential and
+        operation write, the request record, the ledger row (on accept) and the audit. Returns
+        whether every ``required`` write touched exactly one row (if not, the caller rolls the
+        transaction back) and the audit record. PostgreSQL sends it as one pipelined batch."""
+        ...
+
     # -- audit and settings ----------------------------------------------------------------
     def append_audit(self, entry: AuditEntry) -> AuditRecord:
         """Chain and insert an audit record (seq = last + 1, at = :meth:`now`) and return it."""
@@ -239,3 +272,55 @@ class Store(Protocol):
     def close(self) -> None:
         """Release connections; the store is unusable afterwards."""
         ...
+
+
+# ------------------------------------------------------------------------------------------------
+# The verification pair in terms of the single-row methods (memory and SQL stores)
+
+
+def read_snapshot(
+    tx: StoreTransaction,
+    *,
+    operation_id: str | None,
+    credential_id: str | None,
+    request_id: str,
+    siblings: bool,
+) -> Snapshot:
+    """:meth:`StoreTransaction.read_verification` built from the single-row methods."""
+    target = credential_id
+    if operation_id is not None:
+        first = tx.get_operation(operation_id)
+        target = None if first is None else first.credential_id
+    creds: list[Credential] = []
+    if target is not None:
+        head = tx.get_credential(target)
+        if head is not None:
+            ids = [target]
+            if siblings:
+                group = tx.list_credentials(pan_token=head.pan_token)
+                ids += [c.credential_id for c in group if c.user_id == head.user_id]
+            creds = tx.lock_credentials(ids)
+    op = tx.get_operation(operation_id) if operation_id is not None else None
+    return Snapshot(now=tx.now(), operation=op, credentials=tuple(creds), request=tx.get_request(request_id))
+
+
+def write_changes(tx: StoreTransaction, changes: Changes, audit: AuditEntry) -> tuple[bool, AuditRecord]:
+    """:meth:`StoreTransaction.write_verification` built from the single-row methods."""
+    ok = True
+    for w in changes.credentials:
+        if w.new is None:
+            continue
+        touched = tx.update_credential(w.new, expected_version=w.expected_version)
+        ok = ok and (touched == 1 or not w.required)
+    o = changes.operation
+    if o.operation_id:
+        current = tx.get_operation(o.operation_id)
+        touched = 0
+        if current is not None:
+            new = dataclasses.replace(current, attempts=o.attempts, consumed_at=o.consumed_at)
+            touched = tx.update_operation(new, expected_attempts=o.expected_attempts)
+        ok = ok and (touched == 1 or not o.required)
+    ok = ok and tx.insert_request(changes.request) == 1
+    if changes.acceptance is not None:
+        ok = ok and tx.insert_acceptance(changes.acceptance) == 1
+    return ok, tx.append_audit(audit)
