@@ -11,9 +11,14 @@ Two measurements, each against a baseline run in the same process:
    pyemv's CVN classes, scans the whole ATC window (W = 16) × the history variants and stops at
    the first match; it keeps ``last_atc`` and a ledger in dicts. capsim does the full service
    path: store transaction, row lock, candidate filter, constant-time compare, ledger, request
-   record and hash-chained audit.
+   record and hash-chained audit. Reported per round and as the median of the rounds: each
+   verifier's verifications/s and microseconds per verification, and capsim's ratio to the
+   baseline.
 2. **scale** (V43): p50 latency of a verification with 10^3 and with 10^6 credentials in the
    store (``--quick``: 10^5); the ratio should stay within 10 %.
+
+The capsim measured is the one of the tree this script belongs to; the header shows its path
+and commit, the load average and nproc (the footer the load average at the end).
 
 Usage::
 
@@ -27,33 +32,57 @@ import contextlib
 import dataclasses
 import hmac
 import os
+import platform
 import random
 import statistics
+import subprocess
 import sys
 import time
 import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import ClassVar
 
 from pyemv import cvn as pyemv_cvn
 
-from capsim.cap import CapMode, cdol_values
-from capsim.cards import new_card
-from capsim.errors import InvalidCode
-from capsim.profiles import get_reader_profile
-from capsim.reader import CapReader
-from capsim.transports.inprocess import InProcessTransport
-from capsim.verifier.memory import MemoryStore
-from capsim.verifier.model import CredentialProfile
-from capsim.verifier.policy import VerifierPolicy
-from capsim.verifier.provider import SoftwareProvider
-from capsim.verifier.service import Verifier, credential_profile_from_card
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))  # measure the tree this script belongs to, not an installed capsim
+
+import capsim  # noqa: E402
+from capsim.cap import CapMode, cdol_values  # noqa: E402
+from capsim.cards import new_card  # noqa: E402
+from capsim.errors import InvalidCode  # noqa: E402
+from capsim.profiles import get_reader_profile  # noqa: E402
+from capsim.reader import CapReader  # noqa: E402
+from capsim.transports.inprocess import InProcessTransport  # noqa: E402
+from capsim.verifier.memory import MemoryStore  # noqa: E402
+from capsim.verifier.model import CredentialProfile  # noqa: E402
+from capsim.verifier.policy import VerifierPolicy  # noqa: E402
+from capsim.verifier.provider import SoftwareProvider  # noqa: E402
+from capsim.verifier.service import Verifier, credential_profile_from_card  # noqa: E402
 
 IMK = bytes.fromhex("0123456789ABCDEFFEDCBA9876543210")
 WINDOW = 16
 _ARQC_CID = b"\x80"
 PIN = "1234"
+
+
+def machine_line() -> str:
+    """Load average, CPUs, Python and the capsim tree measured."""
+    load = ", ".join(f"{x:.2f}" for x in os.getloadavg())
+    try:
+        nproc = len(os.sched_getaffinity(0))
+    except AttributeError:  # pragma: no cover - not Linux
+        nproc = os.cpu_count() or 0
+    commit = subprocess.run(
+        ["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True, check=False
+    ).stdout.strip()
+    return (
+        f"load average {load}; nproc {nproc} (os.cpu_count() {os.cpu_count()}); "
+        f"{platform.python_implementation()} {platform.python_version()}; "
+        f"capsim {Path(capsim.__file__).parent} at {commit or '?'}"
+    )
 
 
 def pin_one_core() -> str:
@@ -244,13 +273,15 @@ def throughput(rounds: int, n_items: int) -> None:
         m = verifier.metrics
         evals = (m.candidate_evaluations + m.dummy_evaluations) / n_items  # padded to a fixed count
         print(
-            f"  round {r + 1}: capsim {cap_rates[-1]:8.0f}/s ({evals:.2f} cryptograms/verify)   "
-            f"pyemv baseline {base_rates[-1]:7.0f}/s   ratio {cap_rates[-1] / base_rates[-1]:.1f}x"
+            f"  round {r + 1}: capsim {cap_rates[-1]:8.0f}/s = {1e6 / cap_rates[-1]:6.1f} us/verify"
+            f" ({evals:.2f} cryptograms/verify)   pyemv baseline {base_rates[-1]:7.0f}/s ="
+            f" {1e6 / base_rates[-1]:7.1f} us/verify   ratio {cap_rates[-1] / base_rates[-1]:.1f}x"
         )
     cap, base = statistics.median(cap_rates), statistics.median(base_rates)
     print(
-        f"throughput (median of {rounds}): capsim {cap:.0f} verifications/s, "
-        f"pyemv baseline {base:.0f}/s, ratio {cap / base:.1f}x (target >= 3x)"
+        f"throughput (median of {rounds}): capsim {cap:.0f} verifications/s ({1e6 / cap:.1f} us per"
+        f" verification, in-memory store, full service path), pyemv baseline {base:.0f}/s"
+        f" ({1e6 / base:.1f} us), ratio {cap / base:.1f}x (target >= 3x)"
     )
 
 
@@ -302,11 +333,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--rounds", type=int, default=3)
     args = parser.parse_args(argv)
     warnings.filterwarnings("ignore", module=r"pyemv\.")  # pyemv's own TripleDES deprecation notices
-    print(f"capsim verifier benchmark ({pin_one_core()}, Python {sys.version.split()[0]})")
+    print(f"capsim verifier benchmark: {' '.join([Path(sys.argv[0]).name, *sys.argv[1:]])}")
+    print(f"start: {machine_line()}")
+    print(f"{pin_one_core()}; the ratio is measured within each round", flush=True)
     if args.part in ("throughput", "all"):
         throughput(args.rounds, 600 if args.quick else 2000)
     if args.part in ("scale", "all"):
         scale(10**5 if args.quick else 10**6, 600 if args.quick else 2000)
+    print(f"end: load average {', '.join(f'{x:.2f}' for x in os.getloadavg())}")
     return 0
 
 
