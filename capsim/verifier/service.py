@@ -530,8 +530,19 @@ class Verifier:
         report = self._check_bound(profile)
         t0 = self._monotonic()
         digest = _activation_digest(cleaned)
+        fingerprint = self._fingerprint("enroll", digest.hex(), [] if presented is None else [presented])
         with self._tx() as tx:
             now = tx.now()
+            if rid is not None:
+                previous = tx.get_request(rid)
+                if previous is not None:
+                    if not previous.binds(method="enroll", target=digest.hex(), fingerprint=fingerprint):
+                        raise RequestConflict(rid)
+                    done = previous.acceptance
+                    again = None if done is None else tx.get_credential(done.credential_id)
+                    if again is None:
+                        raise InvalidCode
+                    return again
             rec = tx.get_activation(digest)
             if (
                 rec is None
@@ -542,7 +553,9 @@ class Verifier:
                 tx.append_audit(self._entry(event="enroll", outcome="reject", reason="activation-code"))
                 result: Credential | None = None
             else:
-                user = tx.get_user(rec.user_id)
+                # the user row is the parent lock of its enrolments: the per-user limit holds
+                # under concurrency (the one-live-credential-per-card rule is a unique index)
+                user = tx.lock_user(rec.user_id)
                 if user is None or user.disabled:
                     raise ValidationError("activation_code: its user no longer exists")
                 self._refuse_duplicate(tx, keys.pan_token, psn)
@@ -563,12 +576,20 @@ class Verifier:
                     psn=psn,
                     profile=profile,
                     created_at=now,
-                    last_atc=atc_floor,
+                    # the replay floor belongs to the card: never below an ATC it already used here
+                    last_atc=max(atc_floor, tx.card_floor(keys.pan_token, psn)),
                     max_fail=self.policy.max_fail,
                     label=label,
                 )
                 result = self._enroll_tx(
-                    tx, cred, rec=rec, presented=presented, rid=rid, report=report, t0=t0
+                    tx,
+                    cred,
+                    rec=rec,
+                    presented=presented,
+                    rid=rid,
+                    report=report,
+                    t0=t0,
+                    fingerprint=fingerprint,
                 )
         if result is None:
             raise InvalidCode
@@ -611,12 +632,12 @@ class Verifier:
         rid: str | None,
         report: BoundReport,
         t0: float,
+        fingerprint: bytes,
     ) -> Credential | None:
         now = tx.now()
         details = {"false_accept_bound": f"{report.probability:.3g}"}
         if presented is None:
-            if tx.insert_credential(cred) != 1:
-                raise _ConflictError
+            self._insert_new(tx, cred)
             self._must(
                 tx.update_activation(dataclasses.replace(rec, used_at=now), expected_attempts=rec.attempts)
             )
@@ -650,8 +671,7 @@ class Verifier:
             return None
         atc = result.match.atc
         cred = dataclasses.replace(cred, state=transition(cred.state, Action.ACTIVATE), last_atc=atc)
-        if tx.insert_credential(cred) != 1:
-            raise _ConflictError
+        self._insert_new(tx, cred)
         self._must(
             tx.update_activation(dataclasses.replace(rec, used_at=now), expected_attempts=rec.attempts)
         )
@@ -666,7 +686,15 @@ class Verifier:
         if rid is not None:
             self._must(
                 tx.insert_request(
-                    RequestRecord(request_id=rid, outcome=Outcome.ACCEPT, recorded_at=now, acceptance=acc)
+                    RequestRecord(
+                        request_id=rid,
+                        outcome=Outcome.ACCEPT,
+                        recorded_at=now,
+                        acceptance=acc,
+                        method="enroll",
+                        target=rec.code_digest.hex(),
+                        fingerprint=fingerprint,
+                    )
                 )
             )
         tx.append_audit(
@@ -683,6 +711,14 @@ class Verifier:
             )
         )
         return cred
+
+    def _insert_new(self, tx: StoreTransaction, cred: Credential) -> None:
+        """Insert a new credential; the store refuses a second live credential for one card
+        (a unique index), which a concurrent enrolment of the same card runs into."""
+        if tx.insert_credential(cred) != 1:
+            raise ValidationError(
+                "card: this PAN and PSN are already enrolled (revoke or replace that credential)"
+            )
 
     def _refuse_duplicate(self, tx: StoreTransaction, pan_token: str, psn: str, *, ignore: str = "") -> None:
         """One card (PAN + PSN) is bound to at most one live credential: two would let the same
@@ -913,6 +949,7 @@ class Verifier:
                 psn=psn,
                 profile=profile or old.profile,
                 created_at=now,
+                last_atc=tx.card_floor(keys.pan_token, psn),
                 max_fail=self.policy.max_fail,
                 replaces=cid,
                 label=old.label,
@@ -921,8 +958,7 @@ class Verifier:
                 old, state=transition(old.state, action), replaced_by=new_id, version=old.version + 1
             )
             self._must(tx.update_credential(retired, expected_version=old.version))
-            if tx.insert_credential(replacement) != 1:
-                raise _ConflictError
+            self._insert_new(tx, replacement)
             tx.append_audit(
                 self._entry(
                     event="lifecycle",
