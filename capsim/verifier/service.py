@@ -1009,6 +1009,7 @@ class Verifier:
             Lifetime (default ``operation_ttl_s``; never above it in the PSD2 profile).
         """
         from capsim.cap import canonical_challenge, currency_numeric, parse_amount, validate_tds_fields
+        from capsim.verifier.separation import check_operation
 
         cid = _ident("credential_id", credential_id)
         try:
@@ -1100,6 +1101,14 @@ class Verifier:
                         )
             else:
                 challenge = _fresh_challenge(taken)
+            # ___domain separation: no operation that a code of a lesser mode satisfies
+            # (capsim.verifier.separation); raised before the transaction commits anything
+            check_operation(
+                cred.profile,
+                engine.MatchRequest(
+                    mode=op_mode, challenge=challenge, amount_minor=amt, currency=cur, tds_fields=tds
+                ),
+            )
             digest = operation_digest(
                 mode=op_mode,
                 challenge=challenge,
