@@ -53,6 +53,7 @@ from capsim.errors import (
 )
 from capsim.verifier import decision, engine
 from capsim.verifier.audit import AuditEntry, AuditProblem, check_chain
+from capsim.verifier.authority import Power, authorize
 from capsim.verifier.model import (
     ACTIVE_STATES,
     Acceptance,
@@ -390,17 +391,13 @@ class Verifier:
             n = 0
         self._count(dummies=n)
 
-    def _authorize(self, tx: StoreTransaction, acting_user: str | None, customer_id: str) -> None:
+    def _authorize(
+        self, tx: StoreTransaction, acting_user: str | None, customer_id: str, power: Power
+    ) -> None:
+        """The one permission check (:mod:`capsim.verifier.authority`)."""
         if acting_user is None:
             return  # the bank's own operator
-        actor = tx.get_user(acting_user)
-        if (
-            actor is None
-            or actor.disabled
-            or actor.role is not UserRole.ADMIN
-            or actor.customer_id != customer_id
-        ):
-            raise ValidationError("acting_user: not an administrator of this customer account")
+        authorize(tx.get_user(acting_user), power, customer_id)
 
     # -- customers and users -----------------------------------------------------------------------
     def add_user(
@@ -436,7 +433,7 @@ class Verifier:
                 if customer_id is not None and customer_id != actor.customer_id:
                     raise ValidationError("customer_id: an administrator adds users to its own account only")
                 cid = actor.customer_id
-                self._authorize(tx, acting_user, cid)
+                self._authorize(tx, acting_user, cid, Power.ADD_USER)
                 role = UserRole.ADMIN if admin else UserRole.USER
             else:
                 cid = customer_id or f"cu-{uid}"
@@ -475,7 +472,7 @@ class Verifier:
             user = tx.get_user(uid)
             if user is None or user.disabled:
                 raise ValidationError(f"user_id: no active user {uid!r}")
-            self._authorize(tx, acting_user, user.customer_id)
+            self._authorize(tx, acting_user, user.customer_id, Power.ISSUE_ACTIVATION)
             now = tx.now()
             record = ActivationRecord(
                 code_digest=_activation_digest(raw),
@@ -752,7 +749,7 @@ class Verifier:
 
     def admin_activate(self, credential_id: str, *, acting_user: str | None = None) -> Credential:
         """``pending → active`` by an administrator act (V32)."""
-        return self._lifecycle(credential_id, Action.ACTIVATE, acting_user=acting_user)
+        return self._lifecycle(credential_id, Action.ACTIVATE, power=Power.ACTIVATE, acting_user=acting_user)
 
     # -- credentials -------------------------------------------------------------------------------
     def get_credential(self, credential_id: str) -> Credential | None:
@@ -767,7 +764,7 @@ class Verifier:
             user = tx.get_user(uid)
             if user is None:
                 raise ValidationError(f"user_id: no user {uid!r}")
-            self._authorize(tx, acting_user, user.customer_id)
+            self._authorize(tx, acting_user, user.customer_id, Power.LIST)
             return tx.list_credentials(user_id=uid)
 
     def _lifecycle(
@@ -775,6 +772,7 @@ class Verifier:
         credential_id: str,
         action: Action | None,
         *,
+        power: Power,
         acting_user: str | None = None,
         reason: str = "",
         changes: Mapping[str, Any] | None = None,
@@ -786,7 +784,7 @@ class Verifier:
             cred = tx.lock_credential(cid)
             if cred is None:
                 raise ValidationError(f"credential_id: no credential {cid!r}")
-            self._authorize(tx, acting_user, cred.customer_id)
+            self._authorize(tx, acting_user, cred.customer_id, power)
             new_state = cred.state if action is None else transition(cred.state, action)
             new = dataclasses.replace(cred, state=new_state, version=cred.version + 1, **dict(changes or {}))
             self._must(tx.update_credential(new, expected_version=cred.version))
@@ -803,15 +801,21 @@ class Verifier:
 
     def suspend(self, credential_id: str, *, acting_user: str | None = None, reason: str = "") -> Credential:
         """``active → suspended`` (administrator)."""
-        return self._lifecycle(credential_id, Action.SUSPEND, acting_user=acting_user, reason=reason)
+        return self._lifecycle(
+            credential_id, Action.SUSPEND, power=Power.SUSPEND, acting_user=acting_user, reason=reason
+        )
 
     def resume(self, credential_id: str, *, acting_user: str | None = None, reason: str = "") -> Credential:
         """``suspended → active`` (administrator)."""
-        return self._lifecycle(credential_id, Action.RESUME, acting_user=acting_user, reason=reason)
+        return self._lifecycle(
+            credential_id, Action.RESUME, power=Power.RESUME, acting_user=acting_user, reason=reason
+        )
 
     def revoke(self, credential_id: str, *, acting_user: str | None = None, reason: str = "") -> Credential:
         """Terminal ``revoked`` (RTS Art. 27)."""
-        return self._lifecycle(credential_id, Action.REVOKE, acting_user=acting_user, reason=reason)
+        return self._lifecycle(
+            credential_id, Action.REVOKE, power=Power.REVOKE, acting_user=acting_user, reason=reason
+        )
 
     def lock(self, credential_id: str, *, seconds: int | None = None, reason: str = "") -> Credential:
         """Temporarily lock a credential (``locked_until`` = now + ``seconds``; default
@@ -841,6 +845,7 @@ class Verifier:
         return self._lifecycle(
             cid,
             action,
+            power=Power.UNLOCK,
             acting_user=acting_user,
             reason=reason or "unlock",
             changes={
@@ -867,7 +872,9 @@ class Verifier:
         state ``pending`` until its first code) is created in the same transaction.
         Returns the replacement, or ``None``."""
         if replacement_psn is None:
-            self._lifecycle(credential_id, Action.REPORT_LOST, acting_user=acting_user)
+            self._lifecycle(
+                credential_id, Action.REPORT_LOST, power=Power.REPORT_LOST, acting_user=acting_user
+            )
             return None
         return self._replace(
             credential_id,
@@ -934,7 +941,8 @@ class Verifier:
             old = tx.lock_credential(cid)
             if old is None:
                 raise ValidationError(f"credential_id: no credential {cid!r}")
-            self._authorize(tx, acting_user, old.customer_id)
+            power = Power.REPORT_LOST if reason == "lost" else Power.REPLACE
+            self._authorize(tx, acting_user, old.customer_id, power)
             self._refuse_duplicate(tx, keys.pan_token, psn, ignore=cid)
             new_id = _CRED_PREFIX + secrets.token_hex(8)
             now = tx.now()
@@ -1480,7 +1488,7 @@ class Verifier:
                 CredentialState.LOST,
             ):
                 raise ValidationError(f"credential_id: no usable credential {cid!r}")
-            self._authorize(tx, acting_user, cred.customer_id)
+            self._authorize(tx, acting_user, cred.customer_id, Power.PIN_SCRIPT)
             with _provider_failures():
                 script = self._provider.build_pin_change(
                     cred.key_ref,
