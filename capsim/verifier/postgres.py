@@ -288,6 +288,13 @@ class PostgresStore:
                 connect_timeout=max(1, round(self._connect_timeout)),
                 application_name="capsim-verifier",
             )
+        except psycopg.ProgrammingError:
+            # libpq refused the string itself (unknown keyword or query parameter, bad syntax):
+            # permanent. Its message may quote a fragment of a password, so it is not repeated.
+            raise ConfigError(
+                "db url: libpq refused the PostgreSQL connection string or URL (an unknown keyword "
+                "or query parameter, or bad syntax)"
+            ) from None
         except psycopg.Error as exc:
             raise TemporaryFailure("PostgreSQL store unavailable (cannot connect)") from exc
         conn.prepare_threshold = self._prepare_threshold

@@ -4,7 +4,10 @@ Theory of operation
 -------------------
 1. **One file.** The database is one file (plus SQLite's ``-wal``/``-shm`` companions),
    created with mode 0600 and journal mode WAL. The schema is brought to the current version
-   by :mod:`capsim.verifier.migrate` when the store opens.
+   by :mod:`capsim.verifier.migrate` when the store opens. An existing file that is not a
+   capsim database (not SQLite, truncated, another program's) is refused with
+   :class:`~capsim.errors.NotADatabaseError` before anything is written to it
+   (:mod:`capsim.verifier.sqlitefile`).
 2. **Writer serialisation.** Every transaction starts with ``BEGIN IMMEDIATE``, which takes
    SQLite's single write lock up front (threads of one process first queue on an in-process
    lock, so that they do not sleep in SQLite's busy handler). At most one transaction on the
@@ -45,6 +48,7 @@ from typing import Any, ClassVar, Final
 
 from capsim.errors import ConfigError, TemporaryFailure, ValidationError
 from capsim.verifier import migrate as _migrate
+from capsim.verifier import sqlitefile as _sqlitefile
 from capsim.verifier.audit import GENESIS_HASH, AuditEntry, AuditRecord, seal
 from capsim.verifier.model import (
     Acceptance,
@@ -63,6 +67,7 @@ from capsim.verifier.model import (
     User,
     UserRole,
 )
+from capsim.verifier.sqlitefile import FileVerdict
 
 __all__ = ["SqlTransactionBase", "SqliteStore"]
 
@@ -785,6 +790,14 @@ class SqliteStore:
     clock:
         The store's clock (timezone-aware UTC); defaults to the system clock.
 
+    Raises
+    ------
+    NotADatabaseError
+        ``path`` exists but is not a capsim verifier database (permanent; the file is left
+        unchanged).
+    TemporaryFailure
+        The database is locked by another process beyond ``lock_timeout``, or unreadable.
+
     Examples
     --------
     >>> import tempfile, os
@@ -822,8 +835,8 @@ class SqliteStore:
         self._conns_lock = threading.Lock()
         self._writer = threading.Lock()
         self._closed = False
-        self._create_file()
-        conn = self._connection()
+        verdict = self._open_file()
+        conn = self._connection(verdict=verdict)
         try:
             if migrate:
                 _migrate.upgrade(conn)
@@ -833,8 +846,9 @@ class SqliteStore:
                     raise ConfigError(
                         f"database schema is at version {have}, expected {head}; run the migrations"
                     )
-        except sqlite3.OperationalError as exc:
-            raise TemporaryFailure("SQLite store unavailable or busy") from exc
+        except sqlite3.Error as exc:
+            self.close()
+            raise self._open_error(exc) from exc
         except BaseException:
             self.close()
             raise
@@ -847,19 +861,56 @@ class SqliteStore:
         """The database file."""
         return self._path
 
-    def _create_file(self) -> None:
+    def _open_file(self) -> FileVerdict:
+        """Create the file (mode 0600) if missing and judge its header (:mod:`.sqlitefile` rule 1).
+
+        A file that is not an SQLite database is refused here, before SQLite opens it.
+        """
         try:
             fd = os.open(self._path, os.O_RDWR | os.O_CREAT, 0o600)
         except OSError as exc:
             raise ConfigError(f"path: cannot open or create the database file ({exc.strerror})") from None
         try:
-            mode = stat.S_IMODE(os.fstat(fd).st_mode)
-            if mode & 0o077:
-                os.fchmod(fd, 0o600)
+            head, size = _sqlitefile.read_header(fd)
+        except OSError as exc:
+            raise TemporaryFailure(f"SQLite store unavailable ({exc.strerror})") from None
         finally:
             os.close(fd)
+        verdict = _sqlitefile.inspect_header(head, size)
+        if verdict is FileVerdict.NOT_SQLITE:
+            raise _sqlitefile.not_a_database(self._path, "not an SQLite database file")
+        return verdict
 
-    def _connection(self) -> sqlite3.Connection:
+    def _tighten_mode(self) -> None:
+        """A capsim database that others may read becomes 0600 (after the checks: a file that is
+        not a capsim database keeps its mode)."""
+        try:
+            if stat.S_IMODE(self._path.stat().st_mode) & 0o077:
+                self._path.chmod(0o600)
+        except OSError:  # pragma: no cover - another user owns it: opening still works
+            _log.warning("cannot restrict the database file's mode to 0600")
+
+    def _open_error(self, exc: sqlite3.Error) -> Exception:
+        """The capsim error for an SQLite error met while opening (:mod:`.sqlitefile` rule 4)."""
+        if _sqlitefile.is_permanent(exc):
+            return _sqlitefile.not_a_database(self._path, "a corrupt or truncated SQLite database")
+        return TemporaryFailure("SQLite store unavailable or busy")
+
+    def _check_contents(self, conn: sqlite3.Connection, verdict: FileVerdict) -> None:
+        """Refuse a truncated database or another program's (:mod:`.sqlitefile` rules 2–3), by
+        reading only: nothing is written to a file that is not a capsim database."""
+        if verdict is FileVerdict.SUSPECT:
+            rows = conn.execute("PRAGMA quick_check").fetchall()
+            if rows != [("ok",)]:
+                raise _sqlitefile.not_a_database(self._path, "a corrupt or truncated SQLite database")
+        tables = [r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")]
+        if _sqlitefile.is_foreign_schema(tables):
+            raise _sqlitefile.not_a_database(
+                self._path, "an SQLite database of another program: it has tables but no capsim schema"
+            )
+
+    def _connection(self, *, verdict: FileVerdict | None = None) -> sqlite3.Connection:
+        """This thread's connection; the first one (``verdict`` given) also checks the file."""
         conn: sqlite3.Connection | None = getattr(self._local, "conn", None)
         if conn is not None:
             return conn
@@ -869,11 +920,21 @@ class SqliteStore:
             conn = sqlite3.connect(
                 self._path, isolation_level=None, timeout=self._default_timeout, check_same_thread=False
             )
+        except sqlite3.Error as exc:
+            raise self._open_error(exc) from exc
+        try:
+            if verdict is not None:
+                self._check_contents(conn, verdict)
+                self._tighten_mode()
             conn.execute("PRAGMA journal_mode = WAL")
             conn.execute("PRAGMA synchronous = NORMAL")
             conn.execute("PRAGMA foreign_keys = ON")
         except sqlite3.Error as exc:
-            raise TemporaryFailure("SQLite store unavailable") from exc
+            conn.close()
+            raise self._open_error(exc) from exc
+        except BaseException:
+            conn.close()
+            raise
         for suffix in ("-wal", "-shm"):
             companion = Path(str(self._path) + suffix)
             try:
