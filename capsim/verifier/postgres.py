@@ -53,7 +53,8 @@ from capsim.errors import ConfigError, TemporaryFailure, ValidationError
 from capsim.verifier import migrate as _migrate
 from capsim.verifier.audit import AuditEntry, AuditRecord, canonical_bytes, seal
 from capsim.verifier.dburl import redact_db_url
-from capsim.verifier.sqlite import SqlTransactionBase
+from capsim.verifier.model import Changes, Snapshot
+from capsim.verifier.sqlite import _SELECT_OPERATION, _SELECT_REQUEST, SqlTransactionBase
 
 try:
     import psycopg
@@ -100,16 +101,97 @@ class _PgTransaction(SqlTransactionBase):
     PLACEHOLDER = "%s"
     FOR_UPDATE = " FOR UPDATE"
 
-    def __init__(self, store: PostgresStore, conn: psycopg.Connection[Any], now: datetime) -> None:
-        super().__init__(now)
+    def __init__(self, store: PostgresStore, conn: psycopg.Connection[Any], timeout_ms: int) -> None:
+        super().__init__(datetime.now(UTC))  # a placeholder: the database clock comes with BEGIN
         self._store = store
         self._conn = conn
+        self._timeout_ms = timeout_ms
+        self._begun = False
         self.active = True
 
+    # -- the lazy BEGIN (module docstring, rule 1) ------------------------------------------------
+    def _begin_statements(self) -> list[tuple[str, Sequence[Any]]]:
+        return [
+            ("BEGIN ISOLATION LEVEL READ COMMITTED", ()),
+            ("SELECT set_config('lock_timeout', %s, true), now()", (f"{self._timeout_ms}ms",)),
+        ]
+
+    def _started(self, clock_row: tuple[Any, ...]) -> None:
+        self._begun = True
+        clock = self._store._clock
+        self._now = (clock() if clock is not None else clock_row[1]).astimezone(UTC)
+
+    def _batch(self, statements: list[tuple[str, Sequence[Any]]]) -> list[tuple[list[tuple[Any, ...]], int]]:
+        """Send ``statements`` (with the BEGIN if not sent yet) in one round trip."""
+        if not self.active:
+            raise TemporaryFailure("transaction already finished")
+        if self._begun:
+            return self._store._pipeline(self._conn, statements, context="transaction")
+        first = self._begin_statements()
+        try:
+            results = self._store._pipeline(self._conn, first + statements, context="begin")
+        except TemporaryFailure:
+            if not self._conn.closed:
+                raise
+            # a pooled connection died while idle (server restart, proxy): nothing was done
+            # yet, so take a fresh one once
+            self._store._release(self._conn)
+            self._conn = self._store._acquire()
+            results = self._store._pipeline(self._conn, first + statements, context="begin")
+        self._started(results[1][0][0])
+        return results[len(first) :]
+
+    def now(self) -> datetime:
+        if not self._begun:
+            self._batch([])
+        return self._now
+
     def _exec(self, sql: str, params: Sequence[Any] = ()) -> tuple[list[tuple[Any, ...]], int]:
+        if not self._begun:
+            return self._batch([(sql, params)])[0]
         if not self.active:
             raise TemporaryFailure("transaction already finished")
         return self._store._execute(self._conn, sql, params, context="transaction")
+
+    # -- one verification in two round trips (module docstring, rule 8) --------------------------
+    def read_verification(
+        self, *, operation_id: str | None, credential_id: str | None, request_id: str, siblings: bool
+    ) -> Snapshot:
+        """BEGIN, the clock, the credential locks, the operation and the request record: one
+        round trip (the lock statement runs first, so the operation is read after it)."""
+        lock_sql, lock_params = self._lock_group_statement(
+            operation_id=operation_id, credential_id=credential_id, siblings=siblings
+        )
+        statements: list[tuple[str, Sequence[Any]]] = [(self._sql(lock_sql), lock_params)]
+        if operation_id is not None:
+            statements.append((self._sql(_SELECT_OPERATION), (operation_id,)))
+        statements.append((self._sql(_SELECT_REQUEST), (request_id,)))
+        results = self._batch(statements)
+        creds = tuple(self._credential(r) for r in results[0][0])
+        op = None
+        if operation_id is not None and results[1][0]:
+            op = self._operation(results[1][0][0])
+        req_rows = results[-1][0]
+        request = self._request(req_rows[0]) if req_rows else None
+        return Snapshot(now=self._now, operation=op, credentials=creds, request=request)
+
+    def write_verification(self, changes: Changes, audit: AuditEntry) -> tuple[bool, AuditRecord]:
+        """Every write and the audit append: one pipelined round trip (COMMIT is the next)."""
+        self.now()  # the audit record's time is the transaction's
+        statements = [(self._sql(sql), params) for sql, params in self._changes_statements(changes)]
+        audit_sql, audit_params, canon_ok = self._audit_statement(audit)
+        if not canon_ok:  # pragma: no cover - a detail value mimics the marker
+            ok = self._apply_counts(changes, [c for _rows, c in self._batch(statements)])
+            return ok, self._append_audit_slow(audit)
+        results = self._batch([*statements, (audit_sql, audit_params)])
+        ok = self._apply_counts(changes, [count for _rows, count in results[:-1]])
+        return ok, self._audit_result(audit, results[-1][0])
+
+    def _apply_counts(self, changes: Changes, counts: list[int]) -> bool:
+        required = [w.required for w in changes.credentials] + [changes.operation.required, True]
+        if changes.acceptance is not None:
+            required.append(True)
+        return all(count == 1 or not must for count, must in zip(counts, required, strict=True))
 
     def _enc_time(self, value: datetime | None) -> Any:
         return value
@@ -134,31 +216,39 @@ class _PgTransaction(SqlTransactionBase):
         ``sha256`` and inserts the record. The hash is then recomputed here with
         :func:`~capsim.verifier.audit.seal`; a mismatch rolls the transaction back.
         """
+        self.now()
+        sql, params, canon_ok = self._audit_statement(entry)
+        if not canon_ok:  # pragma: no cover - a detail value mimics the marker
+            return self._append_audit_slow(entry)
+        rows, _ = self._exec(sql, params)
+        return self._audit_result(entry, rows)
+
+    def _audit_statement(self, entry: AuditEntry) -> tuple[str, Sequence[Any], bool]:
         canon = canonical_bytes(entry, seq=_SEQ_PLACEHOLDER, at=self._now)
         if canon.count(_SEQ_MARK) != 1:  # pragma: no cover - a detail value mimics the marker
-            return self._append_audit_slow(entry)
+            return "", (), False
         prefix, suffix = canon.split(_SEQ_MARK)
         e = entry
-        rows, _ = self._exec(
-            _PG_APPEND_AUDIT,
-            (
-                prefix + b'"seq":',
-                suffix,
-                self._now,
-                e.event,
-                e.outcome,
-                e.reason,
-                e.request_id,
-                e.credential_id,
-                e.operation_id,
-                e.mode,
-                e.atc,
-                bytes(e.txn_digest),
-                e.node,
-                e.duration_us,
-                Jsonb({str(k): str(v) for k, v in dict(e.details).items()}),
-            ),
+        params = (
+            prefix + b'"seq":',
+            suffix,
+            self._now,
+            e.event,
+            e.outcome,
+            e.reason,
+            e.request_id,
+            e.credential_id,
+            e.operation_id,
+            e.mode,
+            e.atc,
+            bytes(e.txn_digest),
+            e.node,
+            e.duration_us,
+            Jsonb({str(k): str(v) for k, v in dict(e.details).items()}),
         )
+        return _PG_APPEND_AUDIT, params, True
+
+    def _audit_result(self, entry: AuditEntry, rows: list[tuple[Any, ...]]) -> AuditRecord:
         seq, prev, digest = int(rows[0][0]), bytes(rows[0][1]), bytes(rows[0][2])
         record = seal(entry, seq=seq, at=self._now, prev_hash=prev)
         if not hmac.compare_digest(record.record_hash, digest):
@@ -356,40 +446,57 @@ class PostgresStore:
             raise _map_error(exc, context=context) from exc
         return rows, count
 
+    def _pipeline(
+        self, conn: psycopg.Connection[Any], statements: list[tuple[str, Sequence[Any]]], *, context: str
+    ) -> list[tuple[list[tuple[Any, ...]], int]]:
+        """Send ``statements`` in one pipelined batch (one round trip); rows and row counts of
+        each. The fault hook sees the batch as one statement (its texts joined by ``; ``)."""
+        if len(statements) == 1:
+            return [self._execute(conn, statements[0][0], statements[0][1], context=context)]
+        hook = self.fault_hook
+        text = "; ".join(sql for sql, _ in statements)
+        try:
+            if hook is not None:
+                hook("before", text, conn)
+            with conn.pipeline():
+                cursors = [
+                    conn.execute(sql.encode(), tuple(params) if params else None)
+                    for sql, params in statements
+                ]
+            out = []
+            for cur in cursors:
+                rows = cur.fetchall() if _status(cur) == _TUPLES_OK else []
+                out.append((rows, cur.rowcount))
+            if hook is not None:
+                hook("after", text, conn)
+        except psycopg.Error as exc:
+            if isinstance(exc, psycopg.OperationalError | psycopg.InterfaceError) and (
+                conn.broken or conn.info.transaction_status == psycopg.pq.TransactionStatus.UNKNOWN
+            ):
+                conn.close()
+            raise _map_error(exc, context=context) from exc
+        return out
+
     # -- Store protocol ---------------------------------------------------------------------------
     @contextmanager
     def transaction(self, *, lock_timeout: float | None = None) -> Iterator[SqlTransactionBase]:
         """One READ COMMITTED transaction (commit on normal exit, rollback on exception)."""
         timeout = self._default_timeout if lock_timeout is None else lock_timeout
         _check_seconds("lock_timeout", timeout)
-        conn = self._acquire()
+        tx = _PgTransaction(self, self._acquire(), max(1, round(timeout * 1000)))
         try:
-            # BEGIN, SET LOCAL lock_timeout and the clock in one round trip (simple protocol)
-            begin = (
-                "BEGIN ISOLATION LEVEL READ COMMITTED;"
-                f" SELECT set_config('lock_timeout', '{max(1, round(timeout * 1000))}ms', true), now()"
-            )
-            try:
-                rows, _ = self._execute(conn, begin, context="begin")
-            except TemporaryFailure:
-                if not conn.closed:
-                    raise
-                # a pooled connection died while idle (server restart, proxy): nothing was
-                # done yet, so take a fresh one once
-                self._release(conn)
-                conn = self._acquire()
-                rows, _ = self._execute(conn, begin, context="begin")
-            now = self._clock() if self._clock is not None else rows[0][1]
-            tx = _PgTransaction(self, conn, now)
             try:
                 yield tx
             except BaseException:
                 tx.active = False
-                self._rollback(conn)
+                if tx._begun:
+                    self._rollback(tx._conn)
                 raise
             tx.active = False
-            self._commit(conn)
+            if tx._begun:
+                self._commit(tx._conn)
         finally:
+            conn = tx._conn
             if conn.info.transaction_status not in (
                 psycopg.pq.TransactionStatus.IDLE,
                 psycopg.pq.TransactionStatus.UNKNOWN,
@@ -431,7 +538,8 @@ class PostgresStore:
         while True:
             conn = self._acquire()
             try:
-                tx = _PgTransaction(self, conn, datetime.now(UTC))
+                tx = _PgTransaction(self, conn, 1000)
+                tx._begun = True  # autocommit reads: no transaction needed
                 page = tx.audit_page(last, 500)
             finally:
                 self._release(conn)

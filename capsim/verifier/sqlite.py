@@ -119,6 +119,8 @@ _INSERT_ACCEPTANCE: Final = (
     f"INSERT INTO cap_acceptance ({_cols(_ACC_COLS)}) VALUES (?, ?, ?, ?, ?, ?, ?)"  # noqa: S608 constant
     " ON CONFLICT DO NOTHING"
 )
+_SELECT_OPERATION: Final = f"SELECT {_cols(_OP_COLS)} FROM cap_operation WHERE operation_id = ?"  # noqa: S608
+_SELECT_REQUEST: Final = f"SELECT {_cols(_REQ_COLS)} FROM cap_request WHERE request_id = ?"  # noqa: S608
 _INSERT_REQUEST: Final = (
     f"INSERT INTO cap_request ({_cols(_REQ_COLS)}) VALUES (?, ?, ?, ?, ?, ?, ?)"  # noqa: S608 constant
     " ON CONFLICT DO NOTHING"
@@ -486,7 +488,7 @@ class SqlTransactionBase(ABC):
 
     def get_operation(self, operation_id: str) -> Operation | None:
         row = self._one(
-            f"SELECT {_cols(_OP_COLS)} FROM cap_operation WHERE operation_id = ?",  # noqa: S608
+            _SELECT_OPERATION,
             (operation_id,),
         )
         return None if row is None else self._operation(row)
@@ -548,7 +550,7 @@ class SqlTransactionBase(ABC):
 
     def get_request(self, request_id: str) -> RequestRecord | None:
         row = self._one(
-            f"SELECT {_cols(_REQ_COLS)} FROM cap_request WHERE request_id = ?",  # noqa: S608 constant
+            _SELECT_REQUEST,
             (request_id,),
         )
         return None if row is None else self._request(row)
@@ -582,30 +584,36 @@ class SqlTransactionBase(ABC):
         return self._count(_INSERT_REQUEST, self._request_params(record))
 
     # -- one verification ------------------------------------------------------------------------
-    def read_verification(
-        self, *, operation_id: str | None, credential_id: str | None, request_id: str, siblings: bool
-    ) -> Snapshot:
-        """The target credential's group in one statement (each row read once), then the
-        operation and the request record (store rule 3: the credential row first)."""
+    def _lock_group_statement(
+        self, *, operation_id: str | None, credential_id: str | None, siblings: bool
+    ) -> tuple[str, tuple[Any, ...]]:
+        """One statement that locks the target credential (found through the operation when
+        given) and, with ``siblings``, the user's other credentials of the same PAN, in
+        ascending id order (store rule 3)."""
         target_sql = (
             "(SELECT credential_id FROM cap_operation WHERE operation_id = ?)"
             if operation_id is not None
             else "?"
         )
         target = operation_id if operation_id is not None else credential_id
-        if siblings:
-            sql = (
-                f"SELECT {_cols(_CRED_COLS)} FROM cap_credential WHERE credential_id = {target_sql}"  # noqa: S608
-                " OR (pan_token, user_id) = (SELECT pan_token, user_id FROM cap_credential"
-                f" WHERE credential_id = {target_sql}) ORDER BY credential_id{self.FOR_UPDATE}"
-            )
-            params: tuple[Any, ...] = (target, target)
-        else:
-            sql = (
-                f"SELECT {_cols(_CRED_COLS)} FROM cap_credential WHERE credential_id = {target_sql}"  # noqa: S608
-                f"{self.FOR_UPDATE}"
-            )
-            params = (target,)
+        if not siblings:
+            sql = f"SELECT {_cols(_CRED_COLS)} FROM cap_credential WHERE credential_id = {target_sql}"  # noqa: S608
+            return sql + self.FOR_UPDATE, (target,)
+        sql = (
+            f"SELECT {_cols(_CRED_COLS)} FROM cap_credential WHERE credential_id = {target_sql}"  # noqa: S608
+            " OR (pan_token, user_id) = (SELECT pan_token, user_id FROM cap_credential"
+            f" WHERE credential_id = {target_sql}) ORDER BY credential_id{self.FOR_UPDATE}"
+        )
+        return sql, (target, target)
+
+    def read_verification(
+        self, *, operation_id: str | None, credential_id: str | None, request_id: str, siblings: bool
+    ) -> Snapshot:
+        """The target credential's group in one statement (each row read once), then the
+        operation and the request record (store rule 3: the credential row first)."""
+        sql, params = self._lock_group_statement(
+            operation_id=operation_id, credential_id=credential_id, siblings=siblings
+        )
         creds = tuple(self._credential(r) for r in self._rows(sql, params))
         op = self.get_operation(operation_id) if operation_id is not None else None
         return Snapshot(now=self._now, operation=op, credentials=creds, request=self.get_request(request_id))

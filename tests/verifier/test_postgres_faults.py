@@ -176,7 +176,7 @@ def test_V23_fault_injection_every_accept_path_statement(bench: Bench, pg_cluste
     assert statements[0].startswith("BEGIN")
     assert statements[-1] == "COMMIT"
     assert any("INSERT INTO cap_acceptance" in s for s in statements)
-    assert len(statements) >= 8
+    assert len(statements) == 3  # read under lock, write the decision, COMMIT: one round trip each
     plans = [(when, k, False) for k in range(1, len(statements) + 1) for when in ("before", "after")]
     plans.append(("after", len(statements), True))  # COMMIT applied, its reply lost
     committed_runs = 0
@@ -211,7 +211,7 @@ def test_V23_fault_injection_every_accept_path_statement(bench: Bench, pg_cluste
         assert retry.atc == code.atc
         assert _state(bench, op.operation_id, rid) == (True,) * 5
     # the kills before COMMIT rolled back; the ones after it (and the lost reply) committed
-    assert 3 <= committed_runs <= len(plans) - len(statements)
+    assert 2 <= committed_runs <= len(plans) - len(statements)
     assert check_chain(list(bench.store.audit_records())) == ()
     with bench.store.transaction() as tx:
         atcs = [a.atc for a in tx.list_acceptances(bench.cid)]
