@@ -35,7 +35,7 @@ from capsim.cap import CapMode, build_cdol_data
 from capsim.cards import builtin_profile, new_card
 from capsim.cli._common import ExitCode, handle_errors
 from capsim.cli.card import mask_pan, random_test_pan
-from capsim.cli.verifier import issuer_key_id, mark_initialised
+from capsim.cli.verifier import default_keyring
 from capsim.crypto import KeyDerivation, odd_parity
 from capsim.errors import CapsimError, InvalidCode, PinBlockedError, PinError
 from capsim.profiles import get_reader_profile, profile_for_aid
@@ -43,9 +43,8 @@ from capsim.reader import CapReader, CapResult
 from capsim.storage import IssuerKeys, read_card_file, save_issuer_keys
 from capsim.tlv import decode, find
 from capsim.transports import Transport, open_transport
-from capsim.verifier.dburl import open_store
-from capsim.verifier.provider import SoftwareProvider
-from capsim.verifier.service import Verifier
+from capsim.verifier.keyring import issuer_key_id
+from capsim.verifier.session import VerifierSession, open_session
 from capsim.verifier.store import Store
 
 __all__ = ["DEMO_PIN", "DemoStep", "demo", "run_demo"]
@@ -118,6 +117,7 @@ class _Demo:
 
     workdir: Path
     store: Store
+    session: VerifierSession
     on_step: Callable[[DemoStep], None]
     steps: list[DemoStep] = field(default_factory=list)
     current: str = "personalise"
@@ -162,27 +162,22 @@ def run_demo(workdir: Path, *, db: str | None, on_step: Callable[[DemoStep], Non
     ValidationError, ConfigError, TemporaryFailure
         ``db`` is not a usable store (nothing has been run).
     """
-    store = open_store(db if db is not None else workdir / "verifier.db")
-    try:
-        mark_initialised(store)  # so that 'capsim verifier … --db' can inspect it afterwards
-    except BaseException:
-        store.close()
-        raise
-    d = _Demo(workdir=workdir, store=store, on_step=on_step)
-    try:
-        _run_steps(d)
-    except CapsimError as exc:
-        d.record(
-            DemoStep(
-                name=d.current,
-                title=f"{d.current}: the step could not complete",
-                expected="completed",
-                observed="error",
-                detail=f"{type(exc).__name__}: {exc}",
+    url = db if db is not None else str(workdir / "verifier.db")
+    # an initialised, sealed verifier database, so that 'capsim verifier … --db' can inspect it
+    with open_session(url, keyring_path=default_keyring(url), create=True, allow_memory=True) as session:
+        d = _Demo(workdir=workdir, store=session.store, session=session, on_step=on_step)
+        try:
+            _run_steps(d)
+        except CapsimError as exc:
+            d.record(
+                DemoStep(
+                    name=d.current,
+                    title=f"{d.current}: the step could not complete",
+                    expected="completed",
+                    observed="error",
+                    detail=f"{type(exc).__name__}: {exc}",
+                )
             )
-        )
-    finally:
-        store.close()
     return d.steps
 
 
@@ -224,10 +219,10 @@ def _run_steps(d: _Demo) -> None:
     # 2. verifier and enrolment -------------------------------------------------------------------
     d.begin("enrol")
     store = d.store
-    provider = SoftwareProvider()
+    provider = d.session.provider
     kid = issuer_key_id(keys)
     provider.add_issuer_keys(kid, imk_ac=keys.imk_ac, imk_smi=keys.imk_smi, imk_smc=keys.imk_smc)
-    v = Verifier(store, provider)
+    v = d.session.verifier
     serial = iter(range(1, 1000))
 
     def rid() -> str:

@@ -1,19 +1,24 @@
 """``capsim verifier …`` and ``capsim verify``: the bank-side verifier from the command line.
 
-Reference: ``docs/cli.md``; behaviour: verifier.md §1–§2 and architecture.md §5.
+Reference: ``docs/cli.md``; behaviour: verifier.md §1–§2 and architecture.md §5. The database,
+keys and audit-seal plumbing is the library's (:mod:`capsim.verifier.session`,
+:mod:`capsim.verifier.keyring`); this module parses options and prints results.
 
 Theory of operation
 -------------------
-1. Every command takes ``--db URL`` and ``--json``. ``URL`` is a SQLite path (or
-   ``sqlite:///PATH``) or a ``postgresql://`` URL (:mod:`capsim.verifier.dburl`); the default is
-   ``verifier.db`` in the data directory (:func:`capsim.cli._common.data_dir`), and the
-   ``CAPSIM_DB`` environment variable overrides the default. ``--json`` prints one JSON object
-   on stdout instead of text.
-2. ``verifier init`` creates (or migrates) the database, records the policy and registers
-   issuer-keys files (the files ``capsim card new`` writes). The database never holds key bytes
-   (architecture.md §5): it keeps, per issuer key id ``iss-<KCV of IMK-AC>``, the absolute path
-   of the keys file and that KCV. Commands that need keys read the files again and check every
-   KCV (:func:`capsim.storage.load_issuer_keys`).
+1. Every command takes ``--db URL``, ``--keyring FILE`` and ``--json``. ``URL`` is a SQLite
+   path (or ``sqlite:///PATH``) or a ``postgresql://`` URL (:mod:`capsim.verifier.dburl`); the
+   default is ``verifier.db`` in the data directory (:func:`capsim.cli._common.data_dir`), and
+   the ``CAPSIM_DB`` environment variable overrides the default. The keyring file (the audit
+   seal key, never in the database) defaults to ``<db>.keyring.json`` beside a SQLite file and
+   to a file in the data directory for PostgreSQL; ``CAPSIM_KEYRING`` overrides it. ``--json``
+   prints one JSON object on stdout instead of text.
+2. ``verifier init`` creates (or migrates) the database, records the policy, starts sealing
+   the audit (writing the keyring file) and registers issuer-keys files (the files ``capsim
+   card new`` writes). The database never holds key bytes: per issuer key id ``iss-<KCV of
+   IMK-AC>`` it keeps the file's absolute path, that KCV and a fingerprint of every key.
+   Commands that need keys read the files again and check every key against its fingerprint
+   (exit 12 on a mismatch).
 3. Every other command refuses a database that ``init`` has not prepared, and never creates a
    SQLite file by accident (a mistyped ``--db`` is an error, not a new empty verifier).
 4. ``verify`` never prints the code. Every refusal is the same line on stderr ("code
@@ -22,35 +27,52 @@ Theory of operation
 5. Enrolment reads PAN, PSN and profile from the card file (as a bank's card-management system
    would hand them over) and picks the issuer keys whose KCV matches the card's. No PAN is
    printed: credentials show only the last four digits.
+6. ``audit --check`` reports every deleted, moved, edited, malformed, unsealed or wrongly
+   sealed record, and with ``--tip FILE`` a truncated or rewritten chain; any problem is exit 14.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import hmac
+import functools
 import json
+import os
 import secrets
 import sys
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
-from dataclasses import dataclass
+from contextvars import ContextVar
 from datetime import datetime
 from pathlib import Path
-from typing import Any, Final, ParamSpec, TypeVar
+from typing import Any, Final, ParamSpec, TypeVar, cast
 
 import click
 
-from capsim.cli._common import ExitCode, data_dir, handle_errors
+from capsim.cli._common import data_dir, handle_errors
 from capsim.crypto import CVN
-from capsim.errors import ConfigError, InvalidCode, StateFileError, ValidationError
-from capsim.storage import IssuerKeys, load_issuer_keys
-from capsim.verifier.audit import AuditEntry, AuditRecord
-from capsim.verifier.dburl import DbKind, open_store, parse_db_url, redact_db_url
+from capsim.errors import AuditTampered, InvalidCode, StateFileError, ValidationError
+from capsim.storage import load_issuer_keys
+from capsim.verifier.audit import AuditProblem, AuditRecord, AuditTip
+from capsim.verifier.dburl import DbKind, open_store, parse_db_url
+from capsim.verifier.keyring import (
+    REGISTRY_SETTING,
+    KeyringEntry,
+    default_keyring_path,
+    issuer_key_id,
+    parse_registry,
+)
 from capsim.verifier.model import Credential, Operation, User
 from capsim.verifier.policy import VerifierPolicy
-from capsim.verifier.provider import SoftwareProvider
-from capsim.verifier.service import Verifier
-from capsim.verifier.store import Store
+from capsim.verifier.session import (
+    AuditReport,
+    VerifierSession,
+    card_issuer_key,
+    check_audit,
+    mark_initialised,
+    register_issuer_keys,
+    sqlite_file,
+)
+from capsim.verifier.session import open_session as _open_session
 
 __all__ = [
     "DEFAULT_DB_NAME",
@@ -59,6 +81,7 @@ __all__ = [
     "VerifierSession",
     "card_issuer_key",
     "default_db",
+    "default_keyring",
     "issuer_key_id",
     "mark_initialised",
     "open_session",
@@ -69,9 +92,14 @@ __all__ = [
 
 #: File name of the default SQLite database inside the data directory.
 DEFAULT_DB_NAME: Final = "verifier.db"
-#: Store setting holding the registered issuer-keys files (paths and KCVs, never keys).
-KEYRING_SETTING: Final = "cli.issuer-keys"
+#: Store setting holding the registered issuer-keys files (kept here for one release; the
+#: library's name is :data:`capsim.verifier.keyring.REGISTRY_SETTING`).
+KEYRING_SETTING: Final = REGISTRY_SETTING
 _REJECTED: Final = "code rejected"
+#: The ``--keyring`` / ``CAPSIM_KEYRING`` value of the running command.
+_KEYRING_OPTION: ContextVar[str | None] = ContextVar("capsim_keyring_option", default=None)
+# Moved to capsim.verifier.keyring; importable from here for one release.
+_parse_keyring = parse_registry
 
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -82,96 +110,9 @@ def default_db() -> str:
     return str(data_dir() / DEFAULT_DB_NAME)
 
 
-def issuer_key_id(keys: IssuerKeys) -> str:
-    """The key id under which the CLI registers an issuer's keys: ``iss-`` + KCV of IMK-AC.
-
-    >>> issuer_key_id(IssuerKeys(imk_ac=bytes.fromhex("0123456789ABCDEFFEDCBA9876543210"),
-    ...                          imk_smi=bytes(16), imk_smc=bytes(16)))
-    'iss-08D7B4'
-    """
-    return "iss-" + keys.kcvs()["imk-ac"].hex().upper()
-
-
-@dataclass(frozen=True, kw_only=True)
-class KeyringEntry:
-    """One registered issuer-keys file (no key material: a path and a check value).
-
-    Attributes
-    ----------
-    key_id:
-        ``iss-`` followed by the KCV of the file's IMK-AC.
-    path:
-        Absolute path of the issuer-keys file.
-    kcv:
-        KCV of the IMK-AC, six upper-case hex digits.
-    """
-
-    key_id: str
-    path: str
-    kcv: str
-
-    def to_dict(self) -> dict[str, str]:
-        """JSON form."""
-        return {"key_id": self.key_id, "path": self.path, "kcv": self.kcv}
-
-
-def _parse_keyring(text: str) -> dict[str, KeyringEntry]:
-    try:
-        doc = json.loads(text)
-        return {
-            str(kid): KeyringEntry(key_id=str(kid), path=str(v["path"]), kcv=str(v["kcv"]))
-            for kid, v in dict(doc).items()
-        }
-    except (ValueError, TypeError, KeyError) as exc:
-        raise ConfigError(f"the verifier database's issuer-keys registry is unreadable ({exc})") from None
-
-
-def _dump_keyring(entries: Mapping[str, KeyringEntry]) -> str:
-    return json.dumps(
-        {kid: {"path": e.path, "kcv": e.kcv} for kid, e in sorted(entries.items())}, sort_keys=True
-    )
-
-
-@dataclass(frozen=True, kw_only=True)
-class VerifierSession:
-    """An open verifier database for one command: the store, the service and its keys."""
-
-    url: str
-    store: Store
-    verifier: Verifier
-    provider: SoftwareProvider
-    keyring: Mapping[str, KeyringEntry]
-
-    @property
-    def shown_url(self) -> str:
-        """The URL with any password replaced by ``***``."""
-        return redact_db_url(self.url)
-
-
-def _load_keys(provider: SoftwareProvider, keyring: Mapping[str, KeyringEntry]) -> None:
-    for entry in keyring.values():
-        keys = load_issuer_keys(entry.path)
-        if issuer_key_id(keys) != entry.key_id:
-            raise StateFileError(
-                f"{entry.path}: this issuer-keys file no longer holds key {entry.key_id} "
-                "(its IMK-AC check value changed)"
-            )
-        provider.add_issuer_keys(entry.key_id, imk_ac=keys.imk_ac, imk_smi=keys.imk_smi, imk_smc=keys.imk_smc)
-
-
-def _check_url(url: str, *, create: bool, allow_memory: bool) -> None:
-    parsed = parse_db_url(url)
-    if parsed.kind is DbKind.MEMORY and not allow_memory:
-        raise ValidationError("--db: memory: keeps nothing between commands; use a file path or postgresql://")
-    if parsed.kind is DbKind.SQLITE:
-        path = Path(parsed.target)
-        if create:
-            if url == default_db():
-                path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-        elif not path.exists():
-            raise ConfigError(
-                f"--db: no verifier database at {path}; create it with 'capsim verifier init --db {url}'"
-            )
+def default_keyring(url: str) -> Path | None:
+    """The default keyring file of database ``url`` (``None`` for ``memory:``)."""
+    return default_keyring_path(url, data_dir(), sqlite_path=sqlite_file(url))
 
 
 @contextmanager
@@ -182,101 +123,29 @@ def open_session(
     keys: bool = False,
     policy: VerifierPolicy | None = None,
     allow_memory: bool = False,
+    keyring: str | None = None,
+    sealing: str = "required",
 ) -> Iterator[VerifierSession]:
     """Open the verifier database ``db`` (default :func:`default_db`) for one command.
 
-    Parameters
-    ----------
-    create:
-        ``init``: create and migrate the database if needed; otherwise it must have been
-        initialised already (:class:`~capsim.errors.ConfigError`).
-    keys:
-        Load every registered issuer-keys file into the provider (enrolment, verification).
-    policy:
-        A policy to record (``init``); ``None`` keeps the stored one.
-    allow_memory:
-        Accept ``memory:`` (only useful inside one process, e.g. ``capsim demo``).
+    The keyring file is ``keyring``, else the command's ``--keyring``/``CAPSIM_KEYRING``, else
+    :func:`default_keyring`. See :func:`capsim.verifier.session.open_session` for the rest.
     """
     url = db or default_db()
-    _check_url(url, create=create, allow_memory=allow_memory)
-    store = open_store(url)
-    try:
-        with store.transaction() as tx:
-            raw = tx.get_setting(KEYRING_SETTING)
-        if raw is None and not create:
-            raise ConfigError(
-                f"--db: {redact_db_url(url)} is not an initialised capsim verifier; "
-                "run 'capsim verifier init' first"
-            )
-        keyring = _parse_keyring(raw or "{}")
-        provider = SoftwareProvider()
-        if keys:
-            _load_keys(provider, keyring)
-        service = Verifier(store, provider, policy=policy)
-        if raw is None:
-            mark_initialised(store)
-        yield VerifierSession(url=url, store=store, verifier=service, provider=provider, keyring=keyring)
-    finally:
-        store.close()
-
-
-def mark_initialised(store: Store) -> None:
-    """Make ``store`` usable by the verifier commands (an empty issuer-keys registry) unless
-    ``init`` already prepared it."""
-    with store.transaction() as tx:
-        if tx.get_setting(KEYRING_SETTING) is None:
-            tx.set_setting(KEYRING_SETTING, _dump_keyring({}))
-
-
-def _same_keys(a: IssuerKeys, b: IssuerKeys) -> bool:
-    return hmac.compare_digest(a.imk_ac + a.imk_smi + a.imk_smc, b.imk_ac + b.imk_smi + b.imk_smc)
-
-
-def register_issuer_keys(session: VerifierSession, path: Path) -> KeyringEntry:
-    """Record an issuer-keys file in the database (path and KCV only) and audit it."""
-    keys = load_issuer_keys(path)
-    kid = issuer_key_id(keys)
-    entry = KeyringEntry(key_id=kid, path=str(path.resolve()), kcv=kid.removeprefix("iss-"))
-    with session.store.transaction() as tx:
-        current = _parse_keyring(tx.get_setting(KEYRING_SETTING) or "{}")
-        old = current.get(kid)
-        if old == entry:
-            return entry  # already registered: nothing to write
-        if old is not None:
-            try:
-                same = _same_keys(load_issuer_keys(old.path), keys)
-            except StateFileError:
-                same = True  # the old file is gone or unusable: the new one takes its place
-            if not same:
-                raise ConfigError(
-                    f"--issuer-keys: {path} and {old.path} hold different keys with the same "
-                    f"IMK-AC check value ({entry.kcv})"
-                )
-        current[kid] = entry
-        tx.set_setting(KEYRING_SETTING, _dump_keyring(current))
-        tx.append_audit(
-            AuditEntry(
-                event="issuer-keys",
-                outcome="ok",
-                reason="registered" if old is None else "updated",
-                details={"key_id": kid, "kcv": entry.kcv},
-            )
-        )
-    return entry
-
-
-def card_issuer_key(session: VerifierSession, card_path: Path) -> tuple[Any, str]:
-    """A card file's profile and the registered issuer key id that matches its IMK-AC check value."""
-    from capsim.storage import read_card_file
-
-    profile, _state = read_card_file(card_path)
-    kid = "iss-" + profile.kcv_imk_ac.hex().upper()
-    if kid not in session.keyring:
-        raise ConfigError(
-            f"--card: the card's issuer keys ({kid}) are not registered; "
-            "run 'capsim verifier init --issuer-keys FILE' with its issuer-keys file"
-        )
-    return profile, kid
+    if create and url == default_db():
+        Path(url).parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+    chosen = keyring or _KEYRING_OPTION.get()
+    path = Path(chosen) if chosen else default_keyring(url)
+    with _open_session(
+        url,
+        keyring_path=path,
+        create=create,
+        keys=keys,
+        policy=policy,
+        allow_memory=allow_memory,
+        sealing=sealing,
+    ) as session:
+        yield session
 
 
 # ------------------------------------------------------------------------------------------------
@@ -358,6 +227,8 @@ def _operation_view(op: Operation) -> dict[str, Any]:
 
 
 def _audit_view(rec: AuditRecord) -> dict[str, Any]:
+    if rec.malformed:
+        return {"seq": rec.seq, "malformed": rec.malformed}
     e = rec.entry
     return {
         "seq": rec.seq,
@@ -374,6 +245,7 @@ def _audit_view(rec: AuditRecord) -> dict[str, Any]:
         "duration_us": e.duration_us,
         "details": dict(e.details),
         "record_hash": rec.record_hash.hex(),
+        "sealed": bool(rec.seal),
     }
 
 
@@ -404,16 +276,36 @@ def _emit_credential_state(as_json: bool, cred: Credential) -> None:
 
 
 def _db_options(func: Callable[P, R]) -> Callable[P, R]:
-    """``--db URL`` and ``--json`` on every command."""
-    func = click.option("--json", "as_json", is_flag=True, help="Print one JSON object on stdout.")(func)
-    return click.option(
+    """``--db URL``, ``--keyring FILE`` and ``--json`` on every command."""
+
+    @functools.wraps(func)
+    def wrapper(*args: Any, keyring: str | None = None, **kwargs: Any) -> Any:
+        token = _KEYRING_OPTION.set(keyring)
+        try:
+            return func(*args, **kwargs)
+        finally:
+            _KEYRING_OPTION.reset(token)
+
+    command = click.option(
+        "--keyring",
+        "keyring",
+        metavar="FILE",
+        envvar="CAPSIM_KEYRING",
+        help="Keyring file holding the audit seal key (never in the database) [default: "
+        "DB.keyring.json beside a SQLite file; in the data directory for PostgreSQL; env CAPSIM_KEYRING].",
+    )(wrapper)
+    command = click.option("--json", "as_json", is_flag=True, help="Print one JSON object on stdout.")(
+        command
+    )
+    command = click.option(
         "--db",
         "db",
         metavar="URL",
         envvar="CAPSIM_DB",
         help="Verifier database: a SQLite path, sqlite:///PATH or postgresql://… "
         "[default: verifier.db in the capsim data directory; env CAPSIM_DB].",
-    )(func)
+    )(command)
+    return cast("Callable[P, R]", command)
 
 
 _AS_OPTION = click.option(
@@ -482,16 +374,25 @@ def init_command(
     with open_session(url, create=True, policy=policy) as session:
         entries = [register_issuer_keys(session, p) for p in issuer_keys]
         with session.store.transaction() as tx:
-            keyring = _parse_keyring(tx.get_setting(KEYRING_SETTING) or "{}")
+            keyring = parse_registry(tx.get_setting(REGISTRY_SETTING) or "{}")
         pol = json.loads(session.verifier.policy.to_json())
+        kf = session.keyring_file
         obj = {
             "db": session.shown_url,
             "kind": str(parse_db_url(url).kind.value),
             "registered": [e.to_dict() for e in entries],
             "issuer_keys": [e.to_dict() for e in keyring.values()],
             "policy": pol,
+            "keyring": None if kf is None or kf.path is None else str(kf.path),
+            "audit_seal_key_id": None if kf is None else kf.seal_key_id,
+            "audit_sealed_from": None if kf is None else kf.sealed_from,
         }
         lines = [f"verifier database ready: {session.shown_url}"]
+        if kf is not None:
+            lines.append(
+                f"audit sealed from record {kf.sealed_from} with key {kf.seal_key_id} "
+                f"(keyring file {kf.path or 'in memory'}; keep a backup of it)"
+            )
         lines += [f"issuer keys {e.key_id} registered from {e.path}" for e in entries]
         if not keyring:
             lines.append("no issuer keys registered yet: add them with --issuer-keys FILE")
@@ -959,34 +860,64 @@ _lifecycle_command("revoke", "Revoke CREDENTIAL for good (terminal).")
 
 # -- audit -------------------------------------------------------------------------------------------
 @verifier.command("audit")
-@click.option("--check", is_flag=True, help="Check the hash chain instead of listing (exit 14 if broken).")
+@click.option(
+    "--check", is_flag=True, help="Check the chain and its seals instead of listing (exit 14 if broken)."
+)
+@click.option(
+    "--tip",
+    "tip_file",
+    type=click.Path(dir_okay=False, exists=True, path_type=Path),
+    help="With --check: an anchor written by --export-tip; also detect a truncated or rewritten chain.",
+)
+@click.option(
+    "--export-tip",
+    "export_tip",
+    metavar="FILE",
+    is_flag=False,
+    flag_value="-",
+    default=None,
+    help="Check the audit, then write its tip (seq, record hash, seal) to FILE (stdout without FILE); "
+    "keep it outside the database.",
+)
 @click.option("--last", "last", type=click.IntRange(1), help="Only the last N records.")
 @click.option("--credential", "credential_id", metavar="CREDENTIAL", help="Only records of this credential.")
 @_db_options
 @handle_errors
 def audit_command(
-    *, check: bool, last: int | None, credential_id: str | None, db: str | None, as_json: bool
+    *,
+    check: bool,
+    tip_file: Path | None,
+    export_tip: str | None,
+    last: int | None,
+    credential_id: str | None,
+    db: str | None,
+    as_json: bool,
 ) -> None:
-    """List the audit records, or check their hash chain (verifier.md V37-V39)."""
-    with open_session(db) as session:
-        if check:
-            records = sum(1 for _ in session.store.audit_records())
-            problems = session.verifier.check_audit()
-            obj = {
-                "records": records,
-                "intact": not problems,
-                "problems": [{"seq": p.seq, "kind": p.kind} for p in problems],
-            }
-            if as_json:
-                click.echo(json.dumps(obj, sort_keys=True))
-            elif not problems:
-                click.echo(f"audit chain intact: {records} records")
-            else:
-                for p in problems:
-                    click.echo(f"record {p.seq}: {p.kind}")
-            if problems:
-                click.echo(f"capsim: error: the audit chain is broken ({len(problems)} problems)", err=True)
-                sys.exit(int(ExitCode.INVARIANT_BROKEN))
+    """List the audit records, or check their chain and seals (verifier.md V37-V39)."""
+    if tip_file is not None:
+        check = True
+    if check and export_tip == "-":
+        raise click.UsageError("--export-tip without FILE prints the tip: it cannot be combined with --check")
+    with open_session(db, sealing="optional") as session:
+        if check or export_tip is not None:
+            tip = None
+            if tip_file is not None:
+                try:
+                    tip = AuditTip.from_json(tip_file.read_text(encoding="utf-8"))
+                except (OSError, UnicodeDecodeError) as exc:
+                    raise StateFileError(f"--tip: cannot read {tip_file} ({exc})") from None
+            report = check_audit(session, tip=tip)
+            if check:
+                _emit_check(as_json, report, tip)
+            if report.problems:
+                seqs = ", ".join(str(s) for s in sorted({p.seq for p in report.problems}))
+                n = len(report.problems)
+                raise AuditTampered(
+                    f"the audit chain is broken ({n} problem{'s' if n > 1 else ''}; records {seqs})",
+                    report.problems,
+                )
+            if export_tip is not None:
+                _export_tip(report, export_tip, as_json=as_json and not check)
             return
         recs = [
             r
@@ -1000,6 +931,9 @@ def audit_command(
         def lines() -> list[str]:
             out = []
             for r in recs:
+                if r.malformed:
+                    out.append(f"{r.seq:6}  malformed record ({r.malformed})")
+                    continue
                 e = r.entry
                 parts = [f"{r.seq:6}", r.at.isoformat(timespec="seconds"), e.event, e.outcome]
                 parts += [x for x in (e.reason, e.credential_id, e.operation_id, e.mode) if x]
@@ -1009,6 +943,62 @@ def audit_command(
             return out or ["no audit records"]
 
         _emit(as_json, {"records": views}, lines)
+
+
+def _problem_view(p: AuditProblem) -> dict[str, Any]:
+    view: dict[str, Any] = {"seq": p.seq, "kind": p.kind}
+    if p.detail:
+        view["detail"] = p.detail
+    return view
+
+
+def _emit_check(as_json: bool, report: AuditReport, tip: AuditTip | None) -> None:
+    obj = {
+        "records": report.records,
+        "intact": report.intact,
+        "problems": [_problem_view(p) for p in report.problems],
+        "sealed_from": report.sealed_from,
+        "tip": None if tip is None else tip.seq,
+    }
+
+    def lines() -> list[str]:
+        if report.problems:
+            return [
+                f"record {p.seq}: {p.kind}" + (f" ({p.detail})" if p.detail else "") for p in report.problems
+            ]
+        out = [f"audit chain intact: {report.records} records"]
+        if report.sealed_from is None:
+            out.append("the audit is not sealed: run 'capsim verifier init' to start sealing it")
+        else:
+            out.append(f"sealed from record {report.sealed_from}")
+        if tip is not None:
+            out.append(f"the exported tip (record {tip.seq}) is present and unchanged")
+        return out
+
+    _emit(as_json, obj, lines)
+
+
+def _export_tip(report: AuditReport, target: str, *, as_json: bool) -> None:
+    if report.last is None:
+        raise ValidationError("--export-tip: the audit is empty; there is nothing to anchor")
+    tip = AuditTip.of(report.last)
+    text = tip.to_json()
+    if target == "-":
+        click.echo(text, nl=False)
+        return
+    path = Path(target)
+    tmp = path.with_name(f".{path.name}.{secrets.token_hex(6)}.tmp")
+    try:
+        tmp.write_text(text, encoding="utf-8")
+        os.replace(tmp, path)
+    except OSError as exc:
+        tmp.unlink(missing_ok=True)
+        raise StateFileError(f"--export-tip: cannot write {path} ({exc.strerror})") from None
+    _emit(
+        as_json,
+        {"tip": json.loads(text), "file": str(path)},
+        [f"audit tip exported: record {tip.seq} to {path}"],
+    )
 
 
 # ------------------------------------------------------------------------------------------------

@@ -230,29 +230,29 @@ class _Scan:
     error: str = ""
 
 
-def _scan_keywords(text: str) -> _Scan:
-    """Split ``text`` as libpq's ``conninfo_parse`` does (module docstring, rule 2)."""
+def _scan_keywords(conninfo: str) -> _Scan:
+    """Split ``conninfo`` as libpq's ``conninfo_parse`` does (module docstring, rule 2)."""
     pairs: list[_Pair] = []
-    i, n = 0, len(text)
+    i, n = 0, len(conninfo)
     while True:
-        while i < n and text[i] in _WS:
+        while i < n and conninfo[i] in _WS:
             i += 1
         if i >= n:
             return _Scan(tuple(pairs))
         start = i
-        while i < n and text[i] != "=" and text[i] not in _WS:
+        while i < n and conninfo[i] != "=" and conninfo[i] not in _WS:
             i += 1
         key_end = i
-        while i < n and text[i] in _WS:
+        while i < n and conninfo[i] in _WS:
             i += 1
-        if i >= n or text[i] != "=":
+        if i >= n or conninfo[i] != "=":
             return _Scan(tuple(pairs), start, "a word without '='")
         i += 1
-        while i < n and text[i] in _WS:
+        while i < n and conninfo[i] in _WS:
             i += 1
         value_start = i
         chars: list[str] = []
-        quoted = i < n and text[i] == "'"
+        quoted = i < n and conninfo[i] == "'"
         if quoted:
             i += 1
         while True:
@@ -260,10 +260,10 @@ def _scan_keywords(text: str) -> _Scan:
                 if quoted:
                     return _Scan(tuple(pairs), start, "an unterminated quoted value")
                 break
-            char = text[i]
+            char = conninfo[i]
             if char == "\\":
                 if i + 1 < n:
-                    chars.append(text[i + 1])
+                    chars.append(conninfo[i + 1])
                 i += 2
                 continue
             if (quoted and char == "'") or (not quoted and char in _WS):
@@ -271,7 +271,7 @@ def _scan_keywords(text: str) -> _Scan:
                 break
             chars.append(char)
             i += 1
-        pairs.append(_Pair(text[start:key_end], "".join(chars), start, value_start, min(i, n)))
+        pairs.append(_Pair(conninfo[start:key_end], "".join(chars), start, value_start, min(i, n)))
 
 
 @functools.cache

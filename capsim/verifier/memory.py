@@ -29,7 +29,15 @@ from datetime import UTC, datetime
 from typing import Any, Final
 
 from capsim.errors import TemporaryFailure, ValidationError
-from capsim.verifier.audit import GENESIS_HASH, AuditEntry, AuditRecord, seal
+from capsim.verifier.audit import (
+    GENESIS_HASH,
+    AuditEntry,
+    AuditRecord,
+    AuditSealer,
+    KeyedSealer,
+    resolve_sealer,
+    seal,
+)
 from capsim.verifier.model import (
     ACTIVE_STATES,
     Acceptance,
@@ -101,14 +109,18 @@ class MemoryStore:
         return f"<MemoryStore credentials={len(self.credentials)} audit={len(self.audit)}>"
 
     @contextmanager
-    def transaction(self, *, lock_timeout: float | None = None) -> Iterator[_MemoryTransaction]:
-        """Open one transaction (module docstring, rules 1–3)."""
+    def transaction(
+        self, *, lock_timeout: float | None = None, sealer: AuditSealer | None = None
+    ) -> Iterator[_MemoryTransaction]:
+        """Open one transaction (module docstring, rules 1–3); ``sealer`` seals its audit records."""
         if self._closed:
             raise TemporaryFailure("store is closed")
+        keyed = resolve_sealer(sealer)
         timeout = self._default_timeout if lock_timeout is None else lock_timeout
         if not self._lock.acquire(timeout=max(timeout, 0.0)):
             raise TemporaryFailure("store lock not granted within lock_timeout")
         tx = _MemoryTransaction(self, self._clock())
+        tx.sealer = keyed
         try:
             yield tx
         except BaseException:
@@ -119,9 +131,9 @@ class MemoryStore:
             self._lock.release()
 
     def audit_records(self, *, after_seq: int = 0) -> Iterator[AuditRecord]:
-        """Committed audit records after ``after_seq``, in order (a snapshot)."""
+        """Committed audit records after ``after_seq``, in order (a snapshot, seals included)."""
         with self._lock:
-            records = list(self.audit[after_seq:]) if after_seq >= 0 else list(self.audit)
+            records = [r for r in self.audit if r.seq > after_seq]
         yield from records
 
     def close(self) -> None:
@@ -139,6 +151,7 @@ class _MemoryTransaction:
         self._now = now
         self._undo: list[tuple[Any, Any, Any]] = []
         self.active = True
+        self.sealer: KeyedSealer | None = None
 
     # -- helpers -------------------------------------------------------------------------
     def _check(self) -> None:
@@ -377,7 +390,8 @@ class _MemoryTransaction:
         self._check()
         audit = self._s.audit
         prev = audit[-1].record_hash if audit else GENESIS_HASH
-        record = seal(entry, seq=len(audit) + 1, at=self._now, prev_hash=prev)
+        seq = audit[-1].seq + 1 if audit else 1
+        record = seal(entry, seq=seq, at=self._now, prev_hash=prev, sealer=self.sealer)
         audit.append(record)
         self._undo.append((_ListTail(audit), None, _MISSING))
         return record

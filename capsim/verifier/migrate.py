@@ -3,12 +3,13 @@
 Theory of operation
 -------------------
 1. Migrations are numbered SQL files shipped in the package, one directory per engine:
-   ``capsim/verifier/migrations/<engine>/NNNN_<name>.sql``. Numbers start at 1 and have no
-   gaps; ``head`` is the highest number. A released file is never edited: a schema change is
-   a new file.
+   ``capsim/verifier/migrations/<engine>/NNNN_<name>.sql``. Numbers start at 1 and increase;
+   a number may be skipped (reserved by a change released separately); ``head`` is the
+   highest number. A released file is never edited: a schema change is a new file.
 2. The database records what it has applied in ``capsim_schema_migrations`` (one row per
    applied migration: version, name, time). The schema version is the highest recorded
-   version, 0 for an empty database.
+   version, 0 for an empty database. Every shipped migration that is not recorded yet (up to
+   the target) is applied, in number order, so a skipped number shipped later still runs.
 3. Every migration runs in **one** transaction together with the row that stamps it, so a
    migration that fails part-way leaves neither half-made objects nor a new stamp behind
    (both engines have transactional DDL). The failure is raised as :class:`VerifierError`
@@ -54,6 +55,7 @@ VERSION_TABLE = "capsim_schema_migrations"
 """Name of the table that stamps applied migrations."""
 
 _SELECT_VERSION = f"SELECT coalesce(max(version), 0) FROM {VERSION_TABLE}"  # noqa: S608 constant name
+_SELECT_RECORDED = f"SELECT version FROM {VERSION_TABLE}"  # noqa: S608 constant name
 _INSERT_VERSION = f"INSERT INTO {VERSION_TABLE} (version, name) VALUES (%s, %s)"  # noqa: S608 constant name
 _FILE_RE = re.compile(r"^(\d{4})_([a-z0-9_]+)\.sql$")
 # An arbitrary constant key for pg_advisory_xact_lock: "capsim" in ASCII.
@@ -100,12 +102,12 @@ def load_migrations(engine: Engine | str) -> tuple[Migration, ...]:
     Returns
     -------
     tuple of Migration
-        Numbered 1..head without gaps.
+        In increasing number order (a number may be skipped).
 
     Examples
     --------
     >>> ms = load_migrations("sqlite")
-    >>> [m.version for m in ms] == list(range(1, len(ms) + 1))
+    >>> ms[0].version == 1 and all(a.version < b.version for a, b in zip(ms, ms[1:]))
     True
     """
     eng = _engine(engine)
@@ -190,7 +192,7 @@ def upgrade(
     head = ms[-1].version if ms else 0
     if target is None:
         target = head
-    if isinstance(target, bool) or not isinstance(target, int) or not 0 <= target <= head:
+    if isinstance(target, bool) or not isinstance(target, int) or target not in {0, *(m.version for m in ms)}:
         raise ValidationError(f"target must be an int in 0..{head} (a shipped migration), got {target!r}")
     if engine is Engine.SQLITE:
         assert isinstance(conn, sqlite3.Connection)
@@ -211,11 +213,18 @@ def _engine(engine: Engine | str) -> Engine:
 
 
 def _check_sequence(ms: Sequence[Migration]) -> None:
+    previous = 0
     for i, m in enumerate(ms, start=1):
-        if m.version != i:
+        if m.version <= previous:
             raise ConfigError(
-                f"migrations must be numbered 1..N without gaps; found {m.version} at position {i}"
+                f"migrations must be numbered upwards from 1; found {m.version} at position {i}"
             )
+        previous = m.version
+
+
+def _pending(ms: Sequence[Migration], recorded: set[int], target: int) -> Migration | None:
+    """The first shipped migration up to ``target`` that the database has not recorded."""
+    return next((m for m in ms if m.version <= target and m.version not in recorded), None)
 
 
 def _newer(found: int, head: int) -> ConfigError:
@@ -258,14 +267,14 @@ def _upgrade_sqlite(
                 " name TEXT NOT NULL,"
                 " applied_at TEXT NOT NULL DEFAULT (strftime('%Y-%m-%dT%H:%M:%fZ','now')))"
             )
-            (ver,) = conn.execute(_SELECT_VERSION).fetchone()
-            ver = int(ver)
+            recorded = {int(r[0]) for r in conn.execute(_SELECT_RECORDED).fetchall()}
+            ver = max(recorded, default=0)
             if ver > head:
                 raise _newer(ver, head)
-            if ver >= target:
+            m = _pending(ms, recorded, target)
+            if m is None:
                 conn.execute("COMMIT")
                 return tuple(applied)
-            m = ms[ver]
             try:
                 for stmt in _sqlite_statements(m.sql):
                     conn.execute(stmt)
@@ -299,13 +308,14 @@ def _upgrade_postgres(
                 f"CREATE TABLE IF NOT EXISTS {VERSION_TABLE} (version integer PRIMARY KEY,"
                 " name text NOT NULL, applied_at timestamptz NOT NULL DEFAULT now())"
             )
-            row = conn.execute(_SELECT_VERSION).fetchone()
-            ver = int(row[0]) if row else 0
+            recorded = {int(r[0]) for r in conn.execute(_SELECT_RECORDED).fetchall()}
+            ver = max(recorded, default=0)
             if ver > head:
                 raise _newer(ver, head)
-            if ver >= target:
+            pending = _pending(ms, recorded, target)
+            if pending is None:
                 break
-            m = ms[ver]
+            m = pending
             try:
                 conn.execute(m.sql.encode())
                 conn.execute(_INSERT_VERSION, (m.version, m.name))

@@ -23,7 +23,10 @@ Theory of operation
    chains the record (``sha256`` in the server over the canonical encoding built here) and
    inserts it; the hash is re-checked with :func:`capsim.verifier.audit.seal`. Audit appends,
    which every transaction makes, are thus serialised only from that statement to COMMIT, and
-   the tip never takes part in a lock cycle.
+   the tip never takes part in a lock cycle. A sealed transaction computes each record's keyed
+   seal here and sends the ``cap_audit_seal`` insert *pipelined with COMMIT* (psycopg pipeline
+   mode: both statements in one round trip), so sealing adds no round trip; if the insert
+   fails, the COMMIT is skipped and the transaction rolled back.
 5. **Errors.** SQLSTATE 55P03 (lock not granted within ``lock_timeout``), 40P01, 40001, a
    lost connection or any other server or driver error raises
    :class:`~capsim.errors.TemporaryFailure` after the transaction is rolled back; a
@@ -51,7 +54,15 @@ from typing import Any
 
 from capsim.errors import ConfigError, TemporaryFailure, ValidationError
 from capsim.verifier import migrate as _migrate
-from capsim.verifier.audit import AuditEntry, AuditRecord, canonical_bytes, seal
+from capsim.verifier.audit import (
+    AuditEntry,
+    AuditRecord,
+    AuditSealer,
+    canonical_bytes,
+    malformed_record,
+    resolve_sealer,
+    seal,
+)
 from capsim.verifier.dburl import redact_db_url
 from capsim.verifier.model import Changes, Snapshot
 from capsim.verifier.sqlite import _SELECT_OPERATION, _SELECT_REQUEST, SqlTransactionBase
@@ -108,6 +119,7 @@ class _PgTransaction(SqlTransactionBase):
         self._timeout_ms = timeout_ms
         self._begun = False
         self.active = True
+        self.pending_seals: list[AuditRecord] = []
 
     # -- the lazy BEGIN (module docstring, rule 1) ------------------------------------------------
     def _begin_statements(self) -> list[tuple[str, Sequence[Any]]]:
@@ -250,10 +262,16 @@ class _PgTransaction(SqlTransactionBase):
 
     def _audit_result(self, entry: AuditEntry, rows: list[tuple[Any, ...]]) -> AuditRecord:
         seq, prev, digest = int(rows[0][0]), bytes(rows[0][1]), bytes(rows[0][2])
-        record = seal(entry, seq=seq, at=self._now, prev_hash=prev)
+        record = seal(entry, seq=seq, at=self._now, prev_hash=prev, sealer=self.sealer)
         if not hmac.compare_digest(record.record_hash, digest):
             raise TemporaryFailure("audit chain hash computed by the server differs; rolled back")
+        if record.seal:
+            self._insert_seal(record)
         return record
+
+    def _insert_seal(self, record: AuditRecord) -> None:
+        """Queue the seal: it is inserted in the COMMIT round trip (module docstring, rule 4)."""
+        self.pending_seals.append(record)
 
     def _append_audit_slow(self, entry: AuditEntry) -> AuditRecord:  # pragma: no cover
         """The three-statement form: lock the tip, chain in Python, insert and move the tip."""
@@ -479,12 +497,17 @@ class PostgresStore:
 
     # -- Store protocol ---------------------------------------------------------------------------
     @contextmanager
-    def transaction(self, *, lock_timeout: float | None = None) -> Iterator[SqlTransactionBase]:
-        """One READ COMMITTED transaction (commit on normal exit, rollback on exception)."""
+    def transaction(
+        self, *, lock_timeout: float | None = None, sealer: AuditSealer | None = None
+    ) -> Iterator[SqlTransactionBase]:
+        """One READ COMMITTED transaction (commit on normal exit, rollback on exception);
+        ``sealer`` seals its audit records (module docstring, rule 4)."""
+        keyed = resolve_sealer(sealer)
         timeout = self._default_timeout if lock_timeout is None else lock_timeout
         _check_seconds("lock_timeout", timeout)
         tx = _PgTransaction(self, self._acquire(), max(1, round(timeout * 1000)))
         try:
+            tx.sealer = keyed
             try:
                 yield tx
             except BaseException:
@@ -494,7 +517,7 @@ class PostgresStore:
                 raise
             tx.active = False
             if tx._begun:
-                self._commit(tx._conn)
+                self._commit(tx._conn, tx.pending_seals)
         finally:
             conn = tx._conn
             if conn.info.transaction_status not in (
@@ -513,7 +536,7 @@ class PostgresStore:
             _log.warning("rollback failed; discarding the connection")
             conn.close()
 
-    def _commit(self, conn: psycopg.Connection[Any]) -> None:
+    def _commit(self, conn: psycopg.Connection[Any], seals: Sequence[AuditRecord] = ()) -> None:
         hook = self.fault_hook
         try:
             if hook is not None:
@@ -522,7 +545,10 @@ class PostgresStore:
             # the connection died before COMMIT was sent: the server rolls back
             raise _map_error(exc, context="commit") from exc
         try:
-            conn.execute(b"COMMIT")
+            if seals:
+                _commit_with_seals(conn, seals)
+            else:
+                conn.execute(b"COMMIT")
             if hook is not None:
                 hook("after", "COMMIT", conn)
         except (psycopg.OperationalError, psycopg.InterfaceError) as exc:
@@ -533,20 +559,43 @@ class PostgresStore:
             raise _map_error(exc, context="commit") from exc
 
     def audit_records(self, *, after_seq: int = 0) -> Iterator[AuditRecord]:
-        """Committed audit records after ``after_seq``, in order, read in pages."""
+        """Committed audit records after ``after_seq``, in order, read in pages, with their seals.
+
+        A page with a value the driver cannot load (a tampered column, e.g. an infinite
+        timestamp) is read again row by row; each unloadable row becomes a ``malformed`` record.
+        """
         last = after_seq
         while True:
             conn = self._acquire()
             try:
                 tx = _PgTransaction(self, conn, 1000)
                 tx._begun = True  # autocommit reads: no transaction needed
-                page = tx.audit_page(last, 500)
+                try:
+                    page = tx.audit_page(last, 500)
+                except ValidationError:
+                    page = self._audit_page_by_row(tx, last, 500)
             finally:
                 self._release(conn)
             yield from page
             if len(page) < 500:
                 return
             last = page[-1].seq
+
+    def _audit_page_by_row(self, tx: _PgTransaction, after_seq: int, limit: int) -> list[AuditRecord]:
+        seqs = tx._rows("SELECT seq FROM cap_audit WHERE seq > ? ORDER BY seq LIMIT ?", (after_seq, limit))
+        page: list[AuditRecord] = []
+        for (seq,) in seqs:
+            try:
+                page += tx.audit_page(int(seq) - 1, 1)
+            except ValidationError as exc:
+                hashes = tx._one("SELECT prev_hash, record_hash FROM cap_audit WHERE seq = ?", (seq,))
+                prev, digest = hashes if hashes is not None else (b"", b"")
+                page.append(
+                    malformed_record(
+                        int(seq), f"a column cannot be loaded ({exc})", prev_hash=prev, record_hash=digest
+                    )
+                )
+        return page
 
     def close(self) -> None:
         """Close the pooled connections; later transactions raise :class:`TemporaryFailure`."""
@@ -557,6 +606,24 @@ class PostgresStore:
             except queue.Empty:
                 return
             conn.close()
+
+
+_INSERT_SEAL = "INSERT INTO cap_audit_seal (seq, key_id, seal) VALUES "
+
+
+def _commit_with_seals(conn: psycopg.Connection[Any], seals: Sequence[AuditRecord]) -> None:
+    """Insert the transaction's audit seals and COMMIT in one round trip (pipeline mode).
+
+    An insert error skips the pipelined COMMIT (the server aborts the rest of the pipeline) and
+    is raised here; the transaction is then rolled back by the caller.
+    """
+    values = ", ".join(["(%s, %s, %s)"] * len(seals))
+    params: list[Any] = []
+    for rec in seals:
+        params += [rec.seq, rec.seal_key_id, rec.seal]
+    with conn.pipeline():
+        conn.execute((_INSERT_SEAL + values).encode(), params)
+        conn.execute(b"COMMIT")
 
 
 def _check_seconds(name: str, value: object) -> None:

@@ -20,6 +20,10 @@ Theory of operation (:class:`SoftwareProvider`)
 4. Key bytes live only inside :class:`SecretKey` objects, whose ``repr``/``str`` show no key
    material and which refuse pickling and copying (V40). The provider itself refuses pickling
    too. Errors name key *ids*, never key bytes or PANs.
+5. The audit seal key (:mod:`capsim.verifier.audit`, rule 4) is handed over by the provider's
+   owner (:meth:`SoftwareProvider.set_audit_seal_key`; the CLI reads it from its keyring file)
+   and used only through :meth:`~CryptogramProvider.audit_seal` (HMAC-SHA-256). Without one,
+   :meth:`~CryptogramProvider.audit_seal_key_id` is ``None`` and records are written unsealed.
 
 >>> p = SoftwareProvider()
 >>> p.add_issuer_keys("bank", imk_ac=bytes.fromhex("0123456789ABCDEFFEDCBA9876543210"))
@@ -186,6 +190,15 @@ class CryptogramProvider(Protocol):
         """A reference to a throw-away key, for the equal-cost dummy evaluation (V30)."""
         ...
 
+    def audit_seal_key_id(self) -> str | None:
+        """The id of the key that seals audit records, or ``None`` (records stay unsealed)."""
+        ...
+
+    def audit_seal(self, message: bytes) -> bytes:
+        """HMAC-SHA-256 of ``message`` under the audit seal key (32 bytes); an HSM computes it
+        with a token key. :class:`~capsim.errors.ConfigError` when there is no seal key."""
+        ...
+
 
 class _IssuerKeys:
     __slots__ = ("ac", "smc", "smi", "token")
@@ -255,6 +268,10 @@ class SoftwareProvider:
         self._cache_size = cache_size
         self._lock = threading.Lock()
         self._dummy = SecretKey(secrets.token_bytes(16))
+        self._seal_key: SecretKey | None = None
+        self._seal_key_id: str | None = None
+        self._seal_inner = hashlib.sha256()
+        self._seal_outer = hashlib.sha256()
 
     def __repr__(self) -> str:
         return f"<SoftwareProvider issuers={sorted(self._issuers)} cards={len(self._cards)}>"
@@ -457,3 +474,39 @@ class SoftwareProvider:
     def dummy_key_ref(self) -> str:
         """See :meth:`CryptogramProvider.dummy_key_ref`."""
         return _DUMMY_REF
+
+    # -- audit seal ------------------------------------------------------------------------------
+    def set_audit_seal_key(self, key_id: str, key: bytes) -> None:
+        """Hand over the audit seal key (32 random bytes, e.g. from the CLI keyring file).
+
+        >>> p = SoftwareProvider()
+        >>> p.audit_seal_key_id() is None
+        True
+        >>> p.set_audit_seal_key("aud-1", bytes(32))
+        >>> p.audit_seal_key_id(), p.audit_seal(b"record") == hmac.digest(bytes(32), b"record", "sha256")
+        ('aud-1', True)
+        """
+        kid = _key_id(key_id)
+        if not isinstance(key, bytes | bytearray) or len(key) != 32:
+            raise ValidationError("audit seal key: expected 32 bytes")
+        self._seal_key = SecretKey(bytes(key))
+        self._seal_key_id = kid
+        # HMAC's keyed inner and outer SHA-256 states, computed once (RFC 2104): each seal then
+        # costs two state copies and two short hashes
+        block = bytes(key).ljust(64, b"\x00")
+        self._seal_inner = hashlib.sha256(bytes(b ^ 0x36 for b in block))
+        self._seal_outer = hashlib.sha256(bytes(b ^ 0x5C for b in block))
+
+    def audit_seal_key_id(self) -> str | None:
+        """See :meth:`CryptogramProvider.audit_seal_key_id`."""
+        return self._seal_key_id
+
+    def audit_seal(self, message: bytes) -> bytes:
+        """See :meth:`CryptogramProvider.audit_seal`."""
+        if self._seal_key is None:
+            raise ConfigError("audit seal: this provider holds no audit seal key")
+        inner = self._seal_inner.copy()
+        inner.update(message)
+        outer = self._seal_outer.copy()
+        outer.update(inner.digest())
+        return outer.digest()

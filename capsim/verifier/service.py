@@ -333,7 +333,14 @@ class Verifier:
         failure too, except for ``verify``/``resync``, which turn it into the uniform reject.
         """
         try:
-            with self._store.transaction(lock_timeout=self._lock_timeout()) as tx:
+            # the provider seals the audit records when it holds a seal key (audit.py rule 4);
+            # the keyword is passed only then, so stores that predate it keep working unsealed
+            seal_key = getattr(self._provider, "audit_seal_key_id", None)
+            if seal_key is not None and seal_key() is not None:
+                opened = self._store.transaction(lock_timeout=self._lock_timeout(), sealer=self._provider)
+            else:
+                opened = self._store.transaction(lock_timeout=self._lock_timeout())
+            with opened as tx:
                 yield tx
         except _ConflictError:
             if keep_conflict:
@@ -1362,7 +1369,13 @@ class Verifier:
     ) -> None:
         """V22: the audit of a failed transaction, written in a separate one, best effort."""
         try:
-            with self._store.transaction(lock_timeout=self.policy.lock_timeout_s) as tx:
+            timeout = self.policy.lock_timeout_s
+            seal_key = getattr(self._provider, "audit_seal_key_id", None)
+            if seal_key is not None and seal_key() is not None:
+                opened = self._store.transaction(lock_timeout=timeout, sealer=self._provider)
+            else:
+                opened = self._store.transaction(lock_timeout=timeout)
+            with opened as tx:
                 tx.append_audit(
                     self._entry(
                         event=event,

@@ -49,7 +49,16 @@ from typing import Any, ClassVar, Final
 from capsim.errors import ConfigError, TemporaryFailure, ValidationError
 from capsim.verifier import migrate as _migrate
 from capsim.verifier import sqlitefile as _sqlitefile
-from capsim.verifier.audit import GENESIS_HASH, AuditEntry, AuditRecord, seal
+from capsim.verifier.audit import (
+    GENESIS_HASH,
+    AuditEntry,
+    AuditRecord,
+    AuditSealer,
+    KeyedSealer,
+    malformed_record,
+    resolve_sealer,
+    seal,
+)
 from capsim.verifier.model import (
     Acceptance,
     ActivationRecord,
@@ -102,6 +111,9 @@ _AUDIT_COLS: Final = (
 )  # fmt: skip
 
 
+_AUDIT_SELECT: Final = ", ".join([*(f"a.{c}" for c in _AUDIT_COLS), "s.key_id", "s.seal"])
+
+
 def _cols(cols: Sequence[str]) -> str:
     return ", ".join(cols)
 
@@ -125,6 +137,15 @@ _INSERT_REQUEST: Final = (
     f"INSERT INTO cap_request ({_cols(_REQ_COLS)}) VALUES (?, ?, ?, ?, ?, ?, ?)"  # noqa: S608 constant
     " ON CONFLICT DO NOTHING"
 )
+
+
+def _need(condition: bool, problem: str) -> None:
+    if not condition:
+        raise ValueError(problem)
+
+
+def _is_int(value: object) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
 
 
 def _utcnow() -> datetime:
@@ -167,6 +188,8 @@ class SqlTransactionBase(ABC):
     PLACEHOLDER: ClassVar[str] = "?"
     FOR_UPDATE: ClassVar[str] = ""
     _sql_cache: ClassVar[dict[str, str]]
+    #: Seals the audit records of this transaction (set by the store; ``None``: unsealed).
+    sealer: KeyedSealer | None = None
 
     def __init__(self, now: datetime) -> None:
         if now.tzinfo is None:
@@ -666,7 +689,7 @@ class SqlTransactionBase(ABC):
 
     def append_audit(self, entry: AuditEntry) -> AuditRecord:
         seq, prev = self._audit_tip()
-        record = seal(entry, seq=seq + 1, at=self._now, prev_hash=prev)
+        record = seal(entry, seq=seq + 1, at=self._now, prev_hash=prev, sealer=self.sealer)
         e = record.entry
         marks = ", ".join("?" * len(_AUDIT_COLS))
         self._insert_audit(
@@ -691,10 +714,45 @@ class SqlTransactionBase(ABC):
                 record.record_hash,
             ),
         )
+        if record.seal:
+            self._insert_seal(record)
         return record
 
+    def _insert_seal(self, record: AuditRecord) -> None:
+        """Store the record's keyed seal (PostgreSQL defers it to the COMMIT round trip)."""
+        self._count(
+            "INSERT INTO cap_audit_seal (seq, key_id, seal) VALUES (?, ?, ?)",
+            (record.seq, record.seal_key_id, record.seal),
+        )
+
     def _audit_record(self, row: tuple[Any, ...]) -> AuditRecord:
-        v = dict(zip(_AUDIT_COLS, row, strict=True))
+        """Decode one audit row (with its seal columns); never raises on a tampered row: a value
+        that no writer produces gives a record with ``malformed`` naming the column."""
+        v = dict(zip((*_AUDIT_COLS, "seal_key_id", "seal"), row, strict=True))
+        seq = int(v["seq"])
+        column = "at"
+        try:
+            at = self._dec_time(v["at"])
+            for column in ("event", "outcome", "reason", "node"):
+                _need(isinstance(v[column], str), "not text")
+            for column in ("request_id", "credential_id", "operation_id", "mode"):
+                _need(v[column] is None or isinstance(v[column], str), "not text")
+            for column in ("atc", "duration_us"):
+                value = v[column]
+                _need((value is None and column == "atc") or _is_int(value), "not an integer")
+            for column in ("txn_digest", "prev_hash", "record_hash"):
+                _need(isinstance(v[column], bytes | bytearray | memoryview), "not bytes")
+            column = "details"
+            details = self._dec_json(v["details"])
+            _need(isinstance(details, dict), "not a JSON object")
+            _need(all(isinstance(k, str) and isinstance(x, str) for k, x in details.items()), "not strings")
+            column = "seal"
+            _need(v["seal"] is None or isinstance(v["seal"], bytes | bytearray | memoryview), "not bytes")
+            _need(v["seal_key_id"] is None or isinstance(v["seal_key_id"], str), "not text")
+        except (ValueError, TypeError, OverflowError, AttributeError) as exc:
+            return malformed_record(
+                seq, f"{column}: {exc}", prev_hash=v["prev_hash"], record_hash=v["record_hash"]
+            )
         entry = AuditEntry(
             event=v["event"],
             outcome=v["outcome"],
@@ -706,21 +764,24 @@ class SqlTransactionBase(ABC):
             atc=v["atc"],
             txn_digest=self._dec_bytes(v["txn_digest"]),
             node=v["node"],
-            duration_us=int(v["duration_us"]),
-            details={str(k): str(x) for k, x in self._dec_json(v["details"]).items()},
+            duration_us=v["duration_us"],
+            details=details,
         )
         return AuditRecord(
-            seq=int(v["seq"]),
-            at=self._dec_time(v["at"]),
+            seq=seq,
+            at=at,
             entry=entry,
             prev_hash=self._dec_bytes(v["prev_hash"]),
             record_hash=self._dec_bytes(v["record_hash"]),
+            seal=b"" if v["seal"] is None else self._dec_bytes(v["seal"]),
+            seal_key_id=v["seal_key_id"] or "",
         )
 
     def audit_page(self, after_seq: int, limit: int) -> list[AuditRecord]:
-        """Up to ``limit`` audit records with ``seq > after_seq``, in order."""
+        """Up to ``limit`` audit records with ``seq > after_seq``, in order, with their seals."""
         rows = self._rows(
-            f"SELECT {_cols(_AUDIT_COLS)} FROM cap_audit WHERE seq > ? ORDER BY seq LIMIT ?",  # noqa: S608
+            f"SELECT {_AUDIT_SELECT} FROM cap_audit a LEFT JOIN cap_audit_seal s ON s.seq = a.seq"  # noqa: S608
+            " WHERE a.seq > ? ORDER BY a.seq LIMIT ?",
             (after_seq, limit),
         )
         return [self._audit_record(r) for r in rows]
@@ -956,8 +1017,12 @@ class SqliteStore:
         return conn
 
     @contextmanager
-    def transaction(self, *, lock_timeout: float | None = None) -> Iterator[SqlTransactionBase]:
-        """``BEGIN IMMEDIATE`` … ``COMMIT`` (rollback on exception); see the module docstring."""
+    def transaction(
+        self, *, lock_timeout: float | None = None, sealer: AuditSealer | None = None
+    ) -> Iterator[SqlTransactionBase]:
+        """``BEGIN IMMEDIATE`` … ``COMMIT`` (rollback on exception); see the module docstring.
+        ``sealer`` seals the audit records appended in it (:mod:`.store` rule 7)."""
+        keyed = resolve_sealer(sealer)
         timeout = self._default_timeout if lock_timeout is None else lock_timeout
         if isinstance(timeout, bool) or not isinstance(timeout, int | float) or timeout < 0:
             raise ValidationError(f"lock_timeout must be a number of seconds >= 0, got {lock_timeout!r}")
@@ -978,6 +1043,7 @@ class SqliteStore:
             except sqlite3.Error as exc:
                 raise TemporaryFailure("SQLite write lock not granted within lock_timeout") from exc
             tx = _SqliteTransaction(conn, self._clock())
+            tx.sealer = keyed
             try:
                 yield tx
             except BaseException:

@@ -35,7 +35,12 @@ Transaction semantics (every implementation must honour them)
 7. **Audit in the same transaction.** :meth:`StoreTransaction.append_audit` chains the entry
    (:func:`capsim.verifier.audit.seal`) after the newest record and inserts it; it commits or
    rolls back with the state change it describes (V37). Appenders are serialised (PostgreSQL:
-   lock the chain head row ``FOR UPDATE`` as the *last* lock of the transaction).
+   lock the chain head row ``FOR UPDATE`` as the *last* lock of the transaction). When the
+   transaction was opened with a ``sealer`` (:class:`~capsim.verifier.audit.AuditSealer`,
+   normally the key provider), each record is also sealed (:mod:`capsim.verifier.audit` rule
+   4) and its seal stored in the same transaction, in an insert-only table; ``sealer=None``
+   writes unsealed records. :meth:`Store.audit_records` returns records with their seals and
+   never fails on a row it cannot decode (it yields it with ``malformed`` set).
 8. **Commit outcome.** If the commit outcome is unknown (connection lost during COMMIT),
    :meth:`Store.transaction` raises :class:`~capsim.errors.TemporaryFailure`; a retry with the
    same ``request_id`` then finds the recorded outcome (V23). Any other storage error may
@@ -57,7 +62,7 @@ from contextlib import AbstractContextManager
 from datetime import datetime
 from typing import Protocol, runtime_checkable
 
-from capsim.verifier.audit import AuditEntry, AuditRecord
+from capsim.verifier.audit import AuditEntry, AuditRecord, AuditSealer
 from capsim.verifier.model import (
     Acceptance,
     ActivationRecord,
@@ -256,17 +261,21 @@ class StoreTransaction(Protocol):
 class Store(Protocol):
     """A transactional verifier store (see the module docstring for the rules)."""
 
-    def transaction(self, *, lock_timeout: float | None = None) -> AbstractContextManager[StoreTransaction]:
+    def transaction(
+        self, *, lock_timeout: float | None = None, sealer: AuditSealer | None = None
+    ) -> AbstractContextManager[StoreTransaction]:
         """Open one transaction: commit on normal exit, roll back on exception.
 
         ``lock_timeout`` is in seconds (``None``: the store's default, 2 s for PostgreSQL).
-        Raises :class:`~capsim.errors.TemporaryFailure` on a lock timeout or an unknown
-        commit outcome.
+        ``sealer`` seals the audit records appended in it (module docstring, rule 7; ``None``:
+        unsealed). Raises :class:`~capsim.errors.TemporaryFailure` on a lock timeout or an
+        unknown commit outcome.
         """
         ...
 
     def audit_records(self, *, after_seq: int = 0) -> Iterator[AuditRecord]:
-        """Committed audit records with ``seq > after_seq``, in sequence order (for the checker)."""
+        """Committed audit records with ``seq > after_seq``, in sequence order, with their seals
+        (for the checker). A row that cannot be decoded comes back with ``malformed`` set."""
         ...
 
     def close(self) -> None:

@@ -7,11 +7,14 @@ point, once through the installed ``capsim`` executable.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
+import random
 import sqlite3
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -19,7 +22,8 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from capsim.cli._common import ExitCode
-from capsim.storage import load_issuer_keys, read_card_file
+from capsim.crypto import key_check_value
+from capsim.storage import IssuerKeys, load_issuer_keys, read_card_file, save_issuer_keys
 from tests.cli.helpers import PIN, Cli, Run, World, make_world
 from tests.verifier.pgcluster import PgCluster, migrated_template, pg_cluster
 
@@ -232,7 +236,11 @@ def test_admin_activation_of_a_pending_credential(tmp_path: Path) -> None:
     cid = run.json()["credential_id"]
     run = world.v("credential", "activate", cid, "--as", "bob")  # bob is no administrator
     assert run.exit_code == ExitCode.INVALID_INPUT
-    assert world.v("credential", "activate", cid, "--as", "alice", "--json").json()["state"] == "active"
+    # a customer administrator may not activate a card without its first code: the bank may
+    run = world.v("credential", "activate", cid, "--as", "alice")
+    assert run.exit_code == ExitCode.INVALID_INPUT
+    assert "may not activate without a first code" in run.stderr
+    assert world.v("credential", "activate", cid, "--json").json()["state"] == "active"
     assert world.verify(cid, world.code("identify")).exit_code == 0
 
 
@@ -366,6 +374,63 @@ def test_moved_or_changed_issuer_keys_file_is_a_state_error(world: World) -> Non
     assert world.verify(cid, world.code("identify")).exit_code == 0
 
 
+def _replace_keys_file(path: Path, keys: IssuerKeys) -> None:
+    path.unlink()
+    save_issuer_keys(path, keys)
+
+
+def test_keys_file_with_another_imk_smi_is_refused(world: World) -> None:
+    """The IMK-AC (and so the key id) is unchanged; only IMK-SMI differs: exit 12."""
+    cid = world.enroll()
+    keys = load_issuer_keys(world.keys)
+    _replace_keys_file(world.keys, dataclasses.replace(keys, imk_smi=bytes(reversed(keys.imk_smi))))
+    run = world.verify(cid, world.code("identify"))
+    assert run.exit_code == ExitCode.STATE_FILE == 12
+    assert "IMK-SMI" in run.stderr
+    assert "does not hold the keys registered" in run.stderr
+    assert keys.imk_smi.hex() not in run.output.lower()
+    run = world.v("init", "--issuer-keys", str(world.keys))
+    assert run.exit_code == ExitCode.STATE_FILE
+
+
+def _kcv_collision(seed: int = 2026) -> tuple[bytes, bytes]:
+    """Two different 16-byte keys with the same 24-bit KCV (a birthday search: ~2^12 keys)."""
+    rng = random.Random(seed)
+    seen: dict[bytes, bytes] = {}
+    while True:
+        key = rng.randbytes(16)
+        kcv = key_check_value(key)
+        if kcv in seen and seen[kcv] != key:
+            return seen[kcv], key
+        seen[kcv] = key
+
+
+def test_keys_file_with_a_kcv_colliding_imk_ac_is_refused(tmp_path: Path) -> None:
+    """A swapped file whose IMK-AC has the registered KCV (so the same key id) is refused."""
+    started = time.monotonic()
+    a, b = _kcv_collision()
+    assert time.monotonic() - started < 2
+    assert a != b
+    assert key_check_value(a) == key_check_value(b)
+    world = make_world(tmp_path)
+    keys = load_issuer_keys(world.keys)
+    mine = tmp_path / "collide.issuer-keys.json"
+    save_issuer_keys(mine, dataclasses.replace(keys, imk_ac=a))
+    init = world.v("init", "--issuer-keys", str(mine), "--json")
+    assert init.exit_code == 0, init.stderr
+    kid = "iss-" + key_check_value(a).hex().upper()
+    assert kid in [e["key_id"] for e in init.json()["issuer_keys"]]
+    _replace_keys_file(mine, dataclasses.replace(keys, imk_ac=b))
+    run = world.verify("cr-nobody", "12345678")
+    assert run.exit_code == ExitCode.STATE_FILE
+    assert "IMK-AC" in run.stderr
+    other = tmp_path / "other.issuer-keys.json"
+    save_issuer_keys(other, dataclasses.replace(keys, imk_ac=b))
+    run = world.v("init", "--issuer-keys", str(other))
+    assert run.exit_code == ExitCode.STATE_FILE
+    assert kid in run.stderr
+
+
 def test_uninitialised_or_memory_databases_are_refused(tmp_path: Path) -> None:
     cli = Cli(tmp_path / "home")
     missing = tmp_path / "nope.db"
@@ -415,7 +480,8 @@ def test_audit_lists_and_checks_and_detects_tampering(world: World) -> None:
     assert world.verify(cid, code).exit_code == 0
     records = world.v("audit", "--json").json()["records"]
     events = [r["event"] for r in records]
-    assert events[:3] == ["policy", "issuer-keys", "user"]
+    assert events[:4] == ["audit-seal", "policy", "issuer-keys", "user"]
+    assert all(r["sealed"] for r in records)
     assert "enroll" in events
     assert events[-1] == "verify"
     assert all(code not in json.dumps(r) for r in records)  # V38
@@ -428,7 +494,13 @@ def test_audit_lists_and_checks_and_detects_tampering(world: World) -> None:
     assert all(r["credential_id"] == cid for r in only)
     run = world.v("audit", "--check", "--json")
     assert run.exit_code == 0
-    assert run.json() == {"intact": True, "problems": [], "records": len(records)}
+    assert run.json() == {
+        "intact": True,
+        "problems": [],
+        "records": len(records),
+        "sealed_from": 1,
+        "tip": None,
+    }
     assert "audit chain intact" in world.v("audit", "--check").stdout
 
     # the table refuses updates; someone with file access can still drop the trigger first
@@ -441,6 +513,169 @@ def test_audit_lists_and_checks_and_detects_tampering(world: World) -> None:
     assert run.exit_code == ExitCode.INVARIANT_BROKEN == 14
     assert run.json()["problems"] == [{"kind": "edited", "seq": records[-1]["seq"]}]
     assert "audit chain is broken" in run.stderr
+
+
+def _sqlite(world: World, *statements: str) -> None:
+    with sqlite3.connect(world.db) as conn:
+        for sql in statements:
+            conn.execute(sql)
+
+
+@pytest.mark.parametrize(
+    "edit",
+    ["details = 'not json'", "at = 'garbage'", "event = X'00FF'"],
+    ids=["details-not-json", "at-garbage", "event-blob"],
+)
+def test_audit_check_reports_an_undecodable_row_as_tampering(world: World, edit: str) -> None:
+    """An edited row that no writer produces is exit 14 naming its seq, never a traceback or exit 11."""
+    world.enroll()
+    seq = world.v("audit", "--json").json()["records"][3]["seq"]
+    _sqlite(world, "DROP TRIGGER cap_audit_no_update", f"UPDATE cap_audit SET {edit} WHERE seq = {seq}")
+    run = world.v("audit", "--check", "--json")
+    assert run.exit_code == ExitCode.INVARIANT_BROKEN
+    assert [(p["seq"], p["kind"]) for p in run.json()["problems"]] == [(seq, "malformed")]
+    assert f"records {seq}" in run.stderr
+    assert "Traceback" not in run.output
+    text = world.v("audit", "--check")
+    assert text.exit_code == ExitCode.INVARIANT_BROKEN
+    assert f"record {seq}: malformed" in text.stdout
+    listed = world.v("audit", "--json")  # listing shows the row as malformed, without failing
+    assert listed.exit_code == 0
+    assert "malformed" in listed.json()["records"][3]
+
+
+def test_audit_rehashed_edit_is_reported_by_its_seals(world: World) -> None:
+    """Re-hashing an edited record and every later one keeps the chain valid, not the seals."""
+    from capsim.verifier.audit import AuditEntry, seal
+    from capsim.verifier.sqlite import SqliteStore
+
+    cid = world.enroll()
+    assert world.verify(cid, world.code("identify")).exit_code == 0
+    store = SqliteStore(world.db)
+    try:
+        records = list(store.audit_records())
+    finally:
+        store.close()
+    (accepted,) = [r for r in records if r.entry.outcome == "accept" and r.entry.event == "verify"]
+    statements = ["DROP TRIGGER cap_audit_no_update"]
+    prev = accepted.prev_hash
+    for rec in records[accepted.seq - 1 :]:
+        entry: AuditEntry = rec.entry
+        if rec.seq == accepted.seq:
+            entry = AuditEntry(**{**{f: getattr(entry, f) for f in entry.__slots__}, "outcome": "reject"})
+        new = seal(entry, seq=rec.seq, at=rec.at, prev_hash=prev)
+        statements.append(
+            f"UPDATE cap_audit SET outcome = '{entry.outcome}', prev_hash = X'{new.prev_hash.hex()}',"
+            f" record_hash = X'{new.record_hash.hex()}' WHERE seq = {rec.seq}"
+        )
+        prev = new.record_hash
+    _sqlite(world, *statements)
+    run = world.v("audit", "--check", "--json")
+    assert run.exit_code == ExitCode.INVARIANT_BROKEN
+    kinds = {(p["seq"], p["kind"]) for p in run.json()["problems"]}
+    assert kinds == {(r.seq, "bad-seal") for r in records[accepted.seq - 1 :]}
+
+
+def test_audit_export_tip_then_a_deleted_tail_is_reported(world: World) -> None:
+    world.enroll()
+    tip = world.tmp / "tip.json"
+    run = world.v("audit", "--export-tip", str(tip), "--json")
+    assert run.exit_code == 0, run.stderr
+    doc = json.loads(tip.read_text())
+    assert set(doc) >= {"seq", "record_hash", "seal"}
+    assert run.json()["tip"]["seq"] == doc["seq"]
+    printed = world.v("audit", "--export-tip")  # without FILE: the tip on stdout
+    assert json.loads(printed.stdout)["seq"] == doc["seq"]
+    assert world.v("user", "add", "bob").exit_code == 0  # the chain grows past the tip
+    ok = world.v("audit", "--check", "--tip", str(tip))
+    assert ok.exit_code == 0, ok.stderr
+    assert f"tip (record {doc['seq']}) is present" in ok.stdout
+    _sqlite(world, "DROP TRIGGER cap_audit_no_delete", f"DELETE FROM cap_audit WHERE seq >= {doc['seq']}")
+    assert world.v("audit", "--check").exit_code == 0  # a shorter chain is still a valid one
+    run = world.v("audit", "--check", "--tip", str(tip), "--json")
+    assert run.exit_code == ExitCode.INVARIANT_BROKEN
+    assert run.json()["problems"] == [{"seq": doc["seq"], "kind": "truncated"}]
+    bad = world.tmp / "bad-tip.json"
+    bad.write_text("{}")
+    assert world.v("audit", "--check", "--tip", str(bad)).exit_code == ExitCode.INVALID_INPUT
+
+
+def test_keyring_file_is_outside_the_database_and_guarded(world: World) -> None:
+    keyring = Path(world.db + ".keyring.json")
+    assert oct(keyring.stat().st_mode & 0o777) == "0o600"
+    doc = json.loads(keyring.read_text())
+    key = bytes.fromhex(doc["audit_seal"]["key"])
+    assert doc["audit_seal"]["sealed_from"] == 1
+    raw = b"".join(p.read_bytes() for p in world.tmp.glob("verifier.db*") if p != keyring)
+    assert key not in raw
+    assert key.hex().encode() not in raw
+    # a missing keyring file is a state-file error, never a silent new key
+    moved = world.tmp / "elsewhere.json"
+    keyring.rename(moved)
+    run = world.v("user", "add", "bob")
+    assert run.exit_code == ExitCode.STATE_FILE
+    assert "no keyring file" in run.stderr
+    run = world.v("init")
+    assert run.exit_code == ExitCode.STATE_FILE
+    assert not keyring.exists()
+    # --keyring / CAPSIM_KEYRING name it
+    assert world.v("user", "add", "bob", "--keyring", str(moved)).exit_code == 0
+    # a keyring file holding another key is refused
+    (world.tmp / "other").mkdir()
+    other = make_world(world.tmp / "other")
+    run = world.v("user", "list", "--keyring", other.db + ".keyring.json")
+    assert run.exit_code == ExitCode.STATE_FILE
+    assert "holds seal key" in run.stderr
+
+
+def test_upgraded_database_checks_clean_and_is_sealed_after_init(world: World) -> None:
+    """A database as the releases before sealing left it (no seal table, no seal setting, no
+    keyring file, registrations without fingerprints) upgrades in place."""
+    from capsim.verifier import migrate
+
+    world.enroll()
+    Path(world.db + ".keyring.json").unlink()
+    _sqlite(
+        world,
+        "DROP TABLE cap_audit_seal",
+        "DELETE FROM cap_setting WHERE name = 'audit.seal'",
+        "DROP INDEX cap_credential_live_card_idx",
+        "ALTER TABLE cap_credential DROP COLUMN script_atc",
+        "ALTER TABLE cap_request DROP COLUMN method",
+        "ALTER TABLE cap_request DROP COLUMN target",
+        "ALTER TABLE cap_request DROP COLUMN fingerprint",
+        f"DELETE FROM {migrate.VERSION_TABLE} WHERE version > 3",
+    )
+    with sqlite3.connect(world.db) as conn:
+        (raw,) = conn.execute("SELECT value FROM cap_setting WHERE name = 'cli.issuer-keys'").fetchone()
+        registry = {k: {"path": v["path"], "kcv": v["kcv"]} for k, v in json.loads(raw).items()}
+        conn.execute(
+            "UPDATE cap_setting SET value = ? WHERE name = 'cli.issuer-keys'", (json.dumps(registry),)
+        )
+    before = world.v("audit", "--check", "--json")
+    assert before.exit_code == 0, before.stderr  # migrated, checked by the chain alone
+    assert before.json()["sealed_from"] is None
+    n = before.json()["records"]
+    run = world.v("user", "add", "bob")
+    assert run.exit_code == ExitCode.INVALID_INPUT
+    assert "verifier init" in run.stderr
+    init = world.v("init", "--json")
+    assert init.exit_code == 0, init.stderr
+    assert init.json()["audit_sealed_from"] == n + 1
+    assert world.v("user", "add", "bob").exit_code == 0
+    after = world.v("audit", "--check", "--json").json()
+    assert after["intact"] is True
+    assert after["sealed_from"] == n + 1
+    records = world.v("audit", "--json").json()["records"]
+    assert [r["sealed"] for r in records] == [False] * n + [True] * (len(records) - n)
+    # the first load of the keys records their fingerprints (trusting the file present now)
+    cid = world.v("credential", "list", "--json").json()["credentials"][0]["credential_id"]
+    assert world.verify(cid, world.code("identify")).exit_code == 0
+    with sqlite3.connect(world.db) as conn:
+        (raw,) = conn.execute("SELECT value FROM cap_setting WHERE name = 'cli.issuer-keys'").fetchone()
+    assert all(set(v["fingerprints"]) == {"imk-ac", "imk-smi", "imk-smc"} for v in json.loads(raw).values())
+    assert "fingerprinted" in [r["reason"] for r in world.v("audit", "--json").json()["records"]]
+    assert world.v("audit", "--check").exit_code == 0
 
 
 # ------------------------------------------------------------------------------------------------
@@ -599,7 +834,7 @@ def test_replace_and_lost_cards(world: World) -> None:
     assert doc["replacement"]["psn"] == "02"
     # lost without a replacement: its codes are refused from then on
     third_id = doc["replacement"]["credential_id"]
-    assert world.v("credential", "activate", third_id, "--as", "alice").exit_code == 0
+    assert world.v("credential", "activate", third_id).exit_code == 0  # the bank activates it
     run = world.v("credential", "lost", third_id, "--json")
     assert run.exit_code == 0, run.stderr
     assert run.json() == {"credential_id": third_id, "replacement": None, "state": "lost"}

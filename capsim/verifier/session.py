@@ -1,0 +1,253 @@
+"""An open verifier database for one command: store, keys, seal key and service together.
+
+The command line (``capsim verifier …``, ``capsim verify``, ``capsim demo``) and programs that
+run the verifier the same way open a :class:`VerifierSession` with :func:`open_session`.
+
+Theory of operation
+-------------------
+1. :func:`open_session` never creates a SQLite file by accident: only ``create=True`` (``init``)
+   may; otherwise the file must exist and ``init`` must have prepared the database (the
+   issuer-keys registry setting is present). ``memory:`` is refused unless ``allow_memory``.
+2. Before the service is built (it may write a policy record), the audit seal key is set up
+   from the keyring file (:func:`capsim.verifier.keyring.setup_sealing`), so every record the
+   session writes is sealed. ``create`` starts sealing on a database that was not sealed yet.
+3. ``keys=True`` loads every registered issuer-keys file and checks all of its keys against
+   the registered fingerprints (:func:`capsim.verifier.keyring.load_registered_keys`).
+4. :func:`check_audit` reads the audit once and runs :func:`capsim.verifier.audit.check_chain`
+   with the session's seal key and sealing start (and an exported tip when given). It never
+   fails on record content: tampering is reported as problems, never as an exception.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Mapping
+from contextlib import AbstractContextManager, contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from capsim.errors import ConfigError, ValidationError
+from capsim.verifier.audit import AuditProblem, AuditRecord, AuditTip, check_chain
+from capsim.verifier.dburl import DbKind, open_store, parse_db_url, redact_db_url
+from capsim.verifier.keyring import (
+    REGISTRY_SETTING,
+    KeyringEntry,
+    KeyringFile,
+    dump_registry,
+    load_registered_keys,
+    parse_registry,
+    setup_sealing,
+)
+from capsim.verifier.keyring import (
+    register_issuer_keys as _register,
+)
+from capsim.verifier.policy import VerifierPolicy
+from capsim.verifier.provider import SoftwareProvider
+from capsim.verifier.service import Verifier
+from capsim.verifier.store import Store, StoreTransaction
+
+__all__ = [
+    "AuditReport",
+    "VerifierSession",
+    "card_issuer_key",
+    "check_audit",
+    "check_db_url",
+    "mark_initialised",
+    "open_session",
+    "register_issuer_keys",
+    "sqlite_file",
+]
+
+
+@dataclass(frozen=True, kw_only=True)
+class VerifierSession:
+    """An open verifier database for one command: the store, the service and its keys."""
+
+    url: str
+    store: Store
+    verifier: Verifier
+    provider: SoftwareProvider
+    keyring: Mapping[str, KeyringEntry]
+    keyring_file: KeyringFile | None = None
+
+    @property
+    def shown_url(self) -> str:
+        """The URL with any password replaced by ``***``."""
+        return redact_db_url(self.url)
+
+    def transaction(self) -> AbstractContextManager[StoreTransaction]:
+        """A store transaction whose audit records are sealed like the service's."""
+        if self.provider.audit_seal_key_id() is None:
+            return self.store.transaction()
+        return self.store.transaction(sealer=self.provider)
+
+
+def sqlite_file(url: str) -> Path | None:
+    """The database file of a SQLite ``url``, else ``None``."""
+    parsed = parse_db_url(url)
+    return Path(parsed.target) if parsed.kind is DbKind.SQLITE else None
+
+
+def check_db_url(url: str, *, create: bool, allow_memory: bool) -> None:
+    """Refuse ``memory:`` (unless allowed) and a missing SQLite file (unless ``create``)."""
+    parsed = parse_db_url(url)
+    if parsed.kind is DbKind.MEMORY and not allow_memory:
+        raise ValidationError(
+            "--db: memory: keeps nothing between commands; use a file path or postgresql://"
+        )
+    if parsed.kind is DbKind.SQLITE and not create and not Path(parsed.target).exists():
+        raise ConfigError(
+            f"--db: no verifier database at {parsed.target}; create it with 'capsim verifier init --db {url}'"
+        )
+
+
+@contextmanager
+def open_session(
+    url: str,
+    *,
+    keyring_path: Path | None,
+    create: bool = False,
+    keys: bool = False,
+    policy: VerifierPolicy | None = None,
+    allow_memory: bool = False,
+    sealing: str = "required",
+) -> Iterator[VerifierSession]:
+    """Open the verifier database ``url`` for one command (module docstring).
+
+    Parameters
+    ----------
+    keyring_path:
+        The keyring file (:func:`capsim.verifier.keyring.default_keyring_path`); ``None`` only
+        for ``memory:``, whose seal key then lives in memory.
+    create:
+        ``init``: create and migrate the database if needed and start sealing its audit;
+        otherwise it must have been initialised already (:class:`~capsim.errors.ConfigError`).
+    keys:
+        Load every registered issuer-keys file into the provider (enrolment, verification).
+    policy:
+        A policy to record (``init``); ``None`` keeps the stored one.
+    allow_memory:
+        Accept ``memory:`` (only useful inside one process, e.g. ``capsim demo``).
+    sealing:
+        ``"required"`` (the default): a database whose audit was never sealed is refused until
+        ``init`` has run; ``"optional"``: it is opened unsealed (for reading the audit).
+    """
+    check_db_url(url, create=create, allow_memory=allow_memory)
+    store = open_store(url)
+    try:
+        with store.transaction() as tx:
+            raw = tx.get_setting(REGISTRY_SETTING)
+        if raw is None and not create:
+            raise ConfigError(
+                f"--db: {redact_db_url(url)} is not an initialised capsim verifier; "
+                "run 'capsim verifier init' first"
+            )
+        registry = parse_registry(raw or "{}")
+        provider = SoftwareProvider()
+        keyring_file = setup_sealing(
+            store,
+            keyring_path,
+            provider,
+            create=create,
+            required=sealing == "required",
+            database=redact_db_url(url),
+        )
+        sealer = provider if keyring_file is not None else None
+        if keys:
+            registry = load_registered_keys(store, provider, registry, sealer=sealer)
+        service = Verifier(store, provider, policy=policy)
+        if raw is None:
+            mark_initialised(store)
+        yield VerifierSession(
+            url=url,
+            store=store,
+            verifier=service,
+            provider=provider,
+            keyring=registry,
+            keyring_file=keyring_file,
+        )
+    finally:
+        store.close()
+
+
+def mark_initialised(store: Store) -> None:
+    """Make ``store`` usable by the verifier commands (an empty issuer-keys registry) unless
+    ``init`` already prepared it."""
+    with store.transaction() as tx:
+        if tx.get_setting(REGISTRY_SETTING) is None:
+            tx.set_setting(REGISTRY_SETTING, dump_registry({}))
+
+
+def register_issuer_keys(session: VerifierSession, path: Path) -> KeyringEntry:
+    """Record an issuer-keys file in the session's database (path, KCV and key fingerprints;
+    never keys) and audit it (:func:`capsim.verifier.keyring.register_issuer_keys`)."""
+    sealer = session.provider if session.provider.audit_seal_key_id() is not None else None
+    return _register(session.store, path, sealer=sealer)
+
+
+def card_issuer_key(session: VerifierSession, card_path: Path) -> tuple[Any, str]:
+    """A card file's profile and the registered issuer key id that matches its IMK-AC check value."""
+    from capsim.storage import read_card_file
+
+    profile, _state = read_card_file(card_path)
+    kid = "iss-" + profile.kcv_imk_ac.hex().upper()
+    if kid not in session.keyring:
+        raise ConfigError(
+            f"--card: the card's issuer keys ({kid}) are not registered; "
+            "run 'capsim verifier init --issuer-keys FILE' with its issuer-keys file"
+        )
+    return profile, kid
+
+
+@dataclass(frozen=True, kw_only=True)
+class AuditReport:
+    """What :func:`check_audit` found.
+
+    Attributes
+    ----------
+    records:
+        Number of records read.
+    problems:
+        Every problem (:class:`~capsim.verifier.audit.AuditProblem`); empty = intact.
+    sealed_from:
+        The sealing start of the keyring file, or ``None`` when the audit is not sealed.
+    last:
+        The newest record (``None`` for an empty audit), for exporting a tip.
+    """
+
+    records: int
+    problems: tuple[AuditProblem, ...]
+    sealed_from: int | None
+    last: AuditRecord | None
+
+    @property
+    def intact(self) -> bool:
+        """No problem found."""
+        return not self.problems
+
+
+def check_audit(session: VerifierSession, *, tip: AuditTip | None = None) -> AuditReport:
+    """Check the session's whole audit: chain, seals from the sealing start on, and ``tip``."""
+    count = 0
+    last: list[AuditRecord] = []
+
+    def walk() -> Iterator[AuditRecord]:
+        nonlocal count
+        for rec in session.store.audit_records():
+            count += 1
+            last[:] = [rec]
+            yield rec
+
+    kf = session.keyring_file
+    problems = check_chain(
+        walk(),
+        sealer=session.provider if kf is not None else None,
+        sealed_from=None if kf is None else kf.sealed_from,
+        tip=tip,
+    )
+    return AuditReport(
+        records=count,
+        problems=problems,
+        sealed_from=None if kf is None else kf.sealed_from,
+        last=next(iter(last), None),
+    )
