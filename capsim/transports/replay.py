@@ -60,11 +60,11 @@ _INS_GET_DATA = 0xCA
 
 @dataclass(frozen=True, kw_only=True)
 class RecordedSession:
-    """A parsed transcript."""
+    """A parsed transcript (``repr`` leaves the exchanges out: they may hold a PAN or PIN block)."""
 
     meta: Mapping[str, str] = field(default_factory=dict)
     atr: bytes | None = None
-    exchanges: tuple[tuple[bytes, bytes], ...] = ()
+    exchanges: tuple[tuple[bytes, bytes], ...] = field(default=(), repr=False)
 
 
 def _unhex(text: str, where: str) -> bytes:
