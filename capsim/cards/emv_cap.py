@@ -19,7 +19,7 @@ Theory of operation
    that only one outcome causes): a wrong PIN answers ``63Cx`` with the decrement already
    on file, and a blocked PIN (PTC 0) answers ``6983`` without any comparison.
 5. Bad input never changes state: every check runs before the first commit of a command.
-6. The CVR/IAD comes from :func:`capsim.cards.cvr.build_iad` with the history snapshot taken
+6. The CVR/IAD comes from :func:`capsim.iad.build_iad` with the history snapshot taken
    at GET PROCESSING OPTIONS. A GENERATE AC #1 that returns an ARQC marks the history "last
    online transaction not completed" at once (so power loss before GAC #2 counts as not
    completed); only GENERATE AC #2 after successful issuer authentication (ARPC from CDOL2
@@ -42,7 +42,6 @@ from types import TracebackType
 from capsim.apdu.ins import INS
 from capsim.apdu.sw import SW
 from capsim.cards.base import Command, Dispatcher, Handler, StatusError
-from capsim.cards.cvr import AcType, CvrFlag, build_iad
 from capsim.cards.profile import CardProfile
 from capsim.cards.scripts import (
     INS_APPLICATION_BLOCK,
@@ -57,6 +56,7 @@ from capsim.cards.scripts import (
 from capsim.cards.state import CardState, Lifecycle
 from capsim.crypto import AcCalculator, cvn_spec, generate_arpc
 from capsim.errors import ValidationError
+from capsim.iad import AcType, CvrFlag, build_iad
 from capsim.tlv import encode, parse_dol
 
 __all__ = ["EmvCapCard", "Phase", "StateCallback"]

@@ -20,9 +20,9 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field, fields, replace
 from typing import Any
 
-from capsim.cards.cvr import IadFormat, iad_format_for_cvn
 from capsim.crypto import CVN, KeyDerivation, derive_icc_mk, key_check_value
 from capsim.errors import ApduFormatError, ValidationError
+from capsim.iad import IadFormat, check_iad_template, iad_format_for_cvn
 from capsim.tlv import Tlv, decode, encode, parse_dol
 
 __all__ = ["CardProfile", "Record", "default_iad_template", "encode_pan"]
@@ -233,17 +233,7 @@ class CardProfile:
             object.__setattr__(self, "cvn", CVN(self.cvn))
         except ValueError as exc:
             raise ValidationError(f"cvn: unsupported cryptogram version {self.cvn!r}") from exc
-        fmt = iad_format_for_cvn(int(self.cvn))
-        if fmt is IadFormat.VIS:
-            if len(self.iad_template) < 7 or self.iad_template[0] != 0x06 or self.iad_template[3] != 0x03:
-                raise ValidationError("iad_template: a VIS IAD starts 06 DKI CVN 03 CVR(3)")
-            if self.iad_template[2] != int(self.cvn):
-                raise ValidationError("iad_template: CVN byte (IAD byte 3) differs from cvn")
-        else:
-            if len(self.iad_template) < 18:
-                raise ValidationError("iad_template: an M/Chip IAD has at least 18 bytes")
-            if self.iad_template[1] != int(self.cvn):
-                raise ValidationError("iad_template: CVN byte (IAD byte 2) differs from cvn")
+        check_iad_template(int(self.cvn), self.iad_template)
         if not 1 <= self.pin_try_limit <= 15:
             raise ValidationError("pin_try_limit: expected 1..15")
         if not 0 <= self.initial_atc <= 0xFFFF:
