@@ -14,6 +14,11 @@ Theory of operation
    sidecar, held for the lifetime of the open card (:class:`CardFileLock`).
 5. Issuer-key files (``{"format": "capsim-issuer-keys", "version": 1, …}``) follow the same
    atomic, 0600, no-overwrite rules.
+6. Files are parsed with :func:`capsim.jsonlimits.loads_limited`: a file over
+   :data:`MAX_FILE_BYTES` (1 MiB; a card file is a few KiB) is refused before it is read
+   whole, and one nested deeper than 32 levels before it is parsed, so a hostile file gives
+   :class:`~capsim.errors.StateFileError`, never ``RecursionError`` or a memory blow-up.
+7. ``repr`` never shows key bytes or a full PAN (:class:`IssuerKeys` shows only check values).
 """
 
 from __future__ import annotations
@@ -36,12 +41,14 @@ from capsim.cards.profile import CardProfile
 from capsim.cards.state import CardState
 from capsim.crypto import key_check_value
 from capsim.errors import StateFileError, ValidationError
+from capsim.jsonlimits import DEFAULT_MAX_BYTES, loads_limited
 
 __all__ = [
     "CARD_FILE_FORMAT",
     "CARD_FILE_VERSION",
     "ISSUER_KEYS_FORMAT",
     "ISSUER_KEYS_VERSION",
+    "MAX_FILE_BYTES",
     "CardFile",
     "CardFileLock",
     "IssuerKeys",
@@ -58,6 +65,8 @@ CARD_FILE_VERSION = 1
 ISSUER_KEYS_FORMAT = "capsim-issuer-keys"
 ISSUER_KEYS_VERSION = 1
 _FILE_MODE = 0o600
+#: Largest card or issuer-keys file read (rule 6).
+MAX_FILE_BYTES = DEFAULT_MAX_BYTES
 
 
 # ---------------------------------------------------------------------------- atomic writes
@@ -123,16 +132,17 @@ def _atomic_create_unchecked(path: Path, text: str, what: str) -> None:
 
 
 def _read_json(path: Path, what: str) -> Any:
+    """Read and parse a JSON file of at most ``MAX_FILE_BYTES`` (rule 6)."""
     try:
-        text = path.read_text(encoding="utf-8")
+        with path.open("rb") as fh:
+            raw = fh.read(MAX_FILE_BYTES + 1)
     except FileNotFoundError:
         raise StateFileError(f"{what} {path} does not exist") from None
-    except (OSError, UnicodeDecodeError) as exc:
+    except OSError as exc:
         raise StateFileError(f"{what} {path} cannot be read: {exc}") from exc
-    try:
-        return json.loads(text)
-    except json.JSONDecodeError as exc:
-        raise StateFileError(f"{what} {path} is corrupt or truncated (not JSON: {exc.msg})") from exc
+    if len(raw) > MAX_FILE_BYTES:
+        raise StateFileError(f"{what} {path} is larger than {MAX_FILE_BYTES} bytes; refusing to parse it")
+    return loads_limited(raw, what=f"{what} {path} is corrupt or truncated", error=StateFileError)
 
 
 def _check_header(doc: Any, path: Path, fmt: str, version: int, what: str) -> None:

@@ -19,7 +19,11 @@ from typing import Any
 
 from capsim.cards.base import CardOS
 from capsim.cards.builtin import BUILTIN_PROFILES, DEFAULT_ATR, builtin_profile
-from capsim.cards.cvr import (
+from capsim.cards.emv_cap import EmvCapCard, Phase
+from capsim.cards.profile import CardProfile, Record
+from capsim.cards.state import CardState, Lifecycle
+from capsim.errors import ValidationError
+from capsim.iad import (
     AcType,
     CardHistory,
     CvrFlag,
@@ -29,10 +33,6 @@ from capsim.cards.cvr import (
     history_variants,
     predict_arqc_iad,
 )
-from capsim.cards.emv_cap import EmvCapCard, Phase
-from capsim.cards.profile import CardProfile, Record
-from capsim.cards.state import CardState, Lifecycle
-from capsim.errors import ValidationError
 
 __all__ = [
     "BUILTIN_PROFILES",

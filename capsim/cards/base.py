@@ -19,7 +19,7 @@ Theory of operation
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Protocol, runtime_checkable
 
 from capsim.apdu.sw import SW
@@ -77,13 +77,14 @@ class Command:
     """One parsed short C-APDU.
 
     ``lc`` is ``len(data)``; ``le`` is ``None`` when absent and 256 for an encoded ``00``.
+    ``repr`` leaves the data out (a VERIFY carries the PIN block, a script the new PIN).
     """
 
     cla: int
     ins: int
     p1: int
     p2: int
-    data: bytes
+    data: bytes = field(repr=False)
     le: int | None
 
 

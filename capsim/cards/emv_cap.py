@@ -11,17 +11,22 @@ Theory of operation
 3. Every persistent change (ATC, PTC, PIN, lifecycle, history) goes through
    :meth:`EmvCapCard._commit`, which hands the new :class:`CardState` to ``on_state_change``
    *before* the R-APDU that reveals it. If the callback raises, the card answers ``6581`` and
-   keeps its old state. GET PROCESSING OPTIONS therefore persists ATC + 1 before answering,
-   and a wrong PIN persists PTC − 1 before ``63Cx``.
-4. Bad input never changes state: every check runs before the first commit of a command.
-5. The CVR/IAD comes from :func:`capsim.cards.cvr.build_iad` with the history snapshot taken
+   keeps its old state. GET PROCESSING OPTIONS therefore persists ATC + 1 before answering.
+4. VERIFY is tear-safe: once the block is well formed and the PIN not blocked, the card
+   commits PTC − 1 *before* it compares the PIN, and only a right PIN commits the try limit
+   back (a second write). Power loss or a failed write at any moment therefore never leaves
+   an unspent try behind a comparison whose result could be seen (the answer, or a write
+   that only one outcome causes): a wrong PIN answers ``63Cx`` with the decrement already
+   on file, and a blocked PIN (PTC 0) answers ``6983`` without any comparison.
+5. Bad input never changes state: every check runs before the first commit of a command.
+6. The CVR/IAD comes from :func:`capsim.iad.build_iad` with the history snapshot taken
    at GET PROCESSING OPTIONS. A GENERATE AC #1 that returns an ARQC marks the history "last
    online transaction not completed" at once (so power loss before GAC #2 counts as not
    completed); only GENERATE AC #2 after successful issuer authentication (ARPC from CDOL2
    ``91`` or EXTERNAL AUTHENTICATE) clears it (cap-protocol.md §9.6).
-6. ``process`` never raises: unexpected exceptions answer ``6F00`` and are logged without
+7. ``process`` never raises: unexpected exceptions answer ``6F00`` and are logged without
    command data.
-7. Calling ``process`` on a card that is powered off powers it on first (a cold reset), as a
+8. Calling ``process`` on a card that is powered off powers it on first (a cold reset), as a
    reader does before its first command.
 """
 
@@ -37,7 +42,6 @@ from types import TracebackType
 from capsim.apdu.ins import INS
 from capsim.apdu.sw import SW
 from capsim.cards.base import Command, Dispatcher, Handler, StatusError
-from capsim.cards.cvr import AcType, CvrFlag, build_iad
 from capsim.cards.profile import CardProfile
 from capsim.cards.scripts import (
     INS_APPLICATION_BLOCK,
@@ -52,6 +56,7 @@ from capsim.cards.scripts import (
 from capsim.cards.state import CardState, Lifecycle
 from capsim.crypto import AcCalculator, cvn_spec, generate_arpc
 from capsim.errors import ValidationError
+from capsim.iad import AcType, CvrFlag, build_iad
 from capsim.tlv import encode, parse_dol
 
 __all__ = ["EmvCapCard", "Phase", "StateCallback"]
@@ -352,15 +357,17 @@ class EmvCapCard:
         if state.ptc == 0:
             raise StatusError(SW.PIN_BLOCKED)
         pin = _parse_iso2_block(block)
+        # Rule 4: the try is spent durably *before* the comparison, so no outcome of the
+        # comparison (answer, timing, a second write) can be observed while the old
+        # counter is still on file. A right PIN gives the try back with a second commit.
+        left = state.ptc - 1
+        self._commit(replace(state, ptc=left))
         flags = self._pin_flags
         if hmac.compare_digest(pin.encode(), state.pin.encode()):
-            if state.ptc != self._profile.pin_try_limit:
-                self._commit(replace(state, ptc=self._profile.pin_try_limit))
+            self._commit(replace(self._state, ptc=self._profile.pin_try_limit))
             flags.discard(CvrFlag.OFFLINE_PIN_FAILED)
             flags.update((CvrFlag.OFFLINE_PIN_PERFORMED, CvrFlag.OFFLINE_PIN_SUCCESSFUL))
             return b""
-        left = state.ptc - 1
-        self._commit(replace(state, ptc=left))
         flags.discard(CvrFlag.OFFLINE_PIN_SUCCESSFUL)
         flags.update((CvrFlag.OFFLINE_PIN_PERFORMED, CvrFlag.OFFLINE_PIN_FAILED))
         raise StatusError(0x63C0 | left)

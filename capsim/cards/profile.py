@@ -8,8 +8,9 @@ builtin`) are *templates*: every field but the PAN, PSN and keys; :meth:`CardPro
 fills those in, rewriting the ``5A``/``5F34`` values inside the records and deriving the ICC
 keys from issuer master keys (emv-crypto.md §4.1).
 
-Keys never appear in ``repr``/``str``; :meth:`CardProfile.to_dict` writes them (the card file
-is the card's secure memory, mode 0600).
+Neither the keys nor the PAN appear in ``repr``/``str`` (a profile shows the last four PAN
+digits; a :class:`Record`, which holds the PAN inside its data, only its length);
+:meth:`CardProfile.to_dict` writes them (the card file is the card's secure memory, mode 0600).
 """
 
 from __future__ import annotations
@@ -19,9 +20,9 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field, fields, replace
 from typing import Any
 
-from capsim.cards.cvr import IadFormat, iad_format_for_cvn
 from capsim.crypto import CVN, KeyDerivation, derive_icc_mk, key_check_value
 from capsim.errors import ApduFormatError, ValidationError
+from capsim.iad import IadFormat, check_iad_template, iad_format_for_cvn
 from capsim.tlv import Tlv, decode, encode, parse_dol
 
 __all__ = ["CardProfile", "Record", "default_iad_template", "encode_pan"]
@@ -74,11 +75,17 @@ def default_iad_template(cvn: int, dki: int = 0x01) -> bytes:
 
 @dataclass(frozen=True, kw_only=True)
 class Record:
-    """One application record: SFI, record number and the full ``70`` template."""
+    """One application record: SFI, record number and the full ``70`` template.
+
+    ``repr`` shows the length of the data only: a personalised record holds the PAN.
+    """
 
     sfi: int
     number: int
-    data: bytes
+    data: bytes = field(repr=False)
+
+    def __repr__(self) -> str:
+        return f"Record(sfi={self.sfi}, number={self.number}, data=<{len(self.data)} bytes>)"
 
     def __post_init__(self) -> None:
         if type(self.sfi) is not int or type(self.number) is not int or not isinstance(self.data, bytes):
@@ -117,9 +124,12 @@ def _hex(value: bytes) -> str:
     return value.hex().upper()
 
 
-@dataclass(frozen=True, kw_only=True)
+@dataclass(frozen=True, kw_only=True, repr=False)
 class CardProfile:
     """A card's static personalisation (cap-protocol.md §9.1).
+
+    ``repr`` shows the name, AID, CVN, the last four PAN digits and the PSN: never the full
+    PAN, the records (they hold the PAN) or a key.
 
     Attributes
     ----------
@@ -223,17 +233,7 @@ class CardProfile:
             object.__setattr__(self, "cvn", CVN(self.cvn))
         except ValueError as exc:
             raise ValidationError(f"cvn: unsupported cryptogram version {self.cvn!r}") from exc
-        fmt = iad_format_for_cvn(int(self.cvn))
-        if fmt is IadFormat.VIS:
-            if len(self.iad_template) < 7 or self.iad_template[0] != 0x06 or self.iad_template[3] != 0x03:
-                raise ValidationError("iad_template: a VIS IAD starts 06 DKI CVN 03 CVR(3)")
-            if self.iad_template[2] != int(self.cvn):
-                raise ValidationError("iad_template: CVN byte (IAD byte 3) differs from cvn")
-        else:
-            if len(self.iad_template) < 18:
-                raise ValidationError("iad_template: an M/Chip IAD has at least 18 bytes")
-            if self.iad_template[1] != int(self.cvn):
-                raise ValidationError("iad_template: CVN byte (IAD byte 2) differs from cvn")
+        check_iad_template(int(self.cvn), self.iad_template)
         if not 1 <= self.pin_try_limit <= 15:
             raise ValidationError("pin_try_limit: expected 1..15")
         if not 0 <= self.initial_atc <= 0xFFFF:
@@ -269,6 +269,13 @@ class CardProfile:
             for number in range(first, last + 1):
                 if (sfi, number) not in keys:
                     raise ValidationError(f"afl: names SFI {sfi} record {number}, which the profile lacks")
+
+    def __repr__(self) -> str:
+        pan = f"pan_last4={self.pan[-4:]!r}, " if self.pan else ""
+        return (
+            f"CardProfile(name={self.name!r}, aid={self.aid.hex().upper()!r}, cvn=0x{int(self.cvn):02X}, "
+            f"{pan}psn={self.psn!r}, personalised={self.is_personalised})"
+        )
 
     # ------------------------------------------------------------------ derived values
     @functools.cached_property

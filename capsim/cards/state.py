@@ -3,7 +3,7 @@
 Theory of operation
 -------------------
 1. Persistent: ATC, PIN try counter, the PIN itself (a PIN CHANGE script replaces it),
-   lifecycle, last online ATC (``9F13``) and the history flags (:class:`~capsim.cards.cvr.
+   lifecycle, last online ATC (``9F13``) and the history flags (:class:`~capsim.iad.
    CardHistory`). Everything else (selected application, phase, PIN verified, AC count, this
    transaction's ARQC) is volatile and lives in the card object only.
 2. A state is a frozen value; the card replaces it as a whole and hands the new value to its
@@ -18,8 +18,8 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any
 
-from capsim.cards.cvr import CardHistory
 from capsim.errors import ValidationError
+from capsim.iad import CardHistory
 
 __all__ = ["CardState", "Lifecycle"]
 

@@ -179,7 +179,7 @@ def run_atheris(target: str, argv: list[str]) -> None:  # pragma: no cover - exi
 _INSTRUMENTED = {
     "apdu": ("capsim.apdu.command", "capsim.apdu.response"),
     "tlv": ("capsim.tlv",),
-    "card": ("capsim.cards.base", "capsim.cards.emv_cap", "capsim.cards.cvr", "capsim.cards.scripts"),
+    "card": ("capsim.cards.base", "capsim.cards.emv_cap", "capsim.iad", "capsim.cards.scripts"),
 }
 
 

@@ -41,7 +41,8 @@ class Finding:
     invariant, detail:
         Which invariant broke, and how (one line, nothing secret).
     exchanges:
-        (command, response) pairs of the minimal failing sequence.
+        (command, response) pairs of the minimal failing sequence (not in ``repr``: they may
+        hold a PAN or PIN block).
     power_cycles:
         Exchange indices before which the card was powered off and on.
     meta:
@@ -55,7 +56,7 @@ class Finding:
     seed: int
     invariant: str
     detail: str
-    exchanges: tuple[tuple[bytes, bytes], ...] = ()
+    exchanges: tuple[tuple[bytes, bytes], ...] = field(default=(), repr=False)
     power_cycles: tuple[int, ...] = ()
     meta: Mapping[str, str] = field(default_factory=dict)
     path: str | None = None

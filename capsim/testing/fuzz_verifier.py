@@ -40,6 +40,7 @@ from hypothesis import strategies as st
 
 from capsim.cards import EmvCapCard, new_card
 from capsim.errors import InvalidCode, TemporaryFailure, ValidationError
+from capsim.jsonlimits import loads_limited
 from capsim.testing.findings import Finding, save_finding
 from capsim.testing.fuzz_card import FuzzReport, _FailedError, _Run, run_engine
 from capsim.testing.model import Violation
@@ -478,8 +479,8 @@ def replay_verifier_finding(finding: Finding, store: Any) -> Violation | None:
     """Run a saved step program again on ``store`` (a fresh card and user)."""
     raw = finding.meta.get("steps", "[]")
     try:
-        program = [tuple(s) for s in json.loads(raw)]
-    except ValueError:
+        program = [tuple(s) for s in loads_limited(raw, what="finding steps", error=ValidationError)]
+    except (ValueError, TypeError):
         raise ValidationError("finding: its @ steps metadata is not a JSON step list") from None
     program = [tuple(tuple(x) if isinstance(x, list) else x for x in s) for s in program]
     bench = new_bench(make_verifier(store), profile=finding.meta.get("profile", "secur-acces"))

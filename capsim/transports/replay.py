@@ -3,7 +3,8 @@
 The transcript format (``vectors/transcripts/*.txt``) is plain text: ``#`` comment lines (a
 ``# Source:`` provenance line first), ``@ KEY = value`` metadata, an optional ``ATR <hex>``
 line, then ``> <command hex>`` / ``< <response hex, SW included>`` pairs. Spaces inside hex
-are ignored.
+are ignored. A file over :data:`MAX_TRANSCRIPT_BYTES` (16 MiB) is refused with
+:class:`~capsim.errors.StateFileError` before it is read whole.
 
 :class:`ReplayTransport` answers each command with the recorded response, in order. A command
 that differs from the recording raises :class:`~capsim.errors.RemoteProtocolError` naming the
@@ -35,25 +36,35 @@ import os
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Final
 
 from capsim.errors import RemoteProtocolError, StateFileError, ValidationError
 from capsim.transports.base import REDACTED_BYTE, TransportBase
 
-__all__ = ["RecordedSession", "ReplayTransport", "read_transcript", "write_transcript"]
+__all__ = [
+    "MAX_TRANSCRIPT_BYTES",
+    "RecordedSession",
+    "ReplayTransport",
+    "read_transcript",
+    "write_transcript",
+]
 
 _log = logging.getLogger(__name__)
 
+#: Largest transcript read (a recorded fuzzing session of hours stays well below it); a larger
+#: file is refused before it is read whole.
+MAX_TRANSCRIPT_BYTES: Final = 16 << 20
 _INS_VERIFY = 0x20
 _INS_GET_DATA = 0xCA
 
 
 @dataclass(frozen=True, kw_only=True)
 class RecordedSession:
-    """A parsed transcript."""
+    """A parsed transcript (``repr`` leaves the exchanges out: they may hold a PAN or PIN block)."""
 
     meta: Mapping[str, str] = field(default_factory=dict)
     atr: bytes | None = None
-    exchanges: tuple[tuple[bytes, bytes], ...] = ()
+    exchanges: tuple[tuple[bytes, bytes], ...] = field(default=(), repr=False)
 
 
 def _unhex(text: str, where: str) -> bytes:
@@ -69,10 +80,17 @@ def read_transcript(path: str | os.PathLike[str]) -> RecordedSession:
     Raises
     ------
     StateFileError
-        The file cannot be read or is malformed (the message names the line).
+        The file cannot be read, is larger than :data:`MAX_TRANSCRIPT_BYTES` or is malformed
+        (the message names the line).
     """
     try:
-        text = Path(path).read_text(encoding="utf-8")
+        with Path(path).open("rb") as fh:
+            data = fh.read(MAX_TRANSCRIPT_BYTES + 1)
+        if len(data) > MAX_TRANSCRIPT_BYTES:
+            raise StateFileError(
+                f"transcript {path}: larger than {MAX_TRANSCRIPT_BYTES} bytes; refusing to read it"
+            )
+        text = data.decode("utf-8")
     except (OSError, UnicodeDecodeError) as exc:
         raise StateFileError(f"transcript {path}: cannot read it ({exc.__class__.__name__})") from None
     meta: dict[str, str] = {}

@@ -24,6 +24,7 @@ from dataclasses import dataclass
 from typing import Final
 
 from capsim.errors import ConfigError
+from capsim.jsonlimits import loads_limited
 from capsim.verifier.model import CredentialProfile
 
 __all__ = [
@@ -181,7 +182,7 @@ class VerifierPolicy:
     def from_json(cls, text: str) -> VerifierPolicy:
         """Inverse of :meth:`to_json`; unknown fields raise :class:`ConfigError`."""
         try:
-            data = json.loads(text)
+            data = loads_limited(text, what="policy: malformed serialised policy", error=ConfigError)
             if not isinstance(data, Mapping):
                 raise TypeError("not an object")
             return cls(**data)

@@ -1,0 +1,91 @@
+"""``capsim.iad``: the pure CVR/IAD prediction module shared by the card and the verifier."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+import capsim.cards
+import capsim.cards.cvr
+import capsim.iad
+from capsim.cards import BUILTIN_PROFILES, CardProfile, new_card
+from capsim.crypto import CVN
+from capsim.errors import ValidationError
+from capsim.iad import (
+    CardHistory,
+    IadParams,
+    IadProfile,
+    arqc_iad_variants,
+    history_variants,
+    predict_arqc_iad,
+)
+from tests.cards.helpers import IMK_A, PAN, cap_transaction
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_importing_iad_loads_no_card_reader_verifier_or_transport_module() -> None:
+    code = (
+        "import sys, capsim.iad\n"
+        "bad = sorted(m for m in sys.modules if m.startswith(('capsim.cards', 'capsim.reader', "
+        "'capsim.verifier', 'capsim.transports')))\n"
+        "print(','.join(bad))\n"
+    )
+    proc = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, timeout=60, check=True
+    )
+    assert proc.stdout.strip() == ""
+
+
+def test_cards_keep_re_exporting_the_same_objects() -> None:
+    for name in ("AcType", "CardHistory", "CvrFlag", "CvrLayout", "IadFormat", "build_iad"):
+        assert getattr(capsim.cards, name) is getattr(capsim.iad, name)
+    for name in ("history_variants", "predict_arqc_iad"):
+        assert getattr(capsim.cards, name) is getattr(capsim.iad, name)
+    for name in capsim.iad.__all__:
+        assert getattr(capsim.cards.cvr, name) is getattr(capsim.iad, name)
+
+
+def _params(profile: CardProfile) -> IadParams:
+    return IadParams(
+        iad_template=profile.iad_template, cvn=int(profile.cvn), pin_try_limit=profile.pin_try_limit
+    )
+
+
+@pytest.mark.parametrize("name", sorted(BUILTIN_PROFILES))
+@pytest.mark.parametrize("cvn", [c for c in CVN if c is not CVN.INTERAC_133])  # the CAP CVNs
+def test_plain_data_predicts_exactly_what_the_card_profile_predicts(name: str, cvn: CVN) -> None:
+    profile = BUILTIN_PROFILES[name].with_overrides(cvn=cvn, pin_try_limit=5)
+    assert isinstance(profile, IadProfile)
+    params = _params(profile)
+    assert history_variants(params) == history_variants(profile)
+    assert arqc_iad_variants(params) == tuple(predict_arqc_iad(profile, h) for h in history_variants(profile))
+    assert len(set(arqc_iad_variants(params))) == len(history_variants(params))
+
+
+@pytest.mark.parametrize("name", ["secur-acces", "visa-dpa"])
+def test_the_card_answers_with_the_first_two_predicted_iads(name: str) -> None:
+    card = new_card(name, pan=PAN, imk_ac=IMK_A)
+    predicted = arqc_iad_variants(_params(card.profile))
+    first, _ = cap_transaction(card)
+    later, _ = cap_transaction(card)
+    assert first.iad == predicted[history_variants(card.profile).index(CardHistory())]
+    assert later.iad == predicted[0]
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"iad_template": bytes.fromhex("06770A03000000"), "cvn": 0x12}, "CVN byte"),
+        ({"iad_template": bytes.fromhex("0C10" + "00" * 10), "cvn": 0x10}, "at least 18 bytes"),
+        ({"iad_template": bytes.fromhex("06770A03000000"), "cvn": 0x99}, "cvn: expected one of"),
+        ({"iad_template": bytes.fromhex("06770A03000000"), "cvn": 0x0A, "pin_try_limit": 0}, "1..15"),
+        ({"iad_template": "06770A03000000", "cvn": 0x0A}, "expected bytes"),
+    ],
+)
+def test_iad_params_are_validated(kwargs: dict[str, object], message: str) -> None:
+    with pytest.raises(ValidationError, match=message):
+        IadParams(**kwargs)  # type: ignore[arg-type]
