@@ -52,6 +52,7 @@ from datetime import UTC, datetime
 from typing import Any, Final, Protocol, runtime_checkable
 
 from capsim.errors import ValidationError
+from capsim.jsonlimits import loads_limited
 
 __all__ = [
     "GENESIS_HASH",
@@ -236,7 +237,7 @@ class AuditTip:
     def from_json(cls, text: str) -> AuditTip:
         """Parse :meth:`to_json` output; :class:`~capsim.errors.ValidationError` if malformed."""
         try:
-            doc: Any = json.loads(text)
+            doc: Any = loads_limited(text, what="audit tip", max_bytes=1 << 16, error=ValidationError)
             if not isinstance(doc, dict) or (doc.get("format"), doc.get("version")) != (_TIP_FORMAT, 1):
                 raise ValueError("not a capsim audit tip (format/version)")
             seq = doc["seq"]

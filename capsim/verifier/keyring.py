@@ -44,6 +44,7 @@ from pathlib import Path
 from typing import Any, Final
 
 from capsim.errors import ConfigError, KeyFileMismatch, StateFileError, TemporaryFailure
+from capsim.jsonlimits import loads_limited
 from capsim.storage import IssuerKeys, load_issuer_keys
 from capsim.verifier.audit import AuditEntry, AuditSealer
 from capsim.verifier.dburl import redact_db_url
@@ -151,7 +152,7 @@ class KeyringEntry:
 def parse_registry(text: str) -> dict[str, KeyringEntry]:
     """Parse the registry setting; :class:`~capsim.errors.ConfigError` when unreadable."""
     try:
-        doc = json.loads(text)
+        doc = loads_limited(text, what="issuer-keys registry", error=ConfigError)
         out: dict[str, KeyringEntry] = {}
         for kid, v in dict(doc).items():
             fps = v.get("fingerprints") or {}
@@ -360,7 +361,7 @@ def read_keyring_file(path: Path) -> KeyringFile:
         st = path.stat()
         if stat.S_IMODE(st.st_mode) & 0o077:
             raise StateFileError(f"{path}: the keyring file is readable by other users; chmod 600 it")
-        doc = json.loads(path.read_text(encoding="utf-8"))
+        doc = loads_limited(path.read_bytes(), what=f"keyring file {path}")
     except FileNotFoundError:
         raise StateFileError(f"{path}: no keyring file") from None
     except OSError as exc:
@@ -512,7 +513,7 @@ def _parse_seal_setting(raw: str | None) -> tuple[str, int] | None:
     if raw is None:
         return None
     try:
-        doc = json.loads(raw)
+        doc = loads_limited(raw, what="audit seal setting", error=ConfigError)
         return str(doc["key_id"]), int(doc["sealed_from"])
     except (ValueError, TypeError, KeyError) as exc:
         raise ConfigError(f"the verifier database's audit seal setting is unreadable ({exc})") from None

@@ -51,8 +51,10 @@ from capsim.errors import (
     ValidationError,
     VerifierError,
 )
+from capsim.iad import IadProfile, arqc_iad_variants
+from capsim.jsonlimits import loads_limited
 from capsim.verifier import decision, engine
-from capsim.verifier.audit import AuditEntry, AuditProblem, check_chain
+from capsim.verifier.audit import AuditEntry, AuditProblem, AuditTip, check_chain
 from capsim.verifier.authority import Power, authorize
 from capsim.verifier.model import (
     ACTIVE_STATES,
@@ -95,6 +97,8 @@ _ACT_ALPHABET: Final = "0123456789ABCDEFGHJKMNPQRSTVWXYZ"  # Crockford base32
 _MAX_TEXT: Final = 128
 _MAX_ATC: Final = 0xFFFF
 #: Settings key prefix marking a credential whose card was just sent an issuer script.
+#: The store setting where the audit sealing start is recorded (the keyring file keeps its own copy).
+_SEAL_SETTING: Final = "audit.seal"
 #: The audit event of each verification method.
 _EVENTS: Final = {"verify": "verify", "activate": "verify", "resync": "resync"}
 
@@ -227,28 +231,30 @@ def credential_profile_from_card(
     ``card_profile`` is a :class:`capsim.cards.CardProfile` (a card file's profile, as a
     card-management system would hand it over). The reader profile defaults to the one the
     card's AID selects (cap-protocol.md §3); the IAD variants are the card's predicted ARQC
-    IADs for each history state, most likely first (:func:`capsim.cards.history_variants`, V10).
+    IADs for each history state, most likely first (:func:`capsim.iad.arqc_iad_variants`, V10).
     """
-    from capsim.cards import CardProfile, history_variants, predict_arqc_iad
     from capsim.profiles import get_reader_profile, profile_for_aid
 
-    if not isinstance(card_profile, CardProfile):
+    # duck-typed: the verifier does not import the card emulator, only the pure IAD model
+    needed = ("aid", "cdol1", "aip", "ipb", "iaf", "cvn", "key_derivation")
+    if not isinstance(card_profile, IadProfile) or not all(hasattr(card_profile, n) for n in needed):
         raise ValidationError("card_profile: expected a capsim.cards.CardProfile")
+    variants = arqc_iad_variants(card_profile)
+    card: Any = card_profile
     if reader_profile is None:
-        chosen = profile_for_aid(card_profile.aid)
+        chosen = profile_for_aid(card.aid)
         name = "mc-cap" if chosen is None else chosen.name
     else:
         name = get_reader_profile(reader_profile).name
-    variants = tuple(predict_arqc_iad(card_profile, h) for h in history_variants(card_profile))
     return CredentialProfile(
         reader_profile=name,
-        cdol1=card_profile.cdol1,
-        aip=card_profile.aip,
-        ipb=card_profile.ipb,
-        iaf=card_profile.iaf,
-        cvn=int(card_profile.cvn),
+        cdol1=card.cdol1,
+        aip=card.aip,
+        ipb=card.ipb,
+        iaf=card.iaf,
+        cvn=int(card.cvn),
         iad_variants=variants,
-        key_derivation=str(card_profile.key_derivation.value),
+        key_derivation=str(card.key_derivation.value),
     )
 
 
@@ -1235,9 +1241,17 @@ class Verifier:
         return acc
 
     def _fingerprint(self, method: str, target: str, codes: Sequence[engine.PresentedCode]) -> bytes:
-        """A digest of the presented code(s) that binds a request id to its call (never the code)."""
-        body = b"\x00".join([method.encode(), target.encode(), *(c.text for c in codes)])
-        return hashlib.sha256(b"capsim request v1\x00" + body).digest()
+        """A digest of the call that binds a request id to it (never the code itself).
+
+        Keyed with the provider's audit seal key when it has one (an 8-digit code's plain hash
+        is reversible by enumeration); ___domain-separated from audit seals by its label."""
+        message = b"\x00".join(
+            [b"capsim request v1", method.encode(), target.encode(), *(c.text for c in codes)]
+        )
+        with _provider_failures():
+            if self._provider.audit_seal_key_id() is not None:
+                return self._provider.audit_seal(message)
+        return hashlib.sha256(message).digest()
 
     def _decide(
         self, method: str, target: str, presented: Sequence[engine.PresentedCode], rid: str
@@ -1526,10 +1540,30 @@ class Verifier:
             return script
 
     # -- audit -------------------------------------------------------------------------------------
-    def check_audit(self) -> tuple[AuditProblem, ...]:
-        """Run the chain checker over the whole audit (V39); empty = intact."""
+    def check_audit(
+        self, *, sealed_from: int | None = None, tip: AuditTip | None = None
+    ) -> tuple[AuditProblem, ...]:
+        """Run the chain checker over the whole audit (V39); empty = intact.
+
+        When the provider holds an audit seal key, every record from ``sealed_from`` on must
+        carry a valid seal. Pass the sealing start kept outside the database (the CLI's keyring
+        file keeps it); without it the start recorded in the database is used, which an
+        attacker who can rewrite the database could also move. ``tip`` is an anchor exported
+        earlier (:class:`~capsim.verifier.audit.AuditTip`): a chain cut or rewritten before it
+        is reported too.
+        """
+        sealer = self._provider if self._provider.audit_seal_key_id() is not None else None
         try:
-            return check_chain(self._store.audit_records())
+            if sealer is not None and sealed_from is None:
+                with self._store.transaction(lock_timeout=self.policy.lock_timeout_s) as tx:
+                    raw = tx.get_setting(_SEAL_SETTING)
+                recorded = (
+                    None if raw is None else loads_limited(raw, what="audit seal setting", error=ConfigError)
+                )
+                sealed_from = int(recorded["sealed_from"]) if isinstance(recorded, dict) else None
+            return check_chain(self._store.audit_records(), sealer=sealer, sealed_from=sealed_from, tip=tip)
+        except (ValidationError, ConfigError):
+            raise
         except Exception:
             raise TemporaryFailure("verifier store unavailable") from None
 
