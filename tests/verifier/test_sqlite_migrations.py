@@ -130,6 +130,54 @@ class MigrationContract:
             finally:
                 store.close()
 
+    def test_V27_decision_migration_moves_state_into_columns_and_closes_the_holes(
+        self, harness: Harness
+    ) -> None:
+        """0004: the issuer-script setting becomes a column, old request ids bind to nothing, and
+        the newer of two live credentials of one card (the enrolment race) is revoked."""
+        conn = harness.connect()
+        migrate.upgrade(conn, target=3)
+        _seed(harness, conn, 3)
+        harness.execute(
+            conn,
+            "INSERT INTO cap_credential (credential_id, user_id, customer_id, state, key_ref, pan_token,"
+            " pan_last4, psn, profile, created_at, last_atc) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            (
+                "c-twin", "u2", "k2", "active", "key-c-twin", "tok-a", "0017", "01",
+                json.dumps(PROFILE.to_dict()), "2026-03-02T12:00:00.000000Z", -1,
+            ),
+        )  # fmt: skip
+        harness.execute(
+            conn, "INSERT INTO cap_setting (name, value) VALUES (?, ?)", ("issuer-script:c-seed", "40")
+        )
+        harness.execute(
+            conn,
+            "INSERT INTO cap_request (request_id, outcome, recorded_at) VALUES (?, ?, ?)",
+            ("r-old", "reject", SEED_TIME),
+        )
+        assert migrate.upgrade(conn)[0] == 4
+        conn.close()
+        store = harness.open_store(migrate=False)
+        try:
+            with store.transaction() as tx:
+                seed = tx.get_credential("c-seed")
+                twin = tx.get_credential("c-twin")
+                old = tx.get_request("r-old")
+                assert tx.get_setting("issuer-script:c-seed") is None
+                assert tx.card_floor("tok-a", "01") == 41
+                # the unique index: a third live credential of the card is refused
+                assert tx.insert_credential(make_credential("c-third", psn="01")) == 0
+            assert seed is not None
+            assert seed.script_atc == 40
+            assert seed.state.value == "active"
+            assert twin is not None
+            assert twin.state.value == "revoked"
+            assert old is not None
+            assert old.method == ""
+            assert not old.binds(method="verify", target="cr-x", fingerprint=b"")
+        finally:
+            store.close()
+
     def test_V27_repeated_upgrade_is_a_noop(self, harness: Harness) -> None:
         conn = harness.connect()
         migrate.upgrade(conn)
