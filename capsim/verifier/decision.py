@@ -219,8 +219,19 @@ def _refusal(call: Call, snap: Snapshot, target: Credential | None, policy: Veri
     return ""
 
 
-def screen(call: Call, snap: Snapshot, policy: VerifierPolicy, *, dummy_key_ref: str) -> Screen:
-    """Step 2a: request binding, refusals, and the probes to run (module docstring)."""
+def screen(
+    call: Call,
+    snap: Snapshot,
+    policy: VerifierPolicy,
+    *,
+    dummy_key_ref: str,
+    dummy_profile: CredentialProfile = DUMMY_PROFILE,
+) -> Screen:
+    """Step 2a: request binding, refusals, and the probes to run (module docstring).
+
+    An unknown target is evaluated against a dummy card with ``dummy_key_ref`` and
+    ``dummy_profile`` (the caller passes the profile of the credentials it usually sees, so
+    the dummy costs what a real card costs)."""
     previous = snap.request
     if previous is not None:
         same = previous.binds(method=call.method, target=call.target, fingerprint=call.fingerprint)
@@ -234,7 +245,12 @@ def screen(call: Call, snap: Snapshot, policy: VerifierPolicy, *, dummy_key_ref:
 
     if target is None:
         dummy = CardCandidate(
-            credential_id="", key_ref=dummy_key_ref, psn="00", profile=DUMMY_PROFILE, last_atc=-1, variants=1
+            credential_id="",
+            key_ref=dummy_key_ref,
+            psn="00",
+            profile=dummy_profile,
+            last_atc=-1,
+            variants=policy.history_variants,
         )
         probe = Probe(code_index=0, cards=(dummy,), request=match_request(None), window=policy.atc_window)
         return Screen(refusal=refusal, probes=(probe,) * call.codes)

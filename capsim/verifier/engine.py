@@ -58,6 +58,7 @@ __all__ = [
     "dummy_evaluate",
     "expected_code",
     "match",
+    "pad_evaluate",
     "parse_code",
 ]
 
@@ -483,6 +484,27 @@ def match(
                 if _codes_equal(text, code.text):
                     found.append(Match(credential_id=card.credential_id, atc=atc, variant=index))
     return MatchResult(match=found[0] if found else None, evaluations=evaluations, matches=tuple(found))
+
+
+def pad_evaluate(card: CardCandidate, provider: CryptogramProvider, *, evaluations: int) -> int:
+    """Spend ``evaluations`` recomputations through ``card``'s own AC function, which never
+    match (V30): padding costs what a real candidate costs (same key path, same CVN and
+    session-key method), so the time does not tell how many real candidates there were.
+
+    Returns the evaluations spent.
+    """
+    profile = card.profile
+    fn = provider.ac_function(
+        card.key_ref, cvn=profile.cvn, method=profile.session_key_method, tree=_tree(profile)
+    )
+    cdol = cdol_data_for(profile, MatchRequest(mode=OperationMode.IDENTIFY))
+    iad = profile.iad_variants[0] if profile.iad_variants else bytes(7)
+    digits = profile.display_digits
+    for n in range(max(evaluations, 0)):
+        ac = fn(cdol, profile.aip, (n & _MAX_ATC).to_bytes(2, "big"), iad, bytes(4))
+        text = f"{int.from_bytes(ac[-4:], 'big') % 10**digits:0{digits}d}".encode("ascii")
+        _codes_equal(text, b"x" * len(text))  # different by construction: never a match
+    return max(evaluations, 0)
 
 
 def dummy_evaluate(

@@ -317,7 +317,8 @@ def write_changes(tx: StoreTransaction, changes: Changes, audit: AuditEntry) -> 
     """:meth:`StoreTransaction.write_verification` built from the single-row methods."""
     ok = True
     for w in changes.credentials:
-        if w.new is None:
+        if w.new is None:  # an unknown target: look it up as an update would, touch nothing
+            tx.get_credential(w.credential_id)
             continue
         touched = tx.update_credential(w.new, expected_version=w.expected_version)
         ok = ok and (touched == 1 or not w.required)

@@ -894,3 +894,26 @@ def test_init_policy_options_are_validated_and_recorded(tmp_path: Path) -> None:
     assert cli("verifier", "init", "--db", db, "--json").json()["policy"]["operation_ttl_s"] == 300
     events = [r["event"] for r in cli("verifier", "audit", "--db", db, "--json").json()["records"]]
     assert events.count("policy") == 1
+
+
+def test_a_request_id_reused_for_another_operation_exits_15_and_changes_nothing(world: World) -> None:
+    """The verifier-seams finding at the command line: a repeated ``--request-id`` used to
+    approve any other operation with any code (exit 0, ``"accepted": true``)."""
+    cid = world.enroll()
+    op1 = world.operation(cid, "sign", "--amount", "15.00", "--currency", "EUR", "--payee", "NL01")
+    op2 = world.operation(cid, "sign", "--amount", "9999.99", "--currency", "EUR", "--payee", "NL00 ATTACKER")
+    code1 = world.code("sign", "--challenge", op1["challenge"], "--amount", "15.00", "--currency", "EUR")
+    assert world.verify(op1["operation_id"], code1, "--request-id", "req-1").exit_code == 0
+    run = world.verify(op2["operation_id"], "00000000", "--request-id", "req-1", "--json")
+    assert run.exit_code == ExitCode.REQUEST_CONFLICT
+    assert "Traceback" not in run.stderr
+    assert "request_id already used" in run.stderr
+    # the same call again returns its recorded outcome
+    assert world.verify(op1["operation_id"], code1, "--request-id", "req-1").exit_code == 0
+    # resync with that id is refused too, and changes nothing
+    before = world.credential(cid)["last_atc"]
+    run = world.v(
+        "credential", "resync", cid, world.code("identify"), "-", "--request-id", "req-1", stdin="12345678\n"
+    )
+    assert run.exit_code == ExitCode.REQUEST_CONFLICT, run.stderr
+    assert world.credential(cid)["last_atc"] == before
