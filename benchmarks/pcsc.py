@@ -154,16 +154,25 @@ def main() -> int:
     try:
         wait_card(reader0, present=True, timeout=20)
         wait_card(reader1, present=True, timeout=20)
-        print(f"capsim PC/SC benchmark: Python {platform.python_version()} on {platform.machine()}, "
-              f"{os.cpu_count()} CPUs; readers {reader0!r} (card server process), {reader1!r} (thread)")
-        print(f"\nOne APDU round trip (GET DATA 9F17), n={args.apdus}, best of {REPEAT}:"
-              "   median       p99      ratio")
+        print(
+            f"capsim PC/SC benchmark: Python {platform.python_version()} on {platform.machine()}, "
+            f"{os.cpu_count()} CPUs; readers {reader0!r} (card server process), {reader1!r} (thread)"
+        )
+        print(
+            f"\nOne APDU round trip (GET DATA 9F17), n={args.apdus}, best of {REPEAT}:"
+            "   median       p99      ratio"
+        )
 
         local_card = new_card("natwest", pan=PAN, imk_ac=IMK)
         with InProcessTransport(local_card) as local:
             local.transmit(SELECT)
-            base = row("in process (InProcessTransport)", timings(lambda: local.transmit(GET_DATA_PTC),
-                                                              args.apdus, args.warmup), 1e6, "us", None)
+            base = row(
+                "in process (InProcessTransport)",
+                timings(lambda: local.transmit(GET_DATA_PTC), args.apdus, args.warmup),
+                1e6,
+                "us",
+                None,
+            )
 
         results: dict[str, float] = {}
         from smartcard.System import readers as pyscard_readers
@@ -177,7 +186,9 @@ def main() -> int:
                 results[f"pyscard {label}"] = row(
                     f"pyscard CardConnection -> pcscd -> vpcd -> {label}",
                     timings(lambda c=connection, a=command: c.transmit(a), args.apdus, args.warmup),
-                    1e6, "us", base,
+                    1e6,
+                    "us",
+                    base,
                 )
             finally:
                 connection.disconnect()
@@ -187,11 +198,15 @@ def main() -> int:
                 results[f"capsim {label}"] = row(
                     f"capsim PcscTransport (timeout 10 s) -> {label}",
                     timings(lambda t=transport: t.transmit(GET_DATA_PTC), args.apdus, args.warmup),
-                    1e6, "us", base,
+                    1e6,
+                    "us",
+                    base,
                 )
 
-        print(f"\nOne complete Respond code (CapReader.respond), n={args.codes}, best of {REPEAT}:"
-              " median       p99      ratio")
+        print(
+            f"\nOne complete Respond code (CapReader.respond), n={args.codes}, best of {REPEAT}:"
+            " median       p99      ratio"
+        )
         counter = iter(range(10**9))
 
         def respond(transport: object) -> Callable[[], object]:
@@ -206,18 +221,27 @@ def main() -> int:
         new_card("natwest", pan=PAN, imk_ac=IMK, path=file_copy).close()
         with InProcessTransport(load_card(file_copy), close_on_disconnect=True) as local:
             file_base = row(
-                "in process, card file (state persisted)", timings(respond(local), args.codes, 10), 1e3, "ms",
+                "in process, card file (state persisted)",
+                timings(respond(local), args.codes, 10),
+                1e3,
+                "ms",
                 code_base,
             )
         with PcscTransport(reader0) as transport:
             results["respond process"] = row(
-                "PC/SC -> capsim card serve (card file)", timings(respond(transport), args.codes, 10), 1e3,
-                "ms", code_base,
+                "PC/SC -> capsim card serve (card file)",
+                timings(respond(transport), args.codes, 10),
+                1e3,
+                "ms",
+                code_base,
             )
         with PcscTransport(reader1) as transport:
             results["respond thread"] = row(
-                "PC/SC -> card server thread (card in memory)", timings(respond(transport), args.codes, 10),
-                1e3, "ms", code_base,
+                "PC/SC -> card server thread (card in memory)",
+                timings(respond(transport), args.codes, 10),
+                1e3,
+                "ms",
+                code_base,
             )
 
         apdu = results["capsim card server process"] * 1e6
@@ -226,12 +250,18 @@ def main() -> int:
         ok_apdu = apdu <= APDU_MEDIAN_LIMIT_US
         ok_code = code <= RESPOND_MEDIAN_LIMIT_MS
         verdict = {True: "PASS", False: "FAIL"}
-        print(f"\nacceptance: APDU median through pcscd+vpcd {apdu:.1f} us "
-              f"(limit {APDU_MEDIAN_LIMIT_US:.0f}): {verdict[ok_apdu]}")
-        print(f"acceptance: Respond median through pcscd+vpcd {code:.2f} ms "
-              f"(limit {RESPOND_MEDIAN_LIMIT_MS:.0f}): {verdict[ok_code]}")
-        print(f"note: a card file adds its durable writes on both paths; the stack adds {added:.2f} ms to a "
-              "file card's Respond")
+        print(
+            f"\nacceptance: APDU median through pcscd+vpcd {apdu:.1f} us "
+            f"(limit {APDU_MEDIAN_LIMIT_US:.0f}): {verdict[ok_apdu]}"
+        )
+        print(
+            f"acceptance: Respond median through pcscd+vpcd {code:.2f} ms "
+            f"(limit {RESPOND_MEDIAN_LIMIT_MS:.0f}): {verdict[ok_code]}"
+        )
+        print(
+            f"note: a card file adds its durable writes on both paths; the stack adds {added:.2f} ms to a "
+            "file card's Respond"
+        )
         return 0 if ok_apdu and ok_code else 1
     finally:
         thread_server.stop()

@@ -102,8 +102,11 @@ def straightforward_runner(card: EmvCapCard) -> Callable[[], str]:
                 body = tx(bytes([0, 0xB2, rec, afl[i] | 4, 0]))
                 tags.update({o.tag: o.value for _, o in walk(decode(body))})
         tx("0020008008241234FFFFFFFFFF")
-        values = {0x95: bytes.fromhex("8000000000"), 0x9A: bytes.fromhex("010101"),
-                  0x9F37: bytes.fromhex(CHALLENGE)}
+        values = {
+            0x95: bytes.fromhex("8000000000"),
+            0x9A: bytes.fromhex("010101"),
+            0x9F37: bytes.fromhex(CHALLENGE),
+        }
         data = fill_dol(parse_dol(tags[0x8C]), values)
         v = tx(bytes([0x80, 0xAE, 0x80, 0, len(data)]) + data + b"\x00")[2:]
         ipb = tags[0x9F56]

@@ -32,10 +32,8 @@ import contextlib
 import dataclasses
 import hmac
 import os
-import platform
 import random
 import statistics
-import subprocess
 import sys
 import time
 import warnings
@@ -49,7 +47,7 @@ from pyemv import cvn as pyemv_cvn
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))  # measure the tree this script belongs to, not an installed capsim
 
-import capsim  # noqa: E402
+from benchmarks._machine import machine_line  # noqa: E402
 from capsim.cap import CapMode, cdol_values  # noqa: E402
 from capsim.cards import new_card  # noqa: E402
 from capsim.errors import InvalidCode  # noqa: E402
@@ -66,23 +64,6 @@ IMK = bytes.fromhex("0123456789ABCDEFFEDCBA9876543210")
 WINDOW = 16
 _ARQC_CID = b"\x80"
 PIN = "1234"
-
-
-def machine_line() -> str:
-    """Load average, CPUs, Python and the capsim tree measured."""
-    load = ", ".join(f"{x:.2f}" for x in os.getloadavg())
-    try:
-        nproc = len(os.sched_getaffinity(0))
-    except AttributeError:  # pragma: no cover - not Linux
-        nproc = os.cpu_count() or 0
-    commit = subprocess.run(
-        ["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True, check=False
-    ).stdout.strip()
-    return (
-        f"load average {load}; nproc {nproc} (os.cpu_count() {os.cpu_count()}); "
-        f"{platform.python_implementation()} {platform.python_version()}; "
-        f"capsim {Path(capsim.__file__).parent} at {commit or '?'}"
-    )
 
 
 def pin_one_core() -> str:

@@ -33,10 +33,7 @@ Usage::
 from __future__ import annotations
 
 import argparse
-import os
-import platform
 import random
-import subprocess
 import sys
 import tempfile
 import time
@@ -47,7 +44,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))  # measure the tree this script belongs to
 
-import capsim  # noqa: E402
+from benchmarks._machine import loadavg, luhn_pan, machine_line  # noqa: E402
 from capsim.cards import new_card  # noqa: E402
 from capsim.errors import InvalidCode  # noqa: E402
 from capsim.reader import CapReader  # noqa: E402
@@ -71,38 +68,6 @@ CLASSES = (
     "wrong-code-candidate",
     "wrong-code-no-candidate",
 )
-
-
-def machine_line() -> str:
-    """Load average, CPUs, Python and the capsim tree measured."""
-    try:
-        nproc = len(os.sched_getaffinity(0))
-    except AttributeError:  # pragma: no cover - not Linux
-        nproc = os.cpu_count() or 0
-    commit = subprocess.run(
-        ["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True, check=False
-    ).stdout.strip()
-    return (
-        f"load average {loadavg()}; nproc {nproc} (os.cpu_count() {os.cpu_count()}); "
-        f"{platform.python_implementation()} {platform.python_version()}; "
-        f"capsim {Path(capsim.__file__).parent} at {commit or '?'}"
-    )
-
-
-def loadavg() -> str:
-    return ", ".join(f"{x:.2f}" for x in os.getloadavg())
-
-
-def luhn_pan(body: str) -> str:
-    total = 0
-    for i, ch in enumerate(reversed(body)):
-        d = int(ch)
-        if i % 2 == 0:
-            d *= 2
-            if d > 9:
-                d -= 9
-        total += d
-    return body + str((10 - total % 10) % 10)
 
 
 def pct(values: list[float], q: float) -> float:

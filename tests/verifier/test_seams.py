@@ -7,7 +7,6 @@ the card's replay floor, sibling eligibility, uniform rejects, administrators' p
 
 from __future__ import annotations
 
-import threading
 from typing import Any
 
 import pytest
@@ -30,6 +29,7 @@ from tests.verifier.conftest import (
     make_provider,
 )
 from tests.verifier.helpers import new_op, run_mode
+from tests.verifier.test_concurrency import _run_threads
 
 
 def _audit_len(b: Bench) -> int:
@@ -101,25 +101,6 @@ def test_seam1_resync_and_activate_with_a_used_request_id_are_refused(
 # -- finding 2: enrolment races ------------------------------------------------------------------
 
 
-def _race(n: int, work: Any) -> list[Any]:
-    results: list[Any] = [None] * n
-    barrier = threading.Barrier(n)
-
-    def run(i: int) -> None:
-        barrier.wait()
-        try:
-            results[i] = work(i)
-        except BaseException as exc:
-            results[i] = exc
-
-    threads = [threading.Thread(target=run, args=(i,)) for i in range(n)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join(60)
-    return results
-
-
 def test_seam2_one_card_enrolled_concurrently_under_two_users_binds_once(
     store_factory: StoreFactory, clock: Clock
 ) -> None:
@@ -135,7 +116,7 @@ def test_seam2_one_card_enrolled_concurrently_under_two_users_binds_once(
         def enrol(i: int, v: Verifier = v, card: Any = card, codes: dict[str, str] = codes) -> Any:
             return v.enroll_card(codes[("alice", "bob")[i]], card.profile, issuer_key_id="bank")
 
-        results = _race(2, enrol)
+        results = _run_threads(2, enrol)
         ok = [r for r in results if not isinstance(r, BaseException)]
         assert len(ok) == 1, (trial, results)
         assert all(isinstance(r, ValidationError) for r in results if isinstance(r, BaseException))
@@ -160,7 +141,7 @@ def test_seam2_concurrent_enrolments_never_exceed_the_per_user_limit(
     def enrol(i: int) -> Any:
         return v.enroll_card(codes[i], cards[i].profile, issuer_key_id="bank")
 
-    results = _race(len(cards), enrol)
+    results = _run_threads(len(cards), enrol)
     assert sum(not isinstance(r, BaseException) for r in results) == 2, results
     assert len(v.list_credentials("alice")) == 2
 
