@@ -1,115 +1,67 @@
-"""SQLite verifier store: the embedded default (a single file, WAL, ``BEGIN IMMEDIATE``).
+"""The :class:`~capsim.verifier.store.StoreTransaction` written once in SQL, for SQLite and PostgreSQL.
 
 Theory of operation
 -------------------
-1. **One file.** The database is one file (plus SQLite's ``-wal``/``-shm`` companions),
-   created with mode 0600 and journal mode WAL. The schema is brought to the current version
-   by :mod:`capsim.verifier.migrate` when the store opens. An existing file that is not a
-   capsim database (not SQLite, truncated, another program's) is refused with
-   :class:`~capsim.errors.NotADatabaseError` before anything is written to it
-   (:mod:`capsim.verifier.sqlitefile`).
-2. **Writer serialisation.** Every transaction starts with ``BEGIN IMMEDIATE``, which takes
-   SQLite's single write lock up front (threads of one process first queue on an in-process
-   lock, so that they do not sleep in SQLite's busy handler). At most one transaction on the
-   file runs at a time, across threads *and* processes, so a verification's read-check-write
-   cannot interleave with another's: two processes verifying the same code give exactly one accept. The
-   credential "row lock" of :mod:`.store` rule 3 is therefore implicit.
-3. **Busy timeout.** Waiting for the write lock longer than ``lock_timeout`` (SQLite's busy
-   timeout) raises :class:`~capsim.errors.TemporaryFailure`; nothing has changed.
-4. **Scope.** SQLite is documented as the single-process (or few processes on one machine)
-   store: it is safe per credential because writers are serialised, but it does not scale
-   writers and must not be put on a network file system. Use PostgreSQL for several nodes.
-5. **Clock.** There is no database server: :meth:`StoreTransaction.now` is this machine's
-   UTC clock (``clock=`` injects another one for tests), read once per transaction.
-6. **Threads.** Each thread gets its own connection (SQLite connections are not shared
-   between threads); :meth:`SqliteStore.close` closes them all.
-
-The SQL and the row ↔ model conversion are shared with :mod:`capsim.verifier.postgres`
-through :class:`SqlTransactionBase`, which is parametrised by placeholder style and value
-encoding only.
+1. **One SQL text, two engines.** Statements are written with ``?`` placeholders; a driver
+   binding with ``PLACEHOLDER = "%s"`` (PostgreSQL) gets them rewritten once per statement text
+   (and cached), and ``FOR_UPDATE`` is appended where a row is locked (empty for SQLite, whose
+   ``BEGIN IMMEDIATE`` already serialises writers).
+2. **Driver hooks.** A binding provides :meth:`SqlTransactionBase._exec` (run one statement,
+   return its rows and row count) and the value codecs of
+   :class:`~capsim.verifier.sqlrows.SqlRowCodecs`, which this class extends with the
+   statements. :mod:`capsim.verifier.sqlite` and :mod:`capsim.verifier.postgres` are the
+   bindings; PostgreSQL also overrides the verification and audit methods to pipeline them.
+3. **Conditional single-row writes.** ``update_credential`` is a compare-and-swap on
+   ``version`` with ``last_atc`` never decreasing (V34), ``update_operation`` requires
+   ``consumed_at IS NULL`` and the expected attempt count, and inserts are
+   ``ON CONFLICT DO NOTHING``. Each returns the rows it touched; the service decides what a
+   count other than one means (:mod:`capsim.verifier.store`).
+4. **One verification.** :meth:`~SqlTransactionBase.read_verification` locks the target
+   credential and its siblings in one statement (ascending id order), then reads the
+   operation and the request record; :meth:`~SqlTransactionBase.write_verification` sends the
+   same statements in the same order for every outcome (credentials, operation, request,
+   ledger row, audit record), so a reject looks like an accept to the database (V30).
+5. **Audit chain.** :meth:`~SqlTransactionBase.append_audit` chains the record on the last
+   one and inserts it, then its keyed seal when the transaction has a sealer
+   (:mod:`capsim.verifier.audit`).
 """
 
 from __future__ import annotations
 
-import contextlib
-import json
-import logging
-import os
-import sqlite3
-import stat
-import threading
-import time
-from abc import ABC, abstractmethod
-from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
+from abc import abstractmethod
+from collections.abc import Sequence
 from datetime import UTC, datetime
-from pathlib import Path
 from typing import Any, ClassVar, Final
 
-from capsim.errors import ConfigError, TemporaryFailure, ValidationError
-from capsim.verifier import migrate as _migrate
-from capsim.verifier import sqlitefile as _sqlitefile
-from capsim.verifier.audit import (
-    GENESIS_HASH,
-    AuditEntry,
-    AuditRecord,
-    AuditSealer,
-    KeyedSealer,
-    malformed_record,
-    resolve_sealer,
-    seal,
-)
+from capsim.errors import ValidationError
+from capsim.verifier.audit import GENESIS_HASH, AuditEntry, AuditRecord, KeyedSealer, seal
 from capsim.verifier.model import (
     Acceptance,
     ActivationRecord,
-    BatchItem,
     Changes,
     Credential,
-    CredentialProfile,
     CredentialState,
     CustomerAccount,
     Operation,
     OperationMode,
-    Outcome,
     RequestRecord,
     Snapshot,
     User,
     UserRole,
 )
-from capsim.verifier.sqlitefile import FileVerdict
+from capsim.verifier.sqlrows import (
+    _ACC_COLS,
+    _ACT_COLS,
+    _AUDIT_COLS,
+    _CRED_COLS,
+    _CRED_MUTABLE,
+    _OP_COLS,
+    _REQ_COLS,
+    _USER_COLS,
+    SqlRowCodecs,
+)
 
-__all__ = ["SqlTransactionBase", "SqliteStore"]
-
-_log = logging.getLogger(__name__)
-
-_CRED_COLS: Final = (
-    "credential_id", "user_id", "customer_id", "state", "key_ref", "pan_token", "pan_last4", "psn",
-    "profile", "created_at", "last_atc", "fail_count", "max_fail", "locked_until", "lock_escalations",
-    "escalation_started_at", "parked_atc", "parked_at", "replaces", "replaced_by", "label", "script_atc",
-    "version",
-)  # fmt: skip
-_CRED_MUTABLE: Final = (
-    "state", "last_atc", "fail_count", "max_fail", "locked_until", "lock_escalations",
-    "escalation_started_at", "parked_atc", "parked_at", "replaces", "replaced_by", "label", "script_atc",
-    "version",
-)  # fmt: skip
-_REQ_COLS: Final = ("request_id", "outcome", "recorded_at", "acceptance", "method", "target", "fingerprint")
-_CRED_TIMES: Final = frozenset({"created_at", "locked_until", "escalation_started_at", "parked_at"})
-_OP_COLS: Final = (
-    "operation_id", "credential_id", "mode", "challenge", "txn_digest", "created_at", "expires_at",
-    "amount_minor", "currency", "payee", "tds_fields", "batch", "reference_supplied", "payment",
-    "attempts", "max_attempts", "consumed_at",
-)  # fmt: skip
-_ACC_COLS: Final = (
-    "credential_id", "atc", "mode", "request_id", "accepted_at", "operation_id", "txn_digest",
-)  # fmt: skip
-_USER_COLS: Final = ("user_id", "customer_id", "role", "created_at", "created_by", "disabled")
-_ACT_COLS: Final = ("code_digest", "user_id", "created_at", "expires_at", "used_at", "attempts")
-_AUDIT_COLS: Final = (
-    "seq", "at", "event", "outcome", "reason", "request_id", "credential_id", "operation_id", "mode",
-    "atc", "txn_digest", "node", "duration_us", "details", "prev_hash", "record_hash",
-)  # fmt: skip
-
+__all__ = ["SqlTransactionBase"]
 
 _AUDIT_SELECT: Final = ", ".join([*(f"a.{c}" for c in _AUDIT_COLS), "s.key_id", "s.seal"])
 
@@ -139,50 +91,14 @@ _INSERT_REQUEST: Final = (
 )
 
 
-def _need(condition: bool, problem: str) -> None:
-    if not condition:
-        raise ValueError(problem)
-
-
-def _is_int(value: object) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool)
-
-
-def _utcnow() -> datetime:
-    return datetime.now(UTC)
-
-
-def _acceptance_to_json(acc: Acceptance) -> dict[str, Any]:
-    return {
-        "credential_id": acc.credential_id,
-        "atc": acc.atc,
-        "mode": acc.mode.value,
-        "request_id": acc.request_id,
-        "accepted_at": acc.accepted_at.astimezone(UTC).isoformat(),
-        "operation_id": acc.operation_id,
-        "txn_digest": acc.txn_digest.hex(),
-    }
-
-
-def _acceptance_from_json(d: dict[str, Any]) -> Acceptance:
-    return Acceptance(
-        credential_id=d["credential_id"],
-        atc=int(d["atc"]),
-        mode=OperationMode(d["mode"]),
-        request_id=d["request_id"],
-        accepted_at=datetime.fromisoformat(d["accepted_at"]).astimezone(UTC),
-        operation_id=d["operation_id"],
-        txn_digest=bytes.fromhex(d["txn_digest"]),
-    )
-
-
-class SqlTransactionBase(ABC):
+class SqlTransactionBase(SqlRowCodecs):
     """The :class:`~capsim.verifier.store.StoreTransaction` methods written once in SQL.
 
     Subclasses bind it to a driver: they provide :meth:`_exec` (run one statement and return
     its rows and row count), the placeholder style (``?`` or ``%s``) and the value codecs for
-    times, JSON, booleans and bytes. SQL in this class uses ``?`` placeholders; a subclass with
-    ``PLACEHOLDER = "%s"`` gets them rewritten once per statement text (and cached).
+    times, JSON, booleans and bytes (:class:`~capsim.verifier.sqlrows.SqlRowCodecs`). SQL in
+    this class uses ``?`` placeholders; a subclass with ``PLACEHOLDER = "%s"`` gets them
+    rewritten once per statement text (and cached).
     """
 
     PLACEHOLDER: ClassVar[str] = "?"
@@ -205,28 +121,6 @@ class SqlTransactionBase(ABC):
     def _exec(self, sql: str, params: Sequence[Any] = ()) -> tuple[list[tuple[Any, ...]], int]:
         """Driver hook."""
 
-    @abstractmethod
-    def _enc_time(self, value: datetime | None) -> Any:
-        """Driver hook."""
-
-    @abstractmethod
-    def _dec_time(self, value: Any) -> datetime:
-        """Driver hook."""
-
-    @abstractmethod
-    def _enc_json(self, value: Any) -> Any:
-        """Driver hook."""
-
-    @abstractmethod
-    def _dec_json(self, value: Any) -> Any:
-        """Driver hook."""
-
-    def _enc_bool(self, value: bool) -> Any:
-        return value
-
-    def _dec_bytes(self, value: Any) -> bytes:
-        return bytes(value)
-
     # -- helpers ---------------------------------------------------------------------------
     def _sql(self, sql: str) -> str:
         if self.PLACEHOLDER == "?":
@@ -246,13 +140,6 @@ class SqlTransactionBase(ABC):
 
     def _count(self, sql: str, params: Sequence[Any] = ()) -> int:
         return self._exec(self._sql(sql), params)[1]
-
-    def _opt_time(self, value: Any) -> datetime | None:
-        return None if value is None else self._dec_time(value)
-
-    def _check_aware(self, name: str, value: datetime | None) -> None:
-        if value is not None and value.tzinfo is None:
-            raise ValidationError(f"{name}: expected a timezone-aware datetime")
 
     # -- clock -----------------------------------------------------------------------------
     def now(self) -> datetime:
@@ -274,16 +161,6 @@ class SqlTransactionBase(ABC):
         if row is None:
             return None
         return CustomerAccount(customer_id=row[0], created_at=self._dec_time(row[1]), name=row[2])
-
-    def _user(self, row: tuple[Any, ...]) -> User:
-        return User(
-            user_id=row[0],
-            customer_id=row[1],
-            role=UserRole(row[2]),
-            created_at=self._dec_time(row[3]),
-            created_by=row[4],
-            disabled=bool(row[5]),
-        )
 
     def insert_user(self, user: User) -> int:
         self._check_aware("user.created_at", user.created_at)
@@ -322,16 +199,6 @@ class SqlTransactionBase(ABC):
         return [self._user(r) for r in rows]
 
     # -- activation codes ----------------------------------------------------------------------
-    def _activation(self, row: tuple[Any, ...]) -> ActivationRecord:
-        return ActivationRecord(
-            code_digest=self._dec_bytes(row[0]),
-            user_id=row[1],
-            created_at=self._dec_time(row[2]),
-            expires_at=self._dec_time(row[3]),
-            used_at=self._opt_time(row[4]),
-            attempts=int(row[5]),
-        )
-
     def insert_activation(self, record: ActivationRecord) -> int:
         return self._count(
             f"INSERT INTO cap_activation ({_cols(_ACT_COLS)}) VALUES (?, ?, ?, ?, ?, ?)"  # noqa: S608 constant
@@ -361,28 +228,6 @@ class SqlTransactionBase(ABC):
         )
 
     # -- credentials ---------------------------------------------------------------------------
-    def _credential(self, row: tuple[Any, ...]) -> Credential:
-        values = dict(zip(_CRED_COLS, row, strict=True))
-        for name in _CRED_TIMES:
-            values[name] = self._opt_time(values[name])
-        values["state"] = CredentialState(values["state"])
-        values["profile"] = CredentialProfile.from_dict(self._dec_json(values["profile"]))
-        return Credential(**values)
-
-    def _cred_params(self, c: Credential, cols: Sequence[str]) -> list[Any]:
-        out: list[Any] = []
-        for name in cols:
-            value = getattr(c, name)
-            if name in _CRED_TIMES:
-                self._check_aware(f"credential.{name}", value)
-                value = self._enc_time(value)
-            elif name == "state":
-                value = CredentialState(value).value
-            elif name == "profile":
-                value = self._enc_json(value.to_dict())
-            out.append(value)
-        return out
-
     def insert_credential(self, credential: Credential) -> int:
         marks = ", ".join("?" * len(_CRED_COLS))
         return self._count(
@@ -454,31 +299,6 @@ class SqlTransactionBase(ABC):
         return self._count(_UPDATE_CREDENTIAL, params)
 
     # -- operations ------------------------------------------------------------------------------
-    def _operation(self, row: tuple[Any, ...]) -> Operation:
-        v = dict(zip(_OP_COLS, row, strict=True))
-        return Operation(
-            operation_id=v["operation_id"],
-            credential_id=v["credential_id"],
-            mode=OperationMode(v["mode"]),
-            challenge=v["challenge"],
-            txn_digest=self._dec_bytes(v["txn_digest"]),
-            created_at=self._dec_time(v["created_at"]),
-            expires_at=self._dec_time(v["expires_at"]),
-            amount_minor=v["amount_minor"],
-            currency=v["currency"],
-            payee=v["payee"],
-            tds_fields=tuple(str(f) for f in self._dec_json(v["tds_fields"])),
-            batch=tuple(
-                BatchItem(payee=str(b["payee"]), amount_minor=int(b["amount_minor"]))
-                for b in self._dec_json(v["batch"])
-            ),
-            reference_supplied=bool(v["reference_supplied"]),
-            payment=bool(v["payment"]),
-            attempts=int(v["attempts"]),
-            max_attempts=int(v["max_attempts"]),
-            consumed_at=self._opt_time(v["consumed_at"]),
-        )
-
     def insert_operation(self, operation: Operation) -> int:
         o = operation
         for name in ("created_at", "expires_at", "consumed_at"):
@@ -541,18 +361,6 @@ class SqlTransactionBase(ABC):
     def insert_acceptance(self, acceptance: Acceptance) -> int:
         return self._count(_INSERT_ACCEPTANCE, self._acceptance_params(acceptance))
 
-    def _acceptance_params(self, a: Acceptance) -> tuple[Any, ...]:
-        self._check_aware("acceptance.accepted_at", a.accepted_at)
-        return (
-            a.credential_id,
-            a.atc,
-            OperationMode(a.mode).value,
-            a.request_id,
-            self._enc_time(a.accepted_at),
-            a.operation_id,
-            bytes(a.txn_digest),
-        )
-
     def list_acceptances(self, credential_id: str) -> list[Acceptance]:
         rows = self._rows(
             f"SELECT {_cols(_ACC_COLS)} FROM cap_acceptance WHERE credential_id = ? ORDER BY atc",  # noqa: S608
@@ -577,31 +385,6 @@ class SqlTransactionBase(ABC):
             (request_id,),
         )
         return None if row is None else self._request(row)
-
-    def _request(self, row: tuple[Any, ...]) -> RequestRecord:
-        acc = None if row[3] is None else _acceptance_from_json(self._dec_json(row[3]))
-        return RequestRecord(
-            request_id=row[0],
-            outcome=Outcome(row[1]),
-            recorded_at=self._dec_time(row[2]),
-            acceptance=acc,
-            method=row[4],
-            target=row[5],
-            fingerprint=self._dec_bytes(row[6]),
-        )
-
-    def _request_params(self, record: RequestRecord) -> tuple[Any, ...]:
-        self._check_aware("record.recorded_at", record.recorded_at)
-        acc = None if record.acceptance is None else self._enc_json(_acceptance_to_json(record.acceptance))
-        return (
-            record.request_id,
-            Outcome(record.outcome).value,
-            self._enc_time(record.recorded_at),
-            acc,
-            record.method,
-            record.target,
-            bytes(record.fingerprint),
-        )
 
     def insert_request(self, record: RequestRecord) -> int:
         return self._count(_INSERT_REQUEST, self._request_params(record))
@@ -725,58 +508,6 @@ class SqlTransactionBase(ABC):
             (record.seq, record.seal_key_id, record.seal),
         )
 
-    def _audit_record(self, row: tuple[Any, ...]) -> AuditRecord:
-        """Decode one audit row (with its seal columns); never raises on a tampered row: a value
-        that no writer produces gives a record with ``malformed`` naming the column."""
-        v = dict(zip((*_AUDIT_COLS, "seal_key_id", "seal"), row, strict=True))
-        seq = int(v["seq"])
-        column = "at"
-        try:
-            at = self._dec_time(v["at"])
-            for column in ("event", "outcome", "reason", "node"):
-                _need(isinstance(v[column], str), "not text")
-            for column in ("request_id", "credential_id", "operation_id", "mode"):
-                _need(v[column] is None or isinstance(v[column], str), "not text")
-            for column in ("atc", "duration_us"):
-                value = v[column]
-                _need((value is None and column == "atc") or _is_int(value), "not an integer")
-            for column in ("txn_digest", "prev_hash", "record_hash"):
-                _need(isinstance(v[column], bytes | bytearray | memoryview), "not bytes")
-            column = "details"
-            details = self._dec_json(v["details"])
-            _need(isinstance(details, dict), "not a JSON object")
-            _need(all(isinstance(k, str) and isinstance(x, str) for k, x in details.items()), "not strings")
-            column = "seal"
-            _need(v["seal"] is None or isinstance(v["seal"], bytes | bytearray | memoryview), "not bytes")
-            _need(v["seal_key_id"] is None or isinstance(v["seal_key_id"], str), "not text")
-        except (ValueError, TypeError, OverflowError, AttributeError) as exc:
-            return malformed_record(
-                seq, f"{column}: {exc}", prev_hash=v["prev_hash"], record_hash=v["record_hash"]
-            )
-        entry = AuditEntry(
-            event=v["event"],
-            outcome=v["outcome"],
-            reason=v["reason"],
-            request_id=v["request_id"],
-            credential_id=v["credential_id"],
-            operation_id=v["operation_id"],
-            mode=v["mode"],
-            atc=v["atc"],
-            txn_digest=self._dec_bytes(v["txn_digest"]),
-            node=v["node"],
-            duration_us=v["duration_us"],
-            details=details,
-        )
-        return AuditRecord(
-            seq=seq,
-            at=at,
-            entry=entry,
-            prev_hash=self._dec_bytes(v["prev_hash"]),
-            record_hash=self._dec_bytes(v["record_hash"]),
-            seal=b"" if v["seal"] is None else self._dec_bytes(v["seal"]),
-            seal_key_id=v["seal_key_id"] or "",
-        )
-
     def audit_page(self, after_seq: int, limit: int) -> list[AuditRecord]:
         """Up to ``limit`` audit records with ``seq > after_seq``, in order, with their seals."""
         rows = self._rows(
@@ -798,290 +529,3 @@ class SqlTransactionBase(ABC):
             " ON CONFLICT (name) DO UPDATE SET value = excluded.value",
             (name, value),
         )
-
-
-# ---------------------------------------------------------------------------------------------
-# SQLite binding
-
-
-def _sqlite_time(value: datetime | None) -> str | None:
-    if value is None:
-        return None
-    return value.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
-
-
-class _SqliteTransaction(SqlTransactionBase):
-    def __init__(self, conn: sqlite3.Connection, now: datetime) -> None:
-        super().__init__(now)
-        self._conn = conn
-        self.active = True
-
-    def _exec(self, sql: str, params: Sequence[Any] = ()) -> tuple[list[tuple[Any, ...]], int]:
-        if not self.active:
-            raise TemporaryFailure("transaction already finished")
-        try:
-            cur = self._conn.execute(sql, tuple(params))
-            rows = cur.fetchall()
-            return rows, cur.rowcount
-        except sqlite3.IntegrityError as exc:
-            raise ValidationError(f"value outside the schema's constraints ({exc})") from None
-        except sqlite3.Error as exc:
-            raise TemporaryFailure("SQLite store unavailable or busy") from exc
-
-    def _enc_time(self, value: datetime | None) -> Any:
-        return _sqlite_time(value)
-
-    def _dec_time(self, value: Any) -> datetime:
-        return datetime.fromisoformat(str(value)).astimezone(UTC)
-
-    def _enc_json(self, value: Any) -> Any:
-        return json.dumps(value, sort_keys=True, separators=(",", ":"))
-
-    def _dec_json(self, value: Any) -> Any:
-        return json.loads(value)
-
-    def _enc_bool(self, value: bool) -> Any:
-        return 1 if value else 0
-
-
-class SqliteStore:
-    """The SQLite :class:`~capsim.verifier.store.Store` (see the module docstring).
-
-    Parameters
-    ----------
-    path:
-        The database file; created with mode 0600 when missing (its directory must exist).
-    migrate:
-        Bring the schema to the current version when opening (default). With ``False`` a
-        database below the current version raises :class:`~capsim.errors.ConfigError`.
-    lock_timeout:
-        Default seconds to wait for the write lock (SQLite's busy timeout), 5.0.
-    clock:
-        The store's clock (timezone-aware UTC); defaults to the system clock.
-
-    Raises
-    ------
-    NotADatabaseError
-        ``path`` exists but is not a capsim verifier database (permanent; the file is left
-        unchanged).
-    TemporaryFailure
-        The database is locked by another process beyond ``lock_timeout``, or unreadable.
-
-    Examples
-    --------
-    >>> import tempfile, os
-    >>> tmp = tempfile.TemporaryDirectory()
-    >>> d = tmp.name
-    >>> store = SqliteStore(os.path.join(d, "v.db"))
-    >>> with store.transaction() as tx:
-    ...     tx.set_setting("policy", "{}")
-    >>> with store.transaction() as tx:
-    ...     tx.get_setting("policy")
-    '{}'
-    >>> oct(os.stat(os.path.join(d, "v.db")).st_mode & 0o777)
-    '0o600'
-    >>> store.close()
-    >>> tmp.cleanup()
-    """
-
-    def __init__(
-        self,
-        path: str | os.PathLike[str],
-        *,
-        migrate: bool = True,
-        lock_timeout: float = 5.0,
-        clock: Callable[[], datetime] | None = None,
-    ) -> None:
-        if isinstance(lock_timeout, bool) or not isinstance(lock_timeout, int | float) or lock_timeout < 0:
-            raise ValidationError(f"lock_timeout must be a number of seconds >= 0, got {lock_timeout!r}")
-        self._path = Path(path)
-        if str(self._path) in ("", ":memory:"):
-            raise ValidationError("path must name a database file (use MemoryStore for memory)")
-        self._default_timeout = float(lock_timeout)
-        self._clock = clock or _utcnow
-        self._local = threading.local()
-        self._conns: list[sqlite3.Connection] = []
-        self._conns_lock = threading.Lock()
-        self._writer = threading.Lock()
-        self._closed = False
-        verdict = self._open_file()
-        conn = self._connection(verdict=verdict)
-        try:
-            if migrate:
-                _migrate.upgrade(conn)
-            else:
-                have, head = _migrate.current_version(conn), _migrate.head_version("sqlite")
-                if have != head:
-                    raise ConfigError(
-                        f"database schema is at version {have}, expected {head}; run the migrations"
-                    )
-        except sqlite3.Error as exc:
-            self.close()
-            raise self._open_error(exc) from exc
-        except BaseException:
-            self.close()
-            raise
-
-    def __repr__(self) -> str:
-        return f"<SqliteStore {str(self._path)!r}>"
-
-    @property
-    def path(self) -> Path:
-        """The database file."""
-        return self._path
-
-    def _open_file(self) -> FileVerdict:
-        """Create the file (mode 0600) if missing and judge its header (:mod:`.sqlitefile` rule 1).
-
-        A file that is not an SQLite database is refused here, before SQLite opens it.
-        """
-        try:
-            fd = os.open(self._path, os.O_RDWR | os.O_CREAT, 0o600)
-        except OSError as exc:
-            raise ConfigError(f"path: cannot open or create the database file ({exc.strerror})") from None
-        try:
-            head, size = _sqlitefile.read_header(fd)
-        except OSError as exc:
-            raise TemporaryFailure(f"SQLite store unavailable ({exc.strerror})") from None
-        finally:
-            os.close(fd)
-        verdict = _sqlitefile.inspect_header(head, size)
-        if verdict is FileVerdict.NOT_SQLITE:
-            raise _sqlitefile.not_a_database(self._path, "not an SQLite database file")
-        return verdict
-
-    def _tighten_mode(self) -> None:
-        """A capsim database that others may read becomes 0600 (after the checks: a file that is
-        not a capsim database keeps its mode)."""
-        try:
-            if stat.S_IMODE(self._path.stat().st_mode) & 0o077:
-                self._path.chmod(0o600)
-        except OSError:  # pragma: no cover - another user owns it: opening still works
-            _log.warning("cannot restrict the database file's mode to 0600")
-
-    def _open_error(self, exc: sqlite3.Error) -> Exception:
-        """The capsim error for an SQLite error met while opening (:mod:`.sqlitefile` rule 4)."""
-        if _sqlitefile.is_permanent(exc):
-            return _sqlitefile.not_a_database(self._path, "a corrupt or truncated SQLite database")
-        return TemporaryFailure("SQLite store unavailable or busy")
-
-    def _check_contents(self, conn: sqlite3.Connection, verdict: FileVerdict) -> None:
-        """Refuse a truncated database or another program's (:mod:`.sqlitefile` rules 2–3), by
-        reading only: nothing is written to a file that is not a capsim database."""
-        if verdict is FileVerdict.SUSPECT:
-            rows = conn.execute("PRAGMA quick_check").fetchall()
-            if rows != [("ok",)]:
-                raise _sqlitefile.not_a_database(self._path, "a corrupt or truncated SQLite database")
-        tables = [r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")]
-        if _sqlitefile.is_foreign_schema(tables):
-            raise _sqlitefile.not_a_database(
-                self._path, "an SQLite database of another program: it has tables but no capsim schema"
-            )
-
-    def _connection(self, *, verdict: FileVerdict | None = None) -> sqlite3.Connection:
-        """This thread's connection; the first one (``verdict`` given) also checks the file."""
-        conn: sqlite3.Connection | None = getattr(self._local, "conn", None)
-        if conn is not None:
-            return conn
-        if self._closed:
-            raise TemporaryFailure("store is closed")
-        try:
-            conn = sqlite3.connect(
-                self._path, isolation_level=None, timeout=self._default_timeout, check_same_thread=False
-            )
-        except sqlite3.Error as exc:
-            raise self._open_error(exc) from exc
-        try:
-            if verdict is not None:
-                self._check_contents(conn, verdict)
-                self._tighten_mode()
-            conn.execute("PRAGMA journal_mode = WAL")
-            conn.execute("PRAGMA synchronous = NORMAL")
-            conn.execute("PRAGMA foreign_keys = ON")
-        except sqlite3.Error as exc:
-            conn.close()
-            raise self._open_error(exc) from exc
-        except BaseException:
-            conn.close()
-            raise
-        for suffix in ("-wal", "-shm"):
-            companion = Path(str(self._path) + suffix)
-            try:
-                if companion.exists() and stat.S_IMODE(companion.stat().st_mode) & 0o077:
-                    companion.chmod(0o600)
-            except OSError:  # pragma: no cover - another process owns it
-                pass
-        self._local.conn = conn
-        with self._conns_lock:
-            self._conns.append(conn)
-        return conn
-
-    @contextmanager
-    def transaction(
-        self, *, lock_timeout: float | None = None, sealer: AuditSealer | None = None
-    ) -> Iterator[SqlTransactionBase]:
-        """``BEGIN IMMEDIATE`` … ``COMMIT`` (rollback on exception); see the module docstring.
-        ``sealer`` seals the audit records appended in it (:mod:`.store` rule 7)."""
-        keyed = resolve_sealer(sealer)
-        timeout = self._default_timeout if lock_timeout is None else lock_timeout
-        if isinstance(timeout, bool) or not isinstance(timeout, int | float) or timeout < 0:
-            raise ValidationError(f"lock_timeout must be a number of seconds >= 0, got {lock_timeout!r}")
-        conn = self._connection()
-        if conn.in_transaction:
-            raise ValidationError("transaction: nested transactions on one thread are not supported")
-        # Threads of this process queue on a lock (woken at once when it is free) instead of in
-        # SQLite's busy handler, which sleeps and retries: same serialisation, far shorter tail
-        # latency. Other processes are still kept out by BEGIN IMMEDIATE and the busy timeout.
-        started = time.monotonic()
-        if not self._writer.acquire(timeout=timeout):
-            raise TemporaryFailure("SQLite write lock not granted within lock_timeout")
-        try:
-            remaining = max(0.0, timeout - (time.monotonic() - started))
-            try:
-                conn.execute(f"PRAGMA busy_timeout = {int(remaining * 1000)}")
-                conn.execute("BEGIN IMMEDIATE")
-            except sqlite3.Error as exc:
-                raise TemporaryFailure("SQLite write lock not granted within lock_timeout") from exc
-            tx = _SqliteTransaction(conn, self._clock())
-            tx.sealer = keyed
-            try:
-                yield tx
-            except BaseException:
-                tx.active = False
-                try:
-                    conn.execute("ROLLBACK")
-                except sqlite3.Error:  # pragma: no cover - the connection is gone
-                    _log.warning("SQLite rollback failed")
-                raise
-            tx.active = False
-            try:
-                conn.execute("COMMIT")
-            except sqlite3.Error as exc:
-                if conn.in_transaction:
-                    with contextlib.suppress(sqlite3.Error):
-                        conn.execute("ROLLBACK")
-                raise TemporaryFailure("SQLite commit failed; nothing was recorded") from exc
-        finally:
-            self._writer.release()
-
-    def audit_records(self, *, after_seq: int = 0) -> Iterator[AuditRecord]:
-        """Committed audit records after ``after_seq``, in order, read in pages."""
-        conn = self._connection()
-        last = after_seq
-        while True:
-            tx = _SqliteTransaction(conn, self._clock())
-            page = tx.audit_page(last, 500)
-            yield from page
-            if len(page) < 500:
-                return
-            last = page[-1].seq
-
-    def close(self) -> None:
-        """Close every connection; later transactions raise :class:`TemporaryFailure`."""
-        self._closed = True
-        with self._conns_lock:
-            conns, self._conns = self._conns, []
-        for conn in conns:
-            with contextlib.suppress(sqlite3.ProgrammingError):
-                conn.close()
-        self._local = threading.local()
