@@ -18,9 +18,9 @@ Theory of operation
    count other than one means (:mod:`capsim.verifier.store`).
 4. **One verification.** :meth:`~SqlTransactionBase.read_verification` locks the target
    credential and its siblings in one statement (ascending id order), then reads the
-   operation and the request record; :meth:`~SqlTransactionBase.write_verification` sends the
-   same statements in the same order for every outcome (credentials, operation, request,
-   ledger row, audit record), so a reject looks like an accept to the database (V30).
+   operation and the request record; :meth:`~SqlTransactionBase.write_verification` sends its
+   statements in a fixed order (credentials, operation, request, the ledger row of an accept,
+   the audit record), and the same statements for every reject whatever its reason (V30).
 5. **Audit chain.** :meth:`~SqlTransactionBase.append_audit` chains the record on the last
    one and inserts it, then its keyed seal when the transaction has a sealer
    (:mod:`capsim.verifier.audit`).

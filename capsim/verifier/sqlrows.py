@@ -9,8 +9,9 @@ Theory of operation
    value hooks (:meth:`~SqlRowCodecs._enc_time`, ``_dec_time``, ``_enc_json``, ``_dec_json``,
    ``_enc_bool``, ``_dec_bytes``): SQLite keeps times and JSON as text, PostgreSQL as
    ``timestamptz`` and ``jsonb``.
-3. **Aware times only.** Encoding a naive :class:`~datetime.datetime` raises
-   :class:`~capsim.errors.ValidationError`: a stored time is always UTC.
+3. **Aware times only.** The codecs refuse a naive :class:`~datetime.datetime` with
+   :class:`~capsim.errors.ValidationError` (:meth:`SqlRowCodecs._check_aware`); stored times
+   are UTC.
 4. **Tampered audit rows decode.** :meth:`SqlRowCodecs._audit_record` never raises on a row no
    writer produces: it returns a record whose ``malformed`` names the column, which the chain
    checker reports (:mod:`capsim.verifier.audit`).
