@@ -65,7 +65,7 @@ from capsim.verifier.audit import (
 )
 from capsim.verifier.dburl import redact_db_url
 from capsim.verifier.model import Changes, Snapshot
-from capsim.verifier.sqlite import _SELECT_OPERATION, _SELECT_REQUEST, SqlTransactionBase
+from capsim.verifier.sqlbase import _SELECT_OPERATION, _SELECT_REQUEST, SqlTransactionBase
 
 try:
     import psycopg
