@@ -301,7 +301,11 @@ def test_cli_keyword_string_on_a_real_server(
         assert "alice" in listed.stdout
         for run in cli.runs:
             assert "s3cret" not in run.output
-        assert [p.name for p in tmp_path.rglob("*") if p.is_file()] == []
+        # nothing but the verifier's keyring file, in the data directory, never in the working
+        # directory, and no file named after any part of the connection string
+        files = [p for p in tmp_path.rglob("*") if p.is_file()]
+        assert [p.parent for p in files] == [tmp_path / "home"] * len(files)
+        assert all(p.name.startswith("keyring-") and "s3cret" not in p.name for p in files), files
         with psycopg.connect(pg_cluster.dsn(name)) as conn:
             assert conn.execute("SELECT user_id FROM cap_user").fetchall() == [("alice",)]
     finally:
