@@ -118,6 +118,9 @@ class ServiceCore:
         self._dummies = 0
         #: Recomputations a verification is padded to (V30).
         self.dummy_size = 1
+        #: The credential profile unknown targets are evaluated under (V30): the first profile
+        #: given to the constructor, then the last real credential's.
+        self.typical_profile: CredentialProfile = profiles[0] if profiles else decision.DUMMY_PROFILE
         with self.tx() as tx:
             stored = tx.get_setting("policy")
             if policy is None:
@@ -246,11 +249,25 @@ class ServiceCore:
                 dummy_evaluations=self._dummies,
             )
 
-    def dummy(self, code: engine.PresentedCode, count: int | None = None) -> None:
-        """Spend ``count`` (default: a typical call's) recomputations that never match (V30)."""
-        count = self.dummy_size if count is None else max(count, 0)
-        try:  # called even for 0 evaluations: the provider calls stay the same (V30)
-            n = engine.dummy_evaluate(code, self.provider, evaluations=count, profile=decision.DUMMY_PROFILE)
-        except Exception:  # the dummy must never change the outcome
+    def pad(self, card: engine.CardCandidate | None, count: int) -> None:
+        """Spend ``count`` recomputations that never match, through ``card``'s own AC function
+        (a dummy card of the typical profile when ``None``): padding costs what a candidate of
+        that card costs, so the time does not tell how many real candidates there were (V30).
+        Called even for 0 evaluations, so the provider calls stay the same."""
+        try:
+            n = engine.pad_evaluate(card or self.dummy_card(), self.provider, evaluations=max(count, 0))
+        except Exception:  # padding must never change the outcome
             n = 0
         self.count(dummies=n)
+
+    def dummy_card(self) -> engine.CardCandidate:
+        """The card an unknown target is evaluated against: the provider's dummy key under the
+        profile of the credentials this verifier last evaluated."""
+        return engine.CardCandidate(
+            credential_id="",
+            key_ref=self.provider.dummy_key_ref(),
+            psn="00",
+            profile=self.typical_profile,
+            last_atc=-1,
+            variants=self.policy.history_variants,
+        )

@@ -81,6 +81,7 @@ __all__ = [
     "Decision",
     "Probe",
     "Screen",
+    "candidate",
     "count_failure",
     "match_request",
     "screen",
@@ -173,7 +174,9 @@ def _locked(cred: Credential, now: datetime) -> bool:
     return cred.locked_until is not None and now < cred.locked_until
 
 
-def _candidate(cred: Credential, policy: VerifierPolicy, *, first_use: bool) -> CardCandidate:
+def candidate(cred: Credential, policy: VerifierPolicy, *, first_use: bool) -> CardCandidate:
+    """The matcher's view of a credential, with the history-variant rule (V10): every variant
+    after an issuer script; at least two for a first code; else ``policy.history_variants``."""
     steady = policy.history_variants
     variants: int | None
     if cred.script_atc is not None:
@@ -271,7 +274,7 @@ def screen(
             and not _locked(c, snap.now)
         ]
     first_use = call.method == "activate"
-    cards = tuple(_candidate(c, policy, first_use=first_use) for c in tried)
+    cards = tuple(candidate(c, policy, first_use=first_use) for c in tried)
     request = match_request(op)
     if call.method == "resync":
         probes = tuple(

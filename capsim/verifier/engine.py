@@ -55,7 +55,6 @@ __all__ = [
     "candidate_atcs",
     "cdol_data_for",
     "code_layout",
-    "dummy_evaluate",
     "expected_code",
     "match",
     "pad_evaluate",
@@ -505,20 +504,3 @@ def pad_evaluate(card: CardCandidate, provider: CryptogramProvider, *, evaluatio
         text = f"{int.from_bytes(ac[-4:], 'big') % 10**digits:0{digits}d}".encode("ascii")
         _codes_equal(text, b"x" * len(text))  # different by construction: never a match
     return max(evaluations, 0)
-
-
-def dummy_evaluate(
-    code: PresentedCode, provider: CryptogramProvider, *, evaluations: int, profile: CredentialProfile
-) -> int:
-    """Spend ``evaluations`` recomputations with the provider's dummy key (V30); never matches.
-
-    Returns the evaluations spent (so unknown credentials cost what known ones do).
-    """
-    fn = provider.ac_function(provider.dummy_key_ref(), cvn=profile.cvn, method=profile.session_key_method)
-    cdol = bytes(29)
-    iad = profile.iad_variants[0] if profile.iad_variants else bytes(7)
-    for atc in range(evaluations):
-        ac = fn(cdol, profile.aip, atc.to_bytes(2, "big"), iad, bytes(4))
-        text = f"{int.from_bytes(ac[-3:], 'big') % 10**8:08d}".encode("ascii")
-        _codes_equal(text, b"x" * len(text))  # different by construction: never a match
-    return evaluations

@@ -32,7 +32,7 @@ from typing import Any, Final
 from capsim._validate import digits as _digits
 from capsim.errors import ConfigError, InvalidCode, RequestConflict, TemporaryFailure, ValidationError
 from capsim.iad import IadProfile, arqc_iad_variants
-from capsim.verifier import checks, engine
+from capsim.verifier import checks, decision, engine
 from capsim.verifier.authority import Power
 from capsim.verifier.core import CRED_PREFIX, ServiceCore, provider_failures
 from capsim.verifier.model import (
@@ -417,19 +417,8 @@ def _first_code_match(
     *,
     window: int,
 ) -> engine.MatchResult:
-    """The matcher over a new credential's first code: at least two IAD variants (V10)."""
-    steady = core.policy.history_variants
-    cards = [
-        engine.CardCandidate(
-            credential_id=c.credential_id,
-            key_ref=c.key_ref,
-            psn=c.psn,
-            profile=c.profile,
-            last_atc=c.last_atc,
-            variants=max(steady, 2),
-        )
-        for c in creds
-    ]
+    """The matcher over a new credential's first code (the variant rule is the decision's)."""
+    cards = [decision.candidate(c, core.policy, first_use=True) for c in creds]
     with provider_failures():
         result = engine.match(cards, presented, request, core.provider, window=window)
     core.count(calls=1, evals=result.evaluations)

@@ -244,9 +244,7 @@ def _sqlite_statements(sql: str) -> list[str]:
             if buf.strip().strip(";").strip():
                 out.append(buf)
             buf = ""
-    if buf.strip() and not all(
-        ln.strip().startswith("--") or not ln.strip() for ln in buf.splitlines()
-    ):
+    if buf.strip() and not all(ln.strip().startswith("--") or not ln.strip() for ln in buf.splitlines()):
         out.append(buf)
     return out
 

@@ -32,6 +32,7 @@ from __future__ import annotations
 import hashlib
 import logging
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Final
 
 from capsim.errors import ConfigError, InvalidCode, RequestConflict, TemporaryFailure, ValidationError
@@ -121,7 +122,7 @@ def decide(
     )
     # Dummy recomputations (V30) are owed by the transaction but spent after it ends, so the
     # credential row lock is never held for work whose only purpose is uniform timing.
-    owed = [0]
+    owed = _Owed()
     try:
         with core.tx(keep_conflict=True) as tx:
             acc = _decide_tx(core, tx, call, presented, t0=t0, owed=owed)
@@ -140,8 +141,17 @@ def decide(
         _best_effort_audit(core, rid, target, "internal-error", outcome=Outcome.TEMPORARY, t0=t0, event=event)
         raise TemporaryFailure("verifier could not evaluate the code") from None
     finally:
-        core.dummy(presented[0], owed[0])
+        core.pad(owed.card, owed.count)
     return acc
+
+
+@dataclass(slots=True)
+class _Owed:
+    """The padding a verification owes (V30), spent after its transaction: how many
+    recomputations, through which card's AC function (``None``: a dummy card)."""
+
+    count: int = 0
+    card: engine.CardCandidate | None = None
 
 
 def _decide_tx(
@@ -151,7 +161,7 @@ def _decide_tx(
     presented: Sequence[engine.PresentedCode],
     *,
     t0: float,
-    owed: list[int],
+    owed: _Owed,
 ) -> Acceptance | None:
     is_op = call.target.startswith(OP_PREFIX) and call.method == "verify"
     snap = tx.read_verification(
@@ -160,7 +170,13 @@ def _decide_tx(
         request_id=call.request_id,
         siblings=call.method == "verify" and core.policy.try_sibling_cards,
     )
-    scr = decision.screen(call, snap, core.policy, dummy_key_ref=core.provider.dummy_key_ref())
+    with provider_failures():
+        dummy_key_ref = core.provider.dummy_key_ref()
+    scr = decision.screen(
+        call, snap, core.policy, dummy_key_ref=dummy_key_ref, dummy_profile=core.typical_profile
+    )
+    if scr.original is not None:
+        core.typical_profile = scr.original.profile
     if scr.conflict:
         raise RequestConflict(call.request_id)
     op = snap.operation if is_op else None
@@ -190,7 +206,7 @@ def _decide_tx(
                 cid=prev.acceptance.credential_id if prev.acceptance else None,
             )
         )
-        owed[0] = core.dummy_size
+        owed.count = core.dummy_size
         return prev.acceptance
     evaluations = 0
     results = []
@@ -200,7 +216,8 @@ def _decide_tx(
         results.append(result)
     # pad to a fixed evaluation count: whether the code's public bits found candidates, or
     # the credential exists or may be used at all, does not show in the time taken (V30)
-    owed[0] = core.dummy_size - evaluations
+    owed.count = core.dummy_size - evaluations
+    owed.card = scr.probes[0].cards[0] if scr.probes and scr.probes[0].cards else None
     d = decision.settle(call, snap, scr, results, core.policy)
     for cred in d.newly_blocked:
         _before_block(core, cred)
