@@ -240,24 +240,7 @@ class _PgTransaction(SqlTransactionBase):
         if canon.count(_SEQ_MARK) != 1:  # pragma: no cover - a detail value mimics the marker
             return "", (), False
         prefix, suffix = canon.split(_SEQ_MARK)
-        e = entry
-        params = (
-            prefix + b'"seq":',
-            suffix,
-            self._now,
-            e.event,
-            e.outcome,
-            e.reason,
-            e.request_id,
-            e.credential_id,
-            e.operation_id,
-            e.mode,
-            e.atc,
-            bytes(e.txn_digest),
-            e.node,
-            e.duration_us,
-            Jsonb({str(k): str(v) for k, v in dict(e.details).items()}),
-        )
+        params = (prefix + b'"seq":', suffix, self._now, *self._audit_values(entry))
         return _PG_APPEND_AUDIT, params, True
 
     def _audit_result(self, entry: AuditEntry, rows: list[tuple[Any, ...]]) -> AuditRecord:

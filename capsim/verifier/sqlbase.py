@@ -470,6 +470,24 @@ class SqlTransactionBase(SqlRowCodecs):
         """Insert the sealed record (PostgreSQL also moves its chain-tip row in the same statement)."""
         self._count(sql, params)
 
+    def _audit_values(self, e: AuditEntry) -> tuple[Any, ...]:
+        """The audit columns from ``event`` to ``details``, encoded for this engine."""
+        details = self._enc_json({str(k): str(v) for k, v in dict(e.details).items()})
+        return (
+            e.event,
+            e.outcome,
+            e.reason,
+            e.request_id,
+            e.credential_id,
+            e.operation_id,
+            e.mode,
+            e.atc,
+            bytes(e.txn_digest),
+            e.node,
+            e.duration_us,
+            details,
+        )
+
     def append_audit(self, entry: AuditEntry) -> AuditRecord:
         seq, prev = self._audit_tip()
         record = seal(entry, seq=seq + 1, at=self._now, prev_hash=prev, sealer=self.sealer)
@@ -481,18 +499,7 @@ class SqlTransactionBase(SqlRowCodecs):
             (
                 record.seq,
                 self._enc_time(record.at),
-                e.event,
-                e.outcome,
-                e.reason,
-                e.request_id,
-                e.credential_id,
-                e.operation_id,
-                e.mode,
-                e.atc,
-                bytes(e.txn_digest),
-                e.node,
-                e.duration_us,
-                self._enc_json({str(k): str(v) for k, v in dict(e.details).items()}),
+                *self._audit_values(e),
                 record.prev_hash,
                 record.record_hash,
             ),
