@@ -318,6 +318,12 @@ class _MemoryTransaction:
             return 0
         if credential.last_atc < old.last_atc:
             return 0  # last_atc never decreases (V34)
+        if credential.state in ACTIVE_STATES and old.state not in ACTIVE_STATES:
+            for other in self.list_credentials(pan_token=old.pan_token, states=ACTIVE_STATES):
+                if other.psn == old.psn:  # the unique index on live (pan_token, psn)
+                    raise ValidationError(
+                        "value outside the schema's constraints (one live credential per card)"
+                    )
         for name in _IMMUTABLE:  # immutable columns keep their stored values
             mine, stored = getattr(credential, name), getattr(old, name)
             if mine is not stored and mine != stored:

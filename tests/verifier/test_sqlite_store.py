@@ -355,6 +355,8 @@ def run_program(store: Store, program: list[TxPlan]) -> list[Any]:
                     raise _RollbackError
         except _RollbackError:
             results.append("rolled back")
+        except ValidationError as exc:  # a schema constraint (one live credential per card)
+            results.append(("refused", str(exc).split("(")[0]))
     with store.transaction() as tx:
         for cid in CIDS:
             results.append(tx.get_credential(cid))
