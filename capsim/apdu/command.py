@@ -29,6 +29,7 @@ True
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Self
 
 from capsim.errors import ApduFormatError, ValidationError
 
@@ -150,7 +151,7 @@ class CommandApdu:
         return 4 + (1 + n if n else 0) + (0 if self.le is None else 1)
 
     @classmethod
-    def from_bytes(cls, raw: bytes) -> CommandApdu:
+    def from_bytes(cls, raw: bytes) -> Self:
         """Decode an APDU (ISO/IEC 7816-3 §12.1.3 decoding of the body).
 
         Raises
