@@ -43,6 +43,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from enum import IntEnum
 from functools import cache, lru_cache
+from itertools import pairwise
 from typing import Final
 
 from capsim.errors import CodeOverflowError, RemoteProtocolError, ValidationError
@@ -80,9 +81,9 @@ class Field(IntEnum):
     IAD = 4
 
 
-#: Each field's bytes in ``D`` after the optional PSN byte: (first, end); the IAD runs to the
-#: IPB's end.
-_SPANS: Final = ((0, 0), (0, 1), (1, 3), (3, 11), (11, 11))
+#: Where the CID, ATC, AC and IAD start in ``D`` after the optional PSN byte (the IAD runs to
+#: the end of ``D``, and for the layout to the end of the IPB).
+_STARTS: Final = (0, 1, 3, 11)
 
 
 def check_field(name: str, value: object, lo: int, hi: int | None = None) -> bytes:
@@ -354,8 +355,8 @@ def code_layout(ipb: bytes, psn_in_data: bool = False) -> CodeLayout:
 @lru_cache(maxsize=256)
 def _layout(ipb: bytes, psn_in_data: bool) -> CodeLayout:
     off = 1 if psn_in_data else 0
-    spans = [(0, off)] + [(off + lo, off + hi) for lo, hi in _SPANS[1:]]
-    spans[Field.IAD] = (off + _SPANS[Field.IAD][0], max(len(ipb), off + _SPANS[Field.IAD][0]))
+    bounds = (0, *(off + start for start in _STARTS), max(len(ipb), off + _STARTS[-1]))
+    spans = list(pairwise(bounds))  # (first, end) in D, per Field
     widths = [sum(b.bit_count() for b in ipb[lo:hi]) for lo, hi in spans]
     shifts = [sum(widths[f + 1 :]) for f in Field]
     padded = ipb + bytes(max(0, off + 3 - len(ipb)))
