@@ -10,6 +10,11 @@ The code of a CAP run (cap-protocol.md §6):
 2. the IPB selects bits of ``D``, left to right, b8 down to b1 (:func:`ipb_extract`);
 3. the integer is written in decimal, zero-padded to the display width (:func:`decimal_code`).
 
+Those steps, :func:`compute_code`, :func:`explain_ipb` and the disclosed ATC bits
+(:func:`disclosed_atc_bits`, :func:`atc_bits_from_code`) are defined once, in
+:mod:`capsim.codelayout`, which the verifier's matcher uses too; they are re-exported here
+unchanged. The Belgian code function (§8 (c)) is here.
+
 >>> compute_code(bytes.fromhex("00001F00000000000FFFFF00000000008000"), b"\\x80",
 ...              bytes.fromhex("0042"), bytes.fromhex("B7F9A572DA74CAFF"),
 ...              bytes.fromhex("06770A03A48000"))
@@ -26,8 +31,20 @@ from enum import StrEnum
 from types import MappingProxyType
 from typing import TYPE_CHECKING, Final
 
+from capsim.codelayout import (
+    CodeBit,
+    atc_bits_from_code,
+    check_field,
+    compute_code,
+    data_string,
+    decimal_code,
+    disclosed_atc_bits,
+    explain_ipb,
+    ipb_bit_count,
+    ipb_extract,
+)
 from capsim.crypto import mac_iso9797_alg1
-from capsim.errors import CodeOverflowError, RemoteProtocolError, ValidationError
+from capsim.errors import ValidationError
 from capsim.tlv import DolEntry, fill_dol, parse_dol
 
 if TYPE_CHECKING:
@@ -328,232 +345,7 @@ def tds_mac(fields: Sequence[str], key: bytes, *, separator: int = 0xF) -> bytes
 
 
 # --------------------------------------------------------------------------------------------
-# From a GENERATE AC response to the code (cap-protocol.md §6)
-
-
-def _check_bytes(name: str, value: object, lo: int, hi: int | None = None) -> bytes:
-    hi = lo if hi is None else hi
-    if not isinstance(value, bytes) or not lo <= len(value) <= hi:
-        span = f"{lo}" if lo == hi else f"{lo}..{hi}"
-        raise ValidationError(f"{name}: expected {span} bytes, got {value!r}")
-    return value
-
-
-def data_string(cid: bytes, atc: bytes, ac: bytes, iad: bytes, *, psn: bytes | None = None) -> bytes:
-    """``D = [PSN] ‖ CID ‖ ATC ‖ AC ‖ IAD`` (cap-protocol.md §6 step 1).
-
-    >>> data_string(b"\\x80", b"\\x00\\x7c", bytes(8), b"", psn=b"\\x08").hex()
-    '0880007c0000000000000000'
-    """
-    _check_bytes("cid", cid, 1)
-    _check_bytes("atc", atc, 2)
-    _check_bytes("ac", ac, 8)
-    _check_bytes("iad", iad, 0, 32)
-    if psn is not None:
-        _check_bytes("psn", psn, 1)
-    return (psn or b"") + cid + atc + ac + iad
-
-
-def ipb_bit_count(ipb: bytes) -> int:
-    """Number of bits the IPB selects (the code's width in bits).
-
-    >>> ipb_bit_count(bytes.fromhex("8000FF000000000001FFFF00000000000000"))
-    26
-    """
-    _check_bytes("ipb", ipb, 1, 64)
-    return int.from_bytes(ipb, "big").bit_count()
-
-
-def ipb_extract(ipb: bytes, data: bytes, *, allow_short: bool = False) -> int:
-    """Collect the bits of ``data`` under the 1-bits of ``ipb`` into a big-endian integer (§6 step 2).
-
-    The IPB is aligned with ``data`` from the first byte; bytes of ``data`` beyond the IPB are
-    ignored. When ``data`` is shorter than the IPB a :class:`RemoteProtocolError` is raised,
-    unless ``allow_short`` (then the missing bits count as 0).
-
-    >>> ipb_extract(b"\\xf0\\x01", b"\\xab\\xcd\\xef")
-    21
-    """
-    _check_bytes("ipb", ipb, 1, 64)
-    if not isinstance(data, bytes):
-        raise ValidationError("data: expected bytes")
-    if len(data) < len(ipb) and not allow_short:
-        raise RemoteProtocolError(
-            f"the data string has {len(data)} bytes but the IPB covers {len(ipb)}: "
-            "refusing to invent the missing bits"
-        )
-    plan = _IPB_PLANS.get(ipb)
-    if plan is None:
-        plan = tuple((i, *_gather_table(mask)) for i, mask in enumerate(ipb) if mask)
-        if len(_IPB_PLANS) >= 256:
-            _IPB_PLANS.clear()
-        _IPB_PLANS[ipb] = plan
-    value = 0
-    size = len(data)
-    for i, width, gathered in plan:
-        value = value << width | gathered[data[i] if i < size else 0]
-    return value
-
-
-#: mask byte -> (its bit count, the bits of each byte value under the mask, packed MSB first).
-_GATHER: dict[int, tuple[int, tuple[int, ...]]] = {}
-#: IPB -> (byte index, bit count, gather table) of each of its non-zero bytes.
-_IPB_PLANS: dict[bytes, tuple[tuple[int, int, tuple[int, ...]], ...]] = {}
-
-
-def _gather_table(mask: int) -> tuple[int, tuple[int, ...]]:
-    """Per IPB byte value, the packed bits of every data byte (built once per mask, 255 at most)."""
-    table = _GATHER.get(mask)
-    if table is None:
-        bits = [bit for bit in range(7, -1, -1) if mask >> bit & 1]
-        packed = []
-        for byte in range(256):
-            v = 0
-            for bit in bits:
-                v = v << 1 | (byte >> bit & 1)
-            packed.append(v)
-        table = (len(bits), tuple(packed))
-        _GATHER[mask] = table
-    return table
-
-
-def decimal_code(value: int, digits: int = 8) -> str:
-    """``value`` in decimal, left-padded with zeros to ``digits`` (§6 step 3).
-
-    Raises
-    ------
-    CodeOverflowError
-        ``value`` needs more than ``digits`` digits.
-
-    >>> decimal_code(4822527)
-    '04822527'
-    """
-    if not isinstance(digits, int) or not 1 <= digits <= 20:
-        raise ValidationError("digits: expected an int 1..20")
-    if value < 0:
-        raise ValidationError("value: expected a non-negative integer")
-    text = str(value)
-    if len(text) > digits:
-        raise CodeOverflowError(
-            f"the code {len(text)} digits wide does not fit a {digits}-digit display", value, digits
-        )
-    return text.rjust(digits, "0")
-
-
-def compute_code(
-    ipb: bytes,
-    cid: bytes,
-    atc: bytes,
-    ac: bytes,
-    iad: bytes,
-    *,
-    psn: bytes | None = None,
-    digits: int = 8,
-    allow_short: bool = False,
-) -> str:
-    """The CAP code of one GENERATE AC response (cap-protocol.md §6).
-
-    Parameters
-    ----------
-    ipb:
-        The card's issuer proprietary bitmap ``9F56``.
-    cid, atc, ac, iad:
-        CID (1 byte), ATC (2), AC (8; the TDS MAC in TDS mode) and IAD (0–32 bytes).
-    psn:
-        The PSN byte when the IAF sets b7 (it is prepended to the data string), else ``None``.
-    digits:
-        Display width; the code is zero-padded to it.
-    allow_short:
-        Treat IPB bits beyond the data string as 0 instead of raising.
-
-    Raises
-    ------
-    RemoteProtocolError
-        The data string is shorter than the IPB (and ``allow_short`` is false).
-    CodeOverflowError
-        The value needs more than ``digits`` digits.
-
-    >>> compute_code(bytes.fromhex("0700007FFFFF000000000000"), b"\\x80", bytes.fromhex("007C"),
-    ...              bytes.fromhex("D2EC6598EC48C83B"),
-    ...              bytes.fromhex("0C10A50003040000000000000000000000FF"), psn=b"\\x08")
-    '08180460'
-    """
-    data = data_string(cid, atc, ac, iad, psn=psn)
-    return decimal_code(ipb_extract(ipb, data, allow_short=allow_short), digits)
-
-
-@dataclass(frozen=True, kw_only=True)
-class CodeBit:
-    """Where one bit of the code came from (for ``--explain``).
-
-    Attributes
-    ----------
-    position:
-        Bit position in the code value (0 = least significant).
-    data_index:
-        Byte index in the data string D (0-based).
-    field:
-        ``PSN``, ``CID``, ``ATC``, ``AC``/``MAC`` or ``IAD``.
-    field_byte:
-        1-based byte number inside that field.
-    bit:
-        EMV bit number inside the byte (8 = most significant … 1).
-    value:
-        The bit's value (0 or 1).
-    """
-
-    position: int
-    data_index: int
-    field: str
-    field_byte: int
-    bit: int
-    value: int
-
-    def __str__(self) -> str:
-        return (
-            f"code bit {self.position:2d} = {self.value} "
-            f"<- D[{self.data_index}] b{self.bit} ({self.field} byte {self.field_byte})"
-        )
-
-
-def _field_names(psn_in_data: bool, ac_name: str, size: int) -> list[tuple[str, int]]:
-    """(field, 1-based byte number) for every index of D up to ``size``."""
-    layout = ([("PSN", 1)] if psn_in_data else []) + [("CID", 1), ("ATC", 2), (ac_name, 8), ("IAD", 32)]
-    names = [(name, n + 1) for name, length in layout for n in range(length)]
-    names += [("beyond IAD", n + 1) for n in range(max(0, size - len(names)))]
-    return names
-
-
-def explain_ipb(
-    ipb: bytes, data: bytes, *, psn_in_data: bool, ac_name: str = "AC"
-) -> tuple[CodeBit, ...]:
-    """Bit-by-bit account of :func:`ipb_extract`: which IPB bit took which bit of D, MSB first.
-
-    >>> bits = explain_ipb(b"\\x00\\x00\\x03", b"\\x80\\x00\\x42", psn_in_data=False)
-    >>> [str(b) for b in bits]
-    ['code bit  1 = 1 <- D[2] b2 (ATC byte 2)', 'code bit  0 = 0 <- D[2] b1 (ATC byte 2)']
-    """
-    _check_bytes("ipb", ipb, 1, 64)
-    names = _field_names(psn_in_data, ac_name, len(ipb))
-    selected = [
-        (i, bit, (data[i] if i < len(data) else 0) >> bit & 1)
-        for i, mask in enumerate(ipb)
-        if mask
-        for bit in range(7, -1, -1)
-        if mask >> bit & 1
-    ]
-    total = len(selected)
-    return tuple(
-        CodeBit(
-            position=total - 1 - n,
-            data_index=index,
-            field=names[index][0],
-            field_byte=names[index][1],
-            bit=bit + 1,
-            value=value,
-        )
-        for n, (index, bit, value) in enumerate(selected)
-    )
+# The Belgian code function (cap-protocol.md §8 (c)); the IPB function is in capsim.codelayout
 
 
 def explain_belgian(atc: bytes, ac: bytes, *, ac_name: str = "AC") -> tuple[CodeBit, ...]:
@@ -565,8 +357,8 @@ def explain_belgian(atc: bytes, ac: bytes, *, ac_name: str = "AC") -> tuple[Code
     >>> sum(b.value << b.position for b in bits) == (0x74CA & 0x3FF) << 16 | 0x42 << 8 | 0xFF
     True
     """
-    _check_bytes("atc", atc, 2)
-    _check_bytes("ac", ac, 8)
+    check_field("atc", atc, 2)
+    check_field("ac", ac, 8)
     # (D index, field, field byte, value byte, bits b8..b1 taken)
     sources = [
         (8, ac_name, 6, ac[5], (2, 1)),
@@ -581,62 +373,6 @@ def explain_belgian(atc: bytes, ac: bytes, *, ac_name: str = "AC") -> tuple[Code
     )
 
 
-def disclosed_atc_bits(ipb: bytes, *, psn_in_data: bool) -> tuple[int, int]:
-    """Which ATC bits a code discloses, and where (cap-protocol.md §6 step 4, §10 step 2).
-
-    Returns
-    -------
-    (mask, position):
-        ``mask`` is the set of selected bits over the 16-bit ATC; in the code value those bits
-        form one contiguous run (in the same order) whose least significant bit is at
-        ``position``. :func:`atc_bits_from_code` reads them back.
-
-    >>> m, p = disclosed_atc_bits(bytes.fromhex("00001F00000000000FFFFF00000000008000"), psn_in_data=False)
-    >>> hex(m), p
-    ('0x1f', 21)
-    """
-    _check_bytes("ipb", ipb, 1, 64)
-    offset = 2 if psn_in_data else 1
-    padded = ipb + bytes(max(0, offset + 2 - len(ipb)))
-    mask = int.from_bytes(padded[offset : offset + 2], "big")
-    position = int.from_bytes(ipb[offset + 2 :], "big").bit_count() if len(ipb) > offset + 2 else 0
-    return mask, position
-
-
-def atc_bits_from_code(
-    code: str | int, ipb: bytes, *, psn_in_data: bool, psn_prefix_digits: int = 0
-) -> int:
-    """The ATC bits disclosed in ``code``, placed at their positions in the 16-bit ATC.
-
-    A candidate ATC ``a`` is consistent with the code exactly when
-    ``a & mask == atc_bits_from_code(...)`` with ``mask`` from :func:`disclosed_atc_bits`.
-
-    >>> atc_bits_from_code("04822527", bytes.fromhex("00001F00000000000FFFFF00000000008000"),
-    ...                    psn_in_data=False)
-    2
-    >>> atc_bits_from_code("46076570", bytes.fromhex("8000FF000000000001FFFF00000000000000"),
-    ...                    psn_in_data=False) == 0x5F
-    True
-    """
-    if isinstance(code, str):
-        if not _is_digits(code, 1, 40):
-            raise ValidationError(f"code: expected ASCII digits, got {code!r}")
-        value = int(code[psn_prefix_digits:] or "0")
-    elif isinstance(code, int) and not isinstance(code, bool) and code >= 0:
-        value = code
-    else:
-        raise ValidationError("code: expected a digit string or a non-negative int")
-    mask, position = disclosed_atc_bits(ipb, psn_in_data=psn_in_data)
-    run = value >> position
-    bits = 0
-    # Scatter the run's bits (MSB first) onto the mask's 1-bits (MSB first).
-    width = mask.bit_count()
-    for n, bit in enumerate(b for b in range(15, -1, -1) if mask >> b & 1):
-        if run >> (width - 1 - n) & 1:
-            bits |= 1 << bit
-    return bits
-
-
 def belgian_code(atc: bytes, ac: bytes) -> str:
     """The Belgian code function (cap-protocol.md §8 (c)), always 8 digits.
 
@@ -646,8 +382,8 @@ def belgian_code(atc: bytes, ac: bytes) -> str:
     >>> belgian_code(bytes.fromhex("0042"), bytes.fromhex("B7F9A572DA74CAFF"))
     '43255423'
     """
-    _check_bytes("atc", atc, 2)
-    _check_bytes("ac", ac, 8)
+    check_field("atc", atc, 2)
+    check_field("ac", ac, 8)
     v = (((ac[5] << 8) | ac[6]) & 0x3FF) << 16 | atc[1] << 8 | ac[7]
     v = (v + (v % 10) * 10**7) % 10**8
     return f"{v:08d}"

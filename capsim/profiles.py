@@ -26,6 +26,7 @@ from enum import StrEnum
 from types import MappingProxyType
 from typing import Final
 
+from capsim.apdu.builders import PSE_NAME
 from capsim.errors import ConfigError, ValidationError
 
 __all__ = [
@@ -47,8 +48,8 @@ __all__ = [
     "profile_for_aid",
 ]
 
-#: Payment System Environment name (cap-protocol.md §1, discovery).
-PSE_NAME: Final = b"1PAY.SYS.DDF01"
+# PSE_NAME (the Payment System Environment name, cap-protocol.md §1, discovery) is the apdu
+# builders' constant, re-exported here for the reader.
 
 AID_MASTERCARD_CAP: Final = bytes.fromhex("A0000000048002")
 AID_VISA_DPA: Final = bytes.fromhex("A0000000038002")

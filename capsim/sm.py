@@ -19,6 +19,7 @@ from capsim import _des
 from capsim._validate import as_bytes as _as_bytes
 from capsim._validate import digits, enum_member
 from capsim._validate import fixed_bytes as _fixed
+from capsim.apdu.ins import INS
 from capsim.crypto import (
     CVN,
     Encipherment,
@@ -54,8 +55,8 @@ _log = logging.getLogger(__name__)
 
 SCRIPT_CLA: Final = 0x84
 """CLA of every secure-messaging script command (emv-crypto.md §7.1)."""
-PIN_CHANGE_INS: Final = 0x24
-"""INS of PIN CHANGE/UNBLOCK."""
+PIN_CHANGE_INS: Final = INS.PIN_CHANGE_UNBLOCK
+"""INS of PIN CHANGE/UNBLOCK (``24``, from :class:`capsim.apdu.ins.INS`)."""
 
 BlockFormat = Literal["iso2", "vis"]
 

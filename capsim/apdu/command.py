@@ -29,6 +29,7 @@ True
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Self
 
 from capsim.errors import ApduFormatError, ValidationError
 
@@ -150,7 +151,7 @@ class CommandApdu:
         return 4 + (1 + n if n else 0) + (0 if self.le is None else 1)
 
     @classmethod
-    def from_bytes(cls, raw: bytes) -> CommandApdu:
+    def from_bytes(cls, raw: bytes) -> Self:
         """Decode an APDU (ISO/IEC 7816-3 §12.1.3 decoding of the body).
 
         Raises
@@ -171,18 +172,17 @@ class CommandApdu:
         raw = bytes(raw)
         if len(raw) < 4:
             raise ApduFormatError("command APDU shorter than its 4-byte header", len(raw))
-        cla, ins, p1, p2 = raw[0], raw[1], raw[2], raw[3]
         body = len(raw) - 4
         if body == 0:
-            return cls(cla, ins, p1, p2)
+            return cls._decoded(raw, b"", None, False)
         if body == 1:
-            return cls(cla, ins, p1, p2, le=raw[4] or _MAX_SHORT_LE, extended=False)
+            return cls._decoded(raw, b"", raw[4] or _MAX_SHORT_LE, False)
         if raw[4] != 0:
             lc = raw[4]
             if body == 1 + lc:
-                return cls(cla, ins, p1, p2, raw[5:], extended=False)
+                return cls._decoded(raw, raw[5:], None, False)
             if body == 2 + lc:
-                return cls(cla, ins, p1, p2, raw[5:-1], raw[-1] or _MAX_SHORT_LE, extended=False)
+                return cls._decoded(raw, raw[5:-1], raw[-1] or _MAX_SHORT_LE, False)
             raise ApduFormatError(
                 f"short Lc {lc} does not match the {body - 1} bytes that follow it",
                 len(raw) if body < 1 + lc else 6 + lc,
@@ -192,19 +192,35 @@ class CommandApdu:
             raise ApduFormatError("truncated extended length field", 6)
         if body == 3:
             le = int.from_bytes(raw[5:7], "big") or _MAX_EXT_LE
-            return cls(cla, ins, p1, p2, le=le, extended=True)
+            return cls._decoded(raw, b"", le, True)
         lc = int.from_bytes(raw[5:7], "big")
         if lc == 0:
             raise ApduFormatError("extended Lc of 0 followed by more bytes", 5)
         if body == 3 + lc:
-            return cls(cla, ins, p1, p2, raw[7:], extended=True)
+            return cls._decoded(raw, raw[7:], None, True)
         if body == 5 + lc:
             le = int.from_bytes(raw[-2:], "big") or _MAX_EXT_LE
-            return cls(cla, ins, p1, p2, raw[7:-2], le, extended=True)
+            return cls._decoded(raw, raw[7:-2], le, True)
         raise ApduFormatError(
             f"extended Lc {lc} does not match the {body - 3} bytes that follow it",
             len(raw) if body < 3 + lc else (7 + lc if body == 4 + lc else 9 + lc),
         )
+
+    @classmethod
+    def _decoded(cls, raw: bytes, data: bytes, le: int | None, extended: bool) -> Self:
+        """The APDU :meth:`from_bytes` decoded from ``raw``: its fields are in range and
+        consistent by construction, so ``__post_init__``'s checks are not repeated (a card
+        parses every command it gets)."""
+        apdu = object.__new__(cls)
+        put = object.__setattr__
+        put(apdu, "cla", raw[0])
+        put(apdu, "ins", raw[1])
+        put(apdu, "p1", raw[2])
+        put(apdu, "p2", raw[3])
+        put(apdu, "data", data)
+        put(apdu, "le", le)
+        put(apdu, "extended", extended)
+        return apdu
 
     def replace_le(self, le: int | None) -> CommandApdu:
         """A copy with another Le (same form unless the new Le needs the extended one).

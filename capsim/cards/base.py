@@ -5,8 +5,10 @@ Theory of operation
 1. A card is anything with ``atr``, ``power_on()``, ``power_off()``, ``reset()`` and
    ``process(apdu) -> bytes`` (:class:`CardOS`). ``process`` never raises: every outcome,
    including garbage input, is an R-APDU of at least two bytes ending in a status word.
-2. :func:`parse_command` splits a short C-APDU (ISO 7816-4 cases 1-4) into header, data and
-   Le. Bytes that are no valid short APDU raise :class:`StatusError` (``6700``).
+2. :func:`parse_command` decodes a C-APDU with the APDU layer's one parser
+   (:meth:`capsim.apdu.command.CommandApdu.from_bytes`) and keeps short ones (ISO 7816-4
+   cases 1-4). Bytes that are no APDU, and extended APDUs, raise :class:`StatusError`
+   (``6700``).
 3. Handlers raise the private :class:`StatusError` for every non-``9000`` answer; only the
    dispatcher turns it into an R-APDU (architecture.md §10 rule 3).
 4. The :class:`Dispatcher` maps ``(CLA, INS)`` to a handler and the set of phases in which it
@@ -19,10 +21,11 @@ Theory of operation
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass, field
 from typing import Protocol, runtime_checkable
 
+from capsim.apdu.command import CommandApdu
 from capsim.apdu.sw import SW
+from capsim.errors import ApduFormatError
 
 __all__ = ["CardOS", "Command", "Dispatcher", "Handler", "StatusError", "parse_command"]
 
@@ -72,52 +75,47 @@ class StatusError(Exception):
         self.data = data
 
 
-@dataclass(frozen=True, slots=True)
-class Command:
-    """One parsed short C-APDU.
+class Command(CommandApdu):
+    """One parsed short C-APDU: a :class:`~capsim.apdu.command.CommandApdu` whose ``repr``
+    leaves the data out (a VERIFY carries the PIN block, a script the new PIN).
 
-    ``lc`` is ``len(data)``; ``le`` is ``None`` when absent and 256 for an encoded ``00``.
-    ``repr`` leaves the data out (a VERIFY carries the PIN block, a script the new PIN).
+    ``le`` is ``None`` when absent and 256 for an encoded ``00``; ``len(data)`` is Lc.
     """
 
-    cla: int
-    ins: int
-    p1: int
-    p2: int
-    data: bytes = field(repr=False)
-    le: int | None
+    __slots__ = ()
+
+    def __repr__(self) -> str:
+        le = "" if self.le is None else f", le={self.le}"
+        return (
+            f"Command(cla=0x{self.cla:02X}, ins=0x{self.ins:02X}, p1=0x{self.p1:02X}, "
+            f"p2=0x{self.p2:02X}, lc={len(self.data)}{le})"
+        )
 
 
 def parse_command(apdu: bytes) -> Command:
-    """Parse a short C-APDU (ISO 7816-4 §5.1, cases 1 to 4).
+    """Parse a short C-APDU (ISO 7816-4 §5.1, cases 1 to 4) with the APDU layer's decoder.
 
     Raises
     ------
     StatusError
-        ``6700`` when the bytes are not a short APDU (too short, Lc inconsistent, extended).
+        ``6700`` when the bytes are no APDU (:meth:`CommandApdu.from_bytes` refuses them: too
+        short, Lc inconsistent) or an extended one, which this card does not support.
 
     Examples
     --------
     >>> c = parse_command(bytes.fromhex("00A4040002A0B100"))
     >>> (hex(c.ins), c.data.hex(), c.le)
     ('0xa4', 'a0b1', 256)
+    >>> c
+    Command(cla=0x00, ins=0xA4, p1=0x04, p2=0x00, lc=2, le=256)
     """
-    n = len(apdu)
-    if n < 4:
+    try:
+        cmd = Command.from_bytes(apdu)
+    except ApduFormatError:
+        raise StatusError(SW.WRONG_LENGTH) from None
+    if cmd.extended:
         raise StatusError(SW.WRONG_LENGTH)
-    cla, ins, p1, p2 = apdu[0], apdu[1], apdu[2], apdu[3]
-    if n == 4:
-        return Command(cla, ins, p1, p2, b"", None)
-    if n == 5:
-        return Command(cla, ins, p1, p2, b"", apdu[4] or 256)
-    lc = apdu[4]
-    if lc == 0:  # extended length encoding: not supported by this card
-        raise StatusError(SW.WRONG_LENGTH)
-    if n == 5 + lc:
-        return Command(cla, ins, p1, p2, apdu[5:], None)
-    if n == 6 + lc:
-        return Command(cla, ins, p1, p2, apdu[5 : 5 + lc], apdu[-1] or 256)
-    raise StatusError(SW.WRONG_LENGTH)
+    return cmd
 
 
 Handler = Callable[[Command], bytes]

@@ -39,15 +39,12 @@ from dataclasses import replace
 from enum import IntEnum
 from types import TracebackType
 
+from capsim.apdu.builders import PSE_NAME
 from capsim.apdu.ins import INS
 from capsim.apdu.sw import SW
 from capsim.cards.base import Command, Dispatcher, Handler, StatusError
 from capsim.cards.profile import CardProfile
 from capsim.cards.scripts import (
-    INS_APPLICATION_BLOCK,
-    INS_APPLICATION_UNBLOCK,
-    INS_CARD_BLOCK,
-    INS_PIN_CHANGE_UNBLOCK,
     ScriptKeys,
     decipher_new_pin,
     script_keys,
@@ -59,11 +56,10 @@ from capsim.errors import ValidationError
 from capsim.iad import AcType, CvrFlag, build_iad
 from capsim.tlv import encode, parse_dol
 
-__all__ = ["EmvCapCard", "Phase", "StateCallback"]
+__all__ = ["PSE_NAME", "EmvCapCard", "Phase", "StateCallback"]
 
 _log = logging.getLogger(__name__)
 
-PSE_NAME = b"1PAY.SYS.DDF01"
 _PSE_SFI = 1
 #: ARCs that approve an online authorisation (EMV Book 4 Annex A6).
 _APPROVED_ARC = frozenset({b"00", b"10", b"11"})
@@ -89,16 +85,6 @@ _APP = frozenset({Phase.SELECTED, Phase.INITIATED, Phase.ONLINE, Phase.COMPLETED
 _RECORDS = _APP | {Phase.PSE}
 _AFTER_GAC1 = frozenset({Phase.ONLINE, Phase.COMPLETED})
 _GAC = frozenset({Phase.INITIATED, Phase.ONLINE, Phase.COMPLETED})
-
-
-def _tlv(tag: bytes, value: bytes) -> bytes:
-    """Fast BER-TLV encoding for the card's own fixed tags (hot path; same bytes as tlv.encode)."""
-    n = len(value)
-    if n < 0x80:
-        return tag + bytes((n,)) + value
-    if n < 0x100:
-        return tag + b"\x81" + bytes((n,)) + value
-    return tag + b"\x82" + n.to_bytes(2, "big") + value
 
 
 def _dol_offset(dol: bytes, tag: int) -> tuple[int, int] | None:
@@ -254,10 +240,10 @@ class EmvCapCard:
             (0x80, INS.GENERATE_AC): (self._generate_ac, _GAC),
             (0x00, INS.GET_CHALLENGE): (self._get_challenge, _ANY),
             (0x00, INS.EXTERNAL_AUTHENTICATE): (self._external_authenticate, frozenset({Phase.ONLINE})),
-            (0x84, INS_PIN_CHANGE_UNBLOCK): (self._script, script_phases),
-            (0x84, INS_APPLICATION_BLOCK): (self._script, script_phases),
-            (0x84, INS_APPLICATION_UNBLOCK): (self._script, script_phases),
-            (0x84, INS_CARD_BLOCK): (self._script, script_phases),
+            (0x84, INS.PIN_CHANGE_UNBLOCK): (self._script, script_phases),
+            (0x84, INS.APPLICATION_BLOCK): (self._script, script_phases),
+            (0x84, INS.APPLICATION_UNBLOCK): (self._script, script_phases),
+            (0x84, INS.CARD_BLOCK): (self._script, script_phases),
         }
 
     def _clear_volatile(self) -> None:
@@ -401,12 +387,11 @@ class EmvCapCard:
             cid |= 0x0A  # advice required, reason "PIN try limit exceeded" (EMV Book 3 Table 14)
         atc = self._atc_bytes
         if self._profile.response_format == 1:
-            return _tlv(b"\x80", bytes((cid,)) + atc + ac + iad)
-        return _tlv(
-            b"\x77",
-            b"\x9f\x27\x01" + bytes((cid,)) + b"\x9f\x36\x02" + atc + b"\x9f\x26\x08" + ac
-            + _tlv(b"\x9f\x10", iad),
-        )  # fmt: skip
+            return encode(0x80, bytes((cid,)) + atc + ac + iad)
+        return encode(
+            0x77,
+            encode(0x9F27, bytes((cid,))) + encode(0x9F36, atc) + encode(0x9F26, ac) + encode(0x9F10, iad),
+        )
 
     def _first_gac(self, cmd: Command, requested: AcType) -> bytes:
         if len(cmd.data) != self._cdol1_len:
@@ -579,7 +564,7 @@ class EmvCapCard:
 
     def _apply_script(self, cmd: Command, data: bytes, state: CardState) -> CardState:
         p = self._profile
-        if cmd.ins == INS_PIN_CHANGE_UNBLOCK:
+        if cmd.ins == INS.PIN_CHANGE_UNBLOCK:
             if cmd.p1 != 0x00 or cmd.p2 not in (0x00, 0x01, 0x02):
                 raise StatusError(SW.INCORRECT_P1_P2)
             if cmd.p2 == 0x00:
@@ -594,11 +579,11 @@ class EmvCapCard:
             raise StatusError(SW.INCORRECT_P1_P2)
         if data:
             raise StatusError(SW.WRONG_DATA)
-        if cmd.ins == INS_APPLICATION_BLOCK:
+        if cmd.ins == INS.APPLICATION_BLOCK:
             if state.lifecycle is Lifecycle.ACTIVE:
                 return replace(state, lifecycle=Lifecycle.APP_BLOCKED)
             return state
-        if cmd.ins == INS_APPLICATION_UNBLOCK:
+        if cmd.ins == INS.APPLICATION_UNBLOCK:
             if state.lifecycle is Lifecycle.APP_BLOCKED:
                 return replace(state, lifecycle=Lifecycle.ACTIVE)
             return state

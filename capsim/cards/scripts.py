@@ -38,11 +38,6 @@ from capsim.sm import (
 
 __all__ = ["ScriptKeys", "decipher_new_pin", "script_keys", "split_and_verify"]
 
-INS_PIN_CHANGE_UNBLOCK = 0x24
-INS_APPLICATION_BLOCK = 0x1E
-INS_APPLICATION_UNBLOCK = 0x18
-INS_CARD_BLOCK = 0x16
-
 
 @dataclass(frozen=True, slots=True)
 class ScriptKeys:

@@ -6,17 +6,21 @@ Theory of operation (cap-protocol.md §6, §10; verifier.md V1–V12)
    ``display_digits`` ASCII digits (or fewer when the profile sets ``accept_unpadded``),
    read without ``int()`` or ``str.isdigit()``; at most 16 characters are examined (V42).
 2. The code value is the IPB-selected bits of the data string
-   ``D = [PSN] ‖ CID ‖ ATC(2) ‖ AC(8) ‖ IAD``, most significant first. Its bits therefore split
-   into regions (:class:`CodeLayout`): PSN, CID, ATC, AC (or TDS MAC) and IAD bits. The PSN,
-   CID, ATC and IAD regions are read back from the presented code and used as *filters*:
-   only cards whose PSN bits match (V11), only ATCs in ``(last_atc, last_atc + W]`` whose
-   disclosed bits match (V4), and only IAD variants whose visible bits match (V10) are
-   evaluated. The evaluations per call are therefore at most (matching ATCs) × V.
+   ``D = [PSN] ‖ CID ‖ ATC(2) ‖ AC(8) ‖ IAD``, most significant first
+   (:mod:`capsim.codelayout`, the one definition the reader uses too). Its bits therefore
+   split into runs (:class:`~capsim.codelayout.CodeLayout`): PSN, CID, ATC, AC (or TDS MAC)
+   and IAD bits. The PSN, CID, ATC and IAD runs are read back from the presented code and used
+   only as *filters*: only cards whose PSN bits match (V11), only ATCs in
+   ``(last_atc, last_atc + W]`` whose disclosed bits match (V4), and only IAD variants whose
+   visible bits match (V10) are evaluated. The evaluations per call are therefore at most
+   (matching ATCs) × V.
 3. For each remaining candidate (card, ATC, IAD variant), in a fixed order (cards by
    credential id, ATCs ascending, variants most likely first), the AC is recomputed through
    the :class:`~capsim.verifier.provider.CryptogramProvider` (CID fixed at ``80``, the CDOL1
    data rebuilt from the stored operation, cap-protocol.md §10); for TDS the MAC over the
-   stored fields is keyed with that AC (§7). The expected code is built and compared with
+   stored fields is keyed with that AC (§7). The expected code is the reader's code of the
+   candidate's own data string ``[PSN] ‖ 80 ‖ ATC ‖ AC ‖ IAD`` (:meth:`CodeLayout.code`):
+   nothing of the presented code goes into it. The whole displayed text is compared with
    :func:`_codes_equal`, the only comparison of codes in :mod:`capsim.verifier` (V6).
 4. Every candidate is evaluated even after a match, so the time taken does not reveal which
    candidate matched (verifier.md §4, "Timing"). The first match in the fixed order wins.
@@ -39,8 +43,9 @@ from dataclasses import dataclass
 from functools import lru_cache
 from typing import Final
 
+from capsim.codelayout import CodeLayout, Field, candidate_atcs, code_layout
 from capsim.crypto import TreeParams, mac_iso9797_alg1
-from capsim.errors import ValidationError
+from capsim.errors import CodeOverflowError, ValidationError
 from capsim.verifier.model import CredentialProfile, OperationMode
 from capsim.verifier.provider import CryptogramProvider
 
@@ -64,7 +69,7 @@ __all__ = [
 #: Longest input examined by :func:`parse_code` (V42).
 MAX_CODE_CHARS: Final = 16
 _MAX_ATC: Final = 0xFFFF
-_CID_ARQC: Final = 0x80
+_CID_ARQC: Final = b"\x80"
 
 
 # ------------------------------------------------------------------------------------------------
@@ -123,140 +128,6 @@ def parse_code(code: object, *, digits: int = 8, accept_unpadded: bool = False) 
         value = value * 10 + (o - 0x30)
     text = code.rjust(digits, "0").encode("ascii")
     return PresentedCode(text=text, value=value)
-
-
-# ------------------------------------------------------------------------------------------------
-# Code layout
-
-
-def _compress_table(mask: int) -> tuple[int, ...]:
-    """For one IPB byte: byte value -> its selected bits packed MSB first."""
-    bits = [b for b in range(7, -1, -1) if mask >> b & 1]
-    table = []
-    for v in range(256):
-        out = 0
-        for b in bits:
-            out = (out << 1) | (v >> b & 1)
-        table.append(out)
-    return tuple(table)
-
-
-@dataclass(frozen=True, kw_only=True, slots=True)
-class CodeLayout:
-    """Where the IPB's bits fall in ``D`` and in the code value (cap-protocol.md §6).
-
-    Region widths are bit counts; ``*_shift`` is the position of a region's least significant
-    bit inside the code value.
-    """
-
-    ipb: bytes
-    offset: int
-    psn_bits: int
-    cid_bits: int
-    atc_bits: int
-    ac_bits: int
-    iad_bits: int
-    total_bits: int
-    ac_shift: int
-    atc_shift: int
-    cid_shift: int
-    psn_shift: int
-    atc_mask: int
-    tables: tuple[tuple[int, ...], ...]
-
-    def extract(self, start: int, data: bytes) -> int:
-        """Selected bits of ``data`` aligned at ``D`` byte ``start`` (MSB first)."""
-        value = 0
-        ipb = self.ipb
-        tables = self.tables
-        for i, byte in enumerate(data, start):
-            if i >= len(ipb):
-                break
-            m = ipb[i]
-            if m:
-                value = (value << m.bit_count()) | tables[i][byte]
-        return value
-
-    def region(self, value: int, shift: int, width: int) -> int:
-        """The ``width`` bits of a code value starting at ``shift``."""
-        return (value >> shift) & ((1 << width) - 1)
-
-    def scatter_atc(self, run: int) -> int:
-        """Place the disclosed ATC bits (a packed run) onto their positions in the 16-bit ATC."""
-        out = 0
-        width = self.atc_bits
-        n = 0
-        for bit in range(15, -1, -1):
-            if self.atc_mask >> bit & 1:
-                if run >> (width - 1 - n) & 1:
-                    out |= 1 << bit
-                n += 1
-        return out
-
-
-@lru_cache(maxsize=256)
-def code_layout(ipb: bytes, psn_in_data: bool) -> CodeLayout:
-    """The :class:`CodeLayout` of an IPB (cached; pure)."""
-    off = 1 if psn_in_data else 0
-
-    def bits(lo: int, hi: int) -> int:
-        return sum(b.bit_count() for b in ipb[lo:hi])
-
-    psn_bits = bits(0, off)
-    cid_bits = bits(off, off + 1)
-    atc_bits = bits(off + 1, off + 3)
-    ac_bits = bits(off + 3, off + 11)
-    iad_bits = bits(off + 11, len(ipb))
-    padded = ipb + bytes(max(0, off + 3 - len(ipb)))
-    atc_mask = int.from_bytes(padded[off + 1 : off + 3], "big")
-    tables = tuple(_compress_table(m) for m in ipb)
-    return CodeLayout(
-        ipb=ipb,
-        offset=off,
-        psn_bits=psn_bits,
-        cid_bits=cid_bits,
-        atc_bits=atc_bits,
-        ac_bits=ac_bits,
-        iad_bits=iad_bits,
-        total_bits=psn_bits + cid_bits + atc_bits + ac_bits + iad_bits,
-        ac_shift=iad_bits,
-        atc_shift=iad_bits + ac_bits,
-        cid_shift=iad_bits + ac_bits + atc_bits,
-        psn_shift=iad_bits + ac_bits + atc_bits + cid_bits,
-        atc_mask=atc_mask,
-        tables=tables,
-    )
-
-
-def candidate_atcs(last_atc: int, window: int, layout: CodeLayout, code_value: int) -> list[int]:
-    """ATCs in ``(last_atc, last_atc + window]`` (never above 65535) whose disclosed bits match
-    the code (verifier.md V3, V4; cap-protocol.md §10 step 2).
-
-    >>> lay = code_layout(bytes.fromhex("00001F00000000000FFFFF00000000008000"), False)
-    >>> candidate_atcs(0x40, 40, lay, 4822527)
-    [66, 98]
-    >>> candidate_atcs(0x42, 40, lay, 4822527)
-    [98]
-    """
-    lo = max(last_atc + 1, 0)
-    hi = min(last_atc + window, _MAX_ATC)
-    if hi < lo:
-        return []
-    mask = layout.atc_mask
-    want = layout.scatter_atc(layout.region(code_value, layout.atc_shift, layout.atc_bits))
-    if mask == 0:
-        return list(range(lo, hi + 1))
-    # step over the ATCs whose masked bits equal ``want``
-    out = []
-    a = lo
-    while a <= hi:
-        if a & mask == want:
-            out.append(a)
-            if mask & 1 and (mask & (mask + 1)) == 0:  # low-order run: jump a whole period
-                a += mask + 1
-                continue
-        a += 1
-    return out
 
 
 # ------------------------------------------------------------------------------------------------
@@ -360,8 +231,7 @@ def _visible_iad_bits(
 ) -> tuple[tuple[int, bytes, int], ...]:
     """``(index, iad, IPB-selected IAD bits)`` of each variant (cached per profile)."""
     layout = code_layout(ipb, psn_in_data)
-    start = layout.offset + 11
-    return tuple((i, iad, layout.extract(start, iad)) for i, iad in enumerate(iad_variants))
+    return tuple((i, iad, layout.select(Field.IAD, iad)) for i, iad in enumerate(iad_variants))
 
 
 def _tree(profile: CredentialProfile) -> TreeParams | None:
@@ -372,8 +242,24 @@ def _tree(profile: CredentialProfile) -> TreeParams | None:
     )
 
 
-def _psn_byte(psn: str) -> int:
-    return (ord(psn[0]) - 0x30) * 10 + (ord(psn[1]) - 0x30)
+def _psn_byte(psn: str) -> bytes:
+    """The PSN as the card holds it (``5F34``, one byte) from its two decimal digits."""
+    return bytes(((ord(psn[0]) - 0x30) * 10 + (ord(psn[1]) - 0x30),))
+
+
+def _head(card: CardCandidate) -> bytes:
+    """``[PSN] ‖ CID`` of the card's data string: the part before the ATC (cap-protocol.md §6)."""
+    return (_psn_byte(card.psn) if card.profile.psn_in_data else b"") + _CID_ARQC
+
+
+def _expected_text(layout: CodeLayout, data: bytes, digits: int) -> bytes:
+    """The code the card shows for the data string ``data``, as ASCII: computed by
+    :meth:`CodeLayout.code`, the reader's own code function. A value wider than the display
+    is no code at all (the reader refuses it), so it is the empty text, which matches nothing."""
+    try:
+        return layout.code(data, digits).encode("ascii")
+    except CodeOverflowError:
+        return b""
 
 
 def _tds_block(fields: tuple[str, ...]) -> bytes:
@@ -385,7 +271,8 @@ def _tds_block(fields: tuple[str, ...]) -> bytes:
 def expected_code(
     card: CardCandidate, request: MatchRequest, atc: int, variant: int, provider: CryptogramProvider
 ) -> str:
-    """The code the card produces at ``atc`` with IAD variant ``variant`` (for tests and tools)."""
+    """The code the card produces at ``atc`` with IAD variant ``variant`` (for tests and tools):
+    the text :func:`match` compares for that candidate (empty when wider than the display)."""
     profile = card.profile
     layout = code_layout(profile.ipb, profile.psn_in_data)
     fn = provider.ac_function(
@@ -398,9 +285,26 @@ def expected_code(
     ac = fn(cdol, profile.aip, atc_b, iad, un)
     if request.mode is OperationMode.TDS:
         ac = mac_iso9797_alg1(ac, _tds_block(request.tds_fields), padding=2)
-    d = (bytes([_psn_byte(card.psn)]) if profile.psn_in_data else b"") + bytes([_CID_ARQC]) + atc_b + ac + iad
-    value = layout.extract(0, d)
-    return f"{value:0{profile.display_digits}d}"
+    return _expected_text(layout, _head(card) + atc_b + ac + iad, profile.display_digits).decode("ascii")
+
+
+def _filter_variants(
+    card: CardCandidate, layout: CodeLayout, value: int
+) -> list[tuple[int, bytes]]:
+    """The card's IAD variants (most likely first, at most ``card.variants``) whose selected
+    bits equal the code's IAD run (V10); none when the code's PSN or CID run is not this
+    card's (V11) or the code has more bits than this IPB can produce."""
+    if value >> layout.total_bits:
+        return []
+    if layout.psn_bits and layout.bits_of(value, Field.PSN) != layout.select(Field.PSN, _psn_byte(card.psn)):
+        return []
+    cid_run = layout.select(Field.CID, _CID_ARQC)
+    if layout.cid_bits and layout.bits_of(value, Field.CID) != cid_run:
+        return []
+    profile = card.profile
+    visible = _visible_iad_bits(profile.ipb, profile.psn_in_data, profile.iad_variants)[: card.variants]
+    want = layout.bits_of(value, Field.IAD)
+    return [(i, iad) for i, iad, bits in visible if bits == want]
 
 
 def match(
@@ -426,8 +330,8 @@ def match(
     window:
         W: ATCs ``last_atc + 1 … last_atc + window`` are candidates.
     """
-    un_cache: dict[str, bytes] = {}
     tds_block = _tds_block(request.tds_fields) if request.mode is OperationMode.TDS else b""
+    un = bytes.fromhex(request.challenge) if request.challenge else bytes(4)
     found: list[Match] = []
     evaluations = 0
     for card in cards:
@@ -438,38 +342,15 @@ def match(
         fn = provider.ac_function(
             card.key_ref, cvn=profile.cvn, method=profile.session_key_method, tree=_tree(profile)
         )
-        value = code.value
-        if value >> layout.total_bits:
-            continue  # more bits than this IPB can produce
-        if layout.psn_bits:
-            psn_d = layout.extract(0, bytes([_psn_byte(card.psn)]))
-            if layout.region(value, layout.psn_shift, layout.psn_bits) != psn_d:
-                continue  # V11: the PSN bits tell this card apart
-        if layout.cid_bits:
-            cid_d = layout.extract(layout.offset, bytes([_CID_ARQC]))
-            if layout.region(value, layout.cid_shift, layout.cid_bits) != cid_d:
-                continue
-        iad_want = layout.region(value, 0, layout.iad_bits)
-        variants = [
-            (i, iad)
-            for i, iad, visible in _visible_iad_bits(profile.ipb, profile.psn_in_data, profile.iad_variants)[
-                : card.variants
-            ]
-            if visible == iad_want
-        ]
+        variants = _filter_variants(card, layout, code.value)
         if not variants:
             continue
-        atcs = candidate_atcs(card.last_atc, window, layout, value)
+        atcs = candidate_atcs(card.last_atc, window, layout, code.value)
         if not atcs:
             continue
         cdol = cdol_data_for(profile, request)
-        un = un_cache.get(request.challenge)
-        if un is None:
-            un = bytes.fromhex(request.challenge) if request.challenge else bytes(4)
-            un_cache[request.challenge] = un
+        head = _head(card)
         digits = profile.display_digits
-        high_mask = value >> layout.ac_shift >> layout.ac_bits  # PSN, CID and ATC bits as presented
-        ac_start = layout.offset + 3
         for atc in atcs:
             atc_b = atc.to_bytes(2, "big")
             for index, iad in variants:
@@ -477,10 +358,8 @@ def match(
                 ac = fn(cdol, profile.aip, atc_b, iad, un)
                 if tds_block:
                     ac = mac_iso9797_alg1(ac, tds_block, padding=2)
-                ac_part = layout.extract(ac_start, ac)
-                expected = ((high_mask << layout.ac_bits | ac_part) << layout.iad_bits) | iad_want
-                text = f"{expected:0{digits}d}".encode("ascii")
-                if _codes_equal(text, code.text):
+                # the whole code from this candidate's own D, as the reader computes it
+                if _codes_equal(_expected_text(layout, head + atc_b + ac + iad, digits), code.text):
                     found.append(Match(credential_id=card.credential_id, atc=atc, variant=index))
     return MatchResult(match=found[0] if found else None, evaluations=evaluations, matches=tuple(found))
 
