@@ -78,6 +78,7 @@ __all__ = [
     "ensure_verifier_secrets",
     "imk_template",
     "open_token",
+    "seal_key_template",
     "token_error",
     "token_fingerprint",
 ]
@@ -200,6 +201,28 @@ def imk_template(label: str, *, store: bool) -> dict[Attribute, Any]:
     }
 
 
+def seal_key_template(label: str, key: bytes, key_id: str, *, store: bool) -> dict[Attribute, Any]:
+    """Attributes of an audit seal key imported from a keyring file (rule 1): HMAC only,
+    sensitive, never extractable; its id in ``CKA_ID``."""
+    return {
+        Attribute.CLASS: ObjectClass.SECRET_KEY,
+        Attribute.KEY_TYPE: KeyType.GENERIC_SECRET,
+        Attribute.LABEL: label,
+        Attribute.ID: key_id.encode("ascii"),
+        Attribute.VALUE: key,
+        Attribute.TOKEN: store,
+        Attribute.PRIVATE: True,
+        Attribute.SENSITIVE: True,
+        Attribute.EXTRACTABLE: False,
+        Attribute.MODIFIABLE: False,
+        Attribute.SIGN: True,
+        Attribute.VERIFY: False,
+        Attribute.ENCRYPT: False,
+        Attribute.DECRYPT: False,
+        Attribute.DERIVE: False,
+    }
+
+
 def _derive(key: pkcs11.SecretKey, data: bytes, *, can_derive: bool = False) -> pkcs11.SecretKey:
     """``C_DeriveKey(CKM_DES3_ECB_ENCRYPT_DATA, data)`` → a sensitive session ``CKK_DES2`` key."""
     buf = ctypes.create_string_buffer(data, len(data))
@@ -309,16 +332,17 @@ class TokenKey:
 
 
 @_serialised
-def ensure_verifier_secrets(session: pkcs11.Session, prefix: str) -> list[str]:
+def ensure_verifier_secrets(session: pkcs11.Session, prefix: str, *, audit_seal: bool = True) -> list[str]:
     """Generate in the token the verifier secrets that are missing (rule 1); their labels.
 
-    The audit seal key's id (``aud-`` + 16 hex digits of an HMAC under the key itself) is
+    ``audit_seal=False`` leaves the audit seal key out (a verifier that keeps it in its
+    keyring file, or whose records stay unsealed). The audit seal key's id (``aud-`` + 16 hex digits of an HMAC under the key itself) is
     recorded in its ``CKA_ID``.
     """
     made: list[str] = []
     common = {Attribute.EXTRACTABLE: False, Attribute.SENSITIVE: True, Attribute.PRIVATE: True}
     with _token_call("creating the verifier's secrets"):
-        for name in ("audit-seal", "pan-token"):
+        for name in ("audit-seal", "pan-token") if audit_seal else ("pan-token",):
             label = f"{prefix}/{name}"
             if list(session.get_objects({Attribute.LABEL: label})):
                 continue
@@ -433,8 +457,9 @@ class Pkcs11Provider:
         self._adopt(session)
         t = self._thread()
         self._seal_key_id: str | None = None
+        self._seal_label = f"{secrets_prefix}/audit-seal"
         with _token_call("the verifier's secrets"):
-            seal = self._find(t, f"{secrets_prefix}/audit-seal", required=False)
+            seal = self._find(t, self._seal_label, required=False)
             if seal is not None:
                 self._seal_key_id = bytes(seal[Attribute.ID]).decode("ascii", "replace") or None
             self._find(t, f"{secrets_prefix}/pan-token")
@@ -879,13 +904,29 @@ class Pkcs11Provider:
         return self._seal_key_id
 
     @_serialised
+    def set_audit_seal_key(self, key_id: str, key: bytes) -> None:
+        """Use a 32-byte audit seal key handed over in clear (a keyring file's), put into the
+        token as a session object: the same call as
+        :meth:`capsim.verifier.provider.SoftwareProvider.set_audit_seal_key`. ``capsim verifier
+        keys migrate`` stores it in the token for good."""
+        kid = _key_id(key_id)
+        if not isinstance(key, bytes | bytearray) or len(key) != 32:
+            raise ValidationError("audit seal key: expected 32 bytes")
+        label = f"session-{secrets.token_hex(6)}/audit-seal"
+        t = self._thread()
+        with _token_call("import the audit seal key"):
+            t.session.create_object(seal_key_template(label, bytes(key), kid, store=False))
+        self._seal_label = label
+        self._seal_key_id = kid
+
+    @_serialised
     def audit_seal(self, message: bytes) -> bytes:
         """HMAC-SHA-256 of ``message`` computed by the token under ``<prefix>/audit-seal``."""
         if self._seal_key_id is None:
             raise ConfigError("audit seal: the token holds no audit seal key")
         t = self._thread()
         with _token_call("an audit seal"):
-            return _hmac(self._key(t, f"{self._prefix}/audit-seal"), bytes(message))
+            return _hmac(self._key(t, self._seal_label), bytes(message))
 
 
 def _cvn(cvn: object) -> CVN:

@@ -7,6 +7,7 @@ python-pkcs11 is missing (``scripts/test.sh`` installs both).
 
 from __future__ import annotations
 
+import atexit
 import os
 import secrets
 import shutil
@@ -73,6 +74,7 @@ def make_softhsm() -> SoftHsm:
     if module is None or shutil.which("softhsm2-util") is None:
         pytest.skip("SoftHSM2 is not installed (apt-get install softhsm2)")
     base = Path(tempfile.mkdtemp(prefix="capsim-softhsm-"))
+    atexit.register(shutil.rmtree, base, ignore_errors=True)
     (base / "tokens").mkdir()
     conf = base / "softhsm2.conf"
     conf.write_text(
@@ -100,6 +102,7 @@ def make_softhsm() -> SoftHsm:
     token = p11.open_token(module, TOKEN)
     with token.open(rw=True, user_pin=USER_PIN) as session:
         p11.ensure_verifier_secrets(session, "capsim")
+        p11.ensure_verifier_secrets(session, "unsealed", audit_seal=False)
     _SOFTHSM.append(hsm)
     return hsm
 
@@ -402,9 +405,7 @@ def test_audit_seal_in_token(token_provider: p11.Pkcs11Provider) -> None:
     assert len(kid) == 20
     seal = token_provider.audit_seal(b"record")
     assert len(seal) == 32
-    assert seal == token_provider.audit_seal(b"record") != token_provider.audit_seal(
-        b"other"
-    )
+    assert seal == token_provider.audit_seal(b"record") != token_provider.audit_seal(b"other")
 
 
 def test_dummy_reference_costs_like_a_card(token_provider: p11.Pkcs11Provider) -> None:
