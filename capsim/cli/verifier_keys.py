@@ -35,9 +35,9 @@ from capsim.cli._common import handle_errors
 from capsim.cli.verifier import default_db, default_keyring, verifier
 from capsim.crypto import key_check_value
 from capsim.errors import TokenError, ValidationError
-from capsim.storage import load_issuer_keys
+from capsim.storage import IssuerKeys, load_issuer_keys
 
-__all__ = ["keys_group"]
+__all__ = ["demo_token", "keys_group", "token_key_check"]
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -248,6 +248,31 @@ def keys_list_command(
             click.echo(f"warning: {k.label}: {k.warning}", err=True)
     if not keys:
         click.echo(f"token {config.token!r} holds no secret keys")
+
+
+# ------------------------------------------------------------------------------------------------
+# capsim demo --pkcs11
+
+
+def demo_token(workdir: Path, keys: IssuerKeys) -> Any:
+    """A throwaway SoftHSM2 token in ``workdir`` holding ``keys`` as ``demo-issuer/…``."""
+    hsmkeys = _import_pkcs11()
+    config = hsmkeys.throwaway_softhsm_token(workdir)
+    with hsmkeys.login(config, rw=True) as session:
+        hsmkeys.import_issuer_keys(session, "demo-issuer", keys)
+    return config
+
+
+def token_key_check(config: Any, label: str) -> tuple[str, str]:
+    """``("ok", detail)`` when every key ``label/…`` of the token is sensitive, not extractable
+    and derive-only (what ``keys list`` shows), else ``("unsafe", detail)``."""
+    hsmkeys = _import_pkcs11()
+    with hsmkeys.login(config) as session:
+        keys = [k for k in hsmkeys.list_token_keys(session) if k.label.startswith(f"{label}/")]
+    bad = [k.label for k in keys if k.extractable or not k.sensitive or not k.derive_only]
+    if len(keys) != 3 or bad:
+        return "unsafe", f"{len(keys)} issuer keys; unsafe: {', '.join(bad) or '-'}"
+    return "ok", ", ".join(f"{k.label} sensitive, not extractable, derive only" for k in keys)
 
 
 # ------------------------------------------------------------------------------------------------

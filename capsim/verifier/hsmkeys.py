@@ -29,7 +29,10 @@ from __future__ import annotations
 import hmac
 import json
 import os
+import secrets
+import shutil
 import stat
+import subprocess
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -60,6 +63,7 @@ __all__ = [
     "open_provider",
     "parse_token_setting",
     "read_pin",
+    "throwaway_softhsm_token",
     "unwrap_key",
 ]
 
@@ -405,3 +409,36 @@ def open_provider(
         provider.close()
         raise
     return provider
+
+
+#: Where Debian and Ubuntu install the SoftHSM2 module.
+SOFTHSM_MODULES: Final = (
+    "/usr/lib/softhsm/libsofthsm2.so",
+    "/usr/lib/x86_64-linux-gnu/softhsm/libsofthsm2.so",
+)
+
+
+def throwaway_softhsm_token(workdir: Path, *, label: str = "capsim-demo") -> TokenConfig:
+    """A new SoftHSM2 token in ``workdir`` (``capsim demo --pkcs11``): its own
+    ``SOFTHSM2_CONF`` (set in this process's environment, before the module is first loaded)
+    and a random user PIN in ``CAPSIM_PKCS11_PIN``; :class:`~capsim.errors.TokenError` when
+    SoftHSM2 is not installed."""
+    module = next((m for m in SOFTHSM_MODULES if Path(m).exists()), None)
+    tool = shutil.which("softhsm2-util")
+    if module is None or tool is None:
+        raise TokenError("--pkcs11: SoftHSM2 is not installed (apt-get install softhsm2)", "module")
+    tokens = workdir / "softhsm-tokens"
+    tokens.mkdir(mode=0o700)
+    conf = workdir / "softhsm2.conf"
+    conf.write_text(f"directories.tokendir = {tokens}\nobjectstore.backend = file\nlog.level = ERROR\n")
+    os.environ["SOFTHSM2_CONF"] = str(conf)
+    pin, so_pin = secrets.token_hex(8), secrets.token_hex(8)
+    os.environ[DEFAULT_PIN_ENV] = pin
+    done = subprocess.run(
+        [tool, "--init-token", "--free", "--label", label, "--pin", pin, "--so-pin", so_pin],
+        capture_output=True,
+        check=False,
+    )
+    if done.returncode:
+        raise TokenError(f"softhsm2-util could not create the token (exit {done.returncode})", "token")
+    return TokenConfig(module=module, token=label)

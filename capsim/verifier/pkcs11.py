@@ -336,7 +336,8 @@ def ensure_verifier_secrets(session: pkcs11.Session, prefix: str, *, audit_seal:
     """Generate in the token the verifier secrets that are missing (rule 1); their labels.
 
     ``audit_seal=False`` leaves the audit seal key out (a verifier that keeps it in its
-    keyring file, or whose records stay unsealed). The audit seal key's id (``aud-`` + 16 hex digits of an HMAC under the key itself) is
+    keyring file, or whose records stay unsealed). The audit seal key's id (``aud-`` + 16 hex
+    digits of an HMAC under the key itself) is
     recorded in its ``CKA_ID``.
     """
     made: list[str] = []
