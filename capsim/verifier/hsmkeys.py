@@ -295,7 +295,9 @@ def unwrap_key(session: pkcs11.Session, label: str, name: str, wrapped: bytes, t
         template = p11.imk_template(full, store=True)
         if name == "imk-ac":
             template[Attribute.ID] = f"iss-{kcv}".encode("ascii")
-        for attr in (Attribute.CLASS, Attribute.KEY_TYPE):
+        # SoftHSM 2.6 refuses CKA_MODIFIABLE=false in C_UnwrapKey (CKR_ATTRIBUTE_READ_ONLY): an
+        # unwrapped key stays modifiable (SENSITIVE cannot be cleared nor EXTRACTABLE set)
+        for attr in (Attribute.CLASS, Attribute.KEY_TYPE, Attribute.MODIFIABLE):
             del template[attr]
         transport.unwrap_key(
             ObjectClass.SECRET_KEY,

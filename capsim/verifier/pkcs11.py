@@ -459,12 +459,16 @@ class Pkcs11Provider:
         t = self._thread()
         self._seal_key_id: str | None = None
         self._seal_label = f"{secrets_prefix}/audit-seal"
-        with _token_call("the verifier's secrets"):
-            seal = self._find(t, self._seal_label, required=False)
-            if seal is not None:
-                self._seal_key_id = bytes(seal[Attribute.ID]).decode("ascii", "replace") or None
-            self._find(t, f"{secrets_prefix}/pan-token")
-            self._find(t, f"{secrets_prefix}/ref")
+        try:
+            with _token_call("the verifier's secrets"):
+                seal = self._find(t, self._seal_label, required=False)
+                if seal is not None:
+                    self._seal_key_id = bytes(seal[Attribute.ID]).decode("ascii", "replace") or None
+                self._find(t, f"{secrets_prefix}/pan-token")
+                self._find(t, f"{secrets_prefix}/ref")
+        except BaseException:
+            self.close()  # the session logged in: log out again
+            raise
 
     def __repr__(self) -> str:
         return f"<Pkcs11Provider token={self._token.label!r} issuers={sorted(self._issuers)}>"
