@@ -12,6 +12,8 @@ only in the message text.
     CapsimError
     ├── ValidationError(ValueError)      bad caller input
     ├── ConfigError(ValueError)          unsafe or impossible configuration
+    │   └── TokenError(reason)           a PKCS#11 module or token cannot serve
+    │       └── TokenUnsupported(needed) the token lacks what a profile needs (key XOR)
     ├── ApduFormatError(ValueError)      bytes that are not a valid APDU / TLV / DOL (offset)
     ├── ProtocolError
     │   ├── LocalProtocolError           caller misuse of a session
@@ -63,6 +65,8 @@ __all__ = [
     "StateFileError",
     "StatusWordError",
     "TemporaryFailure",
+    "TokenError",
+    "TokenUnsupported",
     "TransportError",
     "TransportTimeoutError",
     "UnknownIssuerProfile",
@@ -253,3 +257,25 @@ class AuditTampered(VerifierError):
 class KeyFileMismatch(StateFileError):
     """An issuer-keys file does not hold the keys registered under its key id (a swapped or
     edited file): its full-strength fingerprint differs."""
+
+
+class TokenError(ConfigError):
+    """A PKCS#11 module or token cannot serve the verifier (never carries a PIN or key).
+
+    ``reason`` is one of ``"module"`` (cannot be loaded), ``"token"`` (no such token),
+    ``"pin"`` (wrong or missing PIN), ``"locked"`` (the PIN is locked), ``"key"`` (no object
+    with the label), ``"mechanism"`` (a mechanism the token lacks), ``"attributes"`` (an
+    object with unsafe attributes) or ``"failed"`` (any other token failure).
+    """
+
+    def __init__(self, message: str, reason: str = "failed") -> None:
+        self.reason = reason
+        super().__init__(message)
+
+
+class TokenUnsupported(TokenError):
+    """The token cannot compute what a profile needs; ``needed`` names it (e.g. "key XOR")."""
+
+    def __init__(self, message: str, needed: str) -> None:
+        self.needed = needed
+        super().__init__(message, "mechanism")

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The whole capsim test suite on a fresh Debian machine:
 #   1. installs the system packages the tests need (pcscd, the vpcd driver, opensc, PostgreSQL,
-#      PgBouncer) when running as root and they are missing;
+#      PgBouncer, SoftHSM2) when running as root and they are missing;
 #   2. creates .venv and installs capsim with every extra and the test tools;
 #   3. runs ruff, mypy --strict and pytest (PC/SC tests inside a private network and
 #      mount namespace when running as root, so they never touch a host pcscd).
@@ -10,7 +10,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$(pwd)
 
-APT_PACKAGES=(pcscd libpcsclite-dev vsmartcard-vpcd pcsc-tools opensc postgresql pgbouncer iproute2 util-linux gcc python3-dev)
+APT_PACKAGES=(pcscd libpcsclite-dev vsmartcard-vpcd pcsc-tools opensc postgresql pgbouncer softhsm2 iproute2 util-linux gcc python3-dev)
 need_apt=()
 for p in "${APT_PACKAGES[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || need_apt+=("$p")
@@ -31,7 +31,7 @@ if [ ! -x .venv/bin/python ]; then
   "$PY" -m venv .venv
 fi
 .venv/bin/python -m pip install -q --upgrade pip >/dev/null
-.venv/bin/python -m pip install -q -e ".[pcsc,fast,postgres,fuzz,test]"
+.venv/bin/python -m pip install -q -e ".[pcsc,fast,postgres,pkcs11,fuzz,test]"
 
 echo "== ruff"
 .venv/bin/ruff check capsim tests benchmarks vectors scripts

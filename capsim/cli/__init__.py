@@ -29,3 +29,4 @@ from capsim.cli.verifier import verifier as _verifier; main.add_command(_verifie
 from capsim.cli.verifier import verify as _verify; main.add_command(_verify)  # noqa: E402, E702, I001
 from capsim.cli.demo import demo as _demo; main.add_command(_demo)  # noqa: E402, E702, I001
 from capsim.cli.fuzz import fuzz as _fuzz; main.add_command(_fuzz)  # noqa: E402, E702, I001
+from capsim.cli import verifier_keys as _verifier_keys  # noqa: E402, F401  (adds "keys", "init --pkcs11")

@@ -16,6 +16,9 @@ Theory of operation
    ``INVARIANT_BROKEN`` (14). Exit 0 means every step behaved as expected.
 4. Codes are shown (they are demo codes of a throwaway card); keys, the full PAN and
    activation codes are not.
+5. ``--pkcs11``: the issuer keys go into a throwaway SoftHSM2 token (docs/hsm.md) and their
+   file is deleted; every cryptogram, PIN script and audit seal is then computed by the token,
+   and a last step checks that the token's issuer keys are sensitive and not extractable.
 """
 
 from __future__ import annotations
@@ -119,6 +122,7 @@ class _Demo:
     store: Store
     session: VerifierSession
     on_step: Callable[[DemoStep], None]
+    keys: IssuerKeys | None = None
     steps: list[DemoStep] = field(default_factory=list)
     current: str = "personalise"
 
@@ -139,7 +143,9 @@ class _Demo:
             return action(CapReader(transport))
 
 
-def run_demo(workdir: Path, *, db: str | None, on_step: Callable[[DemoStep], None]) -> list[DemoStep]:
+def run_demo(
+    workdir: Path, *, db: str | None, on_step: Callable[[DemoStep], None], pkcs11: bool = False
+) -> list[DemoStep]:
     """Run every step in ``workdir``; stop at the first step that misbehaves.
 
     Parameters
@@ -150,6 +156,8 @@ def run_demo(workdir: Path, *, db: str | None, on_step: Callable[[DemoStep], Non
         A verifier store URL (``--db``), or ``None`` for a SQLite file in ``workdir``.
     on_step:
         Called with each finished step (for live output).
+    pkcs11:
+        Keep the issuer keys in a throwaway SoftHSM2 token (rule 5).
 
     Returns
     -------
@@ -163,9 +171,21 @@ def run_demo(workdir: Path, *, db: str | None, on_step: Callable[[DemoStep], Non
         ``db`` is not a usable store (nothing has been run).
     """
     url = db if db is not None else str(workdir / "verifier.db")
+    keys, token = _new_issuer_keys(), None
+    if pkcs11:
+        from capsim.cli.verifier_keys import demo_token
+
+        token = demo_token(workdir, keys)
     # an initialised, sealed verifier database, so that 'capsim verifier … --db' can inspect it
-    with open_session(url, keyring_path=default_keyring(url), create=True, allow_memory=True) as session:
-        d = _Demo(workdir=workdir, store=session.store, session=session, on_step=on_step)
+    with open_session(
+        url,
+        keyring_path=default_keyring(url),
+        create=True,
+        allow_memory=True,
+        token=token,
+        token_issuers=("demo-issuer",) if token is not None else (),
+    ) as session:
+        d = _Demo(workdir=workdir, store=session.store, session=session, on_step=on_step, keys=keys)
         try:
             _run_steps(d)
         except CapsimError as exc:
@@ -181,17 +201,22 @@ def run_demo(workdir: Path, *, db: str | None, on_step: Callable[[DemoStep], Non
     return d.steps
 
 
+def _new_issuer_keys() -> IssuerKeys:
+    return IssuerKeys(
+        imk_ac=odd_parity(secrets.token_bytes(16)),
+        imk_smi=odd_parity(secrets.token_bytes(16)),
+        imk_smc=odd_parity(secrets.token_bytes(16)),
+    )
+
+
 def _run_steps(d: _Demo) -> None:
     workdir = d.workdir
     card_path = workdir / "card.json"
 
     # 1. personalise ------------------------------------------------------------------------------
-    keys = IssuerKeys(
-        imk_ac=odd_parity(secrets.token_bytes(16)),
-        imk_smi=odd_parity(secrets.token_bytes(16)),
-        imk_smc=odd_parity(secrets.token_bytes(16)),
-    )
-    save_issuer_keys(workdir / "issuer-keys.json", keys)
+    keys = d.keys or _new_issuer_keys()
+    if d.session.token is None:
+        save_issuer_keys(workdir / "issuer-keys.json", keys)
     pan = random_test_pan(builtin_profile("secur-acces"))
     card = new_card(
         "secur-acces",
@@ -212,7 +237,8 @@ def _run_steps(d: _Demo) -> None:
             title="personalise a secur-acces card",
             expected="ok",
             observed="ok",
-            detail=f"PAN {mask_pan(pan)}, PSN {profile.psn}, PIN {DEMO_PIN}, fresh issuer keys",
+            detail=f"PAN {mask_pan(pan)}, PSN {profile.psn}, PIN {DEMO_PIN}, fresh issuer keys"
+            + ("" if d.session.token is None else f" (only in token {d.session.token.token!r})"),
         )
     )
 
@@ -221,7 +247,10 @@ def _run_steps(d: _Demo) -> None:
     store = d.store
     provider = d.session.provider
     kid = issuer_key_id(keys)
-    provider.add_issuer_keys(kid, imk_ac=keys.imk_ac, imk_smi=keys.imk_smi, imk_smc=keys.imk_smc)
+    if d.session.token is None:
+        provider.add_issuer_keys(kid, imk_ac=keys.imk_ac, imk_smi=keys.imk_smi, imk_smc=keys.imk_smc)
+    del keys
+    d.keys = None
     v = d.session.verifier
     serial = iter(range(1, 1000))
 
@@ -482,6 +511,20 @@ def _run_steps(d: _Demo) -> None:
             + ("" if not problems else f", {len(problems)} problems"),
         )
     )
+    if d.session.token is not None:
+        from capsim.cli.verifier_keys import token_key_check
+
+        d.begin("token-keys")
+        observed, detail = token_key_check(d.session.token, "demo-issuer")
+        d.record(
+            DemoStep(
+                name="token-keys",
+                title="the issuer keys in the token are sensitive and not extractable",
+                expected="ok",
+                observed=observed,
+                detail=detail,
+            )
+        )
 
 
 @click.command("demo")
@@ -493,8 +536,11 @@ def _run_steps(d: _Demo) -> None:
 )
 @click.option("--json", "as_json", is_flag=True, help="Print the steps as one JSON object.")
 @click.option("--keep", is_flag=True, help="Keep the temporary directory (card file, keys, database).")
+@click.option(
+    "--pkcs11", is_flag=True, help="Keep the issuer keys in a throwaway SoftHSM2 token (docs/hsm.md)."
+)
 @handle_errors
-def demo(*, db: str | None, as_json: bool, keep: bool) -> None:
+def demo(*, db: str | None, as_json: bool, keep: bool, pkcs11: bool) -> None:
     """[!] Card, reader and verifier end to end: enrol, log in, respond, sign, TDS, a replay
     and a wrong amount refused, three wrong PINs, a PIN UNBLOCK script. Exit 0 only if every
     step behaved as expected, else 14 naming the failed step."""
@@ -521,7 +567,7 @@ def demo(*, db: str | None, as_json: bool, keep: bool) -> None:
         place = f"in {workdir} (kept" if keep else "in a temporary directory (removed afterwards"
         click.echo(f"capsim demo {place}; verifier on {where})")
     try:
-        steps = run_demo(workdir, db=db, on_step=show)
+        steps = run_demo(workdir, db=db, on_step=show, pkcs11=pkcs11)
     finally:
         cleanup()
     failed = next((s for s in steps if not s.ok), None)

@@ -41,14 +41,14 @@ import stat
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Final
+from typing import Any, Final, Protocol
 
 from capsim.errors import ConfigError, KeyFileMismatch, StateFileError, TemporaryFailure
 from capsim.jsonlimits import loads_limited
 from capsim.storage import IssuerKeys, load_issuer_keys
 from capsim.verifier.audit import AuditEntry, AuditSealer
 from capsim.verifier.dburl import redact_db_url
-from capsim.verifier.provider import SecretKey, SoftwareProvider
+from capsim.verifier.provider import SecretKey
 from capsim.verifier.store import Store
 
 __all__ = [
@@ -56,6 +56,7 @@ __all__ = [
     "KEY_NAMES",
     "REGISTRY_SETTING",
     "SEAL_SETTING",
+    "KeyHolder",
     "KeyringEntry",
     "KeyringFile",
     "check_issuer_keys",
@@ -70,8 +71,25 @@ __all__ = [
     "register_issuer_keys",
     "sealing_start",
     "setup_sealing",
+    "setup_token_sealing",
     "write_keyring_file",
 ]
+
+
+class KeyHolder(Protocol):
+    """What the registry and sealing functions need of a provider: :class:`SoftwareProvider`
+    and :class:`capsim.verifier.pkcs11.Pkcs11Provider` (which puts the keys into its token)."""
+
+    def add_issuer_keys(
+        self, key_id: str, *, imk_ac: bytes, imk_smi: bytes | None = None, imk_smc: bytes | None = None
+    ) -> None: ...
+
+    def set_audit_seal_key(self, key_id: str, key: bytes) -> None: ...
+
+    def audit_seal_key_id(self) -> str | None: ...
+
+    def audit_seal(self, message: bytes) -> bytes: ...
+
 
 #: Store setting holding the registered issuer-keys files (paths, KCVs, fingerprints; no keys).
 REGISTRY_SETTING: Final = "cli.issuer-keys"
@@ -205,7 +223,7 @@ def check_issuer_keys(entry: KeyringEntry, keys: IssuerKeys, *, where: str) -> N
 
 def load_registered_keys(
     store: Store,
-    provider: SoftwareProvider,
+    provider: KeyHolder,
     registry: Mapping[str, KeyringEntry],
     *,
     sealer: AuditSealer | None,
@@ -441,7 +459,7 @@ def sealing_start(file_start: int | None, next_seq: int) -> int:
 def setup_sealing(
     store: Store,
     path: Path | None,
-    provider: SoftwareProvider,
+    provider: KeyHolder,
     *,
     create: bool,
     required: bool,
@@ -484,7 +502,7 @@ def setup_sealing(
 
 
 def _start_sealing(
-    store: Store, path: Path | None, provider: SoftwareProvider, *, exists: bool, database: str
+    store: Store, path: Path | None, provider: KeyHolder, *, exists: bool, database: str
 ) -> KeyringFile:
     old = read_keyring_file(path) if exists and path is not None else None
     if old is None:
@@ -517,3 +535,33 @@ def _parse_seal_setting(raw: str | None) -> tuple[str, int] | None:
         return str(doc["key_id"]), int(doc["sealed_from"])
     except (ValueError, TypeError, KeyError) as exc:
         raise ConfigError(f"the verifier database's audit seal setting is unreadable ({exc})") from None
+
+
+def setup_token_sealing(store: Store, provider: KeyHolder, *, create: bool, required: bool) -> int | None:
+    """Seal with the audit seal key held by the provider's token (no keyring file): the
+    sealing start, or ``None`` when the audit stays unsealed.
+
+    A database sealed with this key goes on from its recorded start; for one sealed with
+    another key (a keyring file's) this returns ``None`` and :func:`setup_sealing` hands that
+    key over; ``create`` starts sealing an unsealed database with the token's key.
+    """
+    kid = provider.audit_seal_key_id()
+    with store.transaction() as tx:
+        recorded = _parse_seal_setting(tx.get_setting(SEAL_SETTING))
+    if recorded is not None:
+        # sealed with another key (a keyring file's): setup_sealing hands that one over
+        return recorded[1] if kid == recorded[0] else None
+    if kid is None or not create:
+        if required and kid is not None:
+            raise ConfigError(
+                "the verifier's audit is not sealed yet; run 'capsim verifier init --pkcs11' once"
+            )
+        return None
+    with store.transaction(sealer=provider) as tx:
+        if tx.get_setting(SEAL_SETTING) is not None:
+            raise TemporaryFailure("audit sealing was set up concurrently; run the command again")
+        first = tx.append_audit(
+            AuditEntry(event="audit-seal", outcome="ok", reason="started", details={"key_id": kid})
+        )
+        tx.set_setting(SEAL_SETTING, json.dumps({"key_id": kid, "sealed_from": first.seq}))
+    return first.seq

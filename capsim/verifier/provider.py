@@ -55,16 +55,20 @@ from capsim.crypto import (
     SessionKeyMethod,
     TreeParams,
     derive_icc_mk,
+    generate_arpc,
     key_check_value,
+    odd_parity,
 )
 from capsim.errors import ConfigError, ValidationError
 
 __all__ = [
+    "FINGERPRINT_DATA",
     "AcFunction",
     "CardKeys",
     "CryptogramProvider",
     "SecretKey",
     "SoftwareProvider",
+    "derived_fingerprint",
 ]
 
 #: ``(cdol1_data, aip, atc, iad, un) -> AC`` for one card, CVN and session-key method.
@@ -73,6 +77,24 @@ AcFunction = Callable[[bytes, bytes, bytes, bytes, bytes], bytes]
 _REF_VERSION: Final = "sw1"
 _CARD_REF: Final = "card"
 _DUMMY_REF: Final = "dummy:0"
+#: The data a key's fingerprint child is derived with (``CAPSIMFP`` ‖ its complement): a key
+#: that may only derive (an IMK in a token) still gets a fingerprint (docs/hsm.md).
+FINGERPRINT_DATA: Final = b"CAPSIMFP" + bytes(b ^ 0xFF for b in b"CAPSIMFP")
+
+
+def derived_fingerprint(key: bytes) -> str:
+    """The fingerprint of a double-length TDES key that never has to encrypt itself: the child
+    ``odd_parity(TDES-ECB(key)[FINGERPRINT_DATA])`` encrypts ``00×8 ‖ FF×8`` (TDES-ECB), in hex
+    (32 digits). A PKCS#11 token computes the same with one ``CKM_DES3_ECB_ENCRYPT_DATA``
+    derivation (:func:`capsim.verifier.pkcs11.token_fingerprint`).
+
+    >>> derived_fingerprint(bytes.fromhex("0123456789ABCDEFFEDCBA9876543210"))
+    '9b90e29252c62c00f70c30618a80acd3'
+    """
+    if not isinstance(key, bytes | bytearray) or len(key) != 16:
+        raise ValidationError("key: expected 16 bytes (a double-length TDES key)")
+    child = odd_parity(_des.ecb_encrypt(bytes(key), FINGERPRINT_DATA))
+    return _des.ecb_encrypt(child, bytes(8) + b"\xff" * 8).hex()
 
 
 class SecretKey:
@@ -443,6 +465,24 @@ class SoftwareProvider:
     ) -> bytes:
         """See :meth:`CryptogramProvider.generate_ac`."""
         return self.ac_function(key_ref, cvn=cvn, method=method, tree=tree)(cdol1_data, aip, atc, iad, un)
+
+    def generate_arpc(
+        self,
+        key_ref: str,
+        *,
+        cvn: int,
+        arqc: bytes,
+        atc: bytes,
+        un: bytes | None = None,
+        arc: bytes = b"\x00\x00",
+        csu: bytes = bytes(4),
+        proprietary: bytes = b"",
+    ) -> bytes:
+        """The ARPC of a CVN for this card (:func:`capsim.crypto.generate_arpc`)."""
+        mk_ac, _, _ = self._resolve(key_ref)
+        return generate_arpc(
+            cvn, mk_ac.reveal(), arqc=arqc, atc=atc, un=un, arc=arc, csu=csu, proprietary=proprietary
+        )
 
     def build_pin_change(
         self,

@@ -13,20 +13,26 @@ Theory of operation
    session writes is sealed. ``create`` starts sealing on a database that was not sealed yet.
 3. ``keys=True`` loads every registered issuer-keys file and checks all of its keys against
    the registered fingerprints (:func:`capsim.verifier.keyring.load_registered_keys`).
-4. :func:`check_audit` reads the audit once and runs :func:`capsim.verifier.audit.check_chain`
+4. **A verifier on a PKCS#11 token** (setting :data:`capsim.verifier.hsmkeys.HSM_SETTING`,
+   written by ``init`` with ``token=``): the provider is a
+   :class:`~capsim.verifier.pkcs11.Pkcs11Provider` whose issuer keys are checked against their
+   recorded fingerprints; the PIN comes from the recorded environment variable or file. When
+   the token holds the audit seal key, no keyring file is used
+   (:func:`capsim.verifier.keyring.setup_token_sealing`).
+5. :func:`check_audit` reads the audit once and runs :func:`capsim.verifier.audit.check_chain`
    with the session's seal key and sealing start (and an exported tip when given). It never
    fails on record content: tampering is reported as problems, never as an exception.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from capsim.errors import ConfigError, ValidationError
+from capsim.errors import ConfigError, KeyFileMismatch, ValidationError
 from capsim.verifier.audit import AuditProblem, AuditRecord, AuditTip, check_chain
 from capsim.verifier.dburl import DbKind, open_store, parse_db_url, redact_db_url
 from capsim.verifier.keyring import (
@@ -37,6 +43,7 @@ from capsim.verifier.keyring import (
     load_registered_keys,
     parse_registry,
     setup_sealing,
+    setup_token_sealing,
 )
 from capsim.verifier.keyring import (
     register_issuer_keys as _register,
@@ -45,6 +52,10 @@ from capsim.verifier.policy import VerifierPolicy
 from capsim.verifier.provider import SoftwareProvider
 from capsim.verifier.service import Verifier
 from capsim.verifier.store import Store, StoreTransaction
+
+if TYPE_CHECKING:
+    from capsim.verifier.hsmkeys import TokenConfig
+    from capsim.verifier.pkcs11 import Pkcs11Provider
 
 __all__ = [
     "AuditReport",
@@ -66,9 +77,13 @@ class VerifierSession:
     url: str
     store: Store
     verifier: Verifier
-    provider: SoftwareProvider
+    provider: SoftwareProvider | Pkcs11Provider
     keyring: Mapping[str, KeyringEntry]
     keyring_file: KeyringFile | None = None
+    #: The sealing start when the token holds the audit seal key (no keyring file).
+    token_sealed_from: int | None = None
+    #: The token the verifier runs on, or ``None`` (software keys).
+    token: TokenConfig | None = None
 
     @property
     def shown_url(self) -> str:
@@ -111,6 +126,8 @@ def open_session(
     policy: VerifierPolicy | None = None,
     allow_memory: bool = False,
     sealing: str = "required",
+    token: TokenConfig | None = None,
+    token_issuers: tuple[str, ...] = (),
 ) -> Iterator[VerifierSession]:
     """Open the verifier database ``url`` for one command (module docstring).
 
@@ -131,9 +148,15 @@ def open_session(
     sealing:
         ``"required"`` (the default): a database whose audit was never sealed is refused until
         ``init`` has run; ``"optional"``: it is opened unsealed (for reading the audit).
+    token:
+        ``init --pkcs11``: run this verifier on the token (record its configuration, create
+        the verifier's secrets in it if missing). Later sessions find it in the database.
+    token_issuers:
+        ``init --pkcs11``: labels of issuer keys in the token to register.
     """
     check_db_url(url, create=create, allow_memory=allow_memory)
     store = open_store(url)
+    closers: list[Callable[[], None]] = []
     try:
         with store.transaction() as tx:
             raw = tx.get_setting(REGISTRY_SETTING)
@@ -143,18 +166,32 @@ def open_session(
                 "run 'capsim verifier init' first"
             )
         registry = parse_registry(raw or "{}")
-        provider = SoftwareProvider()
-        keyring_file = setup_sealing(
-            store,
-            keyring_path,
-            provider,
-            create=create,
-            required=sealing == "required",
-            database=redact_db_url(url),
-        )
-        sealer = provider if keyring_file is not None else None
+        on_token = _token_setting(store, token, token_issuers, create=create)
+        provider: SoftwareProvider | Pkcs11Provider
+        token_start: int | None = None
+        keyring_file: KeyringFile | None = None
+        if on_token is None:
+            provider = SoftwareProvider()
+        else:
+            from capsim.verifier import hsmkeys
+
+            provider = hsmkeys.open_provider(on_token[0], on_token[1], pin=hsmkeys.read_pin(on_token[0]))
+            closers.append(provider.close)
+            token_start = setup_token_sealing(store, provider, create=create, required=False)
+        if token_start is None:
+            keyring_file = setup_sealing(
+                store,
+                keyring_path,
+                provider,
+                create=create,
+                required=sealing == "required",
+                database=redact_db_url(url),
+            )
+        sealer = provider if keyring_file is not None or token_start is not None else None
         if keys:
             registry = load_registered_keys(store, provider, registry, sealer=sealer)
+        if on_token is not None:
+            registry = {**registry, **_token_entries(on_token[0], on_token[1])}
         service = Verifier(store, provider, policy=policy)
         if raw is None:
             mark_initialised(store)
@@ -165,9 +202,56 @@ def open_session(
             provider=provider,
             keyring=registry,
             keyring_file=keyring_file,
+            token_sealed_from=token_start,
+            token=None if on_token is None else on_token[0],
         )
     finally:
+        for close in closers:
+            close()
         store.close()
+
+
+def _token_setting(
+    store: Store, token: TokenConfig | None, labels: tuple[str, ...], *, create: bool
+) -> tuple[TokenConfig, dict[str, Any]] | None:
+    """The token configuration and issuers of the database; ``init`` with ``token`` records
+    them first (creating the verifier's secrets in the token when missing)."""
+    with store.transaction() as tx:
+        raw = tx.get_setting("hsm.pkcs11")
+    if raw is None and token is None:
+        return None
+    from capsim.verifier import hsmkeys
+    from capsim.verifier import pkcs11 as p11
+
+    recorded = hsmkeys.parse_token_setting(raw)
+    if token is None:
+        assert recorded is not None
+        return recorded
+    if not create:
+        raise ConfigError("--pkcs11: only 'capsim verifier init' records the token of a verifier")
+    issuers = dict(recorded[1]) if recorded is not None else {}
+    with hsmkeys.login(token, rw=True) as session:
+        p11.ensure_verifier_secrets(session, token.prefix)
+        for label in labels:
+            issuer = hsmkeys.issuer_from_token(session, label)
+            old = issuers.get(issuer.key_id)
+            if old is not None and old.fingerprints != issuer.fingerprints:
+                raise KeyFileMismatch(
+                    f"--issuer-label {label}: other keys than those registered as {issuer.key_id}"
+                )
+            issuers[issuer.key_id] = issuer
+    with store.transaction() as tx:
+        tx.set_setting(hsmkeys.HSM_SETTING, hsmkeys.dump_token_setting(token, issuers))
+    return token, issuers
+
+
+def _token_entries(token: TokenConfig, issuers: Mapping[str, Any]) -> dict[str, KeyringEntry]:
+    return {
+        kid: KeyringEntry(
+            key_id=kid, path=f"pkcs11:{token.token}/{i.label}", kcv=i.kcv, fingerprints=i.fingerprints
+        )
+        for kid, i in issuers.items()
+    }
 
 
 def mark_initialised(store: Store) -> None:
@@ -239,15 +323,16 @@ def check_audit(session: VerifierSession, *, tip: AuditTip | None = None) -> Aud
             yield rec
 
     kf = session.keyring_file
+    start = kf.sealed_from if kf is not None else session.token_sealed_from
     problems = check_chain(
         walk(),
-        sealer=session.provider if kf is not None else None,
-        sealed_from=None if kf is None else kf.sealed_from,
+        sealer=session.provider if start is not None else None,
+        sealed_from=start,
         tip=tip,
     )
     return AuditReport(
         records=count,
         problems=problems,
-        sealed_from=None if kf is None else kf.sealed_from,
+        sealed_from=start,
         last=next(iter(last), None),
     )
