@@ -190,10 +190,9 @@ def _cdol_cached(
     amount: int | None,
     currency: str | None,
 ) -> bytes:
-    from capsim.cap import CapMode, build_cdol_data
+    from capsim.cap import build_cdol_data
     from capsim.profiles import get_reader_profile
 
-    cap_mode = CapMode(mode.value)
     kwargs: dict[str, object] = {}
     if mode in (OperationMode.RESPOND, OperationMode.SIGN) and challenge:
         kwargs["challenge"] = challenge
@@ -206,7 +205,7 @@ def _cdol_cached(
     return build_cdol_data(
         cdol1,
         get_reader_profile(reader_profile),
-        cap_mode,
+        mode,
         iaf=iaf,
         **kwargs,  # type: ignore[arg-type]
     )

@@ -52,6 +52,7 @@ from enum import StrEnum
 from types import MappingProxyType
 from typing import Final
 
+from capsim.cap import CapMode
 from capsim.errors import ValidationError
 
 __all__ = [
@@ -157,13 +158,9 @@ def transition(state: CredentialState, action: Action) -> CredentialState:
         ) from None
 
 
-class OperationMode(StrEnum):
-    """CAP mode an operation asks for (cap-protocol.md §5)."""
-
-    IDENTIFY = "identify"
-    RESPOND = "respond"
-    SIGN = "sign"
-    TDS = "tds"
+#: The CAP mode an operation asks for: the reader's own :class:`capsim.cap.CapMode` (one mode
+#: enum for reader and verifier; the name stays for the verifier's API).
+OperationMode = CapMode
 
 
 class Outcome(StrEnum):
