@@ -18,7 +18,9 @@ One more row is not a reader: ``card alone`` sends the seven APDUs of a capsim r
 the card, so it shows what the card's own work costs; capsim's time per code minus that time
 is what the reader itself spends.
 
-Usage: ``.venv/bin/python benchmarks/reader.py [RUNS]`` (default 2000).
+Usage: ``.venv/bin/python benchmarks/reader.py [RUNS]`` (default 2000). The script measures the
+capsim of the tree it belongs to (not an installed one) and prints the load average before and
+after, since the machine may be shared.
 """
 
 from __future__ import annotations
@@ -26,11 +28,16 @@ from __future__ import annotations
 import sys
 import time
 from collections.abc import Callable
+from pathlib import Path
 
-from capsim.cards import EmvCapCard, new_card
-from capsim.reader import CapReader
-from capsim.transports import TracingTransport
-from capsim.transports.inprocess import TEST_IMK_AC, TEST_PAN, InProcessTransport
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))  # measure the tree this script belongs to, not an installed capsim
+
+from benchmarks._machine import loadavg, machine_line  # noqa: E402
+from capsim.cards import EmvCapCard, new_card  # noqa: E402
+from capsim.reader import CapReader  # noqa: E402
+from capsim.transports import TracingTransport  # noqa: E402
+from capsim.transports.inprocess import TEST_IMK_AC, TEST_PAN, InProcessTransport  # noqa: E402
 
 CARD = "barclays"  # a UK DPA card: every reader here (and python-emv) handles it
 CHALLENGE = "12345678"
@@ -153,6 +160,7 @@ def measure(runners: dict[str, Callable[[], str]], runs: int, rounds: int = 10) 
 
 def main() -> None:
     runs = int(sys.argv[1]) if len(sys.argv) > 1 else 2000
+    print(f"capsim reader benchmark: {machine_line()}")
     makers: dict[str, Callable[[EmvCapCard], Callable[[], str] | None]] = {
         "capsim CapReader": capsim_runner,
         "python-emv 1.0.14 (adapter)": python_emv_runner,
@@ -189,6 +197,7 @@ def main() -> None:
         f"time per code: capsim {1e6 / base:.0f} us, of which the card {card_us:.0f} us"
         f" and the reader {1e6 / base - card_us:.0f} us"
     )
+    print(f"end: load average {loadavg()}")
 
 
 if __name__ == "__main__":
