@@ -69,9 +69,10 @@ _MAX_LENGTH = 0xFFFFFF
 _MAX_TAG_BYTES = 4
 _PADDING = (0x00, 0xFF)
 
-# The one cache here: parsed DOLs, a bounded functools.lru_cache on the pure parser (least
-# recently used out first; longer DOLs, never seen on a card, are not cached), so hostile input
-# cannot grow it. What it buys is measured in docs/performance.md ("Reader").
+# Two caches, both keyed by DOL bytes: parsed DOLs and their fill plans, each a bounded
+# functools.lru_cache on a pure function (least recently used out first; longer DOLs, never
+# seen on a card, are not cached), so hostile input cannot grow them. What each buys is
+# measured in docs/performance.md ("Reader").
 _DOL_CACHE = 256
 _MAX_CACHED_DOL = 252
 
@@ -595,7 +596,8 @@ def fill_dol(
     if type(values) is not dict and not isinstance(values, Mapping):
         raise ValidationError(f"values must be a mapping of tag to bytes, got {type(values).__name__}")
     if isinstance(dol, bytes | bytearray | memoryview):
-        plan = _fill_plan(parse_dol(bytes(dol)))
+        dol = bytes(dol)
+        plan = (_cached_fill_plan_of if len(dol) <= _MAX_CACHED_DOL else _fill_plan_of)(dol)
     elif isinstance(dol, Iterable) and not isinstance(dol, str):
         plan = _fill_plan(tuple(dol), values)
     else:
@@ -652,6 +654,14 @@ def _fill_rule(tag: int) -> tuple[bool, bool, TagFormat]:
     """How ``tag`` is filled: unknown to the tag table, constructed, its format."""
     info = tag_info(tag)
     return info is None, _is_constructed_tag(tag), info.fmt if info is not None else TagFormat.B
+
+
+def _fill_plan_of(dol: bytes) -> tuple[_FillRow, ...]:
+    """The fill plan of DOL bytes (raises as :func:`parse_dol`)."""
+    return _fill_plan(parse_dol(dol))
+
+
+_cached_fill_plan_of = lru_cache(maxsize=_DOL_CACHE)(_fill_plan_of)
 
 
 
