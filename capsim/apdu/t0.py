@@ -184,7 +184,9 @@ def transmit_with_t0(
     RemoteProtocolError
         See :meth:`T0Exchange.receive`. Errors from ``send`` propagate unchanged.
     """
-    command = _checked(apdu, max_get_response)
+    command = apdu
+    if type(apdu) is not bytes or type(max_get_response) is not int or max_get_response < 0:
+        command = _checked(apdu, max_get_response)
     first = send(command)
     if type(first) is bytes and len(first) >= 2 and first[-2] not in _T0_SW1:
         return first  # final as it came: no continuation, no exchange object

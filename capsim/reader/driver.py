@@ -131,9 +131,8 @@ class CapReader:
             Whatever the session or the transport raises; the session is then in ERROR.
         """
         transmit = self._transmit
-        command = session.next_command()
-        while command is not None:
-            command_raw = command.to_bytes()
+        command_raw = session.next_apdu()
+        while command_raw is not None:
             try:
                 raw = transmit(command_raw)
             except CapsimError:
@@ -147,5 +146,5 @@ class CapReader:
             if on_exchange is not None:
                 on_exchange(command_raw, raw)
             session.receive(response)
-            command = session.next_command()
+            command_raw = session.next_apdu()
         return session.result

@@ -16,9 +16,8 @@ Theory of operation
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from enum import Enum
-from typing import Final
+from typing import Final, NamedTuple
 
 from capsim.apdu.command import CommandApdu
 
@@ -86,8 +85,7 @@ class Answer(Enum):
         return cls.OTHER
 
 
-@dataclass(frozen=True, slots=True)
-class Step:
+class Step(NamedTuple):
     """A handler's decision: go to ``phase`` and send ``command`` (``None`` only for ``DONE``)."""
 
     phase: Phase

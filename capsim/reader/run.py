@@ -21,6 +21,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from typing import NamedTuple
 
 from capsim.cap import CapMode, canonical_challenge, currency_numeric, parse_amount, validate_tds_fields
 from capsim.errors import LocalProtocolError, ValidationError
@@ -117,8 +118,7 @@ def check_inputs(
     return Inputs(cap_mode, pin_block, canonical, minor, currency, checked_fields, profile, aid)
 
 
-@dataclass(frozen=True)
-class FirstAc:
+class FirstAc(NamedTuple):
     """The first GENERATE AC's answer and the code made from it (cap-protocol.md §6–§8)."""
 
     cid: int
@@ -194,7 +194,9 @@ class Run:
     @property
     def profile(self) -> ReaderProfile:
         """The reader profile of the selected application."""
-        return self.application.profile
+        if self.selected is None:
+            raise LocalProtocolError("CAP session: no application is selected yet")
+        return self.selected.profile
 
     def iaf0(self) -> int:
         """The first IAF byte: a record's ``9F55``, else the FCI's, else the profile's default."""

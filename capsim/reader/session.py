@@ -8,6 +8,7 @@ A CAP run is one EMV transaction that the card ends declined (cap-protocol.md §
 for the next :class:`~capsim.apdu.CommandApdu`, send it any way you like, hand the answer to
 :meth:`~CapSession.receive`, repeat until ``next_command()`` returns ``None``; then
 :attr:`~CapSession.result` holds the :class:`~capsim.reader.result.CapResult`.
+:meth:`~CapSession.next_apdu` gives the same command as bytes.
 
 1. Every input is checked in the constructor (:func:`capsim.reader.run.check_inputs`), before
    any command exists: a bad input raises :class:`~capsim.errors.ValidationError` and nothing
@@ -149,6 +150,18 @@ class CapSession:
         if self._phase is Phase.ERROR:
             raise LocalProtocolError("CAP session: a previous error ended this session")
         return self._pending
+
+    def next_apdu(self) -> bytes | None:
+        """:meth:`next_command` as the bytes to send (encoded once, when the step was taken).
+
+        Raises
+        ------
+        LocalProtocolError
+            The session is in :attr:`Phase.ERROR`.
+        """
+        if self.next_command() is None:
+            return None
+        return self._pending_raw
 
     def receive(self, response: ResponseApdu) -> None:
         """Consume the card's answer to the last command from :meth:`next_command`.
