@@ -18,19 +18,34 @@ One more row is not a reader: ``card alone`` sends the seven APDUs of a capsim r
 the card, so it shows what the card's own work costs; capsim's time per code minus that time
 is what the reader itself spends.
 
-Usage: ``.venv/bin/python benchmarks/reader.py [RUNS]`` (default 2000).
+Usage: ``.venv/bin/python benchmarks/reader.py [RUNS]`` (default 2000). The script measures the
+capsim of the tree it belongs to (not an installed one) and prints the load average before and
+after, since the machine may be shared.
+
+``.venv/bin/python benchmarks/reader.py --caches [ROUNDS]`` (default 40) measures instead what each
+cache on the reader's path buys: capsim's reader alone, with every cache, then with each one
+replaced by the plain function it wraps, interleaved in ROUNDS rounds of 100 codes. Times are
+CPU time of this process (``time.process_time``), and the table gives the fastest round of
+each configuration, which other processes on a shared machine disturb least.
 """
 
 from __future__ import annotations
 
+import statistics
 import sys
 import time
 from collections.abc import Callable
+from pathlib import Path
+from types import ModuleType
 
-from capsim.cards import EmvCapCard, new_card
-from capsim.reader import CapReader
-from capsim.transports import TracingTransport
-from capsim.transports.inprocess import TEST_IMK_AC, TEST_PAN, InProcessTransport
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))  # measure the tree this script belongs to, not an installed capsim
+
+from benchmarks._machine import loadavg, machine_line  # noqa: E402
+from capsim.cards import EmvCapCard, new_card  # noqa: E402
+from capsim.reader import CapReader  # noqa: E402
+from capsim.transports import TracingTransport  # noqa: E402
+from capsim.transports.inprocess import TEST_IMK_AC, TEST_PAN, InProcessTransport  # noqa: E402
 
 CARD = "barclays"  # a UK DPA card: every reader here (and python-emv) handles it
 CHALLENGE = "12345678"
@@ -151,8 +166,79 @@ def measure(runners: dict[str, Callable[[], str]], runs: int, rounds: int = 10) 
     return {name: chunk * rounds / seconds for name, seconds in spent.items()}
 
 
+# ------------------------------------------------------------------ what each cache buys
+
+
+def _cache_switches() -> dict[str, list[tuple[ModuleType, str, object]]]:
+    """Configuration name -> (module, attribute, plain function) replacements that turn a cache off."""
+    import capsim.reader.selection as selection
+    import capsim.reader.transaction as transaction
+    import capsim.tlv as tlv
+    from capsim.apdu import builders
+    from capsim.reader import apdus
+
+    answers = [(m, "template", apdus.template.__wrapped__) for m in (selection, transaction)]
+    commands = [
+        (selection, "select", builders.select),
+        (selection, "gpo", builders.gpo),
+        (selection, "read_record", builders.read_record),
+        (transaction, "read_record", builders.read_record),
+    ]
+    dols = [(tlv, "_cached_parse_dol", tlv._parse_dol)]
+    plans = [(tlv, "_cached_fill_plan_of", tlv._fill_plan_of)]
+    return {
+        "every cache": [],
+        "no answer cache (reader.apdus.template)": answers,
+        "no command cache (reader.apdus.select, gpo, read_record)": commands,
+        "no parsed-DOL cache (tlv.parse_dol)": dols,
+        "no DOL fill-plan cache (tlv.fill_dol)": plans,
+        "no cache at all": answers + commands + dols + plans,
+    }
+
+
+def measure_caches(rounds: int, per_round: int = 100) -> None:
+    """Print CPU time per code with each cache off in turn (see the module docstring)."""
+    switches = _cache_switches()
+    saved = {(id(m), name): (m, name, getattr(m, name)) for c in switches.values() for m, name, _ in c}
+    reader = capsim_runner(fresh_card())
+    card = card_alone_runner(fresh_card())
+    samples: dict[str, list[float]] = {name: [] for name in [*switches, "card alone (capsim's APDUs)"]}
+    for _ in range(per_round):
+        reader()
+    for _ in range(rounds):
+        for name, replaced in [*switches.items(), ("card alone (capsim's APDUs)", [])]:
+            for module, attr, value in saved.values():
+                setattr(module, attr, value)
+            for module, attr, plain in replaced:
+                setattr(module, attr, plain)
+            run = card if name.startswith("card alone") else reader
+            for _ in range(10):
+                run()
+            start = time.process_time()
+            for _ in range(per_round):
+                run()
+            samples[name].append((time.process_time() - start) / per_round * 1e6)
+    for module, attr, value in saved.values():
+        setattr(module, attr, value)
+    best = {name: min(xs) for name, xs in samples.items()}
+    base, card_us = best["every cache"], best["card alone (capsim's APDUs)"]
+    print(f"CPU us per Respond code, fastest of {rounds} rounds of {per_round} (median in brackets):")
+    print("| configuration | us per code | the reader's own us | vs every cache |")
+    print("|---|---|---|---|")
+    for name, xs in samples.items():
+        own = "—" if name.startswith("card alone") else f"{best[name] - card_us:.0f}"
+        change = "" if name.startswith("card alone") else f"{(best[name] / base - 1) * 100:+.0f} %"
+        print(f"| {name} | {best[name]:.0f} ({statistics.median(xs):.0f}) | {own} | {change} |")
+
+
 def main() -> None:
+    if len(sys.argv) > 1 and sys.argv[1] == "--caches":
+        print(f"capsim reader cache benchmark: {machine_line()}")
+        measure_caches(int(sys.argv[2]) if len(sys.argv) > 2 else 40)
+        print(f"end: load average {loadavg()}")
+        return
     runs = int(sys.argv[1]) if len(sys.argv) > 1 else 2000
+    print(f"capsim reader benchmark: {machine_line()}")
     makers: dict[str, Callable[[EmvCapCard], Callable[[], str] | None]] = {
         "capsim CapReader": capsim_runner,
         "python-emv 1.0.14 (adapter)": python_emv_runner,
@@ -189,6 +275,7 @@ def main() -> None:
         f"time per code: capsim {1e6 / base:.0f} us, of which the card {card_us:.0f} us"
         f" and the reader {1e6 / base - card_us:.0f} us"
     )
+    print(f"end: load average {loadavg()}")
 
 
 if __name__ == "__main__":

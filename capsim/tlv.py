@@ -35,6 +35,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
+from functools import lru_cache
 
 from capsim._validate import as_bytes
 from capsim.errors import ApduFormatError, ValidationError
@@ -68,14 +69,12 @@ _MAX_LENGTH = 0xFFFFFF
 _MAX_TAG_BYTES = 4
 _PADDING = (0x00, 0xFF)
 
-# Performance caches (pure functions of their keys, bounded so hostile input cannot grow them
-# without limit): validated tag -> its bytes, DOL bytes -> parsed entries, tag -> fill rule.
-_CACHE_LIMIT = 1024
+# Two caches, both keyed by DOL bytes: parsed DOLs and their fill plans, each a bounded
+# functools.lru_cache on a pure function (least recently used out first; longer DOLs, never
+# seen on a card, are not cached), so hostile input cannot grow them. What each buys is
+# measured in docs/performance.md ("Reader").
+_DOL_CACHE = 256
 _MAX_CACHED_DOL = 252
-_TAG_BYTES: dict[int, bytes] = {}
-_DOLS: dict[bytes, tuple[DolEntry, ...]] = {}
-_FILL_RULES: dict[int, tuple[bool, bool, TagFormat]] = {}
-_FILL_PLANS: dict[bytes, tuple[tuple[int, int, bool, bool, TagFormat], ...]] = {}
 
 
 # --------------------------------------------------------------------------- tags and lengths
@@ -97,10 +96,6 @@ def encode_tag(tag: int) -> bytes:
     ...
     capsim.errors.ValidationError: tag must be a BER-TLV tag of 1..4 bytes, got 0x1F
     """
-    if type(tag) is int:
-        cached = _TAG_BYTES.get(tag)
-        if cached is not None:
-            return cached
     if isinstance(tag, bool) or not isinstance(tag, int) or not 0 < tag <= 0xFFFFFFFF:
         raise ValidationError(f"tag must be a BER-TLV tag of 1..4 bytes, got {tag!r}")
     raw = tag.to_bytes((tag.bit_length() + 7) // 8, "big")
@@ -117,10 +112,6 @@ def encode_tag(tag: int) -> bytes:
         )
     if not ok:
         raise ValidationError(f"tag must be a BER-TLV tag of 1..4 bytes, got 0x{tag:X}")
-    if type(tag) is int:
-        if len(_TAG_BYTES) >= _CACHE_LIMIT:
-            _TAG_BYTES.clear()
-        _TAG_BYTES[tag] = raw
     return raw
 
 
@@ -523,9 +514,10 @@ def parse_dol(data: bytes) -> tuple[DolEntry, ...]:
     (DolEntry(0x9F02, 6), DolEntry(0x9F37, 4))
     """
     data = _as_bytes("data", data)
-    cached = _DOLS.get(data)
-    if cached is not None:
-        return cached
+    return (_cached_parse_dol if len(data) <= _MAX_CACHED_DOL else _parse_dol)(data)
+
+
+def _parse_dol(data: bytes) -> tuple[DolEntry, ...]:
     out: list[DolEntry] = []
     pos, end = 0, len(data)
     while pos < end:
@@ -536,12 +528,10 @@ def parse_dol(data: bytes) -> tuple[DolEntry, ...]:
             raise ApduFormatError(f"DOL entry for tag {tag:X} has no length byte", pos)
         out.append(DolEntry(tag, data[pos]))
         pos += 1
-    entries = tuple(out)
-    if len(data) <= _MAX_CACHED_DOL:
-        if len(_DOLS) >= _CACHE_LIMIT:
-            _DOLS.clear()
-        _DOLS[data] = entries
-    return entries
+    return tuple(out)
+
+
+_cached_parse_dol = lru_cache(maxsize=_DOL_CACHE)(_parse_dol)
 
 
 def encode_dol(entries: Iterable[DolEntry]) -> bytes:
@@ -606,7 +596,8 @@ def fill_dol(
     if type(values) is not dict and not isinstance(values, Mapping):
         raise ValidationError(f"values must be a mapping of tag to bytes, got {type(values).__name__}")
     if isinstance(dol, bytes | bytearray | memoryview):
-        plan = _fill_plan_of(bytes(dol))
+        dol = bytes(dol)
+        plan = (_cached_fill_plan_of if len(dol) <= _MAX_CACHED_DOL else _fill_plan_of)(dol)
     elif isinstance(dol, Iterable) and not isinstance(dol, str):
         plan = _fill_plan(tuple(dol), values)
     else:
@@ -655,27 +646,23 @@ def _fill_plan(
             raw = values.get(tag)
             if raw is not None and type(raw) is not bytes:
                 _as_bytes(f"values[0x{tag:X}]", raw)
-        rule = _FILL_RULES.get(tag)
-        if rule is None:
-            info = tag_info(tag)
-            rule = (info is None, _is_constructed_tag(tag), info.fmt if info is not None else TagFormat.B)
-            if len(_FILL_RULES) >= _CACHE_LIMIT:
-                _FILL_RULES.clear()
-            _FILL_RULES[tag] = rule
-        rows.append((tag, entry.length, *rule))
+        rows.append((tag, entry.length, *_fill_rule(tag)))
     return tuple(rows)
 
 
+def _fill_rule(tag: int) -> tuple[bool, bool, TagFormat]:
+    """How ``tag`` is filled: unknown to the tag table, constructed, its format."""
+    info = tag_info(tag)
+    return info is None, _is_constructed_tag(tag), info.fmt if info is not None else TagFormat.B
+
+
 def _fill_plan_of(dol: bytes) -> tuple[_FillRow, ...]:
-    """The fill plan of DOL bytes, parsed once per distinct DOL (raises as :func:`parse_dol`)."""
-    plan = _FILL_PLANS.get(dol)
-    if plan is None:
-        plan = _fill_plan(parse_dol(dol))
-        if len(dol) <= _MAX_CACHED_DOL:
-            if len(_FILL_PLANS) >= _CACHE_LIMIT:
-                _FILL_PLANS.clear()
-            _FILL_PLANS[dol] = plan
-    return plan
+    """The fill plan of DOL bytes (raises as :func:`parse_dol`)."""
+    return _fill_plan(parse_dol(dol))
+
+
+_cached_fill_plan_of = lru_cache(maxsize=_DOL_CACHE)(_fill_plan_of)
+
 
 
 # --------------------------------------------------------------------------- printing

@@ -12,7 +12,11 @@ it may refuse an Le it does not like:
   Le = ``xx``, once. A second ``6Cxx`` in a row is a protocol error.
 
 Two forms are offered: :class:`T0Exchange` is sans-IO (the caller moves the bytes) and
-:func:`transmit_with_t0` drives it over any ``send(bytes) -> bytes`` callable.
+:func:`transmit_with_t0` drives it over any ``send(bytes) -> bytes`` callable. An answer whose
+SW1 is neither ``61`` nor ``6C`` is final: :func:`transmit_with_t0` returns it as it came,
+without building an exchange (the common case, one call per command). This is the one T=0
+rule of capsim: :class:`capsim.transports.T0Handling`, the PC/SC transport and
+:class:`capsim.reader.CapReader` all call :func:`transmit_with_t0`.
 
 >>> script = {"80CA9F1700": "6C04", "80CA9F1704": "9F1701039000"}
 >>> def send(apdu: bytes) -> bytes:
@@ -25,6 +29,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
+from typing import Final
 
 from capsim.apdu.builders import get_response
 from capsim.apdu.command import CommandApdu
@@ -34,6 +39,17 @@ from capsim.errors import ApduFormatError, LocalProtocolError, RemoteProtocolErr
 __all__ = ["T0Exchange", "transmit_with_t0"]
 
 _log = logging.getLogger(__name__)
+
+_T0_SW1: Final = (0x61, 0x6C)  # 61xx more data, 6Cxx wrong Le
+
+
+def _checked(apdu: object, max_get_response: object) -> bytes:
+    """``apdu`` as bytes, after checking both arguments (:class:`ValidationError` otherwise)."""
+    if not isinstance(apdu, bytes | bytearray | memoryview):
+        raise ValidationError(f"apdu must be bytes, got {type(apdu).__name__}")
+    if isinstance(max_get_response, bool) or not isinstance(max_get_response, int) or max_get_response < 0:
+        raise ValidationError(f"max_get_response must be an int >= 0, got {max_get_response!r}")
+    return bytes(apdu)
 
 
 class T0Exchange:
@@ -67,15 +83,7 @@ class T0Exchange:
     """
 
     def __init__(self, apdu: bytes, *, max_get_response: int = 32) -> None:
-        if not isinstance(apdu, bytes | bytearray | memoryview):
-            raise ValidationError(f"apdu must be bytes, got {type(apdu).__name__}")
-        if (
-            isinstance(max_get_response, bool)
-            or not isinstance(max_get_response, int)
-            or max_get_response < 0
-        ):
-            raise ValidationError(f"max_get_response must be an int >= 0, got {max_get_response!r}")
-        self._apdu = bytes(apdu)
+        self._apdu = _checked(apdu, max_get_response)
         self._max = max_get_response
         self._pending: bytes | None = self._apdu
         self._data = bytearray()
@@ -171,14 +179,23 @@ def transmit_with_t0(
 
     Raises
     ------
+    ValidationError
+        ``apdu`` is not bytes or ``max_get_response`` is not an int ``>= 0`` (nothing is sent).
     RemoteProtocolError
         See :meth:`T0Exchange.receive`. Errors from ``send`` propagate unchanged.
     """
-    exchange = T0Exchange(apdu, max_get_response=max_get_response)
-    command = exchange.next_command()
-    while command is not None:
-        exchange.receive(send(command))
-        command = exchange.next_command()
+    command = apdu
+    if type(apdu) is not bytes or type(max_get_response) is not int or max_get_response < 0:
+        command = _checked(apdu, max_get_response)
+    first = send(command)
+    if type(first) is bytes and len(first) >= 2 and first[-2] not in _T0_SW1:
+        return first  # final as it came: no continuation, no exchange object
+    exchange = T0Exchange(command, max_get_response=max_get_response)
+    exchange.receive(first)
+    pending = exchange.next_command()
+    while pending is not None:
+        exchange.receive(send(pending))
+        pending = exchange.next_command()
     result = exchange.result
     if result is None:  # pragma: no cover - T0Exchange sets result whenever it stops
         raise LocalProtocolError("T=0 exchange ended without a result")

@@ -1,23 +1,27 @@
 """The transport contract and two decorators: tracing (with redaction) and T=0 continuation.
 
 A transport moves raw APDUs between a reader and a card (architecture.md §6):
-``connect() -> ATR``, ``transmit(command) -> response`` with the status word included, and
-``disconnect()``; every transport is also a context manager that connects on entry and
-disconnects on exit. :class:`Transport` is a structural :class:`typing.Protocol`, so a third
-party can add one without importing capsim internals.
+``connect() -> ATR``, ``transmit(command) -> response`` with the status word included,
+``disconnect()``, and ``resolves_t0``, which says whether its answers may still carry T=0
+``61xx``/``6Cxx`` status words; every transport is also a context manager that connects on
+entry and disconnects on exit. :class:`Transport` is a structural :class:`typing.Protocol`, so a
+third party can add one without importing capsim internals (:class:`TransportBase` gives the
+context manager and ``resolves_t0 = False``).
 
 Decorators wrap any transport and are transports themselves:
 
 * :class:`TracingTransport` records and logs every exchange. By default it **redacts** the
   VERIFY PIN block, the PAN and track data (``5A``, ``57``, ``9F6B``, ``5F20``) and the
   data of issuer-script commands (enciphered PINs, keys); ``redact=False`` turns that off.
+  The rules are :mod:`capsim.apdu.redact`'s (re-exported here).
 * :class:`T0Handling` answers ``61xx`` with GET RESPONSE and ``6Cxx`` by re-sending with
-  the right Le (cap-protocol.md §2 step 8), so a reader session never sees those SWs.
+  the right Le (cap-protocol.md §2 step 8, :func:`capsim.apdu.t0.transmit_with_t0`), so a
+  reader session never sees those SWs.
 
-A transport whose answers never carry ``61xx``/``6Cxx`` (it resolves them itself) says so with
-a true ``resolves_t0`` attribute: :class:`T0Handling` has it, :class:`TracingTransport` passes
-on its inner transport's, and :class:`capsim.reader.CapReader` wraps only transports without
-it, so no link resolves T=0 twice.
+``resolves_t0`` is true on :class:`T0Handling` and on the PC/SC transport (which resolves T=0
+inside ``transmit``); :class:`TracingTransport` passes on its inner transport's. A reader adds
+T=0 handling only over a transport whose ``resolves_t0`` is false, so no link resolves T=0
+twice.
 
 >>> redact_command(bytes.fromhex("0020008008241234FFFFFFFFFF")).hex().upper()
 '0020008008FFFFFFFFFFFFFFFF'
@@ -31,8 +35,9 @@ import logging
 from abc import ABC, abstractmethod
 from collections.abc import Callable
 from types import TracebackType
-from typing import Final, Protocol, Self, runtime_checkable
+from typing import Protocol, Self, runtime_checkable
 
+from capsim.apdu.redact import REDACTED_BYTE, SENSITIVE_TAGS, redact_command, redact_response
 from capsim.apdu.t0 import transmit_with_t0
 
 __all__ = [
@@ -47,14 +52,6 @@ __all__ = [
 ]
 
 _log = logging.getLogger(__name__)
-
-#: Tags whose values are replaced in traces: PAN, track 2, track 2 (contactless), cardholder name.
-SENSITIVE_TAGS: Final = frozenset({0x5A, 0x57, 0x9F6B, 0x5F20, 0x9F1F, 0x56})
-
-_T0_SW1: Final = (0x61, 0x6C)  # 61xx more data, 6Cxx wrong Le
-
-#: Every redacted byte becomes this value (a PIN block of all ``FF`` is never a valid block).
-REDACTED_BYTE: Final = 0xFF
 
 
 @runtime_checkable
@@ -71,6 +68,12 @@ class Transport(Protocol):
 
     def disconnect(self) -> None:
         """Release the card."""
+        ...
+
+    @property
+    def resolves_t0(self) -> bool:
+        """True when :meth:`transmit` never returns ``61xx``/``6Cxx``: the transport continues
+        T=0 exchanges itself (then a reader adds no T=0 handling of its own)."""
         ...
 
     def __enter__(self) -> Self: ...
@@ -94,6 +97,11 @@ class TransportBase(ABC):
     def disconnect(self) -> None:
         """Release the card."""
 
+    @property
+    def resolves_t0(self) -> bool:
+        """False: answers may carry T=0 ``61xx``/``6Cxx`` (override where ``transmit`` resolves them)."""
+        return False
+
     def __enter__(self) -> Self:
         self.connect()
         return self
@@ -105,75 +113,6 @@ class TransportBase(ABC):
         tb: TracebackType | None,
     ) -> None:
         self.disconnect()
-
-
-# --------------------------------------------------------------------------------------------
-# Redaction
-
-
-def _sensitive_spans(data: bytes) -> list[tuple[int, int]]:
-    """Value spans of sensitive tags in a BER-TLV byte string (tolerant: stops at bad data)."""
-    spans: list[tuple[int, int]] = []
-
-    def scan(start: int, end: int, depth: int) -> None:
-        i = start
-        while i < end and depth < 8:
-            if data[i] in (0x00, 0xFF):
-                i += 1
-                continue
-            first = data[i]
-            tag = first
-            i += 1
-            if first & 0x1F == 0x1F:
-                while i < end:
-                    tag = tag << 8 | data[i]
-                    i += 1
-                    if not tag & 0x80:
-                        break
-                    if tag > 0xFFFFFF:
-                        return
-            if i >= end:
-                return
-            length = data[i]
-            i += 1
-            if length & 0x80:
-                n = length & 0x7F
-                if n == 0 or n > 3 or i + n > end:
-                    return
-                length = int.from_bytes(data[i : i + n], "big")
-                i += n
-            if i + length > end:
-                return
-            if tag in SENSITIVE_TAGS:
-                spans.append((i, i + length))
-            elif first & 0x20:
-                scan(i, i + length, depth + 1)
-            i += length
-
-    scan(0, len(data), 0)
-    return spans
-
-
-def redact_response(response: bytes) -> bytes:
-    """``response`` with the values of :data:`SENSITIVE_TAGS` overwritten by ``FF`` bytes."""
-    if len(response) < 2:
-        return response
-    body = bytearray(response[:-2])
-    for a, b in _sensitive_spans(bytes(body)):
-        body[a:b] = bytes([REDACTED_BYTE]) * (b - a)
-    return bytes(body) + response[-2:]
-
-
-def redact_command(command: bytes) -> bytes:
-    """``command`` with the VERIFY PIN block and issuer-script data overwritten by ``FF`` bytes."""
-    if len(command) < 6:
-        return command
-    cla, ins = command[0], command[1]
-    if ins == 0x20 or (cla & 0x0C and ins in (0x24, 0xDA, 0xDC)):
-        lc = command[4]
-        end = min(len(command), 5 + lc)
-        return command[:5] + bytes([REDACTED_BYTE]) * (end - 5) + command[end:]
-    return command
 
 
 # --------------------------------------------------------------------------------------------
@@ -213,7 +152,7 @@ class TracingTransport(TransportBase):
     @property
     def resolves_t0(self) -> bool:
         """True when ``inner`` resolves T=0 ``61xx``/``6Cxx`` itself (then so does this tracer)."""
-        return getattr(self.inner, "resolves_t0", False) is True
+        return self.inner.resolves_t0
 
     def _emit(self, line: str) -> None:
         _log.debug("%s", line)
@@ -278,33 +217,20 @@ class T0Handling(TransportBase):
     (True, True, False)
     """
 
-    #: Answers never carry ``61xx``/``6Cxx`` (see the module docstring).
-    resolves_t0: Final = True
-
     def __init__(self, inner: Transport, *, max_get_response: int = 32) -> None:
         self.inner = inner
         self.max_get_response = max_get_response
+
+    @property
+    def resolves_t0(self) -> bool:
+        """True: answers never carry ``61xx``/``6Cxx`` (see the module docstring)."""
+        return True
 
     def connect(self) -> bytes:
         return self.inner.connect()
 
     def transmit(self, apdu: bytes) -> bytes:
-        limit = self.max_get_response
-        send = self.inner.transmit
-        if type(apdu) is bytes and type(limit) is int and limit >= 0:
-            # The common case in one call: an answer that needs no continuation is returned
-            # as is (exactly what the T=0 exchange would return); any other answer is handed
-            # to the exchange as the answer to its first command.
-            first = send(apdu)
-            if type(first) is bytes and len(first) >= 2 and first[-2] not in _T0_SW1:
-                return first
-            answers = [first]
-
-            def replay_first(command: bytes) -> bytes:
-                return answers.pop() if answers else send(command)
-
-            return transmit_with_t0(replay_first, apdu, max_get_response=limit)
-        return transmit_with_t0(send, apdu, max_get_response=limit)
+        return transmit_with_t0(self.inner.transmit, apdu, max_get_response=self.max_get_response)
 
     def disconnect(self) -> None:
         self.inner.disconnect()

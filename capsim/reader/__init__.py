@@ -1,0 +1,56 @@
+"""The CAP reader: a sans-IO session over a state graph, and a driver over a transport.
+
+Where things are
+================
+
+=============================  ==================================================================
+module                         what it holds
+=============================  ==================================================================
+:mod:`capsim.reader.graph`     **the reader's table**: (phase, answer class) → handler and the
+                               phases it may move to (:data:`TRANSITIONS`); what each phase sends
+:mod:`capsim.reader.session`   :class:`CapSession`: one run, sans I/O; enforces the graph
+:mod:`capsim.reader.driver`    :class:`CapReader`: a session over a transport (T=0 included)
+:mod:`capsim.reader.result`    :class:`CapResult` and its lazily computed :class:`Explanation`
+:mod:`capsim.reader.selection` handlers of application selection (SELECT, PSE)
+:mod:`capsim.reader.transaction` handlers of GPO, READ RECORD, GET DATA, VERIFY, GENERATE AC
+:mod:`capsim.reader.run`       the checked inputs and the mutable state of one run
+:mod:`capsim.reader.phases`    :class:`Phase`, :class:`Answer`, :class:`Step`, the limits
+:mod:`capsim.reader.apdus`     the commands it sends, reading answers, the reader's caches
+=============================  ==================================================================
+
+The pure CAP computations (CDOL values and fill, IPB, TDS, Belgian function) are in
+:mod:`capsim.cap`; reader profiles in :mod:`capsim.profiles`. The reader imports nothing from
+:mod:`capsim.transports`: redaction and T=0 continuation come from :mod:`capsim.apdu`.
+
+>>> from capsim.transports import open_transport
+>>> with open_transport("inproc:natwest") as card:
+...     result = CapReader(card).identify("1234")
+>>> result.code.isdigit(), [phase.name for phase in (Phase.SELECT, Phase.DONE)]
+(True, ['SELECT', 'DONE'])
+"""
+
+from __future__ import annotations
+
+from capsim.reader.driver import CapReader, CardLink
+from capsim.reader.graph import START, TRANSITIONS, Edge, Start
+from capsim.reader.phases import MAX_COMMANDS, MAX_RECORDS, MAX_RESPONSE, Answer, Phase, Step
+from capsim.reader.result import CapResult, Explanation
+from capsim.reader.session import CapSession
+
+__all__ = [
+    "MAX_COMMANDS",
+    "MAX_RECORDS",
+    "MAX_RESPONSE",
+    "START",
+    "TRANSITIONS",
+    "Answer",
+    "CapReader",
+    "CapResult",
+    "CapSession",
+    "CardLink",
+    "Edge",
+    "Explanation",
+    "Phase",
+    "Start",
+    "Step",
+]
