@@ -374,11 +374,15 @@ def pad_evaluate(card: CardCandidate, provider: CryptogramProvider, *, evaluatio
     fn = provider.ac_function(
         card.key_ref, cvn=profile.cvn, method=profile.session_key_method, tree=_tree(profile)
     )
+    layout = code_layout(profile.ipb, profile.psn_in_data)
     cdol = cdol_data_for(profile, MatchRequest(mode=OperationMode.IDENTIFY))
     iad = profile.iad_variants[0] if profile.iad_variants else bytes(7)
+    head = _head(card)
     digits = profile.display_digits
+    never = b"x" * digits  # not digits: nothing the layout produces equals it
     for n in range(max(evaluations, 0)):
-        ac = fn(cdol, profile.aip, (n & _MAX_ATC).to_bytes(2, "big"), iad, bytes(4))
-        text = f"{int.from_bytes(ac[-4:], 'big') % 10**digits:0{digits}d}".encode("ascii")
-        _codes_equal(text, b"x" * len(text))  # different by construction: never a match
+        atc_b = (n & _MAX_ATC).to_bytes(2, "big")
+        ac = fn(cdol, profile.aip, atc_b, iad, bytes(4))
+        # the same steps as a real candidate: its D, the layout, the one comparison
+        _codes_equal(_expected_text(layout, head + atc_b + ac + iad, digits), never)
     return max(evaluations, 0)
