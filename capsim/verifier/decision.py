@@ -54,7 +54,7 @@ import dataclasses
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Final
+from typing import Any, Final
 
 from capsim.verifier.engine import CardCandidate, Match, MatchRequest, MatchResult
 from capsim.verifier.model import (
@@ -309,31 +309,36 @@ def count_failure(cred: Credential, now: datetime, policy: VerifierPolicy) -> Cr
     ``max_fail`` consecutive failures set ``locked_until``; ``escalate_after`` locks inside
     ``escalation_period_s`` block the credential permanently.
     """
+    return dataclasses.replace(cred, **_failure(cred, now, policy))
+
+
+def _failure(cred: Credential, now: datetime, policy: VerifierPolicy) -> dict[str, Any]:
+    """The columns one counted failure changes (:func:`count_failure`)."""
     fails = min(cred.fail_count + 1, cred.max_fail)
-    new = dataclasses.replace(cred, fail_count=fails)
     if fails < cred.max_fail:
-        return new
+        return {"fail_count": fails}
     started = cred.escalation_started_at
     if started is None or now - started > timedelta(seconds=policy.escalation_period_s):
         started, escalations = now, 1
     else:
         escalations = cred.lock_escalations + 1
-    new = dataclasses.replace(
-        new,
-        locked_until=now + timedelta(seconds=policy.lock_duration_s),
-        lock_escalations=escalations,
-        escalation_started_at=started,
-    )
+    changes: dict[str, Any] = {
+        "fail_count": fails,
+        "locked_until": now + timedelta(seconds=policy.lock_duration_s),
+        "lock_escalations": escalations,
+        "escalation_started_at": started,
+    }
     if escalations >= policy.escalate_after:
-        new = dataclasses.replace(new, state=transition(cred.state, Action.BLOCK))
-    return new
+        changes["state"] = transition(cred.state, Action.BLOCK)
+    return changes
 
 
-def _write(old: Credential, new: Credential) -> CredentialWrite:
+def _write(old: Credential, **changes: Any) -> CredentialWrite:
+    """The compare-and-swap of ``old`` with ``changes`` (and the next version): one copy."""
     return CredentialWrite(
         credential_id=old.credential_id,
         expected_version=old.version,
-        new=dataclasses.replace(new, version=old.version + 1),
+        new=dataclasses.replace(old, version=old.version + 1, **changes),
     )
 
 
@@ -404,7 +409,7 @@ def settle(
         # request row (V30); nothing is counted
         orig = scr.original
         touch = (
-            _write(orig, orig)
+            _write(orig)
             if orig is not None
             else CredentialWrite(credential_id=call.target, expected_version=-1, new=None, required=False)
         )
@@ -433,7 +438,7 @@ def settle(
         script_atc = (
             winner.script_atc if winner.script_atc is not None and match.atc <= winner.script_atc else None
         )
-        new = dataclasses.replace(
+        accepted = _write(
             winner,
             state=transition(winner.state, Action.ACTIVATE) if call.method == "activate" else winner.state,
             last_atc=match.atc,
@@ -452,9 +457,9 @@ def settle(
             operation_id=None if op is None else op.operation_id,
             txn_digest=b"" if op is None else op.txn_digest,
         )
-        writes = [_write(winner, new)]
+        writes = [accepted]
         if winner is not target:  # a sibling matched: the target row is left as it was
-            writes.append(_write(target, target))
+            writes.append(_write(target))
         writes.sort(key=lambda w: w.credential_id)
         reason = {"activate": "activated", "resync": "resync"}.get(call.method, "match")
         return Decision(
@@ -474,19 +479,21 @@ def settle(
     # a miss: it counts against every credential it was tested against (V28, V29, V31, V11)
     writes = []
     blocked = []
+    mine: dict[str, Any] = {}
     for cred in scr.tried:
-        failed = count_failure(cred, now, policy)
+        changes = _failure(cred, now, policy)
         if cred is target:
-            failed = dataclasses.replace(failed, parked_atc=parked_atc, parked_at=parked_at)
-        if failed.state is CredentialState.BLOCKED and cred.state is not CredentialState.BLOCKED:
-            blocked.append(failed)
-        writes.append(_write(cred, failed))
-    mine = count_failure(target, now, policy)
+            changes.update(parked_atc=parked_atc, parked_at=parked_at)
+            mine = changes
+        write = _write(cred, **changes)
+        if changes.get("state") is CredentialState.BLOCKED and write.new is not None:
+            blocked.append(write.new)
+        writes.append(write)
     base = "resync-failed" if call.method == "resync" else "wrong-code"
     reason = base
-    if mine.state is CredentialState.BLOCKED:
+    if mine.get("state") is CredentialState.BLOCKED:
         reason = f"{base}-blocked"
-    elif mine.locked_until is not None:
+    elif "locked_until" in mine:
         reason = f"{base}-locked"
     return Decision(
         outcome=Outcome.REJECT,
