@@ -60,7 +60,9 @@ class CapSession:
     mode:
         The CAP function.
     pin:
-        4–12 ASCII digits.
+        4–12 ASCII digits; ``None`` for a run without cardholder verification: no VERIFY is
+        sent, the first GENERATE AC follows the PIN try counter's reading, and a blocked PIN
+        does not stop the run (:meth:`capsim.reader.CapReader.issuer_request`).
     challenge:
         Respond: required; Sign: optional (UN zero without); Identify/TDS: not allowed.
     amount, currency:
@@ -94,7 +96,7 @@ class CapSession:
         self,
         mode: CapMode | str,
         *,
-        pin: str,
+        pin: str | None,
         challenge: str | None = None,
         amount: int | str | None = None,
         currency: str | None = None,
