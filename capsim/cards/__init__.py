@@ -19,6 +19,7 @@ from typing import Any
 
 from capsim.cards.base import CardOS
 from capsim.cards.builtin import BUILTIN_PROFILES, DEFAULT_ATR, builtin_profile
+from capsim.cards.cardfile import CardFile, create_card_file
 from capsim.cards.emv_cap import EmvCapCard, Phase
 from capsim.cards.profile import CardProfile, Record
 from capsim.cards.state import CardState, Lifecycle
@@ -120,8 +121,6 @@ def new_card(
     state = initial_state(personalised, pin)
     if path is None:
         return EmvCapCard(personalised, state, rng=rng or os.urandom)
-    from capsim.storage import create_card_file
-
     create_card_file(path, personalised, state)
     return load_card(path, rng=rng)
 
@@ -140,8 +139,6 @@ def load_card(
         When the file is missing, corrupt, truncated, of a newer version, or still locked by
         another process after ``timeout`` seconds.
     """
-    from capsim.storage import CardFile
-
     handle = CardFile(path, timeout=timeout)
     try:
         return EmvCapCard(

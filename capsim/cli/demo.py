@@ -10,7 +10,10 @@ Theory of operation
    the same directory, or the store named by ``--db`` (a SQLite path or a ``postgresql://`` URL;
    its stored policy applies).
 2. Every code is computed by the CAP reader (:class:`capsim.reader.CapReader`) talking to the card
-   file through the ``file:`` transport, and judged by :class:`capsim.verifier.Verifier`.
+   file through the ``file:`` transport, and judged by :class:`capsim.verifier.Verifier`. The
+   PIN UNBLOCK script is built from the ARQC and ATC of the reader's transaction without a PIN
+   (:meth:`~capsim.reader.CapReader.issuer_request`) and sent over the same link: the demo
+   speaks no APDU of its own.
 3. Each step states what must happen (accept, reject, a PIN error …) and records what did.
    The first step that behaves otherwise stops the demo: the command names it and exits with
    ``INVARIANT_BROKEN`` (14). Exit 0 means every step behaved as expected.
@@ -33,19 +36,15 @@ from typing import Final
 
 import click
 
-from capsim.apdu import builders
-from capsim.cap import CapMode, build_cdol_data
 from capsim.cards import builtin_profile, new_card
 from capsim.cli._common import ExitCode, handle_errors
 from capsim.cli.card import mask_pan, random_test_pan
 from capsim.cli.verifier import default_keyring
 from capsim.crypto import KeyDerivation, odd_parity
 from capsim.errors import CapsimError, InvalidCode, PinBlockedError, PinError
-from capsim.profiles import get_reader_profile, profile_for_aid
 from capsim.reader import CapReader, CapResult
 from capsim.storage import IssuerKeys, read_card_file, save_issuer_keys
-from capsim.tlv import decode, find
-from capsim.transports import Transport, open_transport
+from capsim.transports import open_transport
 from capsim.verifier.keyring import issuer_key_id
 from capsim.verifier.session import VerifierSession, open_session
 from capsim.verifier.store import Store
@@ -103,15 +102,6 @@ class DemoStep:
             "detail": self.detail,
             "code": self.code,
         }
-
-
-class _StepFailedError(Exception):
-    """A step could not even be carried out (its observation explains why)."""
-
-    def __init__(self, observed: str, detail: str) -> None:
-        super().__init__(detail)
-        self.observed = observed
-        self.detail = detail
 
 
 @dataclass
@@ -429,39 +419,13 @@ def _run_steps(d: _Demo) -> None:
 
     # 10. PIN UNBLOCK issuer script
     d.begin("pin-unblock")
-    reader_profile = profile_for_aid(profile.aid) or get_reader_profile("mc-cap")
-    cdol1_data = build_cdol_data(profile.cdol1, reader_profile, CapMode.IDENTIFY)
-
-    def issuer_session(transport: Transport) -> tuple[int, str]:
-        send = transport.transmit
-        for cmd in (builders.select(profile.aid), builders.gpo(b"")):
-            resp = send(cmd.to_bytes())
-            if resp[-2:] != b"\x90\x00":
-                sw = resp[-2:].hex().upper()
-                raise _StepFailedError("card-error", f"card answered {sw} to INS {cmd.ins:02X}")
-        resp = send(builders.generate_ac(0x80, cdol1_data).to_bytes())
-        if resp[-2:] != b"\x90\x00":
-            raise _StepFailedError("card-error", f"GENERATE AC answered {resp[-2:].hex().upper()}")
-        body = resp[:-2]
-        objs = decode(body)
-        if objs and objs[0].tag == 0x80:
-            atc, arqc = objs[0].value[1:3], objs[0].value[3:11]
-        else:
-            atc_tlv, ac_tlv = find(objs, 0x9F36), find(objs, 0x9F26)
-            if atc_tlv is None or ac_tlv is None:
-                raise _StepFailedError("card-error", "GENERATE AC without ATC or cryptogram")
-            atc, arqc = atc_tlv.value, ac_tlv.value
-        script = v.build_pin_script(cid, arqc=arqc, atc=atc)
-        answer = send(script)
-        return int.from_bytes(atc, "big"), answer[-2:].hex().upper()
-
-    try:
-        with open_transport(d.card_spec()) as transport:
-            atc, sw = issuer_session(transport)
-        observed = "ok" if sw == "9000" else "script-refused"
-        detail = f"ARQC at ATC {atc}: the verifier's PIN UNBLOCK script answered {sw}"
-    except _StepFailedError as exc:
-        observed, detail = exc.observed, exc.detail
+    with open_transport(d.card_spec()) as transport:
+        # the reader's transaction without a PIN gives the ARQC and ATC the issuer needs
+        request = CapReader(transport).issuer_request()
+        script = v.build_pin_script(cid, arqc=request.cryptogram, atc=request.atc)
+        sw = transport.transmit(script)[-2:].hex().upper()
+    observed = "ok" if sw == "9000" else "script-refused"
+    detail = f"ARQC at ATC {request.atc}: the verifier's PIN UNBLOCK script answered {sw}"
     if not d.record(
         DemoStep(
             name="pin-unblock",

@@ -48,10 +48,11 @@ from typing import Any, Final, ParamSpec, TypeVar, cast
 
 import click
 
+from capsim.cards import CardProfile
 from capsim.cli._common import data_dir, handle_errors
 from capsim.crypto import CVN
-from capsim.errors import AuditTampered, InvalidCode, StateFileError, ValidationError
-from capsim.storage import load_issuer_keys
+from capsim.errors import AuditTampered, ConfigError, InvalidCode, StateFileError, ValidationError
+from capsim.storage import load_issuer_keys, read_card_file
 from capsim.verifier.audit import AuditProblem, AuditRecord, AuditTip
 from capsim.verifier.dburl import DbKind, open_store, parse_db_url
 from capsim.verifier.keyring import (
@@ -66,7 +67,6 @@ from capsim.verifier.policy import VerifierPolicy
 from capsim.verifier.session import (
     AuditReport,
     VerifierSession,
-    card_issuer_key,
     check_audit,
     mark_initialised,
     register_issuer_keys,
@@ -103,6 +103,21 @@ _parse_keyring = parse_registry
 
 P = ParamSpec("P")
 R = TypeVar("R")
+
+
+def card_issuer_key(session: VerifierSession, card_path: Path) -> tuple[CardProfile, str]:
+    """A card file's profile and the registered issuer key id that matches its IMK-AC check value.
+
+    The card file is read here, on the command line: the verifier itself never reads card files.
+    """
+    profile, _state = read_card_file(card_path)
+    kid = "iss-" + profile.kcv_imk_ac.hex().upper()
+    if kid not in session.keyring:
+        raise ConfigError(
+            f"--card: the card's issuer keys ({kid}) are not registered; "
+            "run 'capsim verifier init --issuer-keys FILE' with its issuer-keys file"
+        )
+    return profile, kid
 
 
 def default_db() -> str:

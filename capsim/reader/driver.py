@@ -112,6 +112,26 @@ class CapReader:
         """Mode 2 + TDS: a code over 1–10 data fields (cap-protocol.md §7)."""
         return self.run(CapSession(CapMode.TDS, pin=pin, fields=fields, profile=self.profile, aid=self.aid))
 
+    def issuer_request(self) -> CapResult:
+        """An Identify transaction without cardholder verification, for the issuer.
+
+        No VERIFY is sent, so it runs on a card whose PIN is blocked. The result's
+        ``cryptogram`` (the ARQC) and ``atc`` are what the issuer builds a script for this card
+        from (:meth:`capsim.verifier.Verifier.build_pin_script`); send the script over the same
+        link right after, before the card is powered off. Its ``code`` is no login code.
+
+        Examples
+        --------
+        >>> from capsim.transports import open_transport
+        >>> with open_transport("inproc:secur-acces") as card:
+        ...     request = CapReader(card).issuer_request()
+        >>> len(request.cryptogram), request.atc > 0, request.cid >> 6  # an ARQC
+        (8, True, 2)
+        >>> [cmd[1] for cmd, _ in request.transcript if cmd[1] == 0x20]  # no VERIFY
+        []
+        """
+        return self.run(CapSession(CapMode.IDENTIFY, pin=None, profile=self.profile, aid=self.aid))
+
     def run(
         self, session: CapSession, *, on_exchange: Callable[[bytes, bytes], None] | None = None
     ) -> CapResult:

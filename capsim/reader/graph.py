@@ -27,6 +27,7 @@ Theory of operation
    READ_RECORD  READ RECORD of each AFL record         :mod:`~capsim.reader.transaction`
    GET_PTC      GET DATA ``9F17`` (PIN try counter)    —
    VERIFY       VERIFY, ISO 9564 format-2 PIN block    :func:`capsim.sm.pin_block_iso2`
+                (not in a run without a PIN)
    FIRST_AC     GENERATE AC (ARQC)                     CDOL1 filled with :func:`capsim.cap.cdol_values`
    SECOND_AC    GENERATE AC (AAC)                      CDOL2: :func:`capsim.cap.build_cdol2_data`
    ===========  =====================================  ==========================================
@@ -50,11 +51,11 @@ READ_PSE    RECORD_NOT_FOUND    on_pse_end           -> SELECT
 READ_PSE    OTHER               on_pse_end           -> SELECT
 GPO         OK                  on_gpo               -> READ_RECORD
 READ_RECORD OK                  on_record            -> READ_RECORD | GET_PTC
-GET_PTC     OK                  on_ptc               -> VERIFY
-GET_PTC     NOT_FOUND           on_ptc_unavailable   -> VERIFY
-GET_PTC     RECORD_NOT_FOUND    on_ptc_unavailable   -> VERIFY
-GET_PTC     DATA_UNAVAILABLE    on_ptc_unavailable   -> VERIFY
-GET_PTC     OTHER               on_ptc_unavailable   -> VERIFY
+GET_PTC     OK                  on_ptc               -> VERIFY | FIRST_AC
+GET_PTC     NOT_FOUND           on_ptc_unavailable   -> VERIFY | FIRST_AC
+GET_PTC     RECORD_NOT_FOUND    on_ptc_unavailable   -> VERIFY | FIRST_AC
+GET_PTC     DATA_UNAVAILABLE    on_ptc_unavailable   -> VERIFY | FIRST_AC
+GET_PTC     OTHER               on_ptc_unavailable   -> VERIFY | FIRST_AC
 VERIFY      OK                  on_verified          -> FIRST_AC
 VERIFY      PIN_RETRY           on_wrong_pin         -> (raises)
 VERIFY      PIN_BLOCKED         on_wrong_pin         -> (raises)
@@ -128,6 +129,7 @@ def _edge(handler: Handler, *to: Phase) -> Edge:
 _SELECT_NEXT: Final = (Phase.SELECT, Phase.SELECT_PSE)  # the next candidate, else the PSE
 _READ_PSE_ON: Final = (Phase.READ_PSE, Phase.SELECT)  # the next directory record, or its entries
 _RECORD_ON: Final = (Phase.READ_RECORD, Phase.GET_PTC)  # the next record, or the PIN's turn
+_PIN_ON: Final = (Phase.VERIFY, Phase.FIRST_AC)  # VERIFY, or the cryptogram in a run without a PIN
 
 #: The first step of every session (theory of operation, rule 1).
 START: Final = Start(next_candidate, _SELECT_NEXT)
@@ -152,11 +154,11 @@ TRANSITIONS: Final[Mapping[tuple[Phase, Answer], Edge]] = MappingProxyType(
         # ---- transaction (transaction.py)
         (Phase.GPO, Answer.OK): _edge(on_gpo, Phase.READ_RECORD),  # an AFL is never empty
         (Phase.READ_RECORD, Answer.OK): _edge(on_record, *_RECORD_ON),
-        (Phase.GET_PTC, Answer.OK): _edge(on_ptc, Phase.VERIFY),
-        (Phase.GET_PTC, Answer.NOT_FOUND): _edge(on_ptc_unavailable, Phase.VERIFY),
-        (Phase.GET_PTC, Answer.RECORD_NOT_FOUND): _edge(on_ptc_unavailable, Phase.VERIFY),
-        (Phase.GET_PTC, Answer.DATA_UNAVAILABLE): _edge(on_ptc_unavailable, Phase.VERIFY),
-        (Phase.GET_PTC, Answer.OTHER): _edge(on_ptc_unavailable, Phase.VERIFY),
+        (Phase.GET_PTC, Answer.OK): _edge(on_ptc, *_PIN_ON),
+        (Phase.GET_PTC, Answer.NOT_FOUND): _edge(on_ptc_unavailable, *_PIN_ON),
+        (Phase.GET_PTC, Answer.RECORD_NOT_FOUND): _edge(on_ptc_unavailable, *_PIN_ON),
+        (Phase.GET_PTC, Answer.DATA_UNAVAILABLE): _edge(on_ptc_unavailable, *_PIN_ON),
+        (Phase.GET_PTC, Answer.OTHER): _edge(on_ptc_unavailable, *_PIN_ON),
         (Phase.VERIFY, Answer.OK): _edge(on_verified, Phase.FIRST_AC),
         (Phase.VERIFY, Answer.PIN_RETRY): _edge(on_wrong_pin),
         (Phase.VERIFY, Answer.PIN_BLOCKED): _edge(on_wrong_pin),

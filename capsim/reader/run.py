@@ -6,7 +6,8 @@ Theory of operation
 1. :func:`check_inputs` validates every input (PIN, challenge, amount, currency, TDS fields,
    profile, AID) before any command exists. A bad input raises
    :class:`~capsim.errors.ValidationError` and nothing reaches the card, so no PIN try and no
-   ATC is spent. The PIN leaves this function only as an ISO 9564 format-2 block.
+   ATC is spent. The PIN leaves this function only as an ISO 9564 format-2 block; no PIN
+   (``None``) means a run without cardholder verification (no VERIFY is sent).
 2. :class:`Run` is the mutable record the handlers of :mod:`capsim.reader.graph` read and
    write: the selection queue, the FCI, the records' values, the terminal's CDOL values, the
    first GENERATE AC and the warnings. It does no I/O and decides nothing about phases; the
@@ -52,7 +53,7 @@ class Inputs:
     """The caller's inputs, checked (rule 1). ``repr`` shows no PIN material."""
 
     mode: CapMode
-    pin_block: bytes
+    pin_block: bytes | None
     challenge: str | None = None
     amount: int | None = None
     currency: str | None = None
@@ -67,7 +68,7 @@ class Inputs:
 def check_inputs(
     mode: CapMode | str,
     *,
-    pin: str,
+    pin: str | None,
     challenge: str | None = None,
     amount: int | str | None = None,
     currency: str | None = None,
@@ -88,7 +89,7 @@ def check_inputs(
         raise ValidationError(
             f"mode: expected one of {', '.join(m.value for m in CapMode)}, got {mode!r}"
         ) from None
-    pin_block = pin_block_iso2(pin)
+    pin_block = None if pin is None else pin_block_iso2(pin)
     canonical = None if challenge is None else canonical_challenge(challenge)
     if cap_mode is CapMode.RESPOND and canonical is None:
         raise ValidationError("challenge: respond needs a challenge of 1 to 8 digits")

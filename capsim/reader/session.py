@@ -29,7 +29,8 @@ for the next :class:`~capsim.apdu.CommandApdu`, send it any way you like, hand t
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from types import MappingProxyType
 
 from capsim.apdu.command import CommandApdu
 from capsim.apdu.redact import redact_command
@@ -60,7 +61,9 @@ class CapSession:
     mode:
         The CAP function.
     pin:
-        4–12 ASCII digits.
+        4–12 ASCII digits; ``None`` for a run without cardholder verification: no VERIFY is
+        sent, the first GENERATE AC follows the PIN try counter's reading, and a blocked PIN
+        does not stop the run (:meth:`capsim.reader.CapReader.issuer_request`).
     challenge:
         Respond: required; Sign: optional (UN zero without); Identify/TDS: not allowed.
     amount, currency:
@@ -94,7 +97,7 @@ class CapSession:
         self,
         mode: CapMode | str,
         *,
-        pin: str,
+        pin: str | None,
         challenge: str | None = None,
         amount: int | str | None = None,
         currency: str | None = None,
@@ -138,6 +141,18 @@ class CapSession:
     def transcript(self) -> tuple[tuple[bytes, bytes], ...]:
         """Exchanges so far (VERIFY PIN block redacted)."""
         return tuple(self._transcript)
+
+    @property
+    def application(self) -> bytes | None:
+        """The selected application's AID, once a SELECT succeeded (``None`` before)."""
+        selected = self._run.selected
+        return None if selected is None else selected.aid
+
+    @property
+    def card_data(self) -> Mapping[int, bytes]:
+        """What the card has said so far, by tag: the selected application's FCI values, then
+        its records' values (a record's value wins). A read-only copy."""
+        return MappingProxyType({**self._run.fci, **self._run.card})
 
     def next_command(self) -> CommandApdu | None:
         """The command to send next, or ``None`` once the run is complete.

@@ -20,7 +20,9 @@ Theory of operation
    is not an error.
 4. VERIFY carries an ISO 9564 format-2 block and no Le. ``63Cx`` →
    :class:`~capsim.errors.PinError` (``tries_left``), ``6983``/``6984`` →
-   :class:`~capsim.errors.PinBlockedError`.
+   :class:`~capsim.errors.PinBlockedError`. A run without a PIN (no cardholder verification)
+   sends no VERIFY: GENERATE AC #1 follows GET DATA ``9F17``, and zero tries is only a
+   warning.
 5. GENERATE AC #1 asks for an ARQC with the CDOL1 data (§4); a card answering with another
    cryptogram type gets a warning (the bank will refuse the code). The code follows §6 (IPB),
    §7 (TDS: the MAC replaces the AC) or §8 (fallback IPBs, the Belgian function), then an
@@ -182,7 +184,7 @@ def on_ptc(run: Run, response: ResponseApdu) -> Step:
         run.warn("the PIN try counter (9F17) is unreadable")
     else:
         tries = ptc.value[0]
-        if tries == 0:
+        if tries == 0 and run.inputs.pin_block is not None:
             raise PinBlockedError(0x6983, 0xCA, "PIN blocked: the card reports 0 PIN tries left")
         if tries < run.profile.pin_try_limit:
             run.warn(f"only {tries} PIN tr{'y' if tries == 1 else 'ies'} left")
@@ -195,6 +197,9 @@ def on_ptc_unavailable(run: Run, response: ResponseApdu) -> Step:
 
 
 def _verify(run: Run) -> Step:
+    """VERIFY the PIN, or go straight to the first GENERATE AC in a run without one (rule 4)."""
+    if run.inputs.pin_block is None:
+        return _first_ac(run)
     return Step(Phase.VERIFY, builders.verify_plaintext_pin(run.inputs.pin_block))
 
 
@@ -205,6 +210,10 @@ def on_wrong_pin(run: Run, response: ResponseApdu) -> Step:
 
 def on_verified(run: Run, response: ResponseApdu) -> Step:
     """PIN right: GENERATE AC #1 for an ARQC with the CDOL1 data (rule 5)."""
+    return _first_ac(run)
+
+
+def _first_ac(run: Run) -> Step:
     for entry in run.cdol1:
         if entry.tag not in run.values:
             run.warn(f"CDOL1 asks for tag {entry.tag:X}, unknown to the reader: zero-filled")

@@ -32,6 +32,7 @@ before it shows a PIN try counter of at least 2, so the harness can never block 
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import importlib
 import logging
 import os
@@ -39,18 +40,27 @@ import sys
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Final
 
 from hypothesis import HealthCheck, Phase, Verbosity, given, settings
 from hypothesis import seed as hypothesis_seed
 from hypothesis import strategies as st
 
+from capsim.apdu import builders
+from capsim.apdu.response import ResponseApdu
+from capsim.cap import CapMode
+from capsim.cards import EmvCapCard
 from capsim.cards.base import CardOS
 from capsim.errors import ApduFormatError, CapsimError, ValidationError
+from capsim.reader import CapSession
+from capsim.reader import Phase as ReaderPhase
 from capsim.testing.findings import Finding, save_finding
 from capsim.testing.model import CardModel, Violation, parse_pin_block
 from capsim.testing.strategies import emv_commands, raw_apdus
+from capsim.tlv import decode, find, parse_dol
+from capsim.transports import open_transport
 from capsim.transports.base import Transport
+from capsim.transports.inprocess import TEST_PIN, InProcessTransport
 
 __all__ = [
     "SAFE_INS",
@@ -77,6 +87,8 @@ SAFE_INS = frozenset({0xA4, 0xB2, 0xB0, 0xCA, 0xCB, 0xC0, 0x84})
 _GET_PTC = bytes.fromhex("80CA9F1700")
 _GET_ATC = bytes.fromhex("80CA9F3600")
 _POWER = b""
+#: The transport schemes the fuzzer drives (``replay:`` answers only what it recorded).
+_FUZZ_SCHEMES: Final = frozenset({"inproc", "file", "pcsc"})
 
 #: One step of a sequence: an APDU to send, or ``b""`` for a power cycle.
 Action = bytes
@@ -267,50 +279,48 @@ class StateChangeGuard:
 def discover_card_info(send: Callable[[bytes], bytes], *, pin: str | None = None) -> CardInfo:
     """Find the CAP application and its DOL lengths with read-only commands only.
 
-    Selects each AID of the built-in reader profiles, reads ``9F38`` from the FCI, and reads
-    records of SFI 1–3 looking for CDOL1 (``8C``) and CDOL2 (``8D``).
+    The application is the reader's choice (:class:`capsim.reader.CapSession`: a direct
+    SELECT of each built-in reader profile's AIDs, then the PSE directory), stopped before GET
+    PROCESSING OPTIONS, which would spend an ATC; its FCI gives the PDOL. The AFL comes only
+    with GPO, so records of SFI 1–3 are then read directly, looking for CDOL1 (``8C``) and
+    CDOL2 (``8D``). A card the reader cannot select gets the default :class:`CardInfo`.
     """
-    from capsim.profiles import READER_PROFILES, get_reader_profile
-    from capsim.tlv import decode, find, parse_dol
+    session = CapSession(CapMode.IDENTIFY, pin=None)
+    try:
+        while session.phase is not ReaderPhase.GPO:
+            command = session.next_apdu()
+            if command is None or is_state_changing(command):  # pragma: no cover - selection only
+                return CardInfo(pin=pin)
+            session.receive(ResponseApdu.from_bytes(send(command)))
+    except CapsimError:
+        return CardInfo(pin=pin)
+    aid = session.application
+    if aid is None:  # pragma: no cover - the GPO phase follows a successful SELECT
+        return CardInfo(pin=pin)
+    cdol1, cdol2 = 29, 31
+    for sfi in (1, 2, 3):
+        for record in range(1, 5):
+            rec = send(builders.read_record(record, sfi).to_bytes())
+            if rec[-2:] != b"\x90\x00":
+                break
+            with contextlib.suppress(ApduFormatError, ValueError):
+                objs = decode(rec[:-2])
+                c1, c2 = find(objs, 0x8C), find(objs, 0x8D)
+                cdol1 = _dol_length(c1.value) if c1 is not None else cdol1
+                cdol2 = _dol_length(c2.value) if c2 is not None else cdol2
+    pdol = session.card_data.get(0x9F38, b"")
+    return CardInfo(aid=aid, pdol_length=_dol_length(pdol), cdol1_length=cdol1, cdol2_length=cdol2, pin=pin)
 
-    def dol_len(value: bytes) -> int:
-        try:
-            return sum(e.length for e in parse_dol(value))
-        except (ApduFormatError, ValueError):
-            return 0
 
-    aids: list[bytes] = []
-    for name in READER_PROFILES:
-        for aid in get_reader_profile(name).aids:
-            if aid not in aids:
-                aids.append(aid)
-    for aid in aids:
-        answer = send(bytes((0x00, 0xA4, 0x04, 0x00, len(aid))) + aid + b"\x00")
-        if answer[-2:] not in (b"\x90\x00", b"\x62\x83"):
-            continue
-        pdol_length = 0
-        with contextlib.suppress(ApduFormatError, ValueError):
-            pdol = find(decode(answer[:-2]), 0x9F38)
-            if pdol is not None:
-                pdol_length = dol_len(pdol.value)
-        cdol1, cdol2 = 29, 31
-        for sfi in (1, 2, 3):
-            for record in range(1, 5):
-                rec = send(bytes((0x00, 0xB2, record, (sfi << 3) | 4, 0x00)))
-                if rec[-2:] != b"\x90\x00":
-                    break
-                with contextlib.suppress(ApduFormatError, ValueError):
-                    objs = decode(rec[:-2])
-                    c1, c2 = find(objs, 0x8C), find(objs, 0x8D)
-                    cdol1 = dol_len(c1.value) if c1 is not None else cdol1
-                    cdol2 = dol_len(c2.value) if c2 is not None else cdol2
-        return CardInfo(aid=aid, pdol_length=pdol_length, cdol1_length=cdol1, cdol2_length=cdol2, pin=pin)
-    return CardInfo(pin=pin)
+def _dol_length(dol: bytes) -> int:
+    """Bytes of data a DOL asks for (0 for a malformed one)."""
+    try:
+        return sum(e.length for e in parse_dol(dol))
+    except (ApduFormatError, ValueError):
+        return 0
 
 
 def _profile_info(profile: Any, pin: str | None) -> CardInfo:
-    from capsim.tlv import parse_dol
-
     def length(dol: bytes) -> int:
         return sum(e.length for e in parse_dol(dol)) if dol else 0
 
@@ -331,11 +341,17 @@ def _zero_rng(n: int) -> bytes:
 def open_card_target(spec: str, *, pin: str | None = None, guarded: bool | None = None) -> CardTarget:
     """Open a ``--target`` spec (module docstring).
 
+    ``inproc:``, ``file:`` and ``pcsc:`` are opened by the transport registry
+    (:func:`capsim.transports.open_transport`); an in-process card becomes a card factory (a
+    fresh copy per example for ``inproc:``, the one card for ``file:``). ``py:`` is the
+    fuzzer's own.
+
     Parameters
     ----------
     pin:
         The card's correct PIN, when known (default: ``1234`` for ``inproc:``, unknown
-        otherwise). Only used to draw some correct VERIFYs and to check them.
+        otherwise). Only used to draw some correct VERIFYs and to check them; an ``inproc:``
+        card is given this PIN.
     guarded:
         Force the :class:`StateChangeGuard` on or off (default: on for ``pcsc:`` only).
 
@@ -347,72 +363,65 @@ def open_card_target(spec: str, *, pin: str | None = None, guarded: bool | None 
     if not isinstance(spec, str):
         raise ValidationError(f"target: expected a spec string, got {type(spec).__name__}")
     scheme, sep, rest = spec.partition(":")
-    if not sep:
-        scheme = ""
-    if scheme == "inproc":
-        from capsim.cards import BUILTIN_PROFILES, EmvCapCard, new_card
-        from capsim.transports.inprocess import TEST_IMK_AC, TEST_IMK_SMC, TEST_IMK_SMI, TEST_PAN, TEST_PIN
+    if sep and scheme == "py":
+        return _open_py_target(spec, rest, pin=pin, guarded=bool(guarded))
+    if not sep or scheme not in _FUZZ_SCHEMES:
+        raise ValidationError(
+            f"target: expected inproc:PROFILE, file:CARD.json, pcsc:READER or py:MODULE:FACTORY, got {spec!r}"
+        )
+    try:
+        transport = open_transport(spec)
+    except ValidationError as exc:
+        raise ValidationError(f"target: {exc}") from None
+    if isinstance(transport, InProcessTransport):
+        return _in_process_target(spec, transport.card, fresh=scheme == "inproc", pin=pin, guarded=guarded)
+    transport.connect()
+    try:
+        info = discover_card_info(transport.transmit, pin=pin)
+    finally:
+        transport.disconnect()
+    guard = True if guarded is None else guarded
+    return CardTarget(spec, info, transport=transport, fresh=False, guarded=guard)
 
-        name = rest or "secur-acces"
-        if name not in BUILTIN_PROFILES:
-            raise ValidationError(
-                "target: expected inproc:PROFILE with one of "
-                f"{', '.join(sorted(BUILTIN_PROFILES))}, got {spec!r}"
-            )
-        card_pin = pin or TEST_PIN
 
-        first = new_card(
-            name, pan=TEST_PAN, pin=card_pin, imk_ac=TEST_IMK_AC, imk_smi=TEST_IMK_SMI,
-            imk_smc=TEST_IMK_SMC, rng=_zero_rng,
-        )  # fmt: skip
-        profile, state = first.profile, first.state
-
-        def make() -> CardOS:
-            return EmvCapCard(profile, state, rng=_zero_rng)
-
-        info = _profile_info(profile, card_pin)
-        return CardTarget(spec, info, factory=make, guarded=bool(guarded))
-    if scheme == "file":
-        from capsim.cards import load_card
-
-        if not rest:
-            raise ValidationError("target: expected file:CARD.json")
-        card = load_card(os.fspath(rest), rng=_zero_rng)
+def _in_process_target(
+    spec: str, card: CardOS, *, fresh: bool, pin: str | None, guarded: bool | None
+) -> CardTarget:
+    """A target over the registry's in-process card: copies of it (``fresh``), or the card itself."""
+    if not isinstance(card, EmvCapCard):  # pragma: no cover - the registry makes capsim cards
+        raise ValidationError(f"target: {spec!r} is not a capsim card")
+    if not fresh:
         info = _profile_info(card.profile, pin)
         return CardTarget(spec, info, factory=lambda: card, fresh=False, guarded=bool(guarded))
-    if scheme == "py":
-        module_name, _, attr = rest.partition(":")
-        if not module_name or not attr:
-            raise ValidationError(f"target: expected py:MODULE:FACTORY, got {spec!r}")
-        if os.getcwd() not in sys.path:  # like ``python -m``: modules of the current directory
-            sys.path.append(os.getcwd())
-        try:
-            factory = getattr(importlib.import_module(module_name), attr)
-        except (ImportError, AttributeError) as exc:
-            raise ValidationError(f"target: cannot load {rest!r} ({type(exc).__name__})") from None
-        if not callable(factory):
-            raise ValidationError(f"target: {rest!r} is not callable")
-        sample = factory()
-        sample_profile = getattr(sample, "profile", None)
-        if sample_profile is not None and hasattr(sample_profile, "cdol1"):
-            info = _profile_info(sample_profile, pin)
-        else:
-            info = discover_card_info(lambda apdu: _power_then(sample, apdu), pin=pin)
-        return CardTarget(spec, info, factory=factory, guarded=bool(guarded))
-    if scheme == "pcsc":
-        from capsim.transports import open_transport
+    card_pin = pin or TEST_PIN
+    profile, state = card.profile, dataclasses.replace(card.state, pin=card_pin)
 
-        transport = open_transport(spec)
-        transport.connect()
-        try:
-            info = discover_card_info(transport.transmit, pin=pin)
-        finally:
-            transport.disconnect()
-        guard = True if guarded is None else guarded
-        return CardTarget(spec, info, transport=transport, fresh=False, guarded=guard)
-    raise ValidationError(
-        f"target: expected inproc:PROFILE, file:CARD.json, pcsc:READER or py:MODULE:FACTORY, got {spec!r}"
-    )
+    def make() -> CardOS:
+        return EmvCapCard(profile, state, rng=_zero_rng)
+
+    return CardTarget(spec, _profile_info(profile, card_pin), factory=make, guarded=bool(guarded))
+
+
+def _open_py_target(spec: str, rest: str, *, pin: str | None, guarded: bool) -> CardTarget:
+    """``py:MODULE:FACTORY``: a third-party card factory."""
+    module_name, _, attr = rest.partition(":")
+    if not module_name or not attr:
+        raise ValidationError(f"target: expected py:MODULE:FACTORY, got {spec!r}")
+    if os.getcwd() not in sys.path:  # like ``python -m``: modules of the current directory
+        sys.path.append(os.getcwd())
+    try:
+        factory = getattr(importlib.import_module(module_name), attr)
+    except (ImportError, AttributeError) as exc:
+        raise ValidationError(f"target: cannot load {rest!r} ({type(exc).__name__})") from None
+    if not callable(factory):
+        raise ValidationError(f"target: {rest!r} is not callable")
+    sample = factory()
+    sample_profile = getattr(sample, "profile", None)
+    if sample_profile is not None and hasattr(sample_profile, "cdol1"):
+        info = _profile_info(sample_profile, pin)
+    else:
+        info = discover_card_info(lambda apdu: _power_then(sample, apdu), pin=pin)
+    return CardTarget(spec, info, factory=factory, guarded=guarded)
 
 
 def _power_then(card: CardOS, apdu: bytes) -> bytes:

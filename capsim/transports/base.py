@@ -39,6 +39,7 @@ from typing import Protocol, Self, runtime_checkable
 
 from capsim.apdu.redact import REDACTED_BYTE, SENSITIVE_TAGS, redact_command, redact_response
 from capsim.apdu.t0 import transmit_with_t0
+from capsim.transcript import write_transcript
 
 __all__ = [
     "REDACTED_BYTE",
@@ -181,9 +182,7 @@ class TracingTransport(TransportBase):
         self.inner.disconnect()
 
     def save(self, path: str, *, source: str, meta: dict[str, str] | None = None) -> None:
-        """Write the recorded exchanges as a replayable transcript (see :mod:`capsim.transports.replay`)."""
-        from capsim.transports.replay import write_transcript
-
+        """Write the recorded exchanges as a replayable transcript (:mod:`capsim.transcript`)."""
         write_transcript(path, self.exchanges, atr=self.atr, source=source, meta=meta)
 
 

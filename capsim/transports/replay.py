@@ -1,10 +1,8 @@
-"""Replay a recorded card session, and write sessions in the same format.
+"""Replay a recorded card session.
 
-The transcript format (``vectors/transcripts/*.txt``) is plain text: ``#`` comment lines (a
-``# Source:`` provenance line first), ``@ KEY = value`` metadata, an optional ``ATR <hex>``
-line, then ``> <command hex>`` / ``< <response hex, SW included>`` pairs. Spaces inside hex
-are ignored. A file over :data:`MAX_TRANSCRIPT_BYTES` (16 MiB) is refused with
-:class:`~capsim.errors.StateFileError` before it is read whole.
+The transcript format (``vectors/transcripts/*.txt``) and its reader and writer are in
+:mod:`capsim.transcript` (re-exported here: :func:`read_transcript`, :func:`write_transcript`,
+:class:`RecordedSession`, :data:`MAX_TRANSCRIPT_BYTES`).
 
 :class:`ReplayTransport` answers each command with the recorded response, in order. A command
 that differs from the recording raises :class:`~capsim.errors.RemoteProtocolError` naming the
@@ -33,12 +31,9 @@ from __future__ import annotations
 
 import logging
 import os
-from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, field
-from pathlib import Path
-from typing import Final
 
-from capsim.errors import RemoteProtocolError, StateFileError, ValidationError
+from capsim.errors import RemoteProtocolError
+from capsim.transcript import MAX_TRANSCRIPT_BYTES, RecordedSession, read_transcript, write_transcript
 from capsim.transports.base import REDACTED_BYTE, TransportBase
 
 __all__ = [
@@ -51,107 +46,8 @@ __all__ = [
 
 _log = logging.getLogger(__name__)
 
-#: Largest transcript read (a recorded fuzzing session of hours stays well below it); a larger
-#: file is refused before it is read whole.
-MAX_TRANSCRIPT_BYTES: Final = 16 << 20
 _INS_VERIFY = 0x20
 _INS_GET_DATA = 0xCA
-
-
-@dataclass(frozen=True, kw_only=True)
-class RecordedSession:
-    """A parsed transcript (``repr`` leaves the exchanges out: they may hold a PAN or PIN block)."""
-
-    meta: Mapping[str, str] = field(default_factory=dict)
-    atr: bytes | None = None
-    exchanges: tuple[tuple[bytes, bytes], ...] = field(default=(), repr=False)
-
-
-def _unhex(text: str, where: str) -> bytes:
-    try:
-        return bytes.fromhex("".join(text.split()))
-    except ValueError:
-        raise StateFileError(f"transcript: {where}: not hex") from None
-
-
-def read_transcript(path: str | os.PathLike[str]) -> RecordedSession:
-    """Parse a transcript file.
-
-    Raises
-    ------
-    StateFileError
-        The file cannot be read, is larger than :data:`MAX_TRANSCRIPT_BYTES` or is malformed
-        (the message names the line).
-    """
-    try:
-        with Path(path).open("rb") as fh:
-            data = fh.read(MAX_TRANSCRIPT_BYTES + 1)
-        if len(data) > MAX_TRANSCRIPT_BYTES:
-            raise StateFileError(
-                f"transcript {path}: larger than {MAX_TRANSCRIPT_BYTES} bytes; refusing to read it"
-            )
-        text = data.decode("utf-8")
-    except (OSError, UnicodeDecodeError) as exc:
-        raise StateFileError(f"transcript {path}: cannot read it ({exc.__class__.__name__})") from None
-    meta: dict[str, str] = {}
-    atr: bytes | None = None
-    exchanges: list[tuple[bytes, bytes]] = []
-    pending: bytes | None = None
-    for n, raw in enumerate(text.splitlines(), 1):
-        line = raw.strip()
-        where = f"{path} line {n}"
-        if not line or line.startswith("#"):
-            continue
-        if line.startswith("@"):
-            key, _, value = line[1:].partition("=")
-            meta[key.strip()] = value.strip()
-        elif line.startswith("ATR"):
-            atr = _unhex(line[3:], where)
-        elif line.startswith(">"):
-            if pending is not None:
-                raise StateFileError(f"transcript: {where}: two commands without a response")
-            pending = _unhex(line[1:], where)
-        elif line.startswith("<"):
-            if pending is None:
-                raise StateFileError(f"transcript: {where}: response without a command")
-            response = _unhex(line[1:], where)
-            if len(response) < 2:
-                raise StateFileError(f"transcript: {where}: response without a status word")
-            exchanges.append((pending, response))
-            pending = None
-        else:
-            raise StateFileError(f"transcript: {where}: expected '#', '@', 'ATR', '>' or '<'")
-    if pending is not None:
-        raise StateFileError(f"transcript {path}: the last command has no response")
-    return RecordedSession(meta=meta, atr=atr, exchanges=tuple(exchanges))
-
-
-def write_transcript(
-    path: str | os.PathLike[str],
-    exchanges: Iterable[tuple[bytes, bytes]],
-    *,
-    source: str,
-    atr: bytes | None = None,
-    meta: Mapping[str, str] | None = None,
-) -> None:
-    """Write ``exchanges`` as a transcript :class:`ReplayTransport` can play.
-
-    Parameters
-    ----------
-    source:
-        Provenance text for the ``# Source:`` header (one line).
-    """
-    if "\n" in source:
-        raise ValidationError("source: expected a single line")
-    lines = [f"# Source: {source}", "# Cross-checked: not cross-checked (recorded by capsim)"]
-    for key, value in (meta or {}).items():
-        lines.append(f"@ {key} = {value}")
-    if atr is not None:
-        lines.append(f"ATR {atr.hex().upper()}")
-    for command, response in exchanges:
-        lines.append(f"> {command.hex().upper()}")
-        lines.append(f"< {response.hex().upper()}")
-    Path(path).write_text("\n".join(lines) + "\n", encoding="utf-8")
 
 
 def _header_and_body(raw: bytes) -> tuple[bytes, int | None]:

@@ -43,8 +43,8 @@ from pkcs11 import Attribute, KeyType, Mechanism, ObjectClass
 
 from capsim.crypto import key_check_value, odd_parity
 from capsim.errors import ConfigError, KeyFileMismatch, TokenError, ValidationError
+from capsim.issuerkeys import IssuerKeys
 from capsim.jsonlimits import loads_limited
-from capsim.storage import IssuerKeys
 from capsim.verifier import pkcs11 as p11
 from capsim.verifier.provider import derived_fingerprint
 

@@ -44,8 +44,8 @@ from pathlib import Path
 from typing import Any, Final, Protocol
 
 from capsim.errors import ConfigError, KeyFileMismatch, StateFileError, TemporaryFailure
+from capsim.issuerkeys import IssuerKeys, load_issuer_keys
 from capsim.jsonlimits import loads_limited
-from capsim.storage import IssuerKeys, load_issuer_keys
 from capsim.verifier.audit import AuditEntry, AuditSealer
 from capsim.verifier.dburl import redact_db_url
 from capsim.verifier.provider import SecretKey

@@ -63,7 +63,7 @@ from capsim.verifier.audit import (
     resolve_sealer,
     seal,
 )
-from capsim.verifier.dburl import redact_db_url
+from capsim.verifier.dbparse import redact_db_url
 from capsim.verifier.model import Changes, Snapshot
 from capsim.verifier.sqlbase import _SELECT_OPERATION, _SELECT_REQUEST, SqlTransactionBase
 

@@ -60,7 +60,6 @@ if TYPE_CHECKING:
 __all__ = [
     "AuditReport",
     "VerifierSession",
-    "card_issuer_key",
     "check_audit",
     "check_db_url",
     "mark_initialised",
@@ -267,20 +266,6 @@ def register_issuer_keys(session: VerifierSession, path: Path) -> KeyringEntry:
     never keys) and audit it (:func:`capsim.verifier.keyring.register_issuer_keys`)."""
     sealer = session.provider if session.provider.audit_seal_key_id() is not None else None
     return _register(session.store, path, sealer=sealer)
-
-
-def card_issuer_key(session: VerifierSession, card_path: Path) -> tuple[Any, str]:
-    """A card file's profile and the registered issuer key id that matches its IMK-AC check value."""
-    from capsim.storage import read_card_file
-
-    profile, _state = read_card_file(card_path)
-    kid = "iss-" + profile.kcv_imk_ac.hex().upper()
-    if kid not in session.keyring:
-        raise ConfigError(
-            f"--card: the card's issuer keys ({kid}) are not registered; "
-            "run 'capsim verifier init --issuer-keys FILE' with its issuer-keys file"
-        )
-    return profile, kid
 
 
 @dataclass(frozen=True, kw_only=True)
