@@ -55,7 +55,7 @@ from capsim.errors import (
     ValidationError,
 )
 
-__all__ = ["ExitCode", "data_dir", "exit_code_for", "handle_errors", "read_secret"]
+__all__ = ["ExitCode", "data_dir", "deprecated_alias", "exit_code_for", "handle_errors", "read_secret"]
 
 
 class ExitCode(IntEnum):
@@ -150,3 +150,14 @@ def read_secret(prompt: str, *, from_stdin: bool) -> str:
         return line.rstrip("\r\n")
     value: str = click.prompt(prompt, hide_input=True, type=str, err=True)  # stdout keeps only results
     return value
+
+
+def deprecated_alias(new_value: str | None, old_value: str | None, *, new: str, old: str) -> str | None:
+    """The value of an option renamed from ``old`` to ``new`` (the old name is kept, hidden, for
+    one release): the new one wins; the old one still works and warns on stderr."""
+    if old_value is None:
+        return new_value
+    click.echo(f"capsim: warning: {old} is deprecated; use {new} (the old name goes next release)", err=True)
+    if new_value is not None and new_value != old_value:
+        raise ValidationError(f"{new} and {old} (its old name) disagree; give only {new}")
+    return old_value

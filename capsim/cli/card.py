@@ -15,7 +15,7 @@ import click
 
 from capsim.apdu import describe_sw
 from capsim.cards import BUILTIN_PROFILES, CardProfile, CardState, builtin_profile, load_card, new_card
-from capsim.cli._common import handle_errors, read_secret
+from capsim.cli._common import deprecated_alias, handle_errors, read_secret
 from capsim.crypto import CVN, KeyDerivation, odd_parity
 from capsim.errors import ApduFormatError, StateFileError, ValidationError
 from capsim.storage import IssuerKeys, load_issuer_keys, read_card_file, save_issuer_keys
@@ -76,15 +76,14 @@ def card() -> None:
 @card.command("new")
 @click.argument("path", type=click.Path(dir_okay=False, path_type=Path))
 @click.option(
-    "--profile",
-    "profile_name",
-    default="secur-acces",
-    show_default=True,
+    "--template",
+    "template_name",
     type=click.Choice(sorted(BUILTIN_PROFILES)),
-    help="Built-in card profile.",
+    help="Built-in card template (`capsim card templates`) [secur-acces].",
 )
+@click.option("--profile", "profile_name", type=click.Choice(sorted(BUILTIN_PROFILES)), hidden=True)
 @click.option("--pan", help="Card PAN (12-19 digits); default: a random Luhn-valid test PAN.")
-@click.option("--psn", help="PAN sequence number (2 digits); default: the profile's (00, rabobank 08).")
+@click.option("--psn", help="PAN sequence number (2 digits); default: the template's (00, rabobank 08).")
 @click.option("--pin-stdin", is_flag=True, help="Read the PIN from one line of standard input.")
 @click.option(
     "--issuer-keys",
@@ -92,13 +91,14 @@ def card() -> None:
     help="Issuer-keys file to personalise from; default: new random keys in <PATH stem>.issuer-keys.json.",
 )
 @click.option(
-    "--cvn", type=click.Choice(list(_CVN_NAMES)), help="Cryptogram version (default: the profile's)."
+    "--cvn", type=click.Choice(list(_CVN_NAMES)), help="Cryptogram version (default: the template's)."
 )
 @handle_errors
 def new_command(
     *,
     path: Path,
-    profile_name: str,
+    template_name: str | None,
+    profile_name: str | None,
     pan: str | None,
     psn: str | None,
     pin_stdin: bool,
@@ -106,7 +106,8 @@ def new_command(
     cvn: str | None,
 ) -> None:
     """[!] Create a new card file at PATH (mode 0600; it holds the card's keys)."""
-    template = builtin_profile(profile_name)
+    name = deprecated_alias(template_name, profile_name, new="--template", old="--profile")
+    template = builtin_profile(name or "secur-acces")
     if path.exists():
         raise StateFileError(f"card file {path} already exists; refusing to overwrite it")
     pin = read_secret("PIN", from_stdin=True) if pin_stdin else DEFAULT_PIN
@@ -145,7 +146,7 @@ def new_command(
         raise
     with created:
         p = created.profile
-        click.echo(f"created card {path} (profile {p.name}, CVN {_CVN_LABEL[p.cvn]}, PSN {p.psn})")
+        click.echo(f"created card {path} (template {p.name}, CVN {_CVN_LABEL[p.cvn]}, PSN {p.psn})")
         click.echo(f"PAN {mask_pan(p.pan)}{' (random test PAN)' if pan is None else ''}")
     if not pin_stdin:
         click.echo(f"PIN {DEFAULT_PIN}: the default test PIN (use --pin-stdin to choose one)")
@@ -258,9 +259,20 @@ def apdu_command(*, path: Path, apdus: tuple[str, ...], show_sensitive: bool) ->
                     click.echo(f"    {line}")
 
 
-@card.command("profiles")
+@card.command("templates")
+def templates_command() -> None:
+    """List the built-in card templates (the cards `card new --template` personalises)."""
+    _list_templates()
+
+
+@card.command("profiles", hidden=True)
 def profiles_command() -> None:
-    """List the built-in card profiles."""
+    """Deprecated name of `capsim card templates`."""
+    click.echo("capsim: warning: 'card profiles' is deprecated; use 'card templates'", err=True)
+    _list_templates()
+
+
+def _list_templates() -> None:
     for name in sorted(BUILTIN_PROFILES):
         p = BUILTIN_PROFILES[name]
         click.echo(

@@ -24,7 +24,7 @@ from typing import Any, Final, TypeVar
 import click
 
 from capsim.cap import CapMode
-from capsim.cli._common import data_dir, handle_errors, read_secret
+from capsim.cli._common import data_dir, deprecated_alias, handle_errors, read_secret
 from capsim.errors import CapsimError, StateFileError, ValidationError
 from capsim.profiles import READER_PROFILES
 from capsim.reader import CapReader, CapResult, CapSession
@@ -34,7 +34,7 @@ __all__ = ["DEFAULT_CARD_FILE", "DEFAULT_CARD_PROFILE", "code", "default_card_pa
 
 #: File name of the default virtual card inside the data directory.
 DEFAULT_CARD_FILE: Final = "card.json"
-#: Card profile of the default virtual card.
+#: Card template of the default virtual card.
 DEFAULT_CARD_PROFILE: Final = "secur-acces"
 _DEFAULT_PIN: Final = "1234"
 
@@ -117,14 +117,15 @@ def _common_options(func: F) -> F:
             "--reader",
             "reader_spec",
             metavar="SPEC",
-            help="inproc:PROFILE, file:CARD.json, pcsc:NAME or replay:TRANSCRIPT "
+            help="inproc:TEMPLATE, file:CARD.json, pcsc:NAME or replay:TRANSCRIPT "
             "(default: the virtual card in the data directory).",
         ),
         click.option(
-            "--profile",
+            "--reader-profile",
             type=click.Choice(list(READER_PROFILES)),
             help="Reader profile (default: chosen from the card's application).",
         ),
+        click.option("--profile", "profile_alias", type=click.Choice(list(READER_PROFILES)), hidden=True),
         click.option("--aid", metavar="HEX", help="Select only this application."),
         click.option("--json", "as_json", is_flag=True, help="Print the result as JSON."),
         click.option("--trace", is_flag=True, help="Print every APDU on stderr (redacted)."),
@@ -165,7 +166,8 @@ def _run(
     mode: CapMode,
     *,
     reader_spec: str | None,
-    profile: str | None,
+    reader_profile: str | None,
+    profile_alias: str | None,
     aid: str | None,
     as_json: bool,
     trace: bool,
@@ -174,6 +176,7 @@ def _run(
     show_sensitive: bool,
     **inputs: Any,
 ) -> None:
+    profile = deprecated_alias(reader_profile, profile_alias, new="--reader-profile", old="--profile")
     selected_aid = _aid(aid)
     # Validate every input but the PIN before opening the card or asking for the PIN.
     CapSession(mode, pin="0000", profile=profile, aid=selected_aid, **inputs)

@@ -26,7 +26,7 @@ from typing import Any
 import click
 
 from capsim._validate import digits
-from capsim.cli._common import ExitCode, handle_errors, read_secret
+from capsim.cli._common import ExitCode, deprecated_alias, handle_errors, read_secret
 from capsim.errors import ValidationError
 
 __all__ = ["fuzz"]
@@ -110,7 +110,7 @@ def fuzz() -> None:
 @click.option(
     "--target",
     required=True,
-    help="[!] inproc:PROFILE, file:CARD.json, pcsc:READER or py:MODULE:FACTORY.",
+    help="[!] inproc:TEMPLATE, file:CARD.json, pcsc:READER or py:MODULE:FACTORY.",
 )
 @click.option("--max-examples", type=click.IntRange(min=1), default=2000, show_default=True)
 @click.option(
@@ -163,15 +163,15 @@ def card(
 
 
 @fuzz.command("reader")
-@click.option(
-    "--profile", default="secur-acces", show_default=True, help="Card profile the hostile card mutates."
-)
+@click.option("--template", "profile", help="Card template the hostile card mutates [secur-acces].")
+@click.option("--profile", "profile_alias", hidden=True)
 @click.option("--max-examples", type=click.IntRange(min=1), default=1000, show_default=True)
 @_common
 @handle_errors
 def reader(
     *,
-    profile: str,
+    profile: str | None,
+    profile_alias: str | None,
     max_examples: int,
     seed: int | None,
     time_budget: float,
@@ -180,6 +180,7 @@ def reader(
     json_out: bool,
 ) -> None:
     """capsim's reader against a hostile card: only capsim errors, no hangs."""
+    profile = deprecated_alias(profile, profile_alias, new="--template", old="--profile") or "secur-acces"
     from capsim.testing.fuzz_reader import fuzz_reader
 
     bar, update = _progress(json_out, time_budget, "fuzz reader")
@@ -202,16 +203,16 @@ def reader(
 @click.option(
     "--db", default="memory:", show_default=True, help="Store URL (memory:, a SQLite path, postgresql://…)."
 )
-@click.option(
-    "--profile", default="secur-acces", show_default=True, help="Card profile of the enrolled cards."
-)
+@click.option("--template", "profile", help="Card template of the enrolled cards [secur-acces].")
+@click.option("--profile", "profile_alias", hidden=True)
 @click.option("--max-examples", type=click.IntRange(min=1), default=200, show_default=True)
 @_common
 @handle_errors
 def verifier(
     *,
     db: str,
-    profile: str,
+    profile: str | None,
+    profile_alias: str | None,
     max_examples: int,
     seed: int | None,
     time_budget: float,
@@ -223,6 +224,7 @@ def verifier(
 
     Each example enrols a fresh test card under a new user: use a scratch database.
     """
+    profile = deprecated_alias(profile, profile_alias, new="--template", old="--profile") or "secur-acces"
     from capsim.testing.fuzz_verifier import fuzz_verifier
     from capsim.verifier.dburl import open_store, redact_db_url
 
@@ -247,9 +249,8 @@ def verifier(
 
 
 @fuzz.command("serve")
-@click.option(
-    "--profile", default="secur-acces", show_default=True, help="Card profile the hostile card mutates."
-)
+@click.option("--template", "profile", help="Card template the hostile card mutates [secur-acces].")
+@click.option("--profile", "profile_alias", hidden=True)
 @click.option(
     "--vpcd", "address", default="127.0.0.1:35963", show_default=True, help="HOST:PORT of vpcd slot 0."
 )
@@ -272,7 +273,8 @@ def verifier(
 @handle_errors
 def serve(
     *,
-    profile: str,
+    profile: str | None,
+    profile_alias: str | None,
     address: str,
     slot: int,
     rate: float,
@@ -282,6 +284,7 @@ def serve(
     json_out: bool,
 ) -> None:
     """[!] Serve a hostile card through pcscd + vpcd so any PC/SC program can be fuzzed."""
+    profile = deprecated_alias(profile, profile_alias, new="--template", old="--profile") or "secur-acces"
     from capsim.testing.fuzz_reader import serve_hostile
     from capsim.transports.replay import write_transcript
     from capsim.transports.vpcd import parse_vpcd_address

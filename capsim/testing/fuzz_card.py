@@ -2,7 +2,7 @@
 
 Targets (``--target``)
 ----------------------
-``inproc:PROFILE``
+``inproc:TEMPLATE``
     A fresh emulated card of a built-in profile for every example (test keys, PIN ``1234``).
 ``file:CARD.json``
     The card in a card file; its state persists across examples (the model re-reads ATC and
@@ -367,7 +367,8 @@ def open_card_target(spec: str, *, pin: str | None = None, guarded: bool | None 
         return _open_py_target(spec, rest, pin=pin, guarded=bool(guarded))
     if not sep or scheme not in _FUZZ_SCHEMES:
         raise ValidationError(
-            f"target: expected inproc:PROFILE, file:CARD.json, pcsc:READER or py:MODULE:FACTORY, got {spec!r}"
+            "target: expected inproc:TEMPLATE, file:CARD.json, pcsc:READER or py:MODULE:FACTORY, "
+            f"got {spec!r}"
         )
     try:
         transport = open_transport(spec)

@@ -3,7 +3,7 @@
 =========================  ===============================================================
 Spec                       Transport
 =========================  ===============================================================
-``inproc:PROFILE``         a fresh emulated card of a built-in card profile, test keys
+``inproc:TEMPLATE``         a fresh emulated card of a built-in card template, test keys
                            and PIN ``1234`` (:mod:`capsim.transports.inprocess`)
 ``file:CARD.json``         the emulated card stored in a card file; its state is persisted
 ``pcsc:NAME-OR-SUBSTRING`` a card in a PC/SC reader (needs pyscard: ``capsim[pcsc]``)
@@ -20,7 +20,7 @@ capsim.errors.StateFileError: transcript /nonexistent.txt: cannot read it (FileN
 >>> open_transport("usb:1")  # doctest: +ELLIPSIS
 Traceback (most recent call last):
 ...
-capsim.errors.ValidationError: reader: expected inproc:PROFILE, ... got 'usb:1'
+capsim.errors.ValidationError: reader: expected inproc:TEMPLATE, ... got 'usb:1'
 """
 
 from __future__ import annotations
@@ -103,7 +103,7 @@ def open_transport(spec: str) -> Transport:
     factory = TRANSPORT_SCHEMES.get(scheme) if sep else None
     if factory is None:
         raise ValidationError(
-            "reader: expected inproc:PROFILE, file:CARD.json, pcsc:NAME or replay:TRANSCRIPT, "
+            "reader: expected inproc:TEMPLATE, file:CARD.json, pcsc:NAME or replay:TRANSCRIPT, "
             f"got {spec!r}"
         )
     return factory(rest)

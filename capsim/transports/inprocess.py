@@ -1,11 +1,11 @@
-"""An emulated card in the same process: ``inproc:PROFILE`` and ``file:CARD.json``.
+"""An emulated card in the same process: ``inproc:TEMPLATE`` and ``file:CARD.json``.
 
 :class:`InProcessTransport` hands APDUs straight to a :class:`capsim.cards.base.CardOS`
 (``power_on`` on connect, ``process`` per APDU, ``power_off`` on disconnect). It connects
 by itself on the first :meth:`~InProcessTransport.transmit` if nobody called
 :meth:`~InProcessTransport.connect`.
 
-``inproc:PROFILE`` builds a fresh card of a built-in card profile with the documented test
+``inproc:TEMPLATE`` builds a fresh card of a built-in card template with the documented test
 personalisation below (nothing persisted). ``file:CARD.json`` loads a card file; the card
 persists its ATC and PIN state to that file before every answer that reveals them
 (architecture.md §5).
@@ -103,7 +103,7 @@ class InProcessTransport(TransportBase):
 
 
 def open_inproc_card(profile: str) -> InProcessTransport:
-    """``inproc:PROFILE``: a fresh card of built-in card profile ``profile`` with the test keys."""
+    """``inproc:TEMPLATE``: a fresh card of built-in card profile ``profile`` with the test keys."""
     from capsim.cards import BUILTIN_PROFILES, new_card
 
     name = profile or "secur-acces"

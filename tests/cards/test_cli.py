@@ -50,11 +50,11 @@ def test_new_with_defaults_writes_card_and_issuer_keys(tmp_path: Path) -> None:
 
 def test_new_with_pin_stdin_issuer_keys_and_cvn(tmp_path: Path) -> None:
     first = tmp_path / "a.json"
-    assert _run("card", "new", str(first), "--profile", "visa-dpa", "--pan", "4761739001010010")[0] == 0
+    assert _run("card", "new", str(first), "--template", "visa-dpa", "--pan", "4761739001010010")[0] == 0
     keys = tmp_path / "a.issuer-keys.json"
     second = tmp_path / "b.json"
     code, out, err = _run(
-        "card", "new", str(second), "--profile", "visa-dpa", "--pan", "4761739001010010", "--psn", "01",
+        "card", "new", str(second), "--template", "visa-dpa", "--pan", "4761739001010010", "--psn", "01",
         "--pin-stdin", "--issuer-keys", str(keys), "--cvn", "18", stdin="987654\n",
     )  # fmt: skip
     assert code == 0, err
@@ -99,7 +99,7 @@ def test_show_redacts_unless_asked(tmp_path: Path) -> None:
 
 def test_apdu_trace(tmp_path: Path) -> None:
     path = tmp_path / "c.json"
-    _run("card", "new", str(path), "--profile", "natwest", "--pan", "5412345678901234")
+    _run("card", "new", str(path), "--template", "natwest", "--pan", "5412345678901234")
     code, out, err = _run(
         "card", "apdu", str(path), "00A4040007A000000004800200", "80A8 0000 0283 0000",
         "0020008008241234FFFFFFFFFF", "80CA9F1700", "00000000",
@@ -126,7 +126,39 @@ def test_profiles_lists_every_builtin() -> None:
 
 
 def test_new_psn_defaults_to_the_profile(tmp_path: Path) -> None:
-    assert _run("card", "new", str(tmp_path / "r.json"), "--profile", "rabobank")[0] == 0
+    assert _run("card", "new", str(tmp_path / "r.json"), "--template", "rabobank")[0] == 0
     assert read_card_file(tmp_path / "r.json")[0].psn == "08"
     assert _run("card", "new", str(tmp_path / "s.json"))[0] == 0
     assert read_card_file(tmp_path / "s.json")[0].psn == "00"
+
+
+def test_renamed_options_keep_their_old_names_for_one_release(tmp_path: Path) -> None:
+    """`--profile` became `--template` (card templates) and `--reader-profile` (reader
+    profiles), `card profiles` became `card templates`: the old names still work and warn."""
+    from click.testing import CliRunner
+
+    from capsim.cli import main
+
+    runner = CliRunner(env={"CAPSIM_HOME": str(tmp_path / "home")})
+    old = runner.invoke(main, ["card", "new", str(tmp_path / "a.json"), "--profile", "natwest"])
+    assert old.exit_code == 0, old.output
+    assert "--profile is deprecated; use --template" in old.stderr
+    new = runner.invoke(main, ["card", "new", str(tmp_path / "b.json"), "--template", "natwest"])
+    assert new.exit_code == 0
+    assert "deprecated" not in new.stderr
+    clash = runner.invoke(
+        main, ["card", "new", str(tmp_path / "c.json"), "--template", "natwest", "--profile", "rabobank"]
+    )
+    assert clash.exit_code == 13
+    assert not (tmp_path / "c.json").exists()
+    listed = runner.invoke(main, ["card", "profiles"])
+    assert listed.exit_code == 0
+    assert "use 'card templates'" in listed.stderr
+    assert listed.stdout == runner.invoke(main, ["card", "templates"]).stdout
+    code = runner.invoke(
+        main,
+        ["code", "identify", "--reader", "inproc:natwest", "--profile", "mc-cap", "--pin-stdin"],
+        input="1234\n",
+    )
+    assert code.exit_code == 0, code.output
+    assert "--profile is deprecated; use --reader-profile" in code.stderr

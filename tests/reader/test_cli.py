@@ -137,8 +137,8 @@ def test_trace_is_redacted_unless_asked(home: Path) -> None:
 def test_explain_and_replay(home: Path) -> None:
     path = VECTORS / "transcripts/natwest-fc09.txt"
     result = cli(
-        "code", "respond", "--challenge", "12345678", "--reader", f"replay:{path}", "--profile", "mc-cap",
-        "--explain", "--pin-stdin",
+        "code", "respond", "--challenge", "12345678", "--reader", f"replay:{path}",
+        "--reader-profile", "mc-cap", "--explain", "--pin-stdin",
     )  # fmt: skip
     assert result.exit_code == 0, result.output
     lines = result.stdout.splitlines()
@@ -156,7 +156,9 @@ def test_explain_and_replay(home: Path) -> None:
 
 
 def test_no_cap_application(home: Path) -> None:
-    result = cli("code", "identify", "--reader", "inproc:natwest", "--profile", "visa-dpa", "--pin-stdin")
+    result = cli(
+        "code", "identify", "--reader", "inproc:natwest", "--reader-profile", "visa-dpa", "--pin-stdin"
+    )
     assert result.exit_code == ExitCode.NO_CAP_APPLICATION == 8
     assert "no CAP application on the card" in result.stderr
     _no_traceback(result)
@@ -172,7 +174,7 @@ def test_card_error_on_replay_divergence(home: Path) -> None:
 def test_unknown_reader_scheme(home: Path) -> None:
     result = cli("code", "identify", "--reader", "usb:0", "--pin-stdin")
     assert result.exit_code == 13
-    assert "reader: expected inproc:PROFILE" in result.stderr
+    assert "reader: expected inproc:TEMPLATE" in result.stderr
 
 
 @pytest.mark.parametrize(

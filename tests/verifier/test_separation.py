@@ -438,7 +438,7 @@ def test_cli_refuses_the_finding_command(tmp_path: Path) -> None:
     on a natwest card: a one-line error with the input exit code, no operation."""
     cli = Cli(tmp_path / "home")
     card = tmp_path / "card.json"
-    cli.ok("card", "new", str(card), "--profile", "natwest")
+    cli.ok("card", "new", str(card), "--template", "natwest")
     world = World(
         cli=cli, tmp=tmp_path, card=card, keys=tmp_path / "card.issuer-keys.json", db=str(tmp_path / "v.db")
     )
