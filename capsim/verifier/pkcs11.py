@@ -518,4 +518,3 @@ class Pkcs11Provider:
         t = self._thread()
         with token_call("an audit seal"):
             return hmac_sha256(self._key(t, self._seal_label), bytes(message))
-
