@@ -291,7 +291,7 @@ def keys_migrate_command(
     with _open_db(db) as vs:
         kids = mig.start_migration(vs.store, config, issuers, sealer=_sealer(vs))
     with _open_db(db, keys=True) as vs:
-        report = mig.MigrationReport()
+        report = mig.MigrationReport(already=mig.count_on_token(vs.store))
         if isinstance(vs.provider, mig.MigratingProvider):
             report = mig.migrate_credentials(
                 vs.store, vs.provider.software, vs.provider.token, issuers=kids, sealer=_sealer(vs)

@@ -14,7 +14,9 @@ Theory of operation
    :data:`~capsim.verifier.hsmkeys.HSM_SETTING`) and the migration (setting
    :data:`MIGRATION_SETTING`: the key ids, ``running``), audited, in one transaction. It
    refuses to start while credentials of another issuer would stay on files' keys that a
-   database on the token no longer loads.
+   database on the token can no longer compute. While it runs, the token keys recorded for an
+   issuer may be replaced (the custodian imported wrong ones, refused by rule 3) as long as
+   no credential is on them.
 2. **While it runs** every session opens both providers behind :class:`MigratingProvider`:
    ``sw1:`` references compute with the files' keys, ``p11:`` references in the token, so
    every credential verifies whichever keys it is on. Enrolment (``register_card``) is
@@ -71,6 +73,7 @@ __all__ = [
     "MigratingProvider",
     "MigrationReport",
     "MigrationState",
+    "count_on_token",
     "finish_migration",
     "keys_differ",
     "migrate_credentials",
@@ -249,17 +252,21 @@ def start_migration(
                     "migrate onto that one"
                 )
             config = old  # keep where the recorded PIN comes from
+        state = parse_migration(tx.get_setting(MIGRATION_SETTING))
+        running = set(state.issuers) if state is not None and not state.done else set()
+        creds = tx.list_credentials()
         for kid, issuer in issuers.items():
             known = merged.get(kid)
             if known is not None and dict(known.fingerprints) != dict(issuer.fingerprints):
-                raise KeyFileMismatch(
-                    f"--issuer-label {issuer.label}: other keys than those recorded as {kid}"
-                )
+                # other token keys may replace refused ones while no credential is on them
+                on_them = any(c.key_ref.startswith(f"{REF_PREFIX}:{kid}:") for c in creds)
+                if kid not in running or on_them:
+                    raise KeyFileMismatch(
+                        f"--issuer-label {issuer.label}: other keys than those recorded as {kid}"
+                    )
             merged[kid] = issuer
-        state = parse_migration(tx.get_setting(MIGRATION_SETTING))
-        running = set(state.issuers) if state is not None and not state.done else set()
         new = {kid for kid in issuers if kid in registry} - running
-        on_files = {software_issuer(c.key_ref) for c in tx.list_credentials()} - {None}
+        on_files = {software_issuer(c.key_ref) for c in creds} - {None}
         stranded = sorted(str(k) for k in on_files - running - new)
         if stranded:
             raise ConfigError(
@@ -417,6 +424,12 @@ def migrate_credentials(
             if progress is not None:
                 progress(cid)
     return report
+
+
+def count_on_token(store: Store) -> int:
+    """How many credentials are on references of the token (``p11:…``)."""
+    with store.transaction() as tx:
+        return sum(c.key_ref.startswith(f"{REF_PREFIX}:") for c in tx.list_credentials())
 
 
 def _rebind_card(
