@@ -19,6 +19,11 @@ Theory of operation
 4. ``verifier init --pkcs11 …`` records the token in the verifier database (with
    ``--issuer-label`` the issuer keys to use), creates the verifier's own secrets in the token
    and seals the audit with the token's key; the rest of ``init`` runs as usual.
+5. ``keys migrate`` moves the credentials of a software-keyed verifier onto the token's keys
+   (:mod:`capsim.verifier.pkcs11migrate`): one card per transaction, each credential checked
+   to compute the same cryptograms on the token first; it can be run again after a crash and
+   changes nothing when everything is on the token. It exits 1 while a credential is refused
+   (its keys differ): the migration then stays open and enrolment paused.
 """
 
 from __future__ import annotations
@@ -31,8 +36,9 @@ from typing import Any, TypeVar
 
 import click
 
-from capsim.cli._common import handle_errors
-from capsim.cli.verifier import default_db, default_keyring, verifier
+from capsim.cli._common import ExitCode, handle_errors
+from capsim.cli.verifier import _db_options, default_db, default_keyring, verifier
+from capsim.cli.verifier import open_session as _open_db
 from capsim.crypto import key_check_value
 from capsim.errors import TokenError, ValidationError
 from capsim.storage import IssuerKeys, load_issuer_keys
@@ -88,7 +94,7 @@ def _import_pkcs11() -> Any:
 
 @verifier.group("keys")
 def keys_group() -> None:
-    """Issuer keys in a PKCS#11 token: import them, list them."""
+    """Issuer keys in a PKCS#11 token: import them, list them, migrate a verifier onto them."""
 
 
 @keys_group.command("import")
@@ -248,6 +254,77 @@ def keys_list_command(
             click.echo(f"warning: {k.label}: {k.warning}", err=True)
     if not keys:
         click.echo(f"token {config.token!r} holds no secret keys")
+
+
+@keys_group.command("migrate")
+@_token_options
+@click.option(
+    "--issuer-label",
+    "issuer_labels",
+    multiple=True,
+    required=True,
+    help="Issuer keys in the token to move the credentials onto (repeatable).",
+)
+@_db_options
+@handle_errors
+def keys_migrate_command(
+    *,
+    module: str | None,
+    token_label: str | None,
+    pin_env: str,
+    pin_file: Path | None,
+    prefix: str,
+    issuer_labels: tuple[str, ...],
+    db: str | None,
+    as_json: bool,
+) -> None:
+    """Move a software-keyed verifier's credentials onto the token's issuer keys."""
+    hsmkeys = _import_pkcs11()
+    from capsim.verifier import pkcs11migrate as mig
+    from capsim.verifier.pkcs11token import ensure_verifier_secrets
+
+    config = _config(module, token_label, pin_env, pin_file, prefix)
+    with hsmkeys.login(config, rw=True) as session:
+        ensure_verifier_secrets(session, config.prefix, audit_seal=False)
+        found = [hsmkeys.issuer_from_token(session, label) for label in issuer_labels]
+    issuers = {i.key_id: i for i in found}
+    with _open_db(db) as vs:
+        kids = mig.start_migration(vs.store, config, issuers, sealer=_sealer(vs))
+    with _open_db(db, keys=True) as vs:
+        report = mig.MigrationReport(already=mig.count_on_token(vs.store))
+        if isinstance(vs.provider, mig.MigratingProvider):
+            report = mig.migrate_credentials(
+                vs.store, vs.provider.software, vs.provider.token, issuers=kids, sealer=_sealer(vs)
+            )
+        finished = mig.finish_migration(vs.store, sealer=_sealer(vs))
+    view = {
+        "token": config.token,
+        "issuers": sorted(issuers),
+        "migrating": list(kids),
+        "rebound": len(report.rebound),
+        "already_on_token": report.already,
+        "refused": dict(sorted(report.refused.items())),
+        "finished": finished,
+    }
+    if as_json:
+        click.echo(json.dumps(view, sort_keys=True))
+    else:
+        click.echo(
+            f"{len(report.rebound)} credential(s) moved onto token {config.token!r}, "
+            f"{report.already} already on it"
+        )
+        for cid, reason in sorted(report.refused.items()):
+            click.echo(f"refused: credential {cid}: {reason} (left on its issuer-keys file)", err=True)
+        if finished:
+            click.echo("the verifier now runs on the token; the migrated issuer-keys files are unused")
+        else:
+            click.echo("migration unfinished: enrolment is paused until every credential moved", err=True)
+    if not finished:
+        raise SystemExit(int(ExitCode.ERROR))
+
+
+def _sealer(vs: Any) -> Any:
+    return vs.provider if vs.provider.audit_seal_key_id() is not None else None
 
 
 # ------------------------------------------------------------------------------------------------

@@ -51,7 +51,7 @@ from capsim.verifier.model import (
     Snapshot,
     User,
 )
-from capsim.verifier.store import read_snapshot, write_changes
+from capsim.verifier.store import check_rebind, read_snapshot, write_changes
 
 __all__ = ["MemoryStore"]
 
@@ -330,6 +330,30 @@ class _MemoryTransaction:
                 credential = dataclasses.replace(credential, **{n: getattr(old, n) for n in _IMMUTABLE})
                 break
         self._set(self._s.credentials, credential.credential_id, credential)
+        return 1
+
+    def rebind_credential(
+        self, credential_id: str, *, key_ref: str, pan_token: str, expected_version: int
+    ) -> int:
+        self._check()
+        check_rebind(key_ref, pan_token)
+        old = self._s.credentials.get(credential_id)
+        if old is None or old.version != expected_version:
+            return 0
+        if old.state in ACTIVE_STATES and pan_token != old.pan_token:
+            for other in self.list_credentials(pan_token=pan_token, states=ACTIVE_STATES):
+                if other.psn == old.psn:  # the unique index on live (pan_token, psn)
+                    raise ValidationError(
+                        "value outside the schema's constraints (one live credential per card)"
+                    )
+        new = dataclasses.replace(old, key_ref=key_ref, pan_token=pan_token, version=old.version + 1)
+        self._set(self._s.credentials, credential_id, new)
+        if pan_token != old.pan_token:
+            bucket = self._s.by_pan.get(old.pan_token, {})
+            if credential_id in bucket:
+                self._undo.append((bucket, credential_id, None))
+                del bucket[credential_id]
+            self._index_add(self._s.by_pan, pan_token, credential_id)
         return 1
 
     # -- operations -------------------------------------------------------------------------

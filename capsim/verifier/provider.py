@@ -24,6 +24,9 @@ Theory of operation (:class:`SoftwareProvider`)
    owner (:meth:`SoftwareProvider.set_audit_seal_key`; the CLI reads it from its keyring file)
    and used only through :meth:`~CryptogramProvider.audit_seal` (HMAC-SHA-256). Without one,
    :meth:`~CryptogramProvider.audit_seal_key_id` is ``None`` and records are written unsealed.
+6. A key migration re-registers each card with another provider: the one way to get a card's
+   PAN back out of a reference is :meth:`SoftwareProvider.card_identity` (issuer keys
+   registered; the PAN it returns is never logged or stored).
 
 >>> p = SoftwareProvider()
 >>> p.add_issuer_keys("bank", imk_ac=bytes.fromhex("0123456789ABCDEFFEDCBA9876543210"))
@@ -43,7 +46,7 @@ import secrets
 import threading
 from collections import OrderedDict
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Final, NoReturn, Protocol, runtime_checkable
 
 from capsim import _des
@@ -64,6 +67,7 @@ from capsim.errors import ConfigError, ValidationError
 __all__ = [
     "FINGERPRINT_DATA",
     "AcFunction",
+    "CardIdentity",
     "CardKeys",
     "CryptogramProvider",
     "SecretKey",
@@ -151,6 +155,24 @@ class CardKeys:
     key_ref: str
     pan_token: str
     pan_last4: str
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class CardIdentity:
+    """What a card reference of :class:`SoftwareProvider` seals: the issuer key id, the card's
+    PAN and PSN and its derivation option (:meth:`SoftwareProvider.card_identity`). The PAN
+    is a secret of the cardholder: ``repr`` shows only its last four digits, and nothing may
+    log or store it."""
+
+    issuer_key_id: str
+    pan: str = field(repr=False)
+    psn: str
+    derivation: str
+
+    @property
+    def pan_last4(self) -> str:
+        """The last four digits of the PAN."""
+        return self.pan[-4:]
 
 
 @runtime_checkable
@@ -418,6 +440,37 @@ class SoftwareProvider:
         ac = derive(keys.ac)
         assert ac is not None
         return ac, derive(keys.smi), derive(keys.smc)
+
+    def card_identity(self, key_ref: str) -> CardIdentity:
+        """The issuer key id, PAN, PSN and derivation option sealed in a card reference made by
+        :meth:`register_card`, to register the same card with another provider (a key
+        migration: ``capsim verifier keys migrate``, :mod:`capsim.verifier.pkcs11migrate`).
+
+        The issuer keys must be registered (the reference is opened with a key derived from
+        their MK-AC). References of :meth:`add_card_keys` and the dummy reference seal no PAN:
+        :class:`~capsim.errors.ValidationError`, as for a corrupt or foreign reference. The
+        PAN returned must never be logged, printed or stored.
+
+        >>> p = SoftwareProvider()
+        >>> p.add_issuer_keys("bank", imk_ac=bytes.fromhex("0123456789ABCDEFFEDCBA9876543210"))
+        >>> ref = p.register_card(issuer_key_id="bank", pan="5413339000001513", psn="01").key_ref
+        >>> p.card_identity(ref)
+        CardIdentity(issuer_key_id='bank', psn='01', derivation='auto')
+        >>> p.card_identity(ref).pan_last4
+        '1513'
+        """
+        parts = key_ref.split(":") if isinstance(key_ref, str) else []
+        if len(parts) != 4 or parts[0] != _REF_VERSION:
+            raise ValidationError("key_ref: not a card reference of this provider's issuer keys")
+        _, kid, opt, blob = parts
+        keys = self._issuer(kid)
+        try:
+            plain = _des._siv_open(keys.token.reveal(), f"{kid}:{opt}".encode("ascii"), _unb64(blob))
+            pan, psn = plain.decode("ascii").split("|")
+            option = KeyDerivation(opt)
+        except (ValueError, KeyError, UnicodeDecodeError):
+            raise ValidationError("key_ref: corrupt or foreign reference") from None
+        return CardIdentity(issuer_key_id=kid, pan=pan, psn=psn, derivation=option.value)
 
     # -- cryptograms -----------------------------------------------------------------------------
     def ac_function(

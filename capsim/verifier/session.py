@@ -22,6 +22,12 @@ Theory of operation
 5. :func:`check_audit` reads the audit once and runs :func:`capsim.verifier.audit.check_chain`
    with the session's seal key and sealing start (and an exported tip when given). It never
    fails on record content: tampering is reported as problems, never as an exception.
+6. **A key migration** to the token (``capsim verifier keys migrate``,
+   :mod:`capsim.verifier.pkcs11migrate`): while it is unfinished the provider is a
+   :class:`~capsim.verifier.pkcs11migrate.MigratingProvider` that computes each credential
+   with the keys its reference names (the migrated issuers' files in software, the token's
+   keys for the rest) and refuses enrolment; once done, the migrated files have left the
+   registry and the database opens on the token alone.
 """
 
 from __future__ import annotations
@@ -56,6 +62,7 @@ from capsim.verifier.store import Store, StoreTransaction
 if TYPE_CHECKING:
     from capsim.verifier.hsmkeys import TokenConfig
     from capsim.verifier.pkcs11 import Pkcs11Provider
+    from capsim.verifier.pkcs11migrate import MigratingProvider
 
 __all__ = [
     "AuditReport",
@@ -76,7 +83,7 @@ class VerifierSession:
     url: str
     store: Store
     verifier: Verifier
-    provider: SoftwareProvider | Pkcs11Provider
+    provider: SoftwareProvider | Pkcs11Provider | MigratingProvider
     keyring: Mapping[str, KeyringEntry]
     keyring_file: KeyringFile | None = None
     #: The sealing start when the token holds the audit seal key (no keyring file).
@@ -166,7 +173,7 @@ def open_session(
             )
         registry = parse_registry(raw or "{}")
         on_token = _token_setting(store, token, token_issuers, create=create)
-        provider: SoftwareProvider | Pkcs11Provider
+        provider: SoftwareProvider | Pkcs11Provider | MigratingProvider
         token_start: int | None = None
         keyring_file: KeyringFile | None = None
         if on_token is None:
@@ -187,7 +194,20 @@ def open_session(
                 database=redact_db_url(url),
             )
         sealer = provider if keyring_file is not None or token_start is not None else None
-        if keys:
+        migrating = _migrating_issuers(store) if on_token is not None else ()
+        if migrating:
+            # a key migration runs: its issuers' files stay in software (rule 6)
+            from capsim.verifier.pkcs11migrate import MigratingProvider
+
+            assert not isinstance(provider, SoftwareProvider | MigratingProvider)
+            routed = MigratingProvider(provider, SoftwareProvider())
+            provider = routed
+            if keys:
+                moving = {k: v for k, v in registry.items() if k in migrating}
+                moving = load_registered_keys(store, routed.software, moving, sealer=sealer)
+                rest = {k: v for k, v in registry.items() if k not in migrating}
+                registry = {**moving, **load_registered_keys(store, routed.token, rest, sealer=sealer)}
+        elif keys:
             registry = load_registered_keys(store, provider, registry, sealer=sealer)
         if on_token is not None:
             registry = {**registry, **_token_entries(on_token[0], on_token[1])}
@@ -242,6 +262,15 @@ def _token_setting(
     with store.transaction() as tx:
         tx.set_setting(hsmkeys.HSM_SETTING, hsmkeys.dump_token_setting(token, issuers))
     return token, issuers
+
+
+def _migrating_issuers(store: Store) -> tuple[str, ...]:
+    """The issuer key ids of an unfinished key migration (rule 6), else ``()``."""
+    from capsim.verifier.pkcs11migrate import MIGRATION_SETTING, parse_migration
+
+    with store.transaction() as tx:
+        state = parse_migration(tx.get_setting(MIGRATION_SETTING))
+    return () if state is None or state.done else state.issuers
 
 
 def _token_entries(token: TokenConfig, issuers: Mapping[str, Any]) -> dict[str, KeyringEntry]:

@@ -12,7 +12,8 @@ Theory of operation
    statements. :mod:`capsim.verifier.sqlite` and :mod:`capsim.verifier.postgres` are the
    bindings; PostgreSQL also overrides the verification and audit methods to pipeline them.
 3. **Conditional single-row writes.** ``update_credential`` is a compare-and-swap on
-   ``version`` with ``last_atc`` never decreasing (V34), ``update_operation`` requires
+   ``version`` with ``last_atc`` never decreasing (V34), ``rebind_credential`` (a key
+   migration) is one on ``version`` alone, ``update_operation`` requires
    ``consumed_at IS NULL`` and the expected attempt count, and inserts are
    ``ON CONFLICT DO NOTHING``. Each returns the rows it touched; the service decides what a
    count other than one means (:mod:`capsim.verifier.store`).
@@ -60,6 +61,7 @@ from capsim.verifier.sqlrows import (
     _USER_COLS,
     SqlRowCodecs,
 )
+from capsim.verifier.store import check_rebind
 
 __all__ = ["SqlTransactionBase"]
 
@@ -297,6 +299,16 @@ class SqlTransactionBase(SqlRowCodecs):
         params = self._cred_params(credential, _CRED_MUTABLE)
         params += [credential.credential_id, expected_version, credential.last_atc]
         return self._count(_UPDATE_CREDENTIAL, params)
+
+    def rebind_credential(
+        self, credential_id: str, *, key_ref: str, pan_token: str, expected_version: int
+    ) -> int:
+        check_rebind(key_ref, pan_token)
+        return self._count(
+            "UPDATE cap_credential SET key_ref = ?, pan_token = ?, version = version + 1"
+            " WHERE credential_id = ? AND version = ?",
+            (key_ref, pan_token, credential_id, expected_version),
+        )
 
     # -- operations ------------------------------------------------------------------------------
     def insert_operation(self, operation: Operation) -> int:

@@ -28,7 +28,10 @@ Transaction semantics (every implementation must honour them)
    compare-and-swap: they return the number of rows changed (0 or 1) and change nothing when
    their condition fails. ``insert_acceptance`` and ``insert_request`` return 0 instead of
    raising when the key already exists (``ON CONFLICT DO NOTHING``). The service rolls back
-   and rejects whenever a write that must touch one row touches none.
+   and rejects whenever a write that must touch one row touches none. A credential's
+   ``key_ref`` and ``pan_token`` are fixed for ``update_credential``; only
+   :meth:`StoreTransaction.rebind_credential` (a key migration) changes them, under the same
+   compare-and-swap on ``version`` and the same unique index on live (``pan_token``, ``psn``).
 6. **The ledger.** ``cap_acceptance`` has primary key (``credential_id``, ``atc``) and unique
    ``operation_id`` (when not null) and ``request_id``: a double accept is impossible even if
    the service logic erred.
@@ -62,6 +65,7 @@ from contextlib import AbstractContextManager
 from datetime import datetime
 from typing import Protocol, runtime_checkable
 
+from capsim.errors import ValidationError
 from capsim.verifier.audit import AuditEntry, AuditRecord, AuditSealer
 from capsim.verifier.model import (
     Acceptance,
@@ -76,7 +80,7 @@ from capsim.verifier.model import (
     User,
 )
 
-__all__ = ["Store", "StoreTransaction", "read_snapshot", "write_changes"]
+__all__ = ["Store", "StoreTransaction", "check_rebind", "read_snapshot", "write_changes"]
 
 
 @runtime_checkable
@@ -182,7 +186,25 @@ class StoreTransaction(Protocol):
         value the implementation may additionally require ``last_atc < credential.last_atc``
         (verifier.md §5 step 4). Returns the number of rows changed (0 or 1). The immutable
         columns (``credential_id``, ``user_id``, ``customer_id``, ``key_ref``, ``pan_token``,
-        ``pan_last4``, ``psn``, ``profile``, ``created_at``) are never changed.
+        ``pan_last4``, ``psn``, ``profile``, ``created_at``) are never changed (a key migration
+        changes ``key_ref`` and ``pan_token`` with :meth:`rebind_credential`).
+        """
+        ...
+
+    def rebind_credential(
+        self, credential_id: str, *, key_ref: str, pan_token: str, expected_version: int
+    ) -> int:
+        """Bind a credential to other keys: set its ``key_ref`` and ``pan_token`` and increase
+        its ``version`` by one (compare-and-swap, rule 5).
+
+        Condition: the stored row has ``version = expected_version``. Every other column keeps
+        its value (``last_atc``, the card's replay floor, state, counters). A live credential
+        moved onto the ``pan_token`` of another live credential of the same ``psn`` breaks the
+        schema's unique index: :class:`~capsim.errors.ValidationError`, as for
+        :meth:`update_credential`. Returns the number of rows changed (0 or 1). Lock the row
+        first (:meth:`lock_credential`) and audit the change in the same transaction; the
+        caller proves the new reference computes the card's cryptograms (a key migration,
+        :mod:`capsim.verifier.pkcs11migrate`).
         """
         ...
 
@@ -281,6 +303,14 @@ class Store(Protocol):
     def close(self) -> None:
         """Release connections; the store is unusable afterwards."""
         ...
+
+
+def check_rebind(key_ref: object, pan_token: object) -> None:
+    """Refuse what :meth:`StoreTransaction.rebind_credential` may not store: an empty or
+    non-text ``key_ref`` or ``pan_token`` (:class:`~capsim.errors.ValidationError`)."""
+    for name, value in (("key_ref", key_ref), ("pan_token", pan_token)):
+        if not isinstance(value, str) or not value or not value.isprintable():
+            raise ValidationError(f"{name}: expected a non-empty printable string")
 
 
 # ------------------------------------------------------------------------------------------------

@@ -230,3 +230,91 @@ def test_demo_pkcs11_runs_the_whole_chain(tmp_path: Path, softhsm: SoftHsm) -> N
     assert names[-1] == "token-keys"
     assert "only in token" in doc["steps"][0]["detail"]
     assert any(s["name"] == "pin-unblock" or "UNBLOCK" in s["title"] for s in doc["steps"])
+
+
+def _enrol(cli: Cli, db: str, card: Path) -> str:
+    cli.ok("verifier", "user", "add", "alice", "--db", db)
+    code = cli.ok("verifier", "activation-code", "alice", "--db", db, "--json").json()["activation_code"]
+    first = _code(cli, card)
+    return str(
+        cli.ok(
+            "verifier", "enroll", "--db", db, "--activation-code", code, "--card", str(card),
+            "--code", first, "--json",
+        ).json()["credential_id"]
+    )  # fmt: skip
+
+
+def _code(cli: Cli, card: Path) -> str:
+    run = cli.ok("code", "identify", "--reader", f"file:{card}", "--pin-stdin", "--json", stdin=f"{PIN}\n")
+    return str(run.json()["code"])
+
+
+def test_migrate_moves_a_software_verifier_onto_the_token(cli: Cli, softhsm: SoftHsm, tmp_path: Path) -> None:  # noqa: F811
+    """A verifier initialised on an issuer-keys file moves onto the token: wrong token keys are
+    refused (the credential stays on the file and keeps verifying, enrolment waits), the right
+    ones take it; the file can then go, a second run changes nothing, the audit is intact."""
+    card = tmp_path / "card.json"
+    cli.ok("card", "new", str(card), "--pin-stdin", stdin=f"{PIN}\n")
+    key_file = tmp_path / "card.issuer-keys.json"
+    db = str(tmp_path / "v.db")
+    cli.ok("verifier", "init", "--db", db, "--issuer-keys", str(key_file))
+    cid = _enrol(cli, db, card)
+    cli.ok("verify", cid, _code(cli, card), "--db", db)
+    token = [*_token(softhsm), "--prefix", f"mig-{secrets.token_hex(3)}"]
+    # wrong keys: the same IMK-AC (so the same key id), another IMK-SMI
+    from capsim.storage import load_issuer_keys
+
+    keys = load_issuer_keys(key_file)
+    wrong_file = tmp_path / "wrong.json"
+    save_issuer_keys(
+        wrong_file, IssuerKeys(imk_ac=keys.imk_ac, imk_smi=_keys().imk_smi, imk_smc=keys.imk_smc)
+    )
+    wrong, right = f"wrong-{secrets.token_hex(3)}", f"right-{secrets.token_hex(3)}"
+    cli.ok("verifier", "keys", "import", *_token(softhsm), "--label", wrong, "--issuer-keys", str(wrong_file))
+    run = cli("verifier", "keys", "migrate", *token, "--issuer-label", wrong, "--db", db, "--json")
+    assert run.exit_code == 1
+    assert run.json()["refused"] == {cid: "script-keys-differ"}
+    assert run.json()["finished"] is False
+    cli.ok("verify", cid, _code(cli, card), "--db", db)  # still on the file's keys
+    cli.ok("verifier", "user", "add", "bob", "--db", db)
+    code = cli.ok("verifier", "activation-code", "bob", "--db", db, "--json").json()["activation_code"]
+    paused = cli(
+        "verifier",
+        "enroll",
+        "--db",
+        db,
+        "--activation-code",
+        code,
+        "--card",
+        str(card),
+        "--code",
+        _code(cli, card),
+    )
+    assert paused.exit_code != 0
+    assert "enrolment is paused" in paused.stderr
+    # the right keys
+    cli.ok(
+        "verifier",
+        "keys",
+        "import",
+        *_token(softhsm),
+        "--label",
+        right,
+        "--issuer-keys",
+        str(key_file),
+        "--keep-file",
+    )
+    done = cli.ok("verifier", "keys", "migrate", *token, "--issuer-label", right, "--db", db, "--json").json()
+    assert (done["rebound"], done["refused"], done["finished"]) == (1, {}, True)
+    key_file.unlink()  # the verifier no longer needs the file
+    nxt = _code(cli, card)
+    cli.ok("verify", cid, nxt, "--db", db)
+    assert cli("verify", cid, nxt, "--db", db).exit_code == 10  # a replay
+    again = cli.ok(
+        "verifier", "keys", "migrate", *token, "--issuer-label", right, "--db", db, "--json"
+    ).json()
+    assert (again["rebound"], again["already_on_token"], again["finished"]) == (0, 1, True)
+    audit = cli.ok("verifier", "audit", "--check", "--db", db, "--json").json()
+    assert audit["intact"] is True
+    text = "".join(r.output for r in cli.runs)
+    assert softhsm.pin not in text

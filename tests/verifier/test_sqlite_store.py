@@ -123,6 +123,7 @@ def _call(draw: st.DrawFn) -> tuple[Any, ...]:
                 "insert_request", "get_request", "insert_user", "get_user", "list_users",
                 "insert_customer", "get_customer", "insert_activation", "get_activation",
                 "update_activation", "append_audit", "set_setting", "get_setting", "now",
+                "rebind_credential",
             ]
         )
     )  # fmt: skip
@@ -152,6 +153,22 @@ def _call(draw: st.DrawFn) -> tuple[Any, ...]:
             "key_ref": draw(st.sampled_from(["key-x", "key-y"])),
         }
         return (kind, cid, draw(st.integers(0, 4)), changes)
+    if kind == "rebind_credential":
+        # half the time the credential is inserted first, so that rebinds do find a row
+        first = make_credential(
+            cid,
+            pan_token=draw(st.sampled_from(TOKS)),
+            state=draw(st.sampled_from(CredentialState)),
+            last_atc=draw(st.integers(-1, 20)),
+        )
+        return (
+            kind,
+            draw(st.none() | st.just(first)),
+            cid,
+            draw(st.sampled_from(["p11:key-x", "p11:key-y"])),
+            draw(st.sampled_from((*TOKS, "tok-c"))),
+            draw(st.booleans()),  # a stale version: the compare-and-swap misses
+        )
     if kind in ("get_credential", "lock_credential", "list_acceptances"):
         return (kind, cid)
     if kind == "lock_credentials":
@@ -315,6 +332,13 @@ def _apply(tx: Any, call: tuple[Any, ...]) -> Any:
             )
         new = dataclasses.replace(cur, version=expected + 1, **changes)
         return tx.update_credential(new, expected_version=expected)
+    if kind == "rebind_credential":
+        first, cid, key_ref, token, stale = args
+        inserted = None if first is None else tx.insert_credential(first)
+        cur = tx.get_credential(cid)
+        expected = (1 if cur is None else cur.version) - stale
+        changed = tx.rebind_credential(cid, key_ref=key_ref, pan_token=token, expected_version=expected)
+        return (inserted, changed)
     if kind == "update_operation":
         oid, attempts, expected, consumed = args
         cur = tx.get_operation(oid)
@@ -363,6 +387,9 @@ def run_program(store: Store, program: list[TxPlan]) -> list[Any]:
             results.append(tx.list_acceptances(cid))
             results.append(tx.list_open_operations(cid, T0))
         results.append(tx.list_users())
+        for token in (*TOKS, "tok-c"):  # the PAN-token index after rebinds
+            results.append(tx.list_credentials(pan_token=token))
+            results.append(tx.card_floor(token, "01"))
     records = list(store.audit_records())
     assert check_chain(records) == ()
     results.append(records)
