@@ -70,7 +70,10 @@ _BODY: Final = {
             "application/json": {"schema": _PARAMS},
         }
     },
-    "responses": {"200": {"description": "privacyIDEA's answer", "content": {"application/json": {}}}},
+    "responses": {
+        "200": {"description": "privacyIDEA's answer", "content": {"application/json": {}}},
+        "400": {"description": "privacyIDEA's error (missing parameter)", "content": {"application/json": {}}},
+    },
 }
 
 
