@@ -72,7 +72,7 @@ _BODY: Final = {
     },
     "responses": {
         "200": {"description": "privacyIDEA's answer", "content": {"application/json": {}}},
-        "400": {"description": "privacyIDEA's error (missing parameter)", "content": {"application/json": {}}},
+        "400": {"description": "privacyIDEA's error (no parameter)", "content": {"application/json": {}}},
     },
 }
 
