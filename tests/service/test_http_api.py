@@ -75,15 +75,9 @@ def test_sign_operation_end_to_end_with_the_card(sqlite_service: Service) -> Non
         r = http.post(f"/v1/operations/{op['operation_id']}/verify", json={"code": code})
         assert r.status_code == 200, r.text
         acc = r.json()
-        assert (
-            acc["credential_id"] == cid
-        )
-        assert (
-            acc["mode"] == "sign"
-        )
-        assert (
-            acc["operation_id"] == op["operation_id"]
-        )
+        assert acc["credential_id"] == cid
+        assert acc["mode"] == "sign"
+        assert acc["operation_id"] == op["operation_id"]
         assert "ratelimit" in r.headers
         assert "ratelimit-policy" in r.headers
         # replayed: the one uniform reject
