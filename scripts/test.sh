@@ -31,7 +31,7 @@ if [ ! -x .venv/bin/python ]; then
   "$PY" -m venv .venv
 fi
 .venv/bin/python -m pip install -q --upgrade pip >/dev/null
-.venv/bin/python -m pip install -q -e ".[pcsc,fast,postgres,pkcs11,fuzz,test]"
+.venv/bin/python -m pip install -q -e ".[pcsc,fast,postgres,pkcs11,service,fuzz,test]"
 
 echo "== ruff"
 .venv/bin/ruff check capsim tests benchmarks vectors scripts

@@ -38,6 +38,7 @@ from capsim.verifier.audit import (
     resolve_sealer,
     seal,
 )
+from capsim.verifier.clients import ApiClient
 from capsim.verifier.model import (
     ACTIVE_STATES,
     Acceptance,
@@ -103,6 +104,8 @@ class MemoryStore:
         self.requests: dict[str, RequestRecord] = {}
         self.audit: list[AuditRecord] = []
         self.settings: dict[str, str] = {}
+        self.clients: dict[str, ApiClient] = {}
+        self.rates: dict[str, tuple[int, int]] = {}
         self._closed = False
 
     def __repr__(self) -> str:
@@ -425,6 +428,52 @@ class _MemoryTransaction:
         audit.append(record)
         self._undo.append((_ListTail(audit), None, _MISSING))
         return record
+
+    # -- API clients and rate counters ------------------------------------------------------
+    def insert_client(self, client: ApiClient) -> int:
+        self._check()
+        if client.created_at.tzinfo is None:
+            raise ValidationError("client.created_at: expected a timezone-aware datetime")
+        if client.client_id in self._s.clients:
+            return 0
+        self._set(self._s.clients, client.client_id, client)
+        return 1
+
+    def get_client(self, client_id: str) -> ApiClient | None:
+        self._check()
+        return self._s.clients.get(client_id)
+
+    def list_clients(self) -> list[ApiClient]:
+        self._check()
+        return [self._s.clients[k] for k in sorted(self._s.clients)]
+
+    def update_client(self, client: ApiClient, *, expected_version: int) -> int:
+        self._check()
+        if client.version != expected_version + 1:
+            raise ValidationError("client.version: expected expected_version + 1")
+        old = self._s.clients.get(client.client_id)
+        if old is None or old.version != expected_version:
+            return 0
+        new = dataclasses.replace(
+            old,
+            name=client.name,
+            key_digest=client.key_digest,
+            revoked_at=client.revoked_at,
+            version=client.version,
+        )
+        self._set(self._s.clients, client.client_id, new)
+        return 1
+
+    def hit_rate(self, bucket: str, slot: int) -> int:
+        self._check()
+        old_slot, hits = self._s.rates.get(bucket, (slot, 0))
+        new = (old_slot, hits + 1) if old_slot >= slot else (slot, 1)
+        self._set(self._s.rates, bucket, new)
+        return new[1]
+
+    def schema_version(self) -> int | None:
+        self._check()
+        return None
 
     def get_setting(self, name: str) -> str | None:
         self._check()

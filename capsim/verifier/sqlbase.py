@@ -36,6 +36,7 @@ from typing import Any, ClassVar, Final
 
 from capsim.errors import ValidationError
 from capsim.verifier.audit import GENESIS_HASH, AuditEntry, AuditRecord, KeyedSealer, seal
+from capsim.verifier.clients import ApiClient, ClientScope
 from capsim.verifier.model import (
     Acceptance,
     ActivationRecord,
@@ -87,6 +88,16 @@ _INSERT_ACCEPTANCE: Final = (
 )
 _SELECT_OPERATION: Final = f"SELECT {_cols(_OP_COLS)} FROM cap_operation WHERE operation_id = ?"  # noqa: S608
 _SELECT_REQUEST: Final = f"SELECT {_cols(_REQ_COLS)} FROM cap_request WHERE request_id = ?"  # noqa: S608
+_CLIENT_COLS: Final = (
+    "client_id", "name", "scope", "acting_user", "key_digest", "created_at", "revoked_at", "version",
+)  # fmt: skip
+# One statement per hit: a newer window restarts the count, the same (or an older) one adds to it.
+_HIT_RATE: Final = (
+    "INSERT INTO cap_rate (bucket, slot, hits) VALUES (?, ?, 1) ON CONFLICT (bucket) DO UPDATE SET"
+    " hits = CASE WHEN excluded.slot > cap_rate.slot THEN 1 ELSE cap_rate.hits + 1 END,"
+    " slot = CASE WHEN excluded.slot > cap_rate.slot THEN excluded.slot ELSE cap_rate.slot END"
+    " RETURNING hits"
+)
 _INSERT_REQUEST: Final = (
     f"INSERT INTO cap_request ({_cols(_REQ_COLS)}) VALUES (?, ?, ?, ?, ?, ?, ?)"  # noqa: S608 constant
     " ON CONFLICT DO NOTHING"
@@ -535,6 +546,73 @@ class SqlTransactionBase(SqlRowCodecs):
             (after_seq, limit),
         )
         return [self._audit_record(r) for r in rows]
+
+    # -- API clients and rate counters ------------------------------------------------------------
+    def _client(self, row: Sequence[Any]) -> ApiClient:
+        return ApiClient(
+            client_id=row[0],
+            name=row[1],
+            scope=ClientScope(row[2]),
+            acting_user=row[3],
+            key_digest=self._dec_bytes(row[4]),
+            created_at=self._dec_time(row[5]),
+            revoked_at=None if row[6] is None else self._dec_time(row[6]),
+            version=int(row[7]),
+        )
+
+    def insert_client(self, client: ApiClient) -> int:
+        self._check_aware("client.created_at", client.created_at)
+        marks = ", ".join("?" * len(_CLIENT_COLS))
+        return self._count(
+            f"INSERT INTO cap_client ({_cols(_CLIENT_COLS)}) VALUES ({marks})"  # noqa: S608 constant columns
+            " ON CONFLICT DO NOTHING",
+            (
+                client.client_id,
+                client.name,
+                ClientScope(client.scope).value,
+                client.acting_user,
+                bytes(client.key_digest),
+                self._enc_time(client.created_at),
+                self._enc_time(client.revoked_at),
+                client.version,
+            ),
+        )
+
+    def get_client(self, client_id: str) -> ApiClient | None:
+        row = self._one(
+            f"SELECT {_cols(_CLIENT_COLS)} FROM cap_client WHERE client_id = ?",  # noqa: S608
+            (client_id,),
+        )
+        return None if row is None else self._client(row)
+
+    def list_clients(self) -> list[ApiClient]:
+        rows = self._rows(f"SELECT {_cols(_CLIENT_COLS)} FROM cap_client ORDER BY client_id")  # noqa: S608
+        return [self._client(r) for r in rows]
+
+    def update_client(self, client: ApiClient, *, expected_version: int) -> int:
+        if client.version != expected_version + 1:
+            raise ValidationError("client.version: expected expected_version + 1")
+        self._check_aware("client.revoked_at", client.revoked_at)
+        return self._count(
+            "UPDATE cap_client SET name = ?, key_digest = ?, revoked_at = ?, version = ?"
+            " WHERE client_id = ? AND version = ?",
+            (
+                client.name,
+                bytes(client.key_digest),
+                self._enc_time(client.revoked_at),
+                client.version,
+                client.client_id,
+                expected_version,
+            ),
+        )
+
+    def hit_rate(self, bucket: str, slot: int) -> int:
+        row = self._one(_HIT_RATE, (bucket, int(slot)))
+        return 0 if row is None else int(row[0])
+
+    def schema_version(self) -> int | None:
+        row = self._one("SELECT coalesce(max(version), 0) FROM capsim_schema_migrations")
+        return None if row is None else int(row[0])
 
     def get_setting(self, name: str) -> str | None:
         row = self._one("SELECT value FROM cap_setting WHERE name = ?", (name,))

@@ -67,6 +67,7 @@ from typing import Protocol, runtime_checkable
 
 from capsim.errors import ValidationError
 from capsim.verifier.audit import AuditEntry, AuditRecord, AuditSealer
+from capsim.verifier.clients import ApiClient
 from capsim.verifier.model import (
     Acceptance,
     ActivationRecord,
@@ -263,6 +264,36 @@ class StoreTransaction(Protocol):
         operation write, the request record, the ledger row (on accept) and the audit. Returns
         whether every ``required`` write touched exactly one row (if not, the caller rolls the
         transaction back) and the audit record. PostgreSQL sends it as one pipelined batch."""
+        ...
+
+    # -- API clients and rate counters (the HTTP service) ---------------------------------
+    def insert_client(self, client: ApiClient) -> int:
+        """Insert an API client; 0 if ``client_id`` exists (nothing changed), else 1."""
+        ...
+
+    def get_client(self, client_id: str) -> ApiClient | None:
+        """The API client, or ``None``."""
+        ...
+
+    def list_clients(self) -> list[ApiClient]:
+        """Every API client (revoked ones too), ordered by ``client_id``."""
+        ...
+
+    def update_client(self, client: ApiClient, *, expected_version: int) -> int:
+        """Write ``name``, ``key_digest``, ``revoked_at`` and ``version`` of ``client``
+        (compare-and-swap: ``client.version`` must be ``expected_version + 1`` and the stored
+        row at ``expected_version``). Returns the rows changed (0 or 1)."""
+        ...
+
+    def hit_rate(self, bucket: str, slot: int) -> int:
+        """Count one hit in ``bucket`` for the fixed window ``slot`` and return the hits of
+        that window so far, this one included (a newer ``slot`` starts again at 1; an older
+        one counts into the newer window). One statement, so concurrent workers on the same
+        database count every hit once."""
+        ...
+
+    def schema_version(self) -> int | None:
+        """The database's schema version (``None`` for a store without migrations)."""
         ...
 
     # -- audit and settings ----------------------------------------------------------------
