@@ -638,6 +638,8 @@ def test_upgraded_database_checks_clean_and_is_sealed_after_init(world: World) -
     _sqlite(
         world,
         "DROP TABLE cap_audit_seal",
+        "DROP TABLE cap_client",
+        "DROP TABLE cap_rate",
         "DELETE FROM cap_setting WHERE name = 'audit.seal'",
         "DROP INDEX cap_credential_live_card_idx",
         "ALTER TABLE cap_credential DROP COLUMN script_atc",
