@@ -89,7 +89,7 @@ from capsim.verifier.pkcs11token import (
     token_call,
     token_error,
 )
-from capsim.verifier.provider import AcFunction, CardKeys
+from capsim.verifier.provider import AcFunction, CardKeys, OneAcFromFunction
 
 __all__ = [
     "KEY_NAMES",
@@ -117,7 +117,7 @@ class _Issuer:
     smc: str | None
 
 
-class Pkcs11Provider:
+class Pkcs11Provider(OneAcFromFunction):
     """A :class:`~capsim.verifier.provider.CryptogramProvider` whose keys stay in a token.
 
     Parameters
@@ -384,22 +384,6 @@ class Pkcs11Provider:
                     destroy(sk, sk_ll)
 
         return generate
-
-    def generate_ac(
-        self,
-        key_ref: str,
-        *,
-        cvn: int,
-        cdol1_data: bytes,
-        aip: bytes,
-        atc: bytes,
-        iad: bytes,
-        un: bytes,
-        method: str | None = None,
-        tree: TreeParams | None = None,
-    ) -> bytes:
-        """See :meth:`~capsim.verifier.provider.CryptogramProvider.generate_ac`."""
-        return self.ac_function(key_ref, cvn=cvn, method=method, tree=tree)(cdol1_data, aip, atc, iad, un)
 
     @serialised
     def generate_arpc(

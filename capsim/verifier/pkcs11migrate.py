@@ -65,7 +65,7 @@ from capsim.verifier.hsmkeys import (
 from capsim.verifier.keyring import REGISTRY_SETTING, dump_registry, parse_registry
 from capsim.verifier.model import Credential, CredentialProfile
 from capsim.verifier.pkcs11 import REF_PREFIX, Pkcs11Provider
-from capsim.verifier.provider import AcFunction, CardKeys, SoftwareProvider
+from capsim.verifier.provider import AcFunction, CardKeys, OneAcFromFunction, SoftwareProvider
 from capsim.verifier.store import Store
 
 __all__ = [
@@ -129,7 +129,7 @@ def software_issuer(key_ref: str) -> str | None:
 # The provider of a database being migrated (rule 2)
 
 
-class MigratingProvider:
+class MigratingProvider(OneAcFromFunction):
     """Routes each card reference to the provider that made it (rule 2): ``sw1:`` and
     ``card:`` references to ``software``, every other one (``p11:``, the dummy) to ``token``,
     which also seals the audit. ``register_card`` is refused while the migration runs."""
@@ -162,22 +162,6 @@ class MigratingProvider:
     ) -> AcFunction:
         """The AC function of the provider that made ``key_ref``."""
         return self._for(key_ref).ac_function(key_ref, cvn=cvn, method=method, tree=tree)
-
-    def generate_ac(
-        self,
-        key_ref: str,
-        *,
-        cvn: int,
-        cdol1_data: bytes,
-        aip: bytes,
-        atc: bytes,
-        iad: bytes,
-        un: bytes,
-        method: str | None = None,
-        tree: TreeParams | None = None,
-    ) -> bytes:
-        """One AC by the provider that made ``key_ref``."""
-        return self.ac_function(key_ref, cvn=cvn, method=method, tree=tree)(cdol1_data, aip, atc, iad, un)
 
     def generate_arpc(self, key_ref: str, **kwargs: Any) -> bytes:
         """The ARPC by the provider that made ``key_ref``."""

@@ -70,6 +70,7 @@ __all__ = [
     "CardIdentity",
     "CardKeys",
     "CryptogramProvider",
+    "OneAcFromFunction",
     "SecretKey",
     "SoftwareProvider",
     "derived_fingerprint",
@@ -294,7 +295,34 @@ def _unb64(text: str) -> bytes:
     return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
 
 
-class SoftwareProvider:
+class _AcSource(Protocol):
+    def ac_function(
+        self, key_ref: str, *, cvn: int, method: str | None = None, tree: TreeParams | None = None
+    ) -> AcFunction: ...
+
+
+class OneAcFromFunction:
+    """``generate_ac`` for a provider that has ``ac_function``: one AC is the card's AC function
+    applied once (the same for every provider, so written once)."""
+
+    def generate_ac(
+        self: _AcSource,
+        key_ref: str,
+        *,
+        cvn: int,
+        cdol1_data: bytes,
+        aip: bytes,
+        atc: bytes,
+        iad: bytes,
+        un: bytes,
+        method: str | None = None,
+        tree: TreeParams | None = None,
+    ) -> bytes:
+        """See :meth:`CryptogramProvider.generate_ac`."""
+        return self.ac_function(key_ref, cvn=cvn, method=method, tree=tree)(cdol1_data, aip, atc, iad, un)
+
+
+class SoftwareProvider(OneAcFromFunction):
     """A :class:`CryptogramProvider` holding keys in process memory (see the module docstring).
 
     Parameters
@@ -502,22 +530,6 @@ class SoftwareProvider:
                 while len(self._cache) > self._cache_size:
                     self._cache.popitem(last=False)
         return fn
-
-    def generate_ac(
-        self,
-        key_ref: str,
-        *,
-        cvn: int,
-        cdol1_data: bytes,
-        aip: bytes,
-        atc: bytes,
-        iad: bytes,
-        un: bytes,
-        method: str | None = None,
-        tree: TreeParams | None = None,
-    ) -> bytes:
-        """See :meth:`CryptogramProvider.generate_ac`."""
-        return self.ac_function(key_ref, cvn=cvn, method=method, tree=tree)(cdol1_data, aip, atc, iad, un)
 
     def generate_arpc(
         self,
