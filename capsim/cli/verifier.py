@@ -295,6 +295,10 @@ def _db_options(func: Callable[P, R]) -> Callable[P, R]:
 
     @functools.wraps(func)
     def wrapper(*args: Any, keyring: str | None = None, **kwargs: Any) -> Any:
+        from capsim.cli import remote
+
+        if remote.is_remote(kwargs.get("db")):  # a verifier service, not a database
+            return remote.run_remote(kwargs)
         token = _KEYRING_OPTION.set(keyring)
         try:
             return func(*args, **kwargs)
@@ -317,7 +321,8 @@ def _db_options(func: Callable[P, R]) -> Callable[P, R]:
         "db",
         metavar="URL",
         envvar="CAPSIM_DB",
-        help="Verifier database: a SQLite path, sqlite:///PATH or postgresql://… "
+        help="Verifier database: a SQLite path, sqlite:///PATH or postgresql://…, or a verifier "
+        "service's http(s):// URL (API key in env CAPSIM_API_KEY) "
         "[default: verifier.db in the capsim data directory; env CAPSIM_DB].",
     )(command)
     return cast("Callable[P, R]", command)
