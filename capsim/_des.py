@@ -341,12 +341,11 @@ def use_backend(name: str) -> Iterator[None]:
 
 
 def _cache() -> OrderedDict[bytes, EcbCipher]:
-    cache: OrderedDict[bytes, EcbCipher] | None = getattr(_local, "cache", None)
-    if cache is None or getattr(_local, "generation", -1) != _generation:
-        cache = OrderedDict()
-        _local.cache = cache
-        _local.generation = _generation
-    return cache
+    state: tuple[int, OrderedDict[bytes, EcbCipher]] | None = getattr(_local, "state", None)
+    if state is None or state[0] != _generation:
+        state = (_generation, OrderedDict())
+        _local.state = state
+    return state[1]
 
 
 def _cached_ecb(key: bytes) -> EcbCipher:

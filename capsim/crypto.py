@@ -294,7 +294,8 @@ def derive_icc_mk(
 
 def _csk(mk: bytes, r: bytes) -> bytes:
     """The CSK rule on checked arguments (16-byte ``mk``, 8-byte ``r``); MK's ECB object is cached."""
-    f = r[:2] + b"\xf0" + r[3:] + r[:2] + b"\x0f" + r[3:]
+    head, tail = r[:2], r[3:]  # F1/F2: R with its byte at index 2 set to F0/0F
+    f = head + b"\xf0" + tail + head + b"\x0f" + tail
     return _des._cached_ecb(mk).encrypt(f).translate(_PARITY_TABLE)
 
 
@@ -508,6 +509,10 @@ class CvnSpec:
 
 _S = SessionKeyMethod
 _E = Encipherment
+# Module constants: reading a member off an enum class costs a descriptor call on CPython 3.11.
+_M_NONE: Final = SessionKeyMethod.NONE
+_M_CSK: Final = SessionKeyMethod.EMV_CSK
+_M_SKD: Final = SessionKeyMethod.MASTERCARD_SKD
 _CVN_TABLE: Final[dict[CVN, CvnSpec]] = {
     CVN.VISA_10: CvnSpec(
         cvn=CVN.VISA_10, session_key=_S.NONE, padding=1, arpc_method=1, arpc_key="mk",
@@ -644,7 +649,7 @@ def _ac_un(m: SessionKeyMethod, cdol1_data: bytes, un: object) -> bytes:
         return _fixed("un", un, 4)
     if len(cdol1_data) >= 4:
         return cdol1_data[-4:]
-    if m is SessionKeyMethod.MASTERCARD_SKD:
+    if m is _M_SKD:
         raise ValidationError("un: not given and cdol1_data is shorter than 4 bytes")
     return bytes(4)
 
@@ -653,11 +658,11 @@ def _ac_key(
     m: SessionKeyMethod, mk: bytes, atc: bytes, un: bytes, tree: TreeParams, *, cache: _TreeCache | None
 ) -> bytes:
     """The AC key rule on checked arguments (emv-crypto.md §4.2); ``cache`` serves the tree method."""
-    if m is SessionKeyMethod.EMV_CSK:
+    if m is _M_CSK:
         return _csk(mk, atc + _ZERO6)
-    if m is SessionKeyMethod.MASTERCARD_SKD:
+    if m is _M_SKD:
         return _csk(mk, _skd_r(atc, un))
-    if m is SessionKeyMethod.NONE:
+    if m is _M_NONE:
         return mk
     return _tree_sk(mk, tree.iv, tree.branch_factor, tree.height, atc, cache=cache)
 
@@ -907,7 +912,7 @@ class AcCalculator:
             cdol1_data, aip, atc, iad = bytes(cdol1_data), bytes(aip), bytes(atc), bytes(iad)
         u = _ac_un(self._method, cdol1_data, un)
         data = _pad(_ac_message(self._cvn, cdol1_data, aip, atc, iad), self._padding)
-        if self._method is SessionKeyMethod.NONE:
+        if self._method is _M_NONE:
             return self._mac_fixed_key(data, len(cdol1_data) + 2)
         return _des._unchecked_retail_mac(self._key(atc, u), data)
 
