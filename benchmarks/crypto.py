@@ -10,17 +10,28 @@ derives the session key and MACs).
 Everything runs in one thread (one core). Contenders are timed in short slices, round-robin, and
 the best slice of each is kept, so that load from other processes hits all of them alike.
 
-Run:  .venv/bin/python benchmarks/crypto.py [--seconds 0.1] [--repeat 20]
+A second table (the "ladder", cryptography backend only) shows what each optimisation of the
+Visa CVN 18 candidate buys: the same candidate written straight on cryptography's public API,
+from the textbook form (one ``update`` call per block, fresh contexts and mode objects, MAC
+algorithm 3 as CBC then DES⁻¹(KR) then DES(KL)) up to what capsim does, adding one optimisation
+per row; every rung is checked against ``generate_ac`` before it is timed.
+
+Run:  .venv/bin/python benchmarks/crypto.py [--seconds 0.1] [--repeat 20] [--no-ladder]
 """
 
 from __future__ import annotations
 
 import argparse
 import platform
+import sys
 import time
 import warnings
 from collections.abc import Callable
+from pathlib import Path
 
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # measure this tree's capsim
+
+from benchmarks._machine import loadavg, machine_line
 from capsim import _des
 from capsim.crypto import CVN, AcCalculator, SessionKeyMethod, derive_icc_mk, generate_ac
 
@@ -103,16 +114,119 @@ def pyemv_tree() -> Callable[[bytes], object] | None:
     return one
 
 
+def ladder(mk: bytes) -> list[tuple[str, Callable[[bytes], bytes]]]:
+    """The Visa CVN 18 candidate on cryptography's public API, one optimisation added per rung."""
+    from cryptography.hazmat.decrepit.ciphers.algorithms import TripleDES
+    from cryptography.hazmat.primitives.ciphers import Cipher, modes
+
+    iad = IAD[CVN.VISA_18]
+    parity = bytes(b if bin(b).count("1") % 2 else b ^ 1 for b in range(256))
+    mk24 = mk + mk[:8]
+    ecb, cbc0 = modes.ECB(), modes.CBC(bytes(8))
+    mk_enc = Cipher(TripleDES(mk24), ecb).encryptor().update
+
+    def xor8(a: bytes, b: bytes) -> bytes:
+        return (int.from_bytes(a, "big") ^ int.from_bytes(b, "big")).to_bytes(8, "big")
+
+    def message(atc: bytes) -> bytes:
+        m = CDOL1 + AIP + atc + iad
+        return m + b"\x80" + bytes(-(len(m) + 1) % 8)
+
+    def textbook(atc: bytes) -> bytes:
+        # F1 and F2 one block each; CBC block by block under KL, then DES⁻¹(KR), then DES(KL).
+        enc = Cipher(TripleDES(mk24), modes.ECB()).encryptor().update
+        sk = (enc(atc + b"\xf0" + bytes(5)) + enc(atc + b"\x0f" + bytes(5))).translate(parity)
+        kl = Cipher(TripleDES(sk[:8] * 3), modes.ECB()).encryptor().update
+        h, data = bytes(8), message(atc)
+        for i in range(0, len(data), 8):
+            h = kl(xor8(h, data[i : i + 8]))
+        return kl(Cipher(TripleDES(sk[8:] * 3), modes.ECB()).decryptor().update(h))
+
+    def f1_f2_batched(atc: bytes) -> bytes:
+        f = atc + b"\xf0" + bytes(5) + atc + b"\x0f" + bytes(5)
+        sk = Cipher(TripleDES(mk24), modes.ECB()).encryptor().update(f).translate(parity)
+        kl = Cipher(TripleDES(sk[:8] * 3), modes.ECB()).encryptor().update
+        h, data = bytes(8), message(atc)
+        for i in range(0, len(data), 8):
+            h = kl(xor8(h, data[i : i + 8]))
+        return kl(Cipher(TripleDES(sk[8:] * 3), modes.ECB()).decryptor().update(h))
+
+    def cbc_pass(atc: bytes) -> bytes:
+        # CBC under KL over blocks 1…n−1 in one call, then one TDES block over Hn−1 ⊕ Dn.
+        f = atc + b"\xf0" + bytes(5) + atc + b"\x0f" + bytes(5)
+        sk = Cipher(TripleDES(mk24), modes.ECB()).encryptor().update(f).translate(parity)
+        data, kl = message(atc), sk[:8]
+        h = Cipher(TripleDES(kl * 3), modes.CBC(bytes(8))).encryptor().update(data[:-8])[-8:]
+        return Cipher(TripleDES(sk + kl), modes.ECB()).encryptor().update(xor8(h, data[-8:]))
+
+    def shared_modes(atc: bytes) -> bytes:
+        f = atc + b"\xf0" + bytes(5) + atc + b"\x0f" + bytes(5)
+        sk = Cipher(TripleDES(mk24), ecb).encryptor().update(f).translate(parity)
+        data, kl = message(atc), sk[:8]
+        h = Cipher(TripleDES(kl * 3), cbc0).encryptor().update(data[:-8])[-8:]
+        return Cipher(TripleDES(sk + kl), ecb).encryptor().update(xor8(h, data[-8:]))
+
+    def mk_context_kept(atc: bytes) -> bytes:
+        sk = mk_enc(atc + b"\xf0" + bytes(5) + atc + b"\x0f" + bytes(5)).translate(parity)
+        data, kl = message(atc), sk[:8]
+        h = Cipher(TripleDES(kl * 3), cbc0).encryptor().update(data[:-8])[-8:]
+        return Cipher(TripleDES(sk + kl), ecb).encryptor().update(xor8(h, data[-8:]))
+
+    calc = AcCalculator(CVN.VISA_18, mk)
+    return [
+        ("textbook: one update per block", textbook),
+        ("+ F1 ‖ F2 in one update", f1_f2_batched),
+        ("+ MAC: one CBC pass + one TDES block", cbc_pass),
+        ("+ mode objects shared", shared_modes),
+        ("+ MK context kept", mk_context_kept),
+        ("capsim AcCalculator.generate", lambda atc: calc.generate(CDOL1, AIP, atc, iad)),
+        (
+            "capsim generate_ac",
+            lambda atc: generate_ac(CVN.VISA_18, mk, cdol1_data=CDOL1, aip=AIP, atc=atc, iad=iad),
+        ),
+    ]
+
+
+def run_ladder(mk: bytes, seconds: float, repeat: int) -> None:
+    if "cryptography" not in _des.available_backends():
+        print("\nladder: skipped (cryptography is not installed)")
+        return
+    rungs = ladder(mk)
+    for atc in ATCS[:64]:
+        expected = generate_ac(CVN.VISA_18, mk, cdol1_data=CDOL1, aip=AIP, atc=atc, iad=IAD[CVN.VISA_18])
+        assert all(fn(atc) == expected for _, fn in rungs), "a ladder rung disagrees with generate_ac"
+    theirs = pyemv_candidates(CVN.VISA_18)
+    contenders: list[tuple[str | None, Callable[[bytes], object]]] = [("cryptography", fn) for _, fn in rungs]
+    if theirs is not None:
+        contenders.append((None, theirs))
+    rates = best_rates(contenders, seconds, repeat)
+    ref = rates[-1] if theirs is not None else None
+    print("\nwhat each optimisation buys: Visa CVN 18 candidates/s, cryptography's public API")
+    head = f"{'rung':<38}{'candidates/s':>14}{'vs previous':>14}{'vs pyemv':>12}"
+    print(head)
+    print("-" * len(head))
+    for i, (label, _) in enumerate(rungs):
+        prev = f"{rates[i] / rates[i - 1]:>13.2f}x" if i else f"{'':>14}"
+        vs = f"{rates[i] / ref:>11.2f}x" if ref else f"{'n/a':>12}"
+        print(f"{label:<38}{rates[i]:>14,.0f}{prev}{vs}", flush=True)
+    if ref:
+        print(f"{'pyemv VisaCVN18.generate_ac':<38}{ref:>14,.0f}{'':>14}{1:>11.2f}x")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seconds", type=float, default=0.1, help="length of one timed slice (default 0.1)")
     parser.add_argument("--repeat", type=int, default=20, help="slices per contender, best kept (default 20)")
+    parser.add_argument("--no-ladder", action="store_true", help="skip the optimisation table")
     args = parser.parse_args()
     warnings.simplefilter("ignore")  # pyemv imports TripleDES from its deprecated location
 
     mk = derive_icc_mk(IMK, PAN, PSN)
     backends = _des.available_backends()
     print(f"capsim crypto benchmark: Python {platform.python_version()}, {platform.machine()}, one thread")
+    print(machine_line())
+    versions = {n: _version(n) for n in ("cryptography", "pycryptodome", "pyemv")}
+    print("; ".join(f"{n} {v}" for n, v in versions.items()))
     print(f"candidates/s (session key + AC each), best of {args.repeat} slices of {args.seconds:.2f} s\n")
     header = f"{'work':<30}" + "".join(f"{b:>16}" for b in backends) + f"{'pyemv':>16}"
     header += "".join(f"{b[:6] + '/pyemv':>16}" for b in backends)
@@ -159,6 +273,19 @@ def main() -> None:
             row += f"{ref:>16,.0f}" if ref else f"{'n/a':>16}"
             row += "".join(f"{r / ref:>15.2f}x" if ref else f"{'n/a':>16}" for r in ours)
             print(row, flush=True)
+
+    if not args.no_ladder:
+        run_ladder(mk, args.seconds, args.repeat)
+    print(f"\nload average at the end: {loadavg()}")
+
+
+def _version(dist: str) -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version(dist)
+    except PackageNotFoundError:
+        return "not installed"
 
 
 if __name__ == "__main__":

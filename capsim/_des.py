@@ -5,9 +5,10 @@ sealing of PAN tokens (:func:`_siv_seal`, :func:`_siv_open`; pycryptodome's AES)
 interchangeable backends implement DES:
 
 ``cryptography``
-    OpenSSL's TripleDES from ``cryptography.hazmat.decrepit.ciphers.algorithms``. Keys are always
-    passed as 24 bytes (K1‖K2‖K1 for two-key TDES, K‖K‖K for single DES), so no deprecation
-    warning fires. Chosen automatically when ``cryptography`` is importable.
+    OpenSSL's TripleDES from ``cryptography.hazmat.decrepit.ciphers.algorithms``, through the
+    public ``Cipher``/``modes`` API only. Keys are always passed as 24 bytes (K1‖K2‖K1 for two-key
+    TDES, K‖K‖K for single DES), so no deprecation warning fires. Chosen automatically when
+    ``cryptography`` is importable.
 ``pycryptodome``
     Single-DES objects from ``Crypto.Cipher.DES``; two-key TDES EDE is composed from them by hand,
     because ``DES3.new`` refuses keys whose halves are equal (as many EMV test keys are).
@@ -15,9 +16,23 @@ interchangeable backends implement DES:
 The environment variable ``CAPSIM_DES_BACKEND=pycryptodome|cryptography`` forces a backend when
 the module is first imported; :func:`use_backend` switches at run time (for tests).
 
-Keys are 8 bytes (single DES) or 16 bytes (two-key TDES, K = KL‖KR). Cipher objects are expensive
-to build (emv-crypto.md §2, "Cost"), so ECB objects are kept in a small per-thread LRU cache keyed
-by the key bytes.
+Theory of operation
+-------------------
+1. Keys are 8 bytes (single DES) or 16 bytes (two-key TDES, K = KL‖KR); data is whole 8-byte
+   blocks. The public functions check both and raise :class:`ValidationError`; the
+   ``_unchecked_*`` helpers are for :mod:`capsim.crypto`, which has checked already.
+2. Only public APIs of both packages are used. Cipher objects are expensive to build
+   (emv-crypto.md §2, "Cost"), so ECB objects for keys used again (master keys) are kept in a
+   per-thread LRU cache of 64 keys, emptied when the backend changes; an ECB object keeps no
+   chaining state, so reusing it is exact.
+3. A key used once (a session key) gets fresh objects and is not cached: CBC, the retail MAC
+   and :func:`_unchecked_encrypt_once` build the fewest contexts the operation needs and feed
+   all their blocks in one call.
+4. MAC algorithm 3 (retail MAC) is computed as one single-DES CBC pass under KL over blocks
+   1…n−1 and one TDES block over Hn−1 ⊕ Dn, which equals the textbook DES(KL)[DES⁻¹(KR)[Hn]].
+   :func:`_unchecked_retail_mac_cached` computes the same MAC block by block through the cached
+   ECB objects, optionally continuing a CBC chain (for a key that MACs many messages with a
+   common prefix). tests/test_des.py checks every form against the block-by-block definition.
 
 >>> ecb_encrypt(bytes.fromhex("0123456789ABCDEFFEDCBA9876543210"), bytes(8)).hex().upper()[:6]
 '08D7B4'
@@ -95,32 +110,23 @@ class _OsslEcb:
 
     __slots__ = ("decrypt", "encrypt")
 
-    def __init__(self, key24: bytes, tdes: type, cipher: Callable[..., object], ecb_mode: object) -> None:
+    def __init__(self, key24: bytes, tdes: type, cipher: Callable[..., Any], ecb_mode: object) -> None:
         c = cipher(tdes(key24), ecb_mode)
-        self.encrypt: Callable[[bytes], bytes] = c.encryptor().update  # type: ignore[attr-defined]
-        self.decrypt: Callable[[bytes], bytes] = c.decryptor().update  # type: ignore[attr-defined]
-
-
-def _public_encryptor(cipher: Callable[..., Any]) -> Callable[[object, object], Any]:
-    def make(algorithm: object, mode: object) -> Any:
-        return cipher(algorithm, mode).encryptor()
-
-    return make
+        self.encrypt: Callable[[bytes], bytes] = c.encryptor().update
+        self.decrypt: Callable[[bytes], bytes] = c.decryptor().update
 
 
 class _CryptographyBackend:
-    """OpenSSL through ``cryptography``.
+    """OpenSSL through ``cryptography``'s public API: ``Cipher(TripleDES(key24), mode).encryptor()``.
 
-    Building cipher contexts dominates the cost of a fresh-key MAC (emv-crypto.md §2, "Cost").
-    When cryptography's compiled binding exposes ``create_encryption_ctx`` (what
-    ``Cipher.encryptor()`` calls after its argument checks, which capsim has already done), the
-    hot path calls it directly, but only after it reproduced the FIPS 81 ECB and CBC known
-    answers here; otherwise, or with ``fast_contexts=False``, the public API is used.
+    Building a context dominates the cost of a fresh-key operation (emv-crypto.md §2, "Cost"), so
+    every operation builds as few as it can and feeds all its blocks in one ``update`` call; the
+    mode objects (ECB, CBC with IV 0) are built once and shared, as they hold no state.
     """
 
     name = "cryptography"
 
-    def __init__(self, *, fast_contexts: bool = True) -> None:
+    def __init__(self) -> None:
         from cryptography.hazmat.decrepit.ciphers.algorithms import TripleDES
         from cryptography.hazmat.primitives.ciphers import Cipher, modes
 
@@ -130,26 +136,6 @@ class _CryptographyBackend:
         self._ecb_mode = modes.ECB()  # noqa: S305 - EMV block operations are ECB by definition
         self._cbc = modes.CBC
         self._cbc_zero = modes.CBC(_ZERO8)
-        self._new_encryptor: Callable[..., Any] = _public_encryptor(Cipher)
-        self.fast_contexts = False
-        if fast_contexts:
-            self._try_fast_contexts()
-
-    def _try_fast_contexts(self) -> None:
-        try:
-            from cryptography.hazmat.bindings._rust import openssl as rust_openssl
-
-            make = rust_openssl.ciphers.create_encryption_ctx
-            key = bytes.fromhex("0123456789ABCDEF") * 3
-            plain = b"Now is the time for all "
-            ecb_ok = make(self._tdes(key), self._ecb_mode).update(plain[:8]).hex() == "3fa40e8a984d4815"
-            cbc = make(self._tdes(key), self._cbc(bytes.fromhex("1234567890ABCDEF"))).update(plain)
-            cbc_ok = cbc.hex() == "e5c7cdde872bf27c43e934008c389c0f683788499a7c05f6"
-        except Exception:  # pragma: no cover - any surprise from another cryptography version: public API
-            return
-        if ecb_ok and cbc_ok:
-            self._new_encryptor = make
-            self.fast_contexts = True
 
     @staticmethod
     def _key24(key: bytes) -> bytes:
@@ -161,11 +147,11 @@ class _CryptographyBackend:
         return _OsslEcb(self._key24(key), self._tdes, self._cipher, self._ecb_mode)
 
     def encrypt_once(self, key: bytes, data: bytes) -> bytes:
-        return self._new_encryptor(self._tdes(self._key24(key)), self._ecb_mode).update(data)  # type: ignore[no-any-return]
+        return self._cipher(self._tdes(self._key24(key)), self._ecb_mode).encryptor().update(data)
 
     def cbc_encrypt(self, key: bytes, data: bytes, iv: bytes) -> bytes:
-        enc = self._new_encryptor(self._tdes(self._key24(key)), self._cbc(iv))
-        return enc.update(data)  # type: ignore[no-any-return]
+        mode = self._cbc_zero if iv == _ZERO8 else self._cbc(iv)
+        return self._cipher(self._tdes(self._key24(key)), mode).encryptor().update(data)
 
     def cbc_decrypt(self, key: bytes, data: bytes, iv: bytes) -> bytes:
         dec = self._cipher(self._tdes(self._key24(key)), self._cbc(iv)).decryptor()
@@ -176,9 +162,9 @@ class _CryptographyBackend:
         kl = key[:8]
         last = padded[-8:]
         if len(padded) > 8:
-            h = self._new_encryptor(self._tdes(kl * 3), self._cbc_zero).update(padded[:-8])[-8:]
+            h = self._cipher(self._tdes(kl * 3), self._cbc_zero).encryptor().update(padded[:-8])[-8:]
             last = _xor8(h, last)
-        return self._new_encryptor(self._tdes(key + kl), self._ecb_mode).update(last)  # type: ignore[no-any-return]
+        return self._cipher(self._tdes(key + kl), self._ecb_mode).encryptor().update(last)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -355,12 +341,11 @@ def use_backend(name: str) -> Iterator[None]:
 
 
 def _cache() -> OrderedDict[bytes, EcbCipher]:
-    cache: OrderedDict[bytes, EcbCipher] | None = getattr(_local, "cache", None)
-    if cache is None or getattr(_local, "generation", -1) != _generation:
-        cache = OrderedDict()
-        _local.cache = cache
-        _local.generation = _generation
-    return cache
+    state: tuple[int, OrderedDict[bytes, EcbCipher]] | None = getattr(_local, "state", None)
+    if state is None or state[0] != _generation:
+        state = (_generation, OrderedDict())
+        _local.state = state
+    return state[1]
 
 
 def _cached_ecb(key: bytes) -> EcbCipher:
@@ -445,6 +430,20 @@ def _unchecked_encrypt_once(key: bytes, data: bytes) -> bytes:
 def _unchecked_retail_mac(key: bytes, padded: bytes) -> bytes:
     """:func:`retail_mac` without argument checks, for callers that validated already."""
     return _backend.retail_mac(key, padded)
+
+
+def _unchecked_retail_mac_cached(key: bytes, padded: bytes, chain: bytes = _ZERO8) -> bytes:
+    """MAC algorithm 3 under a 16-byte key used many times, block by block through cached ECB objects.
+
+    ``chain`` is the CBC chaining value under KL before ``padded`` (zero: the MAC of ``padded``
+    alone; the last block of ``cbc_encrypt(KL, prefix)``: the MAC of ``prefix ‖ padded``).
+    No argument checks.
+    """
+    enc_l = _cached_ecb(key[:8]).encrypt
+    h = int.from_bytes(chain, "big")
+    for i in range(0, len(padded) - 8, 8):
+        h = int.from_bytes(enc_l((h ^ int.from_bytes(padded[i : i + 8], "big")).to_bytes(8, "big")), "big")
+    return _cached_ecb(key).encrypt((h ^ int.from_bytes(padded[-8:], "big")).to_bytes(8, "big"))
 
 
 def _siv_seal(key: bytes, header: bytes, plaintext: bytes) -> bytes:

@@ -65,6 +65,7 @@ __all__ = [
 _log = logging.getLogger(__name__)
 
 _ZERO8: Final = bytes(8)
+_ZERO6: Final = bytes(6)
 
 # Byte -> the same byte with odd parity (bit 0 flipped when the popcount is even).
 _PARITY_TABLE: Final = bytes(b if bin(b).count("1") % 2 else b ^ 1 for b in range(256))
@@ -292,8 +293,15 @@ def derive_icc_mk(
 
 
 def _csk(mk: bytes, r: bytes) -> bytes:
-    f = r[:2] + b"\xf0" + r[3:] + r[:2] + b"\x0f" + r[3:]
-    return _des.ecb(mk).encrypt(f).translate(_PARITY_TABLE)
+    """The CSK rule on checked arguments (16-byte ``mk``, 8-byte ``r``); MK's ECB object is cached."""
+    head, tail = r[:2], r[3:]  # F1/F2: R with its byte at index 2 set to F0/0F
+    f = head + b"\xf0" + tail + head + b"\x0f" + tail
+    return _des._cached_ecb(mk).encrypt(f).translate(_PARITY_TABLE)
+
+
+def _skd_r(atc: bytes, un: bytes) -> bytes:
+    """R of the Mastercard SKD key: ATC ‖ 00 00 ‖ UN."""
+    return atc + b"\x00\x00" + un
 
 
 def derive_common_sk(mk: bytes, r: bytes) -> bytes:
@@ -318,7 +326,7 @@ def derive_mastercard_sk(mk: bytes, atc: bytes, un: bytes) -> bytes:
     >>> key_check_value(sk, 2).hex().upper()
     '2FD5'
     """
-    return _csk(_key16("mk", mk), _fixed("atc", atc, 2) + b"\x00\x00" + _fixed("un", un, 4))
+    return _csk(_key16("mk", mk), _skd_r(_fixed("atc", atc, 2), _fixed("un", un, 4)))
 
 
 def derive_visa_sm_sk(mk: bytes, atc: bytes) -> bytes:
@@ -356,13 +364,36 @@ def _tree_g(k: bytes, y: bytes, d: int) -> bytes:
     return _des._unchecked_encrypt_once(k, yl.to_bytes(8, "big") + yr.to_bytes(8, "big"))
 
 
-def _tree_digits(atc: int, b: int, h: int) -> list[int]:
-    digits = []
-    for _ in range(h):
-        atc, d = divmod(atc, b)
-        digits.append(d)
-    digits.reverse()
-    return digits
+# Tree nodes (L(i), L(i−1), L(i−2)) by (level i, the top i digits of the ATC).
+_TreeCache = dict[tuple[int, int], tuple[bytes, bytes, bytes]]
+_TREE_CACHE_SIZE: Final = 4096
+
+
+def _tree_sk(ik: bytes, iv: bytes, b: int, h: int, atc: bytes, *, cache: _TreeCache | None) -> bytes:
+    """The tree rule on checked arguments: L(0) = IK, L(−1) = IV, L(i) = G(L(i−1), L(i−2), dᵢ)
+    along the ATC's ``h`` base-``b`` digits, SK = odd_parity(L(H) ⊕ L(H−2)).
+
+    With a ``cache`` (one per IK, IV and b) the walk starts from the deepest node of the path
+    already computed, and stores the nodes it computes.
+    """
+    a = int.from_bytes(atc, "big")
+    start, node = 0, (ik, iv, b"")
+    if cache is not None:
+        p = a
+        for lv in range(h, 0, -1):
+            hit = cache.get((lv, p))
+            if hit is not None:
+                start, node = lv, hit
+                break
+            p //= b
+    for lv in range(start + 1, h + 1):
+        q = a // b ** (h - lv)  # the top lv digits
+        node = (_tree_g(node[0], node[1], q % b), node[0], node[1])
+        if cache is not None:
+            if len(cache) >= _TREE_CACHE_SIZE:
+                cache.clear()
+            cache[(lv, q)] = node
+    return _xor(node[0], node[2]).translate(_PARITY_TABLE)
 
 
 def derive_emv2000_tree_sk(
@@ -379,14 +410,9 @@ def derive_emv2000_tree_sk(
     'E5BF6D1067F194B0A89B7F5D83BC64A2'
     """
     k = _key16("ik", ik)
-    a = int.from_bytes(_fixed("atc", atc, 2), "big")
+    a = _fixed("atc", atc, 2)
     v = _check_tree(branch_factor, height, iv)
-    prev2, prev1 = v, k  # L(i-2), L(i-1)
-    digits = _tree_digits(a, branch_factor, height)
-    for d in digits[:-1]:
-        prev2, prev1 = prev1, _tree_g(prev1, prev2, d)
-    # Now prev1 = L(H-1), prev2 = L(H-2).
-    return _xor(_tree_g(prev1, prev2, digits[-1]), prev2).translate(_PARITY_TABLE)
+    return _tree_sk(k, v, branch_factor, height, a, cache=None)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -440,6 +466,9 @@ class TreeParams:
         _check_tree(self.branch_factor, self.height, self.iv)
 
 
+_DEFAULT_TREE: Final = TreeParams()
+
+
 @dataclass(frozen=True, kw_only=True)
 class CvnSpec:
     """One row of the CVN table (emv-crypto.md §5).
@@ -480,6 +509,10 @@ class CvnSpec:
 
 _S = SessionKeyMethod
 _E = Encipherment
+# Module constants: reading a member off an enum class costs a descriptor call on CPython 3.11.
+_M_NONE: Final = SessionKeyMethod.NONE
+_M_CSK: Final = SessionKeyMethod.EMV_CSK
+_M_SKD: Final = SessionKeyMethod.MASTERCARD_SKD
 _CVN_TABLE: Final[dict[CVN, CvnSpec]] = {
     CVN.VISA_10: CvnSpec(
         cvn=CVN.VISA_10, session_key=_S.NONE, padding=1, arpc_method=1, arpc_key="mk",
@@ -570,6 +603,11 @@ _IAD_PART: Final[dict[CVN, tuple[Callable[[bytes], bytes], int, str]]] = {
 }
 
 
+def _ac_message(c: CVN, cdol1_data: bytes, aip: bytes, atc: bytes, iad: bytes) -> bytes:
+    """The AC MAC input rule on checked arguments: CDOL1 data ‖ AIP ‖ ATC ‖ the CVN's IAD part."""
+    return cdol1_data + aip + atc + _IAD_PART[c][0](iad)
+
+
 def ac_data(cvn: CVN | int, *, cdol1_data: bytes, aip: bytes, atc: bytes, iad: bytes) -> bytes:
     """The exact (unpadded) MAC input of an application cryptogram (emv-crypto.md §5 table).
 
@@ -582,17 +620,51 @@ def ac_data(cvn: CVN | int, *, cdol1_data: bytes, aip: bytes, atc: bytes, iad: b
     '1800001C03A06010'
     """
     c = _cvn(cvn)
-    part, minimum, what = _IAD_PART[c]
+    _, minimum, what = _IAD_PART[c]
     i = _as_bytes("iad", iad)
     if len(i) < minimum:
         raise ValidationError(f"iad: expected {what}, got {len(i)} bytes")
-    return _as_bytes("cdol1_data", cdol1_data) + _fixed("aip", aip, 2) + _fixed("atc", atc, 2) + part(i)
+    cd = _as_bytes("cdol1_data", cdol1_data)
+    return _ac_message(c, cd, _fixed("aip", aip, 2), _fixed("atc", atc, 2), i)
 
 
 def _method(c: CVN, method: object) -> SessionKeyMethod:
     if method is None:
         return _CVN_TABLE[c].session_key
     return enum_member("method", SessionKeyMethod, method)
+
+
+def _tree_params(tree: object) -> TreeParams:
+    if tree is None:
+        return _DEFAULT_TREE
+    if not isinstance(tree, TreeParams):
+        raise ValidationError("tree: expected a TreeParams")
+    return tree
+
+
+def _ac_un(m: SessionKeyMethod, cdol1_data: bytes, un: object) -> bytes:
+    """The UN rule of the AC key: ``un`` when given, else the last 4 bytes of the CDOL1 data (9F37
+    in the usual CDOL1), else (CDOL1 data shorter than 4 bytes) zeros, except for the SKD method."""
+    if un is not None:
+        return _fixed("un", un, 4)
+    if len(cdol1_data) >= 4:
+        return cdol1_data[-4:]
+    if m is _M_SKD:
+        raise ValidationError("un: not given and cdol1_data is shorter than 4 bytes")
+    return bytes(4)
+
+
+def _ac_key(
+    m: SessionKeyMethod, mk: bytes, atc: bytes, un: bytes, tree: TreeParams, *, cache: _TreeCache | None
+) -> bytes:
+    """The AC key rule on checked arguments (emv-crypto.md §4.2); ``cache`` serves the tree method."""
+    if m is _M_CSK:
+        return _csk(mk, atc + _ZERO6)
+    if m is _M_SKD:
+        return _csk(mk, _skd_r(atc, un))
+    if m is _M_NONE:
+        return mk
+    return _tree_sk(mk, tree.iv, tree.branch_factor, tree.height, atc, cache=cache)
 
 
 def ac_session_key(
@@ -615,18 +687,7 @@ def ac_session_key(
     c = _cvn(cvn)
     m = _method(c, method)
     mk = _key16("mk_ac", mk_ac)
-    a = _fixed("atc", atc, 2)
-    u = _fixed("un", un, 4)
-    if m is SessionKeyMethod.NONE:
-        return mk
-    if m is SessionKeyMethod.EMV_CSK:
-        return _csk(mk, a + bytes(6))
-    if m is SessionKeyMethod.MASTERCARD_SKD:
-        return _csk(mk, a + b"\x00\x00" + u)
-    t = tree if tree is not None else TreeParams()
-    if not isinstance(t, TreeParams):
-        raise ValidationError("tree: expected a TreeParams")
-    return derive_emv2000_tree_sk(mk, a, t.branch_factor, t.height, t.iv)
+    return _ac_key(m, mk, _fixed("atc", atc, 2), _fixed("un", un, 4), _tree_params(tree), cache=None)
 
 
 def generate_ac(
@@ -641,12 +702,12 @@ def generate_ac(
     method: SessionKeyMethod | None = None,
     tree: TreeParams | None = None,
 ) -> bytes:
-    """Application cryptogram (ARQC, TC or AAC) for a CVN: THE one entry point (emv-crypto.md §5).
+    """Application cryptogram (ARQC, TC or AAC) for a CVN: THE one entry point and THE definition (§5).
 
     AC = MAC-alg-3(AC key, :func:`ac_data`, padding per CVN), 8 bytes. ``mk_ac`` is the ICC
     MK-AC; the session key is derived per the CVN, or per ``method``/``tree`` when given. ``un``
     (for the Mastercard SKD method) defaults to the last 4 bytes of ``cdol1_data``
-    (``9F37`` in the usual CDOL1).
+    (``9F37`` in the usual CDOL1). :class:`AcCalculator` is a faster evaluation of this function.
 
     >>> mk = bytes.fromhex("154F349D8585CB7F6B0798E9839B10C1")
     >>> tv = bytes.fromhex("000000004000 000000000000 0124 8000048000 0124 191105 01 52BF4585")
@@ -655,14 +716,10 @@ def generate_ac(
     '7A788EA6B8A3E733'
     """
     c = _cvn(cvn)
+    m = _method(c, method)
     data = ac_data(c, cdol1_data=cdol1_data, aip=aip, atc=atc, iad=iad)
-    if un is None:
-        cd = _as_bytes("cdol1_data", cdol1_data)
-        m = _method(c, method)
-        if m is SessionKeyMethod.MASTERCARD_SKD and len(cd) < 4:
-            raise ValidationError("un: not given and cdol1_data is shorter than 4 bytes")
-        un = cd[-4:] if len(cd) >= 4 else bytes(4)
-    key = ac_session_key(c, mk_ac, atc=atc, un=un, method=method, tree=tree)
+    u = _ac_un(m, _as_bytes("cdol1_data", cdol1_data), un)
+    key = _ac_key(m, _key16("mk_ac", mk_ac), _fixed("atc", atc, 2), u, _tree_params(tree), cache=None)
     return _des._unchecked_retail_mac(key, _pad(data, _CVN_TABLE[c].padding))
 
 
@@ -765,10 +822,19 @@ def generate_cvc3(key: bytes, track_template: bytes, *, atc: bytes, un: bytes) -
 class AcCalculator:
     """Cryptograms for one MK-AC and CVN, fast: the verifier's "session key + AC" hot path.
 
-    Arguments are validated once here; :meth:`generate` checks only the lengths of its inputs.
-    The MK cipher object is built once and reused; the retail MAC is one single-DES CBC pass
-    plus one TDES block. Results equal :func:`generate_ac`. With the tree method, intermediate
-    tree levels are cached, so windows of nearby ATCs share work.
+    :func:`generate_ac` is the definition; this class is a faster evaluation of it, built from the
+    same rule helpers (MAC input, padding, UN, AC key, tree path, MAC algorithm 3 in
+    :mod:`capsim._des`), so no rule exists twice. What it adds is only bookkeeping, each part
+    checked against :func:`generate_ac` and a block-by-block definition in tests/test_crypto.py
+    for every CVN and session-key method:
+
+    1. arguments are validated once here; :meth:`generate` re-validates only inputs that are
+       not plain ``bytes`` of the right lengths (those go through :func:`ac_data`'s checks);
+    2. the MK ECB object stays in the per-thread cache of :mod:`capsim._des`;
+    3. without a session key (Visa CVN 10) the MAC key is fixed, so the CBC chaining value over
+       the blocks before the ATC (CDOL1 data and AIP, constant across an ATC window) is cached
+       and the MAC continues from it through cached ECB objects;
+    4. with the tree method the tree levels are cached, so windows of nearby ATCs share work.
 
     One calculator may be shared between threads: cipher objects live in per-thread caches and
     the calculator's own caches hold only immutable values.
@@ -784,11 +850,10 @@ class AcCalculator:
     __slots__ = (
         "_cvn",
         "_iad_min",
-        "_iad_part",
         "_kl",
         "_method",
         "_mk",
-        "_pad2",
+        "_padding",
         "_prefix_cache",
         "_tree",
         "_tree_cache",
@@ -805,16 +870,12 @@ class AcCalculator:
         self._cvn = _cvn(cvn)
         self._mk = _key16("mk_ac", mk_ac)
         self._method = _method(self._cvn, method)
-        if tree is not None and not isinstance(tree, TreeParams):
-            raise ValidationError("tree: expected a TreeParams")
-        self._tree = tree if tree is not None else TreeParams()
-        self._pad2 = _CVN_TABLE[self._cvn].padding == 2
-        self._iad_part, self._iad_min, _ = _IAD_PART[self._cvn]
-        self._tree_cache: dict[tuple[int, int], tuple[bytes, bytes]] = {}
+        self._tree = _tree_params(tree)
+        self._padding = _CVN_TABLE[self._cvn].padding
+        self._iad_min = _IAD_PART[self._cvn][1]
+        self._tree_cache: _TreeCache = {}
         self._kl = self._mk[:8]
-        # Without a session key the MAC key is fixed, so the CBC state over the blocks before the
-        # ATC (CDOL1 data and AIP, constant across an ATC window) can be reused.
-        self._prefix_cache: dict[bytes, int] = {}
+        self._prefix_cache: dict[bytes, bytes] = {}
 
     @property
     def cvn(self) -> CVN:
@@ -826,49 +887,17 @@ class AcCalculator:
         """The session-key method in use."""
         return self._method
 
-    def _tree_level(self, prefix: int, level: int) -> tuple[bytes, bytes]:
-        """(L(level), L(level−1)) on the path of the ATC whose top ``level`` digits are ``prefix``."""
-        if level == 0:
-            return self._mk, self._tree.iv
-        key = (level, prefix)
-        hit = self._tree_cache.get(key)
-        if hit is not None:
-            return hit
-        b = self._tree.branch_factor
-        parent, grand = self._tree_level(prefix // b, level - 1)
-        node = (_tree_g(parent, grand, prefix % b), parent)
-        if len(self._tree_cache) > 4096:
-            self._tree_cache.clear()
-        self._tree_cache[key] = node
-        return node
-
     def session_key(self, atc: bytes, un: bytes = bytes(4)) -> bytes:
-        """The AC key for ``atc`` (and ``un`` for the SKD method)."""
-        m = self._method
-        if m is SessionKeyMethod.EMV_CSK:
-            return (
-                _des._cached_ecb(self._mk)
-                .encrypt(atc + b"\xf0" + _ZERO8[:5] + atc + b"\x0f" + _ZERO8[:5])
-                .translate(_PARITY_TABLE)
-            )
-        if m is SessionKeyMethod.MASTERCARD_SKD:
-            return (
-                _des._cached_ecb(self._mk)
-                .encrypt(atc + b"\xf0\x00" + un + atc + b"\x0f\x00" + un)
-                .translate(_PARITY_TABLE)
-            )
-        if m is SessionKeyMethod.NONE:
-            return self._mk
-        h = self._tree.height
-        last, _ = self._tree_level(int.from_bytes(atc, "big"), h)
-        # L(H) ⊕ L(H−2): L(H−2) is the parent's parent on the same path.
-        _, grand = self._tree_level(int.from_bytes(atc, "big") // self._tree.branch_factor, h - 1)
-        return _xor(last, grand).translate(_PARITY_TABLE)
+        """The AC key for ``atc`` (and ``un`` for the SKD method); equals :func:`ac_session_key`."""
+        return self._key(_fixed("atc", atc, 2), _fixed("un", un, 4))
+
+    def _key(self, atc: bytes, un: bytes) -> bytes:
+        return _ac_key(self._method, self._mk, atc, un, self._tree, cache=self._tree_cache)
 
     def generate(
         self, cdol1_data: bytes, aip: bytes, atc: bytes, iad: bytes, un: bytes | None = None
     ) -> bytes:
-        """The 8-byte AC; same result as :func:`generate_ac` with this calculator's CVN and key."""
+        """The 8-byte AC; same result (and same errors) as :func:`generate_ac` with this CVN and key."""
         if (
             type(cdol1_data) is not bytes
             or type(aip) is not bytes
@@ -881,38 +910,22 @@ class AcCalculator:
             # Slow path: validate (raises on bad input) and normalise bytes-like arguments.
             ac_data(self._cvn, cdol1_data=cdol1_data, aip=aip, atc=atc, iad=iad)
             cdol1_data, aip, atc, iad = bytes(cdol1_data), bytes(aip), bytes(atc), bytes(iad)
-        if un is not None:
-            un = _fixed("un", un, 4)
-        elif len(cdol1_data) >= 4:
-            un = cdol1_data[-4:]
-        else:
-            un = bytes(4)
-        data = cdol1_data + aip + atc + self._iad_part(iad)
-        if self._pad2:
-            data += b"\x80" + bytes(-(len(data) + 1) % 8)
-        elif not data:
-            data = _ZERO8
-        else:
-            data += bytes(-len(data) % 8)
-        if self._method is SessionKeyMethod.NONE:
+        u = _ac_un(self._method, cdol1_data, un)
+        data = _pad(_ac_message(self._cvn, cdol1_data, aip, atc, iad), self._padding)
+        if self._method is _M_NONE:
             return self._mac_fixed_key(data, len(cdol1_data) + 2)
-        return _des._unchecked_retail_mac(self.session_key(atc, un), data)
+        return _des._unchecked_retail_mac(self._key(atc, u), data)
 
-    def _mac_fixed_key(self, data: bytes, fixed: int) -> bytes:
-        """Retail MAC under MK-AC itself, reusing the CBC state over the first ``fixed`` bytes."""
-        enc = _des._cached_ecb(self._kl).encrypt
-        n_fixed = min(fixed // 8, len(data) // 8 - 1) * 8
-        prefix = data[:n_fixed]
+    def _mac_fixed_key(self, padded: bytes, fixed: int) -> bytes:
+        """MAC algorithm 3 under MK-AC itself, continuing from the cached CBC chaining value over
+        the whole blocks within the first ``fixed`` bytes (never the last block)."""
+        n = min(fixed // 8, len(padded) // 8 - 1) * 8
+        prefix = padded[:n]
         cache = self._prefix_cache
-        h = cache.get(prefix)
-        start = n_fixed
-        if h is None:
-            h, start = 0, 0
-        for i in range(start, len(data) - 8, 8):
-            h = int.from_bytes(enc((h ^ int.from_bytes(data[i : i + 8], "big")).to_bytes(8, "big")), "big")
-            if i + 8 == n_fixed:
-                if len(cache) >= 16:
-                    cache.clear()
-                cache[prefix] = h
-        last = (h ^ int.from_bytes(data[-8:], "big")).to_bytes(8, "big")
-        return _des._cached_ecb(self._mk).encrypt(last)
+        chain = cache.get(prefix)
+        if chain is None:
+            chain = _des.cbc_encrypt(self._kl, prefix)[-8:] if n else _ZERO8
+            if len(cache) >= 16:
+                cache.clear()
+            cache[prefix] = chain
+        return _des._unchecked_retail_mac_cached(self._mk, padded[n:], chain)

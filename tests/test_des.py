@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import ast
 import os
 import subprocess
 import sys
 import warnings
+from typing import Any
 
 import pytest
 from hypothesis import given
@@ -183,17 +185,88 @@ def test_cipher_cache_is_bounded(backend: str) -> None:
     assert _des.ecb(key).encrypt(bytes(8))[:3] == unhex("08D7B4")
 
 
-@given(key=st.binary(min_size=16, max_size=16), data=blocks, iv=st.binary(min_size=8, max_size=8))
-def test_cryptography_fast_contexts_match_public_api(key: bytes, data: bytes, iv: bytes) -> None:
-    """The direct context constructor (when present) gives what Cipher(...).encryptor() gives."""
+@given(
+    key=st.binary(min_size=16, max_size=16),
+    prefix=st.integers(min_value=0, max_value=4).flatmap(lambda n: st.binary(min_size=8 * n, max_size=8 * n)),
+    data=blocks,
+)
+def test_cached_retail_mac_continues_a_cbc_chain(key: bytes, prefix: bytes, data: bytes) -> None:
+    """The block-by-block MAC over cached ECB objects, from a CBC chaining value, equals the
+    retail MAC of prefix ‖ data (the form AcCalculator uses for a fixed key, emv-crypto.md §3)."""
+    for name in AVAILABLE:
+        with _des.use_backend(name):
+            chain = _des.cbc_encrypt(key[:8], prefix)[-8:] if prefix else bytes(8)
+            expected = _des.retail_mac(key, prefix + data)
+            assert _des._unchecked_retail_mac_cached(key, data, chain) == expected
+            if not prefix:
+                assert _des._unchecked_retail_mac_cached(key, data) == expected
+            assert _des._unchecked_retail_mac(key, prefix + data) == expected
+
+
+def _private_imports(tree: ast.Module) -> list[str]:
+    """Imports of a non-capsim module path with a private part, or of a private name from one."""
+    found = []
+    for node in ast.walk(tree):
+        modules: list[tuple[str, list[str]]]
+        if isinstance(node, ast.Import):
+            modules = [(alias.name, []) for alias in node.names]
+        elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+            modules = [(node.module, [alias.name for alias in node.names])]
+        else:
+            continue
+        for module, names in modules:
+            if module.split(".")[0] in {"capsim", "__future__"}:
+                continue
+            private = [p for p in module.split(".") + names if p.startswith("_") and not p.startswith("__")]
+            if private:
+                found.append(f"line {node.lineno}: {module} {names}")
+    return found
+
+
+def test_no_private_api_of_a_dependency_is_imported() -> None:
+    """capsim uses public APIs of its dependencies only: no ``from x._y import``, ``import x._y`` or
+    ``from x import _y`` outside capsim itself, anywhere in a module (functions included)."""
+    from pathlib import Path
+
+    import capsim
+
+    root = Path(capsim.__file__).parent
+    offenders = {
+        str(path.relative_to(root)): found
+        for path in sorted(root.rglob("*.py"))
+        if (found := _private_imports(ast.parse(path.read_text(encoding="utf-8"))))
+    }
+    assert offenders == {}
+    # The scan itself finds each form.
+    sample = "from a._b import c\nimport a._b\ndef f():\n    from a import _b\nfrom capsim._des import ecb\n"
+    assert len(_private_imports(ast.parse(sample))) == 3
+
+
+def test_cryptography_backend_uses_the_public_cipher_api() -> None:
+    """The OpenSSL backend builds every context through ``Cipher(...).encryptor()``: with that
+    method replaced, every operation goes through the replacement."""
     if "cryptography" not in AVAILABLE:
         pytest.skip("the cryptography package is not installed")
-    fast = _des._CryptographyBackend()
-    public = _des._CryptographyBackend(fast_contexts=False)
-    assert not public.fast_contexts
-    assert fast.retail_mac(key, data) == public.retail_mac(key, data)
-    assert fast.cbc_encrypt(key, data, iv) == public.cbc_encrypt(key, data, iv)
-    assert fast.cbc_encrypt(key[:8], data, iv) == public.cbc_encrypt(key[:8], data, iv)
+    from cryptography.hazmat.primitives.ciphers import Cipher
+
+    calls = []
+    original = Cipher.encryptor
+
+    def counting(self: Cipher[Any]) -> Any:
+        calls.append(type(self.mode).__name__)
+        return original(self)
+
+    backend = _des._CryptographyBackend()
+    key = unhex("0123456789ABCDEFFEDCBA9876543210")
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(Cipher, "encryptor", counting)
+        assert backend.encrypt_once(key, bytes(8))[:3] == unhex("08D7B4")
+        mac = backend.retail_mac(key, bytes(24))
+        cbc = backend.cbc_encrypt(key, bytes(16), bytes(8))
+        backend.ecb(key).encrypt(bytes(8))
+    assert calls == ["ECB", "CBC", "ECB", "CBC", "ECB"]
+    assert mac == _des.retail_mac(key, bytes(24))
+    assert cbc == _des.cbc_encrypt(key, bytes(16))
 
 
 def test_des_is_imported_only_by_the_des_module() -> None:
