@@ -478,6 +478,21 @@ def test_v10_code_after_an_issuer_script_verifies(store_factory: StoreFactory, c
     assert b.verifier.verify(b.cid, r2.code, request_id=b.rid()).atc == r2.atc
 
 
+@pytest.mark.parametrize("profile", ["barclays", "secur-acces"])
+def test_v10_one_steady_variant_still_enrols_with_the_first_code(
+    store_factory: StoreFactory, clock: Clock, profile: str
+) -> None:
+    """``history_variants=1`` is allowed: the card's very first code (its "new card" history,
+    the second variant) still enrols, and the steady codes after it verify."""
+    policy = VerifierPolicy(history_variants=1)
+    b = make_bench(store_factory(clock), clock, profile=profile, policy=policy)  # enrols with code #1
+    assert b.verifier.policy.history_variants == 1
+    assert b.refresh().last_atc == b.first.atc
+    for _ in range(2):
+        r = b.identify()
+        assert b.verifier.verify(b.cid, r.code, request_id=b.rid()).atc == r.atc
+
+
 # -- V11 --------------------------------------------------------------------------------------------
 
 
