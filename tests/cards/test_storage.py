@@ -288,3 +288,65 @@ def test_temp_file_synced_before_publish_and_directory_synced_after(tmp_path: Pa
         end = publishes[n + 1] if n + 1 < len(publishes) else len(mine)
         assert ["fsync", directory] in mine[i + 1 : end], mine  # the new name is durable before returning
     assert read_card_file(path)[1].atc == 1
+
+
+_CREATOR = """
+import sys
+from capsim.cards import new_card
+from capsim.errors import StateFileError
+from capsim.storage import create_card_file
+from tests.cards.helpers import IMK_A
+card = new_card("secur-acces", pan=sys.argv[1], imk_ac=IMK_A)
+print("ready", flush=True)
+for line in sys.stdin:
+    try:
+        create_card_file(line.strip(), card.profile, card.state)
+    except StateFileError as exc:
+        print("exists" if "already exists" in str(exc) else f"error {exc}", flush=True)
+    else:
+        print("ok", flush=True)
+"""
+
+
+def test_two_processes_creating_one_card_file_exactly_one_wins(tmp_path: Path) -> None:
+    """Two processes create the same new card file at the same moment, many times over: each
+    time exactly one succeeds, the other gets "already exists", and the file is the winner's,
+    whole. (A check-then-replace publish lets both "succeed", the later one overwriting.)"""
+    root = Path(__file__).resolve().parents[2]
+    pans = ("5555000011112222", "4444999988887777")
+    procs = [
+        subprocess.Popen(
+            [sys.executable, "-c", _CREATOR, pan],
+            cwd=root,
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            text=True,
+        )
+        for pan in pans
+    ]
+    try:
+        for p in procs:
+            assert p.stdout is not None
+            assert p.stdout.readline().strip() == "ready"
+        for n in range(60):
+            path = tmp_path / f"card-{n}.json"
+            for p in procs:  # both start at once: neither sees the other's file before it publishes
+                assert p.stdin is not None
+                p.stdin.write(f"{path}\n")
+            for p in procs:
+                assert p.stdin is not None
+                p.stdin.flush()
+            answers = [p.stdout.readline().strip() for p in procs if p.stdout is not None]
+            assert sorted(answers) == ["exists", "ok"], (n, answers)
+            winner = pans[answers.index("ok")]
+            profile, state = read_card_file(path)
+            assert profile.pan == winner
+            assert state.atc == 0
+            assert [q.name for q in tmp_path.iterdir() if q.name.endswith(".tmp")] == []
+    finally:
+        for p in procs:
+            if p.stdin is not None:
+                p.stdin.close()
+            p.wait(timeout=30)
+            if p.stdout is not None:
+                p.stdout.close()
