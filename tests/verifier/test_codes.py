@@ -340,6 +340,16 @@ def test_v7_malformed_code_not_counted_as_failure(store_factory: StoreFactory, c
     assert b.refresh().fail_count == 0
 
 
+@pytest.mark.parametrize(
+    "bad", ["1234567", "123456789", "1" * 10_000, "1234567x", "１２３４５６７８", " 12345678"]
+)
+def test_v7_malformed_code_message_names_the_rule(bad: str) -> None:
+    """The message a caller (and the CLI) shows for a malformed code is the rule, never the code."""
+    with pytest.raises(ValidationError) as info:
+        engine.parse_code(bad)
+    assert str(info.value) == "code: expected exactly 8 ASCII digits"
+
+
 def test_v7_parse_code_uses_neither_int_nor_isdigit() -> None:
     tree = ast.parse(inspect.getsource(engine.parse_code))
     for node in ast.walk(tree):
