@@ -12,6 +12,7 @@ import pytest
 from pyemv import cvn as pyemv_cvn
 
 from capsim.cards import EmvCapCard, new_card
+from capsim.crypto import CVN, generate_arpc
 from tests.cards.helpers import (
     IMK_A,
     IMK_B,
@@ -99,3 +100,37 @@ def test_every_byte_of_an_arpc_in_cdol2_counts(index: int) -> None:
     assert sw(r2) == 0x9000
     assert parse_gac(r2[:-2]).cid == AAC
     assert card.state.history.issuer_auth_failed
+
+
+@PYEMV_WARNING
+def test_online_approval_without_issuer_auth_is_remembered() -> None:
+    """A TC after an ARQC with no ARPC at all: the card records "issuer authentication not
+    performed" for the next transaction's CVR; a TC after a good ARPC does not."""
+    card, _ = _visa()
+    _arqc(card)
+    r2 = card.process(gac2_command(card, p1=0x40, arc=ARC))
+    assert parse_gac(r2[:-2]).cid == TC
+    assert card.state.history.issuer_auth_not_performed
+
+
+@PYEMV_WARNING
+def test_good_arpc_leaves_issuer_auth_not_performed_clear() -> None:
+    card, oracle = _visa()
+    arqc = _arqc(card)
+    assert card.process(h("008200000A") + oracle.generate_arpc(arqc, ARC) + ARC) == h("9000")
+    card.process(gac2_command(card, p1=0x40, arc=ARC))
+    assert not card.state.history.issuer_auth_not_performed
+
+
+def test_method_2_arpc_of_exactly_8_bytes_authenticates() -> None:
+    """ARPC method 2 (CVN 18): 4-byte ARPC + 4-byte CSU with no proprietary data is the shortest
+    valid EXTERNAL AUTHENTICATE; the card accepts it."""
+    card = new_card("barclays", pan=PAN, imk_ac=IMK_A, imk_smi=IMK_B, imk_smc=IMK_C, cvn=CVN.VISA_18)
+    arqc = _arqc(card)
+    csu = h("00820000")
+    p = card.profile
+    atc = card.state.atc.to_bytes(2, "big")
+    arpc = generate_arpc(p.cvn, p.mk_ac, arqc=arqc, atc=atc, un=bytes(4), csu=csu)
+    assert len(arpc) == 4
+    assert card.process(h("0082000008") + arpc + csu) == h("9000")
+    assert card.process(gac2_command(card, p1=0x40, arc=ARC))[-2:] == h("9000")
