@@ -129,3 +129,21 @@ def test_card_reports_nine_scripts_of_the_last_transaction_in_its_iad() -> None:
         assert card.process(cmd) == bytes.fromhex("9000")
     nxt, _ = cap_transaction(card)
     assert nxt.iad[VIS_CVR_LAYOUT.offset + 2] >> 4 == 9
+
+
+def test_card_history_round_trips_through_its_card_file_form() -> None:
+    """The history as a card file stores it: the documented keys, and back to the same history."""
+    keys = {
+        "last_online_not_completed",
+        "new_card",
+        "issuer_auth_failed",
+        "issuer_auth_not_performed",
+        "script_count",
+        "script_failed",
+    }
+    for bits in range(32):
+        flags = {k: bool(bits >> i & 1) for i, k in enumerate(sorted(keys - {"script_count"}))}
+        history = CardHistory(**flags, script_count=bits % 16)  # type: ignore[arg-type]
+        doc = history.to_dict()
+        assert set(doc) == keys
+        assert CardHistory.from_dict(doc) == history
