@@ -148,3 +148,31 @@ def test_reader_verifier_and_fuzzers_use_the_one_definition() -> None:
             }:
                 offenders.append(f"{path.relative_to(CAPSIM)}:{node.name}")
     assert offenders == []
+
+
+# -- boundaries the mutation run found untested ----------------------------------------------------
+
+
+def test_decimal_code_bounds_of_digits() -> None:
+    assert codelayout.decimal_code(7, 1) == "7"
+    assert codelayout.decimal_code(7, 20) == "0" * 19 + "7"
+    for bad in (0, 21):
+        with pytest.raises(ValidationError):
+            codelayout.decimal_code(7, bad)
+
+
+def test_atc_bits_from_a_40_digit_code() -> None:
+    ipb = bytes.fromhex("00001F00000000000FFFFF00000000008000")
+    assert codelayout.atc_bits_from_code("0" * 32 + "04822527", ipb, psn_in_data=False) == 2
+    with pytest.raises(ValidationError):
+        codelayout.atc_bits_from_code("0" * 41, ipb, psn_in_data=False)
+
+
+@pytest.mark.timeout(20)
+def test_candidate_atcs_when_one_low_atc_bit_is_disclosed() -> None:
+    """Only ATC bit 0 in the code: every other ATC in the window is a candidate, each once."""
+    lay = codelayout.code_layout(bytes.fromhex("000001" + "FF" * 8 + "00" * 7), False)
+    assert lay.atc_mask == 1
+    odd = next(1 << k for k in range(80) if codelayout.candidate_atcs(0, 1, lay, 1 << k) == [1])
+    assert codelayout.candidate_atcs(0, 10, lay, odd) == [1, 3, 5, 7, 9]
+    assert codelayout.candidate_atcs(1, 10, lay, odd) == [3, 5, 7, 9, 11]

@@ -661,3 +661,37 @@ def test_public_names() -> None:
     for name in crypto.__all__:
         assert hasattr(crypto, name)
     assert crypto.Encipherment.VISA_ECB == "visa-ecb"
+
+
+# -- found by the mutation run -----------------------------------------------------------------
+
+
+def test_one_calculator_reused_over_a_shared_prefix_equals_the_one_shot_function() -> None:
+    """A calculator reuses the MAC state over the fixed CDOL1 prefix (CVN 10: no session key);
+    every later cryptogram over the same prefix is still exactly :func:`generate_ac`'s."""
+    from capsim.crypto import AcCalculator, SessionKeyMethod, generate_ac
+
+    mk = bytes.fromhex("0123456789ABCDEFFEDCBA9876543210")
+    cdol = bytes(range(29))
+    aip = bytes.fromhex("1000")
+    cases = [
+        (CVN.VISA_10, bytes.fromhex("06010A03A00000")),
+        (CVN.VISA_18, bytes.fromhex("06011203A0000000") + bytes(range(24))),  # a long IAD tail
+    ]
+    for cvn, iad in cases:
+        calc = AcCalculator(cvn, mk, method=SessionKeyMethod.NONE)
+        for atc_n in range(4):
+            atc = atc_n.to_bytes(2, "big")
+            for un in (bytes(4), bytes.fromhex("DEADBEEF")):
+                want = generate_ac(
+                    cvn, mk, cdol1_data=cdol, aip=aip, atc=atc, iad=iad, un=un, method=SessionKeyMethod.NONE
+                )
+                assert calc.generate(cdol, aip, atc, iad, un) == want, (cvn, atc_n)
+
+
+def test_iso9797_mac_default_padding_is_method_2() -> None:
+    from capsim.crypto import mac_iso9797_alg1
+
+    key, data = bytes.fromhex("9CA5A4CA1651CE31"), b"capsim"
+    assert mac_iso9797_alg1(key, data) == mac_iso9797_alg1(key, data, padding=2)
+    assert mac_iso9797_alg1(key, data) != mac_iso9797_alg1(key, data, padding=1)

@@ -15,14 +15,20 @@ from capsim.cards import BUILTIN_PROFILES, CardProfile, new_card
 from capsim.crypto import CVN
 from capsim.errors import ValidationError
 from capsim.iad import (
+    MCHIP_CVR_LAYOUT,
+    VIS_CVR_LAYOUT,
+    AcType,
     CardHistory,
+    IadFormat,
     IadParams,
     IadProfile,
     arqc_iad_variants,
+    build_iad,
     history_variants,
     predict_arqc_iad,
 )
-from tests.cards.helpers import IMK_A, PAN, cap_transaction
+from capsim.sm import build_script_command
+from tests.cards.helpers import IMK_A, IMK_B, IMK_C, PAN, cap_transaction
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -89,3 +95,55 @@ def test_the_card_answers_with_the_first_two_predicted_iads(name: str) -> None:
 def test_iad_params_are_validated(kwargs: dict[str, object], message: str) -> None:
     with pytest.raises(ValidationError, match=message):
         IadParams(**kwargs)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("name", ["barclays", "rabobank"])
+@pytest.mark.parametrize("count", range(16))
+def test_script_counter_is_the_raw_4_bit_nibble(name: str, count: int) -> None:
+    """The CVR carries the whole counter 0..15 (byte 2, high nibble, in both layouts), not a part of it."""
+    profile = BUILTIN_PROFILES[name]
+    layout = {IadFormat.VIS: VIS_CVR_LAYOUT, IadFormat.MCHIP: MCHIP_CVR_LAYOUT}[profile.iad_format]
+    iad = build_iad(
+        profile.iad_template,
+        profile.iad_format,
+        history=CardHistory(script_count=count),
+        flags=set(),
+        gac1=AcType.ARQC,
+    )
+    quiet = build_iad(
+        profile.iad_template, profile.iad_format, history=CardHistory(), flags=set(), gac1=AcType.ARQC
+    )
+    cvr_byte_2 = iad[layout.offset + 2]
+    assert cvr_byte_2 >> 4 == count
+    assert cvr_byte_2 & 0x0F == quiet[layout.offset + 2] & 0x0F
+
+
+def test_card_reports_nine_scripts_of_the_last_transaction_in_its_iad() -> None:
+    """Nine script commands in one transaction: the next ARQC's CVR says 9 (a count above 7)."""
+    card = new_card("barclays", pan=PAN, imk_ac=IMK_A, imk_smi=IMK_B, imk_smc=IMK_C)
+    cap_transaction(card)
+    g, _ = cap_transaction(card, gac2=False)
+    p = card.profile
+    for _ in range(9):
+        cmd = build_script_command(p.cvn, ins=0x18, mk_smi=p.mk_smi, atc=g.atc, arqc=g.ac)
+        assert card.process(cmd) == bytes.fromhex("9000")
+    nxt, _ = cap_transaction(card)
+    assert nxt.iad[VIS_CVR_LAYOUT.offset + 2] >> 4 == 9
+
+
+def test_card_history_round_trips_through_its_card_file_form() -> None:
+    """The history as a card file stores it: the documented keys, and back to the same history."""
+    keys = {
+        "last_online_not_completed",
+        "new_card",
+        "issuer_auth_failed",
+        "issuer_auth_not_performed",
+        "script_count",
+        "script_failed",
+    }
+    for bits in range(32):
+        flags = {k: bool(bits >> i & 1) for i, k in enumerate(sorted(keys - {"script_count"}))}
+        history = CardHistory(**flags, script_count=bits % 16)  # type: ignore[arg-type]
+        doc = history.to_dict()
+        assert set(doc) == keys
+        assert CardHistory.from_dict(doc) == history

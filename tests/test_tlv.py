@@ -422,3 +422,12 @@ def test_search_functions_reject_non_tlv(bad: Any) -> None:
         list(walk(bad))
     with pytest.raises(ValidationError, match="objs must be"):
         tlv.format_tree(bad)
+
+
+def test_three_byte_tag_needs_the_more_bit_in_its_middle_byte() -> None:
+    """``5F 01 01`` is no 3-byte tag (``01`` ends the tag after two bytes): refused."""
+    from capsim.tlv import encode_tag
+
+    assert encode_tag(0x5F8101) == bytes.fromhex("5F8101")
+    with pytest.raises(ValidationError):
+        encode_tag(0x5F0101)

@@ -201,3 +201,13 @@ def test_bad_arguments_have_no_side_effects() -> None:
         fill_dol(H("9F3704"), [(0x9F37, b"1234")])  # type: ignore[arg-type]
     with pytest.raises(ValidationError, match="dol must be"):
         fill_dol("9F3704", {})  # type: ignore[arg-type]
+
+
+def test_dol_entries_are_values() -> None:
+    """A parsed DOL entry can't be changed behind the profile's back, and it hashes."""
+    import dataclasses
+
+    entry = DolEntry(0x9F37, 4)
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        entry.length = 8  # type: ignore[misc]
+    assert {entry, DolEntry(0x9F37, 4)} == {entry}

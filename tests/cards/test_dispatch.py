@@ -123,6 +123,9 @@ def test_pse_directory_and_partial_selection() -> None:
     assert label is not None
     assert aid.value == card.profile.aid
     assert label.value == b"SecureCode Aut"
+    priority = find(entry, 0x87)
+    assert priority is not None
+    assert priority.value == b"\x01"  # Application Priority Indicator: first choice
     assert card.process(bytes([0, 0xB2, 2, 0x0C, 0])) == h("6A83")
     assert card.process(h("80A8000002830000")) == h("6985")  # the PSE is no application
     assert _select(card, h("A0000000041010")) == h("6A82")
@@ -130,6 +133,14 @@ def test_pse_directory_and_partial_selection() -> None:
     assert sw(_select(card, h("A000000004"))) == 0x9000  # partial AID
     assert card.phase is Phase.SELECTED
     assert _select(card, h("A0000000")) == h("6A82")  # too short to be a partial AID
+
+
+@pytest.mark.parametrize("junk", [None, 3.5, object()])
+def test_not_even_bytes_is_answered_6f00(junk: object) -> None:
+    """``process`` never raises, whatever it is given: no bytes at all is ``6F00``."""
+    card = _card()
+    assert card.process(junk) == h("6F00")  # type: ignore[arg-type]
+    start(card)  # and the card still works
 
 
 def test_get_data_and_get_challenge() -> None:

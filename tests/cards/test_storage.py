@@ -4,7 +4,11 @@ from __future__ import annotations
 
 import json
 import os
+import re
+import shutil
 import stat
+import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -198,3 +202,151 @@ def test_lock_serialises_processes(tmp_path: Path) -> None:
         assert time.monotonic() - began > 0.3
         assert card.state.atc == 1
     os.waitpid(pid, 0)
+
+
+# -- durability order: what reaches the OS, observed from outside the writer ----------------------
+
+_WRITER = """
+import json, os, sys
+from pathlib import Path
+events = []
+if sys.argv[1] == "wrap":
+    real_fsync = os.fsync
+    def fsync(fd):
+        events.append(["fsync", os.readlink(f"/proc/self/fd/{fd}")])
+        real_fsync(fd)
+    os.fsync = fsync
+    def hook(event, args):
+        if event in ("os.rename", "os.link"):
+            events.append([event[3:], os.fspath(args[0]), os.fspath(args[1])])
+    sys.addaudithook(hook)
+from capsim.cards import new_card
+from tests.cards.helpers import IMK_A, IMK_B, IMK_C, PAN, start
+card = new_card("secur-acces", pan=PAN, imk_ac=IMK_A, imk_smi=IMK_B, imk_smc=IMK_C, path=Path(sys.argv[2]))
+start(card)  # GET PROCESSING OPTIONS persists ATC 1: a replace of the existing file
+card.close()
+if sys.argv[1] == "wrap":
+    print(json.dumps(events))
+"""
+
+_STRACE_LINE = re.compile(r"^\d+\s+(\w+)\((.*)\)\s+= 0$")
+
+
+def _strace_events(log: str) -> list[list[str]]:
+    events: list[list[str]] = []
+    for line in log.splitlines():
+        m = _STRACE_LINE.match(line)
+        if not m:
+            continue
+        call, args = m.groups()
+        if call in ("fsync", "fdatasync"):
+            events.append(["fsync", re.findall(r"<(.*?)>", args)[0]])
+        elif call.startswith(("rename", "link")):
+            src, dst = re.findall(r'"((?:[^"\\]|\\.)*)"', args)[:2]
+            events.append(["rename" if call.startswith("rename") else "link", src, dst])
+    return events
+
+
+def _observe_writes(tmp_path: Path, observer: str) -> tuple[list[list[str]], Path]:
+    root = Path(__file__).resolve().parents[2]
+    path = tmp_path / "card.json"
+    cmd = [sys.executable, "-c", _WRITER, observer, str(path)]
+    if observer == "strace":
+        strace = shutil.which("strace")
+        if strace is None:
+            pytest.skip("strace is not installed")
+        log = tmp_path / "strace.log"
+        cmd = [strace, "-f", "-y", "-qq", "-e", "trace=fsync,fdatasync,rename,renameat,renameat2,link,linkat",
+               "-o", str(log), *cmd]
+    proc = subprocess.run(cmd, cwd=root, capture_output=True, text=True, timeout=120, check=False)
+    if observer == "strace" and proc.returncode != 0 and "ptrace" in proc.stderr:
+        pytest.skip("ptrace is not permitted here")
+    assert proc.returncode == 0, proc.stderr
+    events = _strace_events(log.read_text()) if observer == "strace" else json.loads(proc.stdout)
+    return events, path
+
+
+@pytest.mark.parametrize("observer", ["strace", "wrap"])
+def test_temp_file_synced_before_publish_and_directory_synced_after(tmp_path: Path, observer: str) -> None:
+    """Both card-file writes (the new file, then a state change) publish a temp file only after
+    its data was fsynced, and fsync the directory after the new name is in place.
+
+    ``strace`` sees the real system calls (skipped where strace is missing); ``wrap`` runs
+    everywhere and sees the same order through a recording ``os.fsync`` (that calls the real
+    one) and the interpreter's audit events for rename/link. This proves the order and that
+    each fsync returned success; that the disk honours an fsync (a power cut between rename and
+    directory sync) cannot be tested without cutting the power."""
+    events, path = _observe_writes(tmp_path, observer)
+    directory = str(path.parent)
+    mine = [e for e in events if any(str(tmp_path) in part for part in e[1:])]
+    publishes = [i for i, e in enumerate(mine) if e[0] in ("rename", "link") and e[2] == str(path)]
+    assert [mine[i][0] for i in publishes] == ["link", "rename"], mine  # create, then one replace
+    for n, i in enumerate(publishes):
+        tmp = mine[i][1]
+        assert tmp != str(path)
+        assert ["fsync", tmp] in mine[:i], (tmp, mine)  # the data is durable before the name points at it
+        end = publishes[n + 1] if n + 1 < len(publishes) else len(mine)
+        assert ["fsync", directory] in mine[i + 1 : end], mine  # the new name is durable before returning
+    assert read_card_file(path)[1].atc == 1
+
+
+_CREATOR = """
+import sys
+from capsim.cards import new_card
+from capsim.errors import StateFileError
+from capsim.storage import create_card_file
+from tests.cards.helpers import IMK_A
+card = new_card("secur-acces", pan=sys.argv[1], imk_ac=IMK_A)
+print("ready", flush=True)
+for line in sys.stdin:
+    try:
+        create_card_file(line.strip(), card.profile, card.state)
+    except StateFileError as exc:
+        print("exists" if "already exists" in str(exc) else f"error {exc}", flush=True)
+    else:
+        print("ok", flush=True)
+"""
+
+
+def test_two_processes_creating_one_card_file_exactly_one_wins(tmp_path: Path) -> None:
+    """Two processes create the same new card file at the same moment, many times over: each
+    time exactly one succeeds, the other gets "already exists", and the file is the winner's,
+    whole. (A check-then-replace publish lets both "succeed", the later one overwriting.)"""
+    root = Path(__file__).resolve().parents[2]
+    pans = ("5555000011112222", "4444999988887777")
+    procs = [
+        subprocess.Popen(
+            [sys.executable, "-c", _CREATOR, pan],
+            cwd=root,
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            text=True,
+        )
+        for pan in pans
+    ]
+    try:
+        for p in procs:
+            assert p.stdout is not None
+            assert p.stdout.readline().strip() == "ready"
+        for n in range(60):
+            path = tmp_path / f"card-{n}.json"
+            for p in procs:  # both start at once: neither sees the other's file before it publishes
+                assert p.stdin is not None
+                p.stdin.write(f"{path}\n")
+            for p in procs:
+                assert p.stdin is not None
+                p.stdin.flush()
+            answers = [p.stdout.readline().strip() for p in procs if p.stdout is not None]
+            assert sorted(answers) == ["exists", "ok"], (n, answers)
+            winner = pans[answers.index("ok")]
+            profile, state = read_card_file(path)
+            assert profile.pan == winner
+            assert state.atc == 0
+            assert [q.name for q in tmp_path.iterdir() if q.name.endswith(".tmp")] == []
+    finally:
+        for p in procs:
+            if p.stdin is not None:
+                p.stdin.close()
+            p.wait(timeout=30)
+            if p.stdout is not None:
+                p.stdout.close()

@@ -443,3 +443,17 @@ def test_belgian_code_properties(atc: bytes, ac: bytes) -> None:
     assert v < 2**26
     assert (v >> 8) & 0xFF == atc[1]
     assert code[0] == str((v % 10 + v // 10**7) % 10)
+
+
+def test_belgian_explanation_points_at_the_bytes_of_d_it_read() -> None:
+    """Each explained bit is the bit of ``D = CID ‖ ATC ‖ AC`` its ``data_index`` and ``bit`` name."""
+    from capsim.cap import explain_belgian
+
+    atc, ac = bytes.fromhex("A55A"), bytes.fromhex("0123456789ABCDEF")
+    d = b"\x80" + atc + ac
+    bits = explain_belgian(atc, ac)
+    assert len(bits) == 26
+    for b in bits:
+        assert d[b.data_index] >> (b.bit - 1) & 1 == b.value, b
+        field = atc if b.field == "ATC" else ac
+        assert field[b.field_byte - 1] == d[b.data_index], b

@@ -340,6 +340,16 @@ def test_v7_malformed_code_not_counted_as_failure(store_factory: StoreFactory, c
     assert b.refresh().fail_count == 0
 
 
+@pytest.mark.parametrize(
+    "bad", ["1234567", "123456789", "1" * 10_000, "1234567x", "１２３４５６７８", " 12345678"]
+)
+def test_v7_malformed_code_message_names_the_rule(bad: str) -> None:
+    """The message a caller (and the CLI) shows for a malformed code is the rule, never the code."""
+    with pytest.raises(ValidationError) as info:
+        engine.parse_code(bad)
+    assert str(info.value) == "code: expected exactly 8 ASCII digits"
+
+
 def test_v7_parse_code_uses_neither_int_nor_isdigit() -> None:
     tree = ast.parse(inspect.getsource(engine.parse_code))
     for node in ast.walk(tree):
@@ -476,6 +486,21 @@ def test_v10_code_after_an_issuer_script_verifies(store_factory: StoreFactory, c
     assert b.verifier.verify(b.cid, r.code, request_id=b.rid()).atc == r.atc
     r2 = b.identify()
     assert b.verifier.verify(b.cid, r2.code, request_id=b.rid()).atc == r2.atc
+
+
+@pytest.mark.parametrize("profile", ["barclays", "secur-acces"])
+def test_v10_one_steady_variant_still_enrols_with_the_first_code(
+    store_factory: StoreFactory, clock: Clock, profile: str
+) -> None:
+    """``history_variants=1`` is allowed: the card's very first code (its "new card" history,
+    the second variant) still enrols, and the steady codes after it verify."""
+    policy = VerifierPolicy(history_variants=1)
+    b = make_bench(store_factory(clock), clock, profile=profile, policy=policy)  # enrols with code #1
+    assert b.verifier.policy.history_variants == 1
+    assert b.refresh().last_atc == b.first.atc
+    for _ in range(2):
+        r = b.identify()
+        assert b.verifier.verify(b.cid, r.code, request_id=b.rid()).atc == r.atc
 
 
 # -- V11 --------------------------------------------------------------------------------------------

@@ -302,6 +302,48 @@ def test_seam5_every_reject_class_makes_the_same_provider_calls(
     assert calls["wrong code"][1] >= 1
 
 
+def test_seam5_the_provider_computes_every_evaluation_the_verifier_reports(
+    store_factory: StoreFactory, clock: Clock
+) -> None:
+    """Padding is real work: for every reject class (and an accept) the provider computes as many
+    cryptograms as the verifier's metrics count (candidates + padding), and the total per call
+    is the same for every reject class (V30)."""
+    provider = CallCounter()
+    provider.add_issuer_keys("bank", imk_ac=IMK_AC, imk_smi=IMK_SMI, imk_smc=IMK_SMC)
+    b = make_bench(store_factory(clock), clock, provider=provider)
+
+    def evaluations(bench: Bench = b) -> int:
+        m = bench.verifier.metrics
+        return m.candidate_evaluations + m.dummy_evaluations
+
+    def reject(credential_id: str) -> tuple[int, int]:
+        before = evaluations()
+        provider.take()
+        with pytest.raises(InvalidCode):
+            b.verifier.verify(credential_id, "10000000", request_id=b.rid())
+        return evaluations() - before, provider.take()[1]
+
+    seen: dict[str, tuple[int, int]] = {"wrong code": reject(b.cid)}
+    seen["unknown"] = reject("cr-0000000000000000")
+    b.verifier.lock(b.cid)
+    seen["locked"] = reject(b.cid)
+    b.verifier.unlock(b.cid)
+    b.verifier.suspend(b.cid)
+    seen["suspended"] = reject(b.cid)
+    b.verifier.revoke(b.cid)
+    seen["revoked"] = reject(b.cid)
+    for name, (reported, computed) in seen.items():
+        assert computed == reported, (name, seen)
+        assert computed >= 2, (name, seen)
+    assert len(set(seen.values())) == 1, seen
+
+    ok = make_bench(store_factory(clock), clock, provider=provider, user="bob", pan="5555666677778888")
+    before = evaluations(ok)
+    provider.take()
+    ok.verifier.verify(ok.cid, ok.identify().code, request_id=ok.rid())
+    assert provider.take()[1] == evaluations(ok) - before
+
+
 # -- finding 11: administrators' powers -------------------------------------------------------------
 
 

@@ -1,0 +1,136 @@
+"""Issuer authentication at the card: a wrong ARPC never leads to a TC, and every ARPC byte counts.
+
+A failed EXTERNAL AUTHENTICATE (``6300``) or a wrong ARPC carried in CDOL2 tag 91 leaves the
+transaction with issuer authentication *failed*; GENERATE AC #2 asking for a TC must then answer
+an AAC (cap-protocol.md §6, emv-crypto.md §6). The ARPC is compared in full: a change in any byte,
+not only the first, is a failure.
+"""
+
+from __future__ import annotations
+
+import pytest
+from pyemv import cvn as pyemv_cvn
+
+from capsim.cards import EmvCapCard, new_card
+from capsim.crypto import CVN, generate_arpc
+from tests.cards.helpers import (
+    IMK_A,
+    IMK_B,
+    IMK_C,
+    PAN,
+    gac1_command,
+    gac2_command,
+    h,
+    parse_gac,
+    start,
+    sw,
+    verify,
+)
+
+PYEMV_WARNING = pytest.mark.filterwarnings("ignore::cryptography.utils.CryptographyDeprecationWarning")
+ARC = b"00"  # approved
+TC, AAC = 0x40, 0x00
+
+
+def _visa() -> tuple[EmvCapCard, pyemv_cvn.VisaCVN10]:
+    card = new_card("barclays", pan=PAN, imk_ac=IMK_A, imk_smi=IMK_B, imk_smc=IMK_C)
+    return card, pyemv_cvn.VisaCVN10(IMK_A, IMK_B, IMK_C, PAN, "00")
+
+
+def _mastercard() -> tuple[EmvCapCard, pyemv_cvn.MasterCardCVN16]:
+    card = new_card("rabobank", pan=PAN, psn="08", imk_ac=IMK_A)
+    return card, pyemv_cvn.MasterCardCVN16(IMK_A, IMK_A, IMK_A, PAN, "08")
+
+
+def _arqc(card: EmvCapCard) -> bytes:
+    start(card)
+    assert verify(card, "1234") == 0x9000
+    resp = card.process(gac1_command(card))
+    assert sw(resp) == 0x9000
+    g = parse_gac(resp[:-2])
+    assert g.cid == 0x80
+    return g.ac
+
+
+def _flip(data: bytes, index: int) -> bytes:
+    out = bytearray(data)
+    out[index] ^= 0x01
+    return bytes(out)
+
+
+@PYEMV_WARNING
+def test_no_tc_after_failed_external_authenticate() -> None:
+    card, oracle = _visa()
+    arqc = _arqc(card)
+    bad = _flip(oracle.generate_arpc(arqc, ARC), 0)
+    assert card.process(h("008200000A") + bad + ARC) == h("6300")
+    r2 = card.process(gac2_command(card, p1=0x40, arc=ARC))  # the terminal still asks for a TC
+    assert sw(r2) == 0x9000
+    assert parse_gac(r2[:-2]).cid == AAC
+    assert card.state.history.issuer_auth_failed
+
+
+@PYEMV_WARNING
+def test_tc_after_good_external_authenticate() -> None:
+    """The positive control of the test above: the same exchange with the right ARPC gives a TC."""
+    card, oracle = _visa()
+    arqc = _arqc(card)
+    assert card.process(h("008200000A") + oracle.generate_arpc(arqc, ARC) + ARC) == h("9000")
+    r2 = card.process(gac2_command(card, p1=0x40, arc=ARC))
+    assert parse_gac(r2[:-2]).cid == TC
+
+
+@PYEMV_WARNING
+@pytest.mark.parametrize("index", range(8))
+def test_every_byte_of_an_8_byte_arpc_counts(index: int) -> None:
+    card, oracle = _visa()
+    arqc = _arqc(card)
+    bad = _flip(oracle.generate_arpc(arqc, ARC), index)
+    assert card.process(h("008200000A") + bad + ARC) == h("6300")
+    assert card.state.history.issuer_auth_failed
+
+
+@PYEMV_WARNING
+@pytest.mark.parametrize("index", range(8))
+def test_every_byte_of_an_arpc_in_cdol2_counts(index: int) -> None:
+    card, oracle = _mastercard()
+    arqc = _arqc(card)
+    good = oracle.generate_arpc(arqc, ARC)
+    r2 = card.process(gac2_command(card, p1=0x40, arc=ARC, issuer_data=_flip(good, index) + ARC))
+    assert sw(r2) == 0x9000
+    assert parse_gac(r2[:-2]).cid == AAC
+    assert card.state.history.issuer_auth_failed
+
+
+@PYEMV_WARNING
+def test_online_approval_without_issuer_auth_is_remembered() -> None:
+    """A TC after an ARQC with no ARPC at all: the card records "issuer authentication not
+    performed" for the next transaction's CVR; a TC after a good ARPC does not."""
+    card, _ = _visa()
+    _arqc(card)
+    r2 = card.process(gac2_command(card, p1=0x40, arc=ARC))
+    assert parse_gac(r2[:-2]).cid == TC
+    assert card.state.history.issuer_auth_not_performed
+
+
+@PYEMV_WARNING
+def test_good_arpc_leaves_issuer_auth_not_performed_clear() -> None:
+    card, oracle = _visa()
+    arqc = _arqc(card)
+    assert card.process(h("008200000A") + oracle.generate_arpc(arqc, ARC) + ARC) == h("9000")
+    card.process(gac2_command(card, p1=0x40, arc=ARC))
+    assert not card.state.history.issuer_auth_not_performed
+
+
+def test_method_2_arpc_of_exactly_8_bytes_authenticates() -> None:
+    """ARPC method 2 (CVN 18): 4-byte ARPC + 4-byte CSU with no proprietary data is the shortest
+    valid EXTERNAL AUTHENTICATE; the card accepts it."""
+    card = new_card("barclays", pan=PAN, imk_ac=IMK_A, imk_smi=IMK_B, imk_smc=IMK_C, cvn=CVN.VISA_18)
+    arqc = _arqc(card)
+    csu = h("00820000")
+    p = card.profile
+    atc = card.state.atc.to_bytes(2, "big")
+    arpc = generate_arpc(p.cvn, p.mk_ac, arqc=arqc, atc=atc, un=bytes(4), csu=csu)
+    assert len(arpc) == 4
+    assert card.process(h("0082000008") + arpc + csu) == h("9000")
+    assert card.process(gac2_command(card, p1=0x40, arc=ARC))[-2:] == h("9000")
