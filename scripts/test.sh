@@ -10,7 +10,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$(pwd)
 
-APT_PACKAGES=(pcscd libpcsclite-dev vsmartcard-vpcd pcsc-tools opensc postgresql pgbouncer softhsm2 iproute2 util-linux gcc python3-dev)
+APT_PACKAGES=(strace pcscd libpcsclite-dev vsmartcard-vpcd pcsc-tools opensc postgresql pgbouncer softhsm2 iproute2 util-linux gcc python3-dev)
 need_apt=()
 for p in "${APT_PACKAGES[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || need_apt+=("$p")

@@ -1,5 +1,8 @@
 """The EMV-CAP card emulator: :class:`EmvCapCard` (cap-protocol.md §9).
 
+(Slightly over 600 lines on purpose: the card application's dispatch table and its handlers, with
+the persist-before-reveal rule each one follows, read best as one file.)
+
 Theory of operation
 -------------------
 1. Phases (:class:`Phase`): ``IDLE`` (powered, nothing selected), ``PSE`` (the payment system

@@ -1,5 +1,8 @@
 """The PC/SC transport: real and virtual readers through pcscd and pyscard.
 
+(Slightly over 600 lines on purpose: every pyscard call and its error mapping stay in this one
+module, so that no other module speaks pyscard.)
+
 This is the only capsim module that speaks pyscard (≥ 2.3, the optional ``pcsc`` extra:
 ``pip install 'capsim[pcsc]'``). Card sessions use pyscard's ``smartcard.scard`` layer (the
 PC/SC calls themselves, with their result codes and the module-level protocol constants);

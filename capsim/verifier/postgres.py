@@ -1,5 +1,8 @@
 """PostgreSQL verifier store (psycopg 3): the exactly-once design of verifier.md §5.
 
+(Slightly over 600 lines on purpose: the pool, the lazy BEGIN, the pipelined verification batches
+and COMMIT with the audit seals are one exactly-once design, read together.)
+
 Install with ``pip install capsim[postgres]``.
 
 Theory of operation

@@ -1,5 +1,8 @@
 """Key custody for the verifier: the :class:`CryptogramProvider` protocol and a software one.
 
+(Slightly over 600 lines on purpose: the provider protocol and its reference implementation, the
+software provider, are read side by side by whoever writes another provider.)
+
 Keys cross this interface only *by reference* (emv-crypto.md §10): the service and the store
 handle ``key_ref`` strings, never key bytes. An HSM adapter implements the same protocol.
 

@@ -1,5 +1,8 @@
 """The :class:`~capsim.verifier.store.StoreTransaction` written once in SQL, for SQLite and PostgreSQL.
 
+(Slightly over 600 lines on purpose: every SQL statement the stores send is here, so that SQLite
+and PostgreSQL cannot drift; the row codecs are already in :mod:`.sqlrows`.)
+
 Theory of operation
 -------------------
 1. **One SQL text, two engines.** Statements are written with ``?`` placeholders; a driver
