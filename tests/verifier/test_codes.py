@@ -342,8 +342,16 @@ def test_v7_malformed_code_not_counted_as_failure(store_factory: StoreFactory, c
 
 @pytest.mark.parametrize(
     "bad",
-    ["1234567", "123456789", "1" * 10_000, "1234567x", "1234567:", "1234567/"]
-    + ["１２３４５６７８", " 12345678"],
+    [
+        "1234567",
+        "123456789",
+        "1" * 10_000,
+        "1234567x",
+        "1234567:",
+        "1234567/",
+        "１２３４５６７８",
+        " 12345678",
+    ],
 )
 def test_v7_malformed_code_message_names_the_rule(bad: str) -> None:
     """The message a caller (and the CLI) shows for a malformed code is the rule, never the code."""
