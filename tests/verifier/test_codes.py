@@ -341,13 +341,36 @@ def test_v7_malformed_code_not_counted_as_failure(store_factory: StoreFactory, c
 
 
 @pytest.mark.parametrize(
-    "bad", ["1234567", "123456789", "1" * 10_000, "1234567x", "１２３４５６７８", " 12345678"]
+    "bad",
+    [
+        "1234567",
+        "123456789",
+        "1" * 10_000,
+        "1234567x",
+        "1234567:",
+        "1234567/",
+        "１２３４５６７８",
+        " 12345678",
+    ],
 )
 def test_v7_malformed_code_message_names_the_rule(bad: str) -> None:
     """The message a caller (and the CLI) shows for a malformed code is the rule, never the code."""
     with pytest.raises(ValidationError) as info:
         engine.parse_code(bad)
     assert str(info.value) == "code: expected exactly 8 ASCII digits"
+
+
+def test_each_wrong_code_for_an_operation_counts_one_attempt(
+    store_factory: StoreFactory, clock: Clock
+) -> None:
+    b = make_bench(store_factory(clock), clock)
+    op = new_op(b, "sign", amount=1500)
+    for n in (1, 2):
+        with pytest.raises(InvalidCode):
+            b.verifier.verify(op.operation_id, "10000000", request_id=b.rid())
+        stored = b.verifier.get_operation(op.operation_id)
+        assert stored is not None
+        assert stored.attempts == n
 
 
 def test_v7_parse_code_uses_neither_int_nor_isdigit() -> None:
