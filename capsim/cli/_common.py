@@ -35,6 +35,7 @@ from typing import ParamSpec, TypeVar
 
 import click
 
+from capsim.atomicfile import atomic_replace
 from capsim.errors import (
     AuditTampered,
     CapsimError,
@@ -55,7 +56,15 @@ from capsim.errors import (
     ValidationError,
 )
 
-__all__ = ["ExitCode", "data_dir", "deprecated_alias", "exit_code_for", "handle_errors", "read_secret"]
+__all__ = [
+    "ExitCode",
+    "data_dir",
+    "deprecated_alias",
+    "exit_code_for",
+    "handle_errors",
+    "read_secret",
+    "write_tip",
+]
 
 
 class ExitCode(IntEnum):
@@ -161,3 +170,17 @@ def deprecated_alias(new_value: str | None, old_value: str | None, *, new: str, 
     if new_value is not None and new_value != old_value:
         raise ValidationError(f"{new} and {old} (its old name) disagree; give only {new}")
     return old_value
+
+
+def write_tip(text: str, target: str) -> Path | None:
+    """Write an exported audit tip to ``target`` atomically (``-``: to stdout); the file, or
+    ``None`` for stdout. :class:`~capsim.errors.StateFileError` when it cannot be written."""
+    if target == "-":
+        click.echo(text, nl=False)
+        return None
+    path = Path(target)
+    try:
+        atomic_replace(path, text)
+    except OSError as exc:
+        raise StateFileError(f"--export-tip: cannot write {path} ({exc.strerror})") from None
+    return path

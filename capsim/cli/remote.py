@@ -33,7 +33,7 @@ from typing import Any, Final
 
 import click
 
-from capsim.cli._common import handle_errors
+from capsim.cli._common import handle_errors, write_tip
 from capsim.client import VerifierClient
 from capsim.errors import AuditTampered, ConfigError, InvalidCode, StateFileError, ValidationError
 from capsim.storage import read_card_file
@@ -310,17 +310,9 @@ def _audit(c: VerifierClient, kw: dict[str, Any]) -> None:
         raise AuditTampered(f"the audit chain is broken ({len(problems)} problem(s); records {seqs})")
     if export is not None:
         text = AuditTip.from_json(json.dumps(c.audit_tip())).to_json()
-        if export == "-":
-            click.echo(text, nl=False)
+        path = write_tip(text, export)
+        if path is None:
             return
-        path = Path(export)
-        tmp = path.with_name(f".{path.name}.{secrets.token_hex(6)}.tmp")
-        try:
-            tmp.write_text(text, encoding="utf-8")
-            os.replace(tmp, path)
-        except OSError as exc:
-            tmp.unlink(missing_ok=True)
-            raise StateFileError(f"--export-tip: cannot write {path} ({exc.strerror})") from None
         if not check:
             seq = json.loads(text)["seq"]
             _emit(

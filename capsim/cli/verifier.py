@@ -36,7 +36,6 @@ from __future__ import annotations
 import dataclasses
 import functools
 import json
-import os
 import secrets
 import sys
 from collections.abc import Callable, Iterator, Mapping
@@ -49,7 +48,7 @@ from typing import Any, Final, ParamSpec, TypeVar, cast
 import click
 
 from capsim.cards import CardProfile
-from capsim.cli._common import data_dir, handle_errors
+from capsim.cli._common import data_dir, handle_errors, write_tip
 from capsim.crypto import CVN
 from capsim.errors import AuditTampered, ConfigError, InvalidCode, StateFileError, ValidationError
 from capsim.storage import load_issuer_keys, read_card_file
@@ -1003,17 +1002,9 @@ def _export_tip(report: AuditReport, target: str, *, as_json: bool) -> None:
         raise ValidationError("--export-tip: the audit is empty; there is nothing to anchor")
     tip = AuditTip.of(report.last)
     text = tip.to_json()
-    if target == "-":
-        click.echo(text, nl=False)
+    path = write_tip(text, target)
+    if path is None:
         return
-    path = Path(target)
-    tmp = path.with_name(f".{path.name}.{secrets.token_hex(6)}.tmp")
-    try:
-        tmp.write_text(text, encoding="utf-8")
-        os.replace(tmp, path)
-    except OSError as exc:
-        tmp.unlink(missing_ok=True)
-        raise StateFileError(f"--export-tip: cannot write {path} ({exc.strerror})") from None
     _emit(
         as_json,
         {"tip": json.loads(text), "file": str(path)},
