@@ -17,7 +17,8 @@ from capsim.apdu import describe_sw
 from capsim.cards import BUILTIN_PROFILES, CardProfile, CardState, builtin_profile, load_card, new_card
 from capsim.cli._common import deprecated_alias, handle_errors, read_secret
 from capsim.crypto import CVN, KeyDerivation, odd_parity
-from capsim.errors import ApduFormatError, StateFileError, ValidationError
+from capsim.errors import ApduFormatError, StateFileError
+from capsim.hexinput import parse_command_apdu
 from capsim.storage import IssuerKeys, load_issuer_keys, read_card_file, save_issuer_keys
 from capsim.tags import tag_info
 from capsim.tlv import decode, format_tree, walk
@@ -233,13 +234,12 @@ def _has_sensitive(data: bytes) -> bool:
 @click.option("--show-sensitive", is_flag=True, help="Do not redact PIN blocks, PANs and other secrets.")
 @handle_errors
 def apdu_command(*, path: Path, apdus: tuple[str, ...], show_sensitive: bool) -> None:
-    """[!] Power the card on and send raw APDUs (hex); print a decoded trace."""
-    commands: list[bytes] = []
-    for i, text in enumerate(apdus, 1):
-        try:
-            commands.append(bytes.fromhex("".join(text.split())))
-        except ValueError:
-            raise ValidationError(f"APDU {i}: expected hex digits, got {text!r}") from None
+    """[!] Power the card on and send raw APDUs (hex); print a decoded trace.
+
+    APDUS: command APDUs in hex (0x prefix, spaces and colons allowed), each at least the 4
+    header bytes; all are checked before the first is sent."""
+    # every APDU is checked before the card is powered on: a bad one sends nothing
+    commands = [parse_command_apdu(f"APDU {i}", text) for i, text in enumerate(apdus, 1)]
     with load_card(path) as emulated:
         click.echo(f"ATR {emulated.power_on().hex().upper()}")
         for raw in commands:
