@@ -33,7 +33,7 @@ from typing import Any, Final
 
 import click
 
-from capsim.cli._common import handle_errors, write_tip
+from capsim.cli._common import JSON_ERROR_EXTRA, handle_errors, write_tip
 from capsim.client import VerifierClient
 from capsim.errors import AuditTampered, ConfigError, InvalidCode, StateFileError, ValidationError
 from capsim.storage import read_card_file
@@ -108,12 +108,12 @@ def _stdin(value: str | None, what: str) -> str | None:
 
 @contextmanager
 def _json_rejection(kw: dict[str, Any], key: str) -> Iterator[None]:
-    """On a rejected code, print ``{key: false, "error": "code rejected"}`` under ``--json`` and re-raise."""
+    """On a rejected code, add ``{key: false}`` to the JSON error object (``--json``) and re-raise."""
     try:
         yield
     except InvalidCode:
-        if kw["as_json"]:
-            click.echo(json.dumps({key: False, "error": "code rejected"}))
+        if kw["as_json"]:  # handle_errors prints the JSON error object with this key
+            click.get_current_context().meta[JSON_ERROR_EXTRA] = {key: False}
         raise
 
 
