@@ -23,7 +23,7 @@ from typing import Any, Final, TypeVar
 
 import click
 
-from capsim.cap import CapMode
+from capsim.cap import CapMode, validate_tds_fields
 from capsim.cli._common import data_dir, deprecated_alias, handle_errors, read_secret
 from capsim.errors import CapsimError, StateFileError
 from capsim.hexinput import parse_hex
@@ -235,6 +235,7 @@ def sign_command(challenge: str | None, amount: str | None, currency: str | None
 @handle_errors
 def tds_command(fields: tuple[str, ...], **options: Any) -> None:
     """[!] Transaction data signing (Mode 2 + TDS): a code over 1 to 10 data fields."""
+    validate_tds_fields(fields, option="--field")  # named as typed: "--field #2"
     _run(CapMode.TDS, fields=list(fields), **options)
 
 

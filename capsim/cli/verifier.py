@@ -47,6 +47,7 @@ from typing import Any, Final, ParamSpec, TypeVar, cast
 
 import click
 
+from capsim.cap import validate_tds_fields
 from capsim.cards import CardProfile
 from capsim.cli._common import JSON_ERROR_EXTRA, data_dir, handle_errors, write_tip
 from capsim.crypto import CVN
@@ -611,6 +612,8 @@ def operation_new_command(
     as_json: bool,
 ) -> None:
     """Create an operation for CREDENTIAL; show the challenge the user types into the reader."""
+    if fields:
+        validate_tds_fields(fields, option="--field")  # named as typed: "--field #2"
     with open_session(db) as session:
         op = session.verifier.issue_operation(
             credential_id,
@@ -993,6 +996,9 @@ def _emit_check(as_json: bool, report: AuditReport, tip: AuditTip | None) -> Non
             out.append(f"the exported tip (record {tip.seq}) is present and unchanged")
         return out
 
+    if as_json and report.problems:  # one object: handle_errors adds the error to the report
+        click.get_current_context().meta[JSON_ERROR_EXTRA] = obj
+        return
     _emit(as_json, obj, lines)
 
 

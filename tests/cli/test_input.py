@@ -17,7 +17,7 @@ from capsim.cli._common import ExitCode
 from capsim.errors import ValidationError
 from capsim.hexinput import parse_command_apdu, parse_hex
 from capsim.storage import read_card_file
-from tests.cli.helpers import Cli, make_world
+from tests.cli.helpers import Cli, Run, make_world
 
 # ------------------------------------------------------------------------------ one hex parser
 
@@ -269,3 +269,166 @@ def test_every_command_with_json_reports_errors_through_handle_errors() -> None:
         and not getattr(cmd.callback, "handles_errors", False)
     ]
     assert missing == []
+
+
+# ------------------------------------------------------------------- messages in user terms
+
+
+def _sign(cli: Cli, *args: str, reader: str = "inproc:secur-acces") -> Run:
+    return cli("code", "sign", "--reader", reader, "--pin-stdin", *args, stdin="1234\n")
+
+
+def test_an_unknown_currency_is_called_unknown_not_malformed(tmp_path: Path) -> None:
+    run = _sign(Cli(tmp_path / "home"), "--amount", "1.00", "--currency", "XXX")
+    assert run.exit_code == ExitCode.INVALID_INPUT
+    assert run.stderr == (
+        "capsim: error: currency: 'XXX' is not a known ISO 4217 currency "
+        "(one with minor units, like EUR or 978)\n"
+    )
+    run = _sign(Cli(tmp_path / "home"), "--amount", "1.00", "--currency", "999")
+    assert "'999' is not a known ISO 4217 currency" in run.stderr
+    run = _sign(Cli(tmp_path / "home"), "--amount", "1.00", "--currency", "EU")
+    assert "expected an ISO 4217 code, 3 letters (EUR) or 3 digits (978), got 'EU'" in run.stderr
+
+
+@pytest.mark.parametrize(
+    ("amount", "currency", "message"),
+    [
+        ("999999999999", "EUR", "amount: at most 9999999999.99 EUR, got '999999999999'"),
+        ("999999999999", "JPY", None),
+        ("1000000000000", "JPY", "amount: at most 999999999999 JPY, got '1000000000000'"),
+        ("9999999999.99", None, None),
+        ("10000000000", None, "amount: at most 9999999999.99, got '10000000000'"),
+        ("1.5", "JPY", "amount: no decimals for JPY, got '1.5'"),
+        ("1.234", "EUR", "amount: at most 2 decimals for EUR, got '1.234'"),
+        ("1.2345", "KWD", "amount: at most 3 decimals for KWD, got '1.2345'"),
+        ("1.234", None, "amount: at most 2 decimals without a currency, got '1.234'"),
+    ],
+)
+def test_amount_errors_speak_of_what_the_user_typed(
+    tmp_path: Path, amount: str, currency: str | None, message: str | None
+) -> None:
+    # natwest (IAF A0) takes an amount without a currency, secur-acces (IAF 80) wants both
+    reader = "inproc:secur-acces" if currency else "inproc:natwest"
+    run = _sign(
+        Cli(tmp_path / "home"),
+        "--amount",
+        amount,
+        *(("--currency", currency) if currency else ()),
+        reader=reader,
+    )
+    if message is None:
+        assert run.exit_code == 0, run.stderr
+    else:
+        assert run.exit_code == ExitCode.INVALID_INPUT
+        assert run.stderr == f"capsim: error: {message}\n"
+        assert "minor units" not in run.stderr
+        assert "decimal(s)" not in run.stderr
+
+
+def test_tds_fields_are_named_as_options(tmp_path: Path) -> None:
+    cli = Cli(tmp_path / "home")
+    fields = ("--field", "12", "--field", "1x")
+    run = cli("code", "tds", "--reader", "inproc:secur-acces", *fields, "--pin-stdin", stdin="1234\n")
+    assert run.exit_code == ExitCode.INVALID_INPUT
+    assert run.stderr == "capsim: error: --field #2: expected 1 to 10 ASCII digits, got '1x'\n"
+    many = [a for i in range(11) for a in ("--field", str(i))]
+    run = cli("code", "tds", "--reader", "inproc:secur-acces", *many, "--pin-stdin", stdin="1234\n")
+    assert run.stderr == "capsim: error: --field: expected 1 to 10 TDS fields, got 11\n"
+
+
+def test_a_file_of_the_wrong_kind_is_named_with_the_right_article(tmp_path: Path) -> None:
+    cli = Cli(tmp_path / "home")
+    wrong = tmp_path / "keys.json"
+    wrong.write_text('{"format": "something-else", "version": 1}\n')
+    wrong.chmod(0o600)
+    run = cli("card", "new", str(tmp_path / "c.json"), "--issuer-keys", str(wrong))
+    assert run.exit_code == ExitCode.STATE_FILE
+    assert f"{wrong} is not an issuer keys file" in run.stderr
+    assert " a issuer" not in run.stderr
+
+
+def test_card_new_names_the_card_files_missing_directory(tmp_path: Path) -> None:
+    cli = Cli(tmp_path / "home")
+    target = tmp_path / "nonexistent" / "c.json"
+    run = cli("card", "new", str(target))
+    assert run.exit_code == ExitCode.STATE_FILE
+    assert run.stderr == f"capsim: error: card file {target}: directory {target.parent} does not exist\n"
+    assert "issuer" not in run.stderr
+
+
+# ---------------------------------------------------------------------------- demo --db typo
+
+
+def test_demo_refuses_a_missing_db_unless_told_to_create_it(tmp_path: Path) -> None:
+    cli = Cli(tmp_path / "home")
+    typo = tmp_path / "typo.db"
+    run = cli("demo", "--db", str(typo), "--json")
+    assert run.exit_code == ExitCode.INVALID_INPUT
+    assert run.stderr == (
+        f"capsim: error: --db: no database at {typo}; pass --create-db to create it there, "
+        "or leave --db out for a throwaway one\n"
+    )
+    assert _json_error(run.stdout)["type"] == "invalid_input"
+    assert list(tmp_path.iterdir()) == []  # nothing created, not even the data directory's files
+    run = cli("demo", "--db", str(typo), "--create-db")
+    assert run.exit_code == 0, run.stdout + run.stderr
+    assert f"capsim: note: created the verifier database {typo} (--create-db)" in run.stderr
+    assert typo.is_file()
+    # the database now exists: a second run needs no flag and says nothing about creating it
+    run = cli("demo", "--db", str(typo))
+    assert run.exit_code == 0, run.stdout + run.stderr
+    assert "created the verifier database" not in run.stderr
+
+
+# --------------------------------------------------------- a currency the card does not sign
+
+
+def test_a_currency_the_card_does_not_sign_warns_and_names_the_scale(tmp_path: Path) -> None:
+    """natwest's IAF is A0: amount, no currency. JPY has no decimals, so "15" is 15 minor units
+    where without --currency it is 1500: the code changes, and the user is told why."""
+    cli = Cli(tmp_path / "home")
+    run = _sign(cli, "--amount", "15", "--currency", "JPY", reader="inproc:natwest")
+    assert run.exit_code == 0, run.stderr
+    assert run.stderr == (
+        "capsim: warning: the card's IAF (A0) does not sign a currency: JPY is not sent, but it scaled "
+        "the amount: 15 at 0 decimals is 15 minor units (2 decimals without a currency)\n"
+    )
+    # without the currency: the default scale, no warning
+    run = _sign(cli, "--amount", "15", reader="inproc:natwest")
+    assert (run.exit_code, run.stderr) == (0, "")
+    # a card that signs the currency (secur-acces, IAF 80): no warning
+    run = _sign(cli, "--amount", "15", "--currency", "JPY")
+    assert (run.exit_code, run.stderr) == (0, "")
+    # a currency with 2 decimals does not change the scale: no warning
+    run = _sign(cli, "--amount", "15.00", "--currency", "EUR", reader="inproc:natwest")
+    assert (run.exit_code, run.stderr) == (0, "")
+    # --json carries the warning too
+    run = cli("code", "sign", "--reader", "inproc:natwest", "--amount", "1.5", "--currency", "KWD",
+              "--pin-stdin", "--json", stdin="1234\n")  # fmt: skip
+    assert run.exit_code == 0, run.stderr
+    (warning,) = json.loads(run.stdout)["warnings"]
+    assert warning.endswith(
+        "KWD is not sent, but it scaled the amount: 1.500 at 3 decimals is 1500 minor units "
+        "(2 decimals without a currency)"
+    )
+
+
+# ------------------------------------------------------------------------------- Luhn check
+
+
+def test_card_new_refuses_a_pan_that_fails_the_luhn_check(tmp_path: Path) -> None:
+    cli = Cli(tmp_path / "home")
+    bad = "5412345678901234"
+    run = cli("card", "new", str(tmp_path / "c.json"), "--pan", bad)
+    assert run.exit_code == ExitCode.INVALID_INPUT
+    assert run.stderr == (
+        "capsim: error: --pan: the Luhn check digit (the last digit) is wrong, as on no issued card; "
+        "--allow-non-luhn personalises such a card for testing\n"
+    )
+    assert bad not in run.stdout + run.stderr
+    assert list(tmp_path.iterdir()) == []  # no card file, no issuer keys
+    # a Luhn-valid PAN is fine, and the explicit flag lets a non-compliant one through
+    cli.ok("card", "new", str(tmp_path / "ok.json"), "--pan", "5412345678981234")
+    cli.ok("card", "new", str(tmp_path / "bad.json"), "--pan", bad, "--allow-non-luhn")
+    assert read_card_file(tmp_path / "bad.json")[0].pan == bad

@@ -461,7 +461,7 @@ def test_operation_input_errors(world: World) -> None:
     for args, fragment in [
         (("--mode", "identify", "--amount", "1.00"), "take no amount"),
         (("--mode", "tds"), "tds needs"),
-        (("--mode", "tds", "--field", "12a"), "fields[0]"),
+        (("--mode", "tds", "--field", "12a"), "--field #1"),
         (("--mode", "sign", "--amount", "1.001", "--currency", "EUR"), "decimal"),
         (("--mode", "sign", "--amount", "1.00", "--currency", "XXX"), "currency"),
         (("--mode", "respond", "--reference", "1234"), "reference"),
