@@ -15,6 +15,7 @@ from capsim.tlv import decode, format_tree, parse_dol
 
 __all__ = ["tlv"]
 
+
 def _read_hex(parts: tuple[str, ...]) -> bytes:
     text = sys.stdin.read() if parts == ("-",) else " ".join(parts)
     return parse_hex("HEX", text)
