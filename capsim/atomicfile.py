@@ -144,7 +144,8 @@ def read_json(path: Path, what: str) -> Any:
 def check_header(doc: Any, path: Path, fmt: str, version: int, what: str) -> None:
     """Raise :class:`StateFileError` unless ``doc`` is a ``fmt`` document of a known version (rule 3)."""
     if not isinstance(doc, dict) or doc.get("format") != fmt:
-        raise StateFileError(f"{path} is not a {what} (format is not {fmt!r})")
+        article = "an" if what[:1].lower() in "aeiou" else "a"
+        raise StateFileError(f"{path} is not {article} {what} (format is not {fmt!r})")
     found = doc.get("version")
     if type(found) is not int:
         raise StateFileError(f"{path}: {what} without an integer version")

@@ -76,6 +76,7 @@ __all__ = [
     "explain_ipb",
     "ipb_bit_count",
     "ipb_extract",
+    "major_units",
     "parse_amount",
     "tds_mac",
     "tds_message",
@@ -205,6 +206,10 @@ def _currency(code: str) -> Currency:
             found = None
         if found is not None:
             return found
+        if code.isdigit() or code.isalpha():
+            raise ValidationError(
+                f"currency: {code!r} is not a known ISO 4217 currency (one with minor units, like EUR or 978)"
+            )
     raise ValidationError(
         f"currency: expected an ISO 4217 code, 3 letters (EUR) or 3 digits (978), got {code!r}"
     )
@@ -262,22 +267,47 @@ def parse_amount(value: int | str, currency: str | None = None) -> int:
         minor = value
     else:
         whole, dot, frac = value.partition(".")
-        if not _is_digits(whole, 1, 12) or (dot and not _is_digits(frac, 1, 12)):
+        # digit counts are bounded only by sanity here: a too large amount is told in major units
+        if not _is_digits(whole, 1, 1000) or (dot and not _is_digits(frac, 1, 1000)):
             raise ValidationError(
                 f"amount: expected digits with an optional '.' and decimals (like 15.00), got {value!r}"
             )
         if len(frac) > exponent:
-            raise ValidationError(
-                f"amount: at most {exponent} decimal(s) for this currency, got {value!r}"
-            )
+            raise ValidationError(f"amount: {_decimals_allowed(exponent, currency)}, got {value!r}")
         minor = int(whole) * 10**exponent + int(frac.ljust(exponent, "0") or "0")
+        if minor > MAX_AMOUNT:  # said in the user's own terms: major units
+            unit = "" if currency is None else f" {_currency(currency).alpha}"
+            raise ValidationError(f"amount: at most {major_units(MAX_AMOUNT, exponent)}{unit}, got {value!r}")
     if not 0 <= minor <= MAX_AMOUNT:
         raise ValidationError(f"amount: expected 0..{MAX_AMOUNT} minor units, got {minor}")
     return minor
 
 
-def validate_tds_fields(fields: Iterable[str]) -> tuple[str, ...]:
+def _decimals_allowed(exponent: int, currency: str | None) -> str:
+    """``"at most 2 decimals for EUR"``, ``"no decimals for JPY"``, ``"at most 1 decimal …"``."""
+    whose = f"for {_currency(currency).alpha}" if currency is not None else "without a currency"
+    if exponent == 0:
+        return f"no decimals {whose}"
+    return f"at most {exponent} decimal{'s' if exponent != 1 else ''} {whose}"
+
+
+def major_units(minor: int, exponent: int) -> str:
+    """``minor`` minor units written in major units with ``exponent`` decimals.
+
+    >>> major_units(MAX_AMOUNT, 2), major_units(1500, 0), major_units(5, 3)
+    ('9999999999.99', '1500', '0.005')
+    """
+    if exponent == 0:
+        return str(minor)
+    whole, frac = divmod(minor, 10**exponent)
+    return f"{whole}.{frac:0{exponent}d}"
+
+
+def validate_tds_fields(fields: Iterable[str], *, option: str | None = None) -> tuple[str, ...]:
     """Check TDS data fields: 1–10 fields, each 1–10 ASCII digits (cap-protocol.md §7).
+
+    ``option`` names the fields as a command line does: ``option="--field"`` reports the
+    second field as ``--field #2`` (default: the Python names ``fields`` and ``fields[1]``).
 
     Raises
     ------
@@ -294,10 +324,11 @@ def validate_tds_fields(fields: Iterable[str]) -> tuple[str, ...]:
     except TypeError:
         raise ValidationError("fields: expected a sequence of digit strings") from None
     if not 1 <= len(result) <= 10:
-        raise ValidationError(f"fields: expected 1 to 10 TDS fields, got {len(result)}")
+        raise ValidationError(f"{option or 'fields'}: expected 1 to 10 TDS fields, got {len(result)}")
     for i, field in enumerate(result):
         if not _is_digits(field, 1, 10):
-            raise ValidationError(f"fields[{i}]: expected 1 to 10 ASCII digits, got {field!r}")
+            where = f"fields[{i}]" if option is None else f"{option} #{i + 1}"
+            raise ValidationError(f"{where}: expected 1 to 10 ASCII digits, got {field!r}")
     return result
 
 

@@ -38,6 +38,7 @@ LAYERS: tuple[tuple[str, tuple[str, ...]], ...] = (
             "capsim.atomicfile",
             "capsim.issuerkeys",
             "capsim.transcript",
+            "capsim.hexinput",
         ),
     ),
     ("emv", ("capsim.cap", "capsim.profiles")),

@@ -26,12 +26,13 @@ code  meaning
 from __future__ import annotations
 
 import functools
+import json
 import os
 import sys
 from collections.abc import Callable
 from enum import IntEnum
 from pathlib import Path
-from typing import ParamSpec, TypeVar
+from typing import Any, Final, ParamSpec, TypeVar
 
 import click
 
@@ -57,11 +58,13 @@ from capsim.errors import (
 )
 
 __all__ = [
+    "JSON_ERROR_EXTRA",
     "ExitCode",
     "data_dir",
     "deprecated_alias",
     "exit_code_for",
     "handle_errors",
+    "json_error",
     "read_secret",
     "write_tip",
 ]
@@ -128,17 +131,60 @@ P = ParamSpec("P")
 R = TypeVar("R")
 
 
+#: The parameter names under which commands receive their ``--json`` flag.
+_JSON_PARAMS: Final = ("as_json", "json_out")
+#: Where :func:`json_rejection`-style helpers leave extra keys for the JSON error object.
+JSON_ERROR_EXTRA: Final = "capsim.json_error_extra"
+
+
+def _wants_json() -> bool:
+    ctx = click.get_current_context(silent=True)
+    return ctx is not None and any(ctx.params.get(name) is True for name in _JSON_PARAMS)
+
+
+def json_error(exc: BaseException | str, code: int) -> dict[str, Any]:
+    """The JSON error object of a failed command run with ``--json`` (docs/cli.md, "JSON errors").
+
+    ``{"error": {"type": …, "message": …, "exit_code": …}}``; ``type`` is the lower-case name of
+    the exit code (``invalid_input``, ``wrong_pin``, ``rejected`` …), ``message`` the same text
+    as the one line on stderr. Keys a command adds for its own failure (``"accepted": false``)
+    come first.
+    """
+    try:
+        kind = ExitCode(code).name.lower()
+    except ValueError:
+        kind = "error"
+    obj: dict[str, Any] = {}
+    ctx = click.get_current_context(silent=True)
+    if ctx is not None:
+        obj.update(ctx.meta.get(JSON_ERROR_EXTRA, {}))
+    obj["error"] = {"type": kind, "message": str(exc), "exit_code": int(code)}
+    return obj
+
+
 def handle_errors(func: Callable[P, R]) -> Callable[P, R]:
-    """Turn capsim errors into one line on stderr and the documented exit code (no traceback)."""
+    """Turn capsim errors into one line on stderr and the documented exit code (no traceback).
+
+    Under ``--json`` the failure is also one JSON object on stdout (:func:`json_error`), for
+    capsim errors and for click's own usage errors raised inside the command alike.
+    """
 
     @functools.wraps(func)
     def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
         try:
             return func(*args, **kwargs)
         except CapsimError as exc:
+            code = exit_code_for(exc)
+            if _wants_json():
+                click.echo(json.dumps(json_error(exc, code)))
             click.echo(f"capsim: error: {exc}", err=True)
-            sys.exit(int(exit_code_for(exc)))
+            sys.exit(int(code))
+        except click.ClickException as exc:
+            if _wants_json():
+                click.echo(json.dumps(json_error(exc.format_message(), exc.exit_code)))
+            raise
 
+    wrapper.handles_errors = True  # type: ignore[attr-defined]
     return wrapper
 
 

@@ -18,6 +18,7 @@ from capsim.cards import BUILTIN_PROFILES, CardProfile, CardState, builtin_profi
 from capsim.cli._common import deprecated_alias, handle_errors, read_secret
 from capsim.crypto import CVN, KeyDerivation, odd_parity
 from capsim.errors import ApduFormatError, StateFileError, ValidationError
+from capsim.hexinput import parse_command_apdu
 from capsim.storage import IssuerKeys, load_issuer_keys, read_card_file, save_issuer_keys
 from capsim.tags import tag_info
 from capsim.tlv import decode, format_tree, walk
@@ -48,6 +49,19 @@ def _luhn_digit(body: str) -> str:
                 d -= 9
         total += d
     return str((10 - total % 10) % 10)
+
+
+def luhn_valid(pan: str) -> bool:
+    """Whether ``pan`` is 12 to 19 ASCII digits whose last is the Luhn check digit (ISO/IEC 7812-1).
+
+    A PAN of another form is left to the card's own check (``True`` here).
+
+    >>> luhn_valid("5555555555554444"), luhn_valid("5555555555554445")
+    (True, False)
+    """
+    if not (pan.isascii() and pan.isdigit() and 12 <= len(pan) <= 19):
+        return True
+    return _luhn_digit(pan[:-1]) == pan[-1]
 
 
 def random_test_pan(profile: CardProfile) -> str:
@@ -82,7 +96,12 @@ def card() -> None:
     help="Built-in card template (`capsim card templates`) [secur-acces].",
 )
 @click.option("--profile", "profile_name", type=click.Choice(sorted(BUILTIN_PROFILES)), hidden=True)
-@click.option("--pan", help="Card PAN (12-19 digits); default: a random Luhn-valid test PAN.")
+@click.option("--pan", help="Card PAN (12-19 digits, Luhn-valid); default: a random Luhn-valid test PAN.")
+@click.option(
+    "--allow-non-luhn",
+    is_flag=True,
+    help="Accept a --pan whose Luhn check digit is wrong (testing readers and verifiers with bad cards).",
+)
 @click.option("--psn", help="PAN sequence number (2 digits); default: the template's (00, rabobank 08).")
 @click.option("--pin-stdin", is_flag=True, help="Read the PIN from one line of standard input.")
 @click.option(
@@ -100,6 +119,7 @@ def new_command(
     template_name: str | None,
     profile_name: str | None,
     pan: str | None,
+    allow_non_luhn: bool,
     psn: str | None,
     pin_stdin: bool,
     issuer_keys: Path | None,
@@ -110,6 +130,13 @@ def new_command(
     template = builtin_profile(name or "secur-acces")
     if path.exists():
         raise StateFileError(f"card file {path} already exists; refusing to overwrite it")
+    if not path.parent.is_dir():  # checked before the issuer keys beside it are written
+        raise StateFileError(f"card file {path}: directory {path.parent} does not exist")
+    if pan is not None and not allow_non_luhn and not luhn_valid(pan):
+        raise ValidationError(
+            "--pan: the Luhn check digit (the last digit) is wrong, as on no issued card; "
+            "--allow-non-luhn personalises such a card for testing"
+        )
     pin = read_secret("PIN", from_stdin=True) if pin_stdin else DEFAULT_PIN
     CardState(atc=0, ptc=0, pin=pin)  # validates the PIN before anything is written
     keys_path: Path | None = None
@@ -233,13 +260,12 @@ def _has_sensitive(data: bytes) -> bool:
 @click.option("--show-sensitive", is_flag=True, help="Do not redact PIN blocks, PANs and other secrets.")
 @handle_errors
 def apdu_command(*, path: Path, apdus: tuple[str, ...], show_sensitive: bool) -> None:
-    """[!] Power the card on and send raw APDUs (hex); print a decoded trace."""
-    commands: list[bytes] = []
-    for i, text in enumerate(apdus, 1):
-        try:
-            commands.append(bytes.fromhex("".join(text.split())))
-        except ValueError:
-            raise ValidationError(f"APDU {i}: expected hex digits, got {text!r}") from None
+    """[!] Power the card on and send raw APDUs (hex); print a decoded trace.
+
+    APDUS: command APDUs in hex (0x prefix, spaces and colons allowed), each at least the 4
+    header bytes; all are checked before the first is sent."""
+    # every APDU is checked before the card is powered on: a bad one sends nothing
+    commands = [parse_command_apdu(f"APDU {i}", text) for i, text in enumerate(apdus, 1)]
     with load_card(path) as emulated:
         click.echo(f"ATR {emulated.power_on().hex().upper()}")
         for raw in commands:

@@ -23,9 +23,10 @@ from typing import Any, Final, TypeVar
 
 import click
 
-from capsim.cap import CapMode
+from capsim.cap import CapMode, validate_tds_fields
 from capsim.cli._common import data_dir, deprecated_alias, handle_errors, read_secret
-from capsim.errors import CapsimError, StateFileError, ValidationError
+from capsim.errors import CapsimError, StateFileError
+from capsim.hexinput import parse_hex
 from capsim.profiles import READER_PROFILES
 from capsim.reader import CapReader, CapResult, CapSession
 from capsim.transports import TracingTransport, Transport, list_pcsc_readers, open_transport
@@ -102,13 +103,7 @@ def _open(reader_spec: str | None) -> Transport:
 def _aid(value: str | None) -> bytes | None:
     if value is None:
         return None
-    try:
-        aid = bytes.fromhex(value)
-    except ValueError:
-        raise ValidationError(f"--aid: expected 5 to 16 bytes of hex, got {value!r}") from None
-    if not 5 <= len(aid) <= 16:
-        raise ValidationError(f"--aid: expected 5 to 16 bytes of hex, got {len(aid)} bytes")
-    return aid
+    return parse_hex("--aid", value, min_bytes=5, max_bytes=16)
 
 
 def _common_options(func: F) -> F:
@@ -240,6 +235,7 @@ def sign_command(challenge: str | None, amount: str | None, currency: str | None
 @handle_errors
 def tds_command(fields: tuple[str, ...], **options: Any) -> None:
     """[!] Transaction data signing (Mode 2 + TDS): a code over 1 to 10 data fields."""
+    validate_tds_fields(fields, option="--field")  # named as typed: "--field #2"
     _run(CapMode.TDS, fields=list(fields), **options)
 
 

@@ -8,7 +8,8 @@ Theory of operation
 1. A ``secur-acces`` card is personalised with fresh random issuer keys into a temporary
    directory (card file and issuer-keys file, mode 0600). The verifier uses a SQLite database in
    the same directory, or the store named by ``--db`` (a SQLite path or a ``postgresql://`` URL;
-   its stored policy applies).
+   its stored policy applies). A SQLite file named by ``--db`` must exist unless ``--create-db``
+   is given (then the demo says on stderr that it created it), so a mistyped name is an error.
 2. Every code is computed by the CAP reader (:class:`capsim.reader.CapReader`) talking to the card
    file through the ``file:`` transport, and judged by :class:`capsim.verifier.Verifier`. The
    PIN UNBLOCK script is built from the ARQC and ATC of the reader's transaction without a PIN
@@ -41,12 +42,12 @@ from capsim.cli._common import ExitCode, handle_errors
 from capsim.cli.card import mask_pan, random_test_pan
 from capsim.cli.verifier import default_keyring
 from capsim.crypto import KeyDerivation, odd_parity
-from capsim.errors import CapsimError, InvalidCode, PinBlockedError, PinError
+from capsim.errors import CapsimError, ConfigError, InvalidCode, PinBlockedError, PinError
 from capsim.reader import CapReader, CapResult
 from capsim.storage import IssuerKeys, read_card_file, save_issuer_keys
 from capsim.transports import open_transport
 from capsim.verifier.keyring import issuer_key_id
-from capsim.verifier.session import VerifierSession, open_session
+from capsim.verifier.session import VerifierSession, open_session, sqlite_file
 from capsim.verifier.store import Store
 
 __all__ = ["DEMO_PIN", "DemoStep", "demo", "run_demo"]
@@ -491,6 +492,21 @@ def _run_steps(d: _Demo) -> None:
         )
 
 
+def _missing_sqlite_db(db: str | None, *, create: bool) -> Path | None:
+    """The SQLite file ``--db`` names when it does not exist yet and ``--create-db`` allows
+    creating it; a missing one without ``--create-db`` is an error (a typo must not silently
+    become a new database, rule 1)."""
+    target = None if db is None else sqlite_file(db)
+    if target is None or target.exists():
+        return None
+    if not create:
+        raise ConfigError(
+            f"--db: no database at {target}; pass --create-db to create it there, "
+            "or leave --db out for a throwaway one"
+        )
+    return target
+
+
 @click.command("demo")
 @click.option(
     "--db",
@@ -498,16 +514,22 @@ def _run_steps(d: _Demo) -> None:
     help="Run the verifier on this store (SQLite path, sqlite:///PATH, postgresql://…) "
     "[default: a SQLite file in the temporary directory].",
 )
+@click.option(
+    "--create-db",
+    is_flag=True,
+    help="Create the SQLite file named by --db if it does not exist (else a missing one is an error).",
+)
 @click.option("--json", "as_json", is_flag=True, help="Print the steps as one JSON object.")
 @click.option("--keep", is_flag=True, help="Keep the temporary directory (card file, keys, database).")
 @click.option(
     "--pkcs11", is_flag=True, help="Keep the issuer keys in a throwaway SoftHSM2 token (docs/hsm.md)."
 )
 @handle_errors
-def demo(*, db: str | None, as_json: bool, keep: bool, pkcs11: bool) -> None:
+def demo(*, db: str | None, create_db: bool, as_json: bool, keep: bool, pkcs11: bool) -> None:
     """[!] Card, reader and verifier end to end: enrol, log in, respond, sign, TDS, a replay
     and a wrong amount refused, three wrong PINs, a PIN UNBLOCK script. Exit 0 only if every
     step behaved as expected, else 14 naming the failed step."""
+    new_db = _missing_sqlite_db(db, create=create_db)
     if keep:
         workdir = Path(tempfile.mkdtemp(prefix="capsim-demo-"))
         cleanup: Callable[[], None] = lambda: None  # noqa: E731
@@ -534,6 +556,8 @@ def demo(*, db: str | None, as_json: bool, keep: bool, pkcs11: bool) -> None:
         steps = run_demo(workdir, db=db, on_step=show, pkcs11=pkcs11)
     finally:
         cleanup()
+    if new_db is not None and new_db.exists():
+        click.echo(f"capsim: note: created the verifier database {new_db} (--create-db)", err=True)
     failed = next((s for s in steps if not s.ok), None)
     failure: str | None = None
     if failed is not None:

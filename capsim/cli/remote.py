@@ -33,7 +33,8 @@ from typing import Any, Final
 
 import click
 
-from capsim.cli._common import handle_errors, write_tip
+from capsim.cap import validate_tds_fields
+from capsim.cli._common import JSON_ERROR_EXTRA, handle_errors, write_tip
 from capsim.client import VerifierClient
 from capsim.errors import AuditTampered, ConfigError, InvalidCode, StateFileError, ValidationError
 from capsim.storage import read_card_file
@@ -108,12 +109,12 @@ def _stdin(value: str | None, what: str) -> str | None:
 
 @contextmanager
 def _json_rejection(kw: dict[str, Any], key: str) -> Iterator[None]:
-    """On a rejected code, print ``{key: false, "error": "code rejected"}`` under ``--json`` and re-raise."""
+    """On a rejected code, add ``{key: false}`` to the JSON error object (``--json``) and re-raise."""
     try:
         yield
     except InvalidCode:
-        if kw["as_json"]:
-            click.echo(json.dumps({key: False, "error": "code rejected"}))
+        if kw["as_json"]:  # handle_errors prints the JSON error object with this key
+            click.get_current_context().meta[JSON_ERROR_EXTRA] = {key: False}
         raise
 
 
@@ -180,6 +181,8 @@ def _enroll(c: VerifierClient, kw: dict[str, Any]) -> None:
 
 
 def _operation_new(c: VerifierClient, kw: dict[str, Any]) -> None:
+    if kw["fields"]:
+        validate_tds_fields(kw["fields"], option="--field")  # named as typed: "--field #2"
     op = c.issue_operation(
         kw["credential_id"],
         mode=kw["mode"],
@@ -304,7 +307,10 @@ def _audit(c: VerifierClient, kw: dict[str, Any]) -> None:
             lines.append("the audit is not sealed" if sealed is None else f"sealed from record {sealed}")
             if tip is not None:
                 lines.append(f"the exported tip (record {tip['seq']}) is present and unchanged")
-        _emit(kw, obj, lines)
+        if kw["as_json"] and problems:  # one object: handle_errors adds the error to the report
+            click.get_current_context().meta[JSON_ERROR_EXTRA] = obj
+        else:
+            _emit(kw, obj, lines)
     if problems:
         seqs = ", ".join(str(s) for s in sorted({p["seq"] for p in problems}))
         raise AuditTampered(f"the audit chain is broken ({len(problems)} problem(s); records {seqs})")

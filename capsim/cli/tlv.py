@@ -9,27 +9,16 @@ import click
 from capsim.apdu.sw import describe_sw
 from capsim.cli._common import handle_errors
 from capsim.errors import ApduFormatError, ValidationError
+from capsim.hexinput import parse_hex
 from capsim.tags import tag_name
 from capsim.tlv import decode, format_tree, parse_dol
 
 __all__ = ["tlv"]
 
-_HEX_HELP = "Hex digits; spaces allowed, several arguments are joined; '-' reads standard input."
-
 
 def _read_hex(parts: tuple[str, ...]) -> bytes:
     text = sys.stdin.read() if parts == ("-",) else " ".join(parts)
-    digits = "".join(text.split())
-    if digits[:2].lower() == "0x":
-        digits = digits[2:]
-    if not digits:
-        raise ValidationError("HEX must not be empty")
-    if len(digits) % 2:
-        raise ValidationError(f"HEX must have an even number of hex digits, got {len(digits)}")
-    try:
-        return bytes.fromhex(digits)
-    except ValueError:
-        raise ValidationError("HEX must contain only hex digits 0-9, A-F and spaces") from None
+    return parse_hex("HEX", text)
 
 
 @click.group()
@@ -54,7 +43,8 @@ def tlv() -> None:
 def decode_cmd(hex_parts: tuple[str, ...], show_sensitive: bool, response: bool) -> None:
     """Print BER-TLV data as an indented tree with tag names.
 
-    HEX: hex digits; spaces allowed, several arguments are joined; '-' reads standard input.
+    HEX: hex digits, optionally separated by spaces or colons, with an optional 0x prefix;
+    several arguments are joined; '-' reads standard input.
     """
     data = _read_hex(hex_parts)
     sw: int | None = None
@@ -78,7 +68,8 @@ def decode_cmd(hex_parts: tuple[str, ...], show_sensitive: bool, response: bool)
 def dol_cmd(hex_parts: tuple[str, ...]) -> None:
     """List the entries of a DOL (CDOL1, CDOL2, PDOL …) and the total length.
 
-    HEX: hex digits; spaces allowed, several arguments are joined; '-' reads standard input.
+    HEX: hex digits, optionally separated by spaces or colons, with an optional 0x prefix;
+    several arguments are joined; '-' reads standard input.
     """
     data = _read_hex(hex_parts)
     try:

@@ -47,8 +47,9 @@ from typing import Any, Final, ParamSpec, TypeVar, cast
 
 import click
 
+from capsim.cap import validate_tds_fields
 from capsim.cards import CardProfile
-from capsim.cli._common import data_dir, handle_errors, write_tip
+from capsim.cli._common import JSON_ERROR_EXTRA, data_dir, handle_errors, write_tip
 from capsim.crypto import CVN
 from capsim.errors import AuditTampered, ConfigError, InvalidCode, StateFileError, ValidationError
 from capsim.storage import load_issuer_keys, read_card_file
@@ -94,7 +95,6 @@ DEFAULT_DB_NAME: Final = "verifier.db"
 #: Store setting holding the registered issuer-keys files (kept here for one release; the
 #: library's name is :data:`capsim.verifier.keyring.REGISTRY_SETTING`).
 KEYRING_SETTING: Final = REGISTRY_SETTING
-_REJECTED: Final = "code rejected"
 #: The ``--keyring`` / ``CAPSIM_KEYRING`` value of the running command.
 _KEYRING_OPTION: ContextVar[str | None] = ContextVar("capsim_keyring_option", default=None)
 # Moved to capsim.verifier.keyring; importable from here for one release.
@@ -276,12 +276,12 @@ def _request_id(value: str | None) -> str:
 
 @contextmanager
 def _json_rejection(as_json: bool, key: str) -> Iterator[None]:
-    """On a rejected code, print ``{key: false, "error": "code rejected"}`` under ``--json`` and re-raise."""
+    """On a rejected code, add ``{key: false}`` to the JSON error object (``--json``) and re-raise."""
     try:
         yield
     except InvalidCode:
-        if as_json:
-            click.echo(json.dumps({key: False, "error": _REJECTED}))
+        if as_json:  # handle_errors prints the JSON error object with this key
+            click.get_current_context().meta[JSON_ERROR_EXTRA] = {key: False}
         raise
 
 
@@ -612,6 +612,8 @@ def operation_new_command(
     as_json: bool,
 ) -> None:
     """Create an operation for CREDENTIAL; show the challenge the user types into the reader."""
+    if fields:
+        validate_tds_fields(fields, option="--field")  # named as typed: "--field #2"
     with open_session(db) as session:
         op = session.verifier.issue_operation(
             credential_id,
@@ -994,6 +996,9 @@ def _emit_check(as_json: bool, report: AuditReport, tip: AuditTip | None) -> Non
             out.append(f"the exported tip (record {tip.seq}) is present and unchanged")
         return out
 
+    if as_json and report.problems:  # one object: handle_errors adds the error to the report
+        click.get_current_context().meta[JSON_ERROR_EXTRA] = obj
+        return
     _emit(as_json, obj, lines)
 
 

@@ -41,6 +41,7 @@ from capsim.cli.verifier import _db_options, default_db, default_keyring, verifi
 from capsim.cli.verifier import open_session as _open_db
 from capsim.crypto import key_check_value
 from capsim.errors import TokenError, ValidationError
+from capsim.hexinput import parse_hex
 from capsim.storage import IssuerKeys, load_issuer_keys
 
 __all__ = ["demo_token", "keys_group", "token_key_check"]
@@ -168,12 +169,7 @@ def keys_import_command(
                 text = click.prompt(
                     f"component {i + 1} of {components} (32 hex digits)", hide_input=True, err=True
                 )
-                try:
-                    part = bytes.fromhex(text.replace(" ", ""))
-                except ValueError:
-                    raise ValidationError("component: expected 32 hex digits") from None
-                if len(part) != 16:
-                    raise ValidationError("component: expected 32 hex digits")
+                part = parse_hex(f"component {i + 1}", text, min_bytes=16, max_bytes=16, secret=True)
                 click.echo(f"component {i + 1} KCV: {key_check_value(part).hex().upper()}", err=True)
                 parts.append(part)
             key = hsmkeys.combine_components(parts)
@@ -186,9 +182,10 @@ def keys_import_command(
         else:
             assert wrapped is not None
             try:
-                blob = bytes.fromhex(wrapped.read_text(encoding="ascii").strip())
-            except (ValueError, UnicodeDecodeError):
+                text = wrapped.read_text(encoding="ascii")
+            except UnicodeDecodeError:
                 raise ValidationError("--wrapped: expected the wrapped key in hex") from None
+            blob = parse_hex("--wrapped", text, secret=True)
             imported[key_name] = hsmkeys.unwrap_key(session, label, key_name, blob, transport_label)
             key_id = f"iss-{imported[key_name]}" if key_name == "imk-ac" else None
     obj = {"token": config.token, "label": label, "key_id": key_id, "kcv": imported}

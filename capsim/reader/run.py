@@ -60,6 +60,8 @@ class Inputs:
     fields: tuple[str, ...] = ()
     profile: ReaderProfile | None = None
     aid: bytes | None = None
+    #: The amount was a decimal string scaled by the currency's decimals (not by the default 2).
+    amount_scaled_by_currency: bool = False
 
     def __repr__(self) -> str:
         return f"Inputs(mode={self.mode.value}, profile={self.profile.name if self.profile else None})"
@@ -116,7 +118,8 @@ def check_inputs(
         raise ValidationError("profile: expected a ReaderProfile, a profile name or None")
     if aid is not None and (not isinstance(aid, bytes) or not 5 <= len(aid) <= 16):
         raise ValidationError("aid: expected 5 to 16 bytes")
-    return Inputs(cap_mode, pin_block, canonical, minor, currency, checked_fields, profile, aid)
+    scaled = isinstance(amount, str) and currency is not None
+    return Inputs(cap_mode, pin_block, canonical, minor, currency, checked_fields, profile, aid, scaled)
 
 
 class FirstAc(NamedTuple):

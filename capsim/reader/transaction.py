@@ -14,7 +14,10 @@ Theory of operation
    CDOL2 (``8D``) when the profile sends the closing AAC; both DOLs must parse; a PSN
    (``5F34``) must be one byte; the CDOL values of the run are fixed
    (:func:`capsim.cap.cdol_values`), and a Sign whose IAF asks for an amount or a currency the
-   caller did not give fails with :class:`~capsim.errors.ValidationError`.
+   caller did not give fails with :class:`~capsim.errors.ValidationError`. A currency the card
+   does not sign (IAF b6) is not sent; when it still gave a decimal amount another scale than
+   the 2 decimals it has without a currency (``"15"`` JPY is 15 minor units, 1500 without a
+   currency), a warning says so and which scale was used.
 3. GET DATA ``9F17``: fewer tries than the profile's limit add a warning; zero tries raises
    :class:`~capsim.errors.PinBlockedError` without sending VERIFY. A card that cannot answer
    is not an error.
@@ -44,12 +47,14 @@ from capsim.cap import (
     belgian_code,
     build_cdol2_data,
     cdol_values,
+    currency_exponent,
     data_string,
     decimal_code,
     explain_belgian,
     explain_ipb,
     ipb_bit_count,
     ipb_extract,
+    major_units,
     tds_mac,
 )
 from capsim.errors import (
@@ -63,7 +68,7 @@ from capsim.profiles import FALLBACK_IPBS, CodeFunction, NoIpbFallback
 from capsim.reader.apdus import GET_PTC, read_record, template, tlv_map
 from capsim.reader.phases import MAX_IAD, MAX_RECORDS, Phase, Step
 from capsim.reader.result import Explanation
-from capsim.reader.run import FirstAc, InputError, Run
+from capsim.reader.run import FirstAc, InputError, Inputs, Run
 from capsim.tlv import decode, fill_dol, find, parse_dol
 
 __all__ = [
@@ -161,6 +166,9 @@ def _terminal_values(run: Run) -> dict[int, bytes]:
     if uses_amount and (inputs.amount is None or (not iaf0 & 0x20 and inputs.currency is None)):
         what = "an amount" if inputs.amount is None else "a currency"
         raise InputError(f"amount/currency: this card's IAF ({iaf0:02X}) asks for {what} in sign mode")
+    scale = _unsigned_currency_scale(iaf0, inputs) if uses_amount and iaf0 & 0x20 else None
+    if scale is not None:
+        run.warn(scale)
     return cdol_values(
         run.profile,
         CapMode.IDENTIFY if run.mode is CapMode.TDS else run.mode,
@@ -168,6 +176,21 @@ def _terminal_values(run: Run) -> dict[int, bytes]:
         amount=inputs.amount if uses_amount else None,
         currency=inputs.currency if uses_amount and not iaf0 & 0x20 else None,
         iaf=bytes([iaf0]),
+    )
+
+
+def _unsigned_currency_scale(iaf0: int, inputs: Inputs) -> str | None:
+    """The warning for a currency the card does not sign that still gave a decimal amount
+    another scale than the 2 decimals it has without one; else ``None``."""
+    if inputs.currency is None or inputs.amount is None or not inputs.amount_scaled_by_currency:
+        return None
+    exponent = currency_exponent(inputs.currency)
+    if exponent == 2:
+        return None
+    return (
+        f"the card's IAF ({iaf0:02X}) does not sign a currency: {inputs.currency} is not sent, but it "
+        f"scaled the amount: {major_units(inputs.amount, exponent)} at {exponent} decimals is "
+        f"{inputs.amount} minor units (2 decimals without a currency)"
     )
 
 

@@ -13,7 +13,7 @@ from typing import Annotated
 
 from fastapi import APIRouter, Depends, Header, Path, Query, Request, status
 
-from capsim.errors import ValidationError
+from capsim.hexinput import parse_hex
 from capsim.service.auth import Caller, admin_guard, runtime
 from capsim.service.common import ADMINISTRATION, OPERATOR, PROBLEM_RESPONSES, not_found, request_id
 from capsim.service.problems import HttpProblem
@@ -223,10 +223,7 @@ def replace(credential_id: Id, body: ReplaceIn, request: Request, caller: Operat
     summary="Build an issuer PIN UNBLOCK or PIN CHANGE script",
 )
 def pin_script(credential_id: Id, body: PinScriptIn, request: Request, caller: Operating) -> PinScriptOut:
-    try:
-        arqc = bytes.fromhex(body.arqc)
-    except ValueError:
-        raise ValidationError("arqc: expected 16 hex digits") from None
+    arqc = parse_hex("arqc", body.arqc, min_bytes=8, max_bytes=8)
     command = runtime(request).verifier.build_pin_script(
         credential_id, arqc=arqc, atc=body.atc, new_pin=body.new_pin, current_pin=body.current_pin
     )

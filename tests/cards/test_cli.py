@@ -80,17 +80,17 @@ def test_new_rejects_bad_input_without_writing(tmp_path: Path) -> None:
 
 def test_show_redacts_unless_asked(tmp_path: Path) -> None:
     path = tmp_path / "c.json"
-    _run("card", "new", str(path), "--pan", "5412345678901234")
+    _run("card", "new", str(path), "--pan", "5412345678981234")
     code, out, _ = _run("card", "show", str(path))
     assert code == 0
     assert "541234******1234" in out
-    assert "5412345678901234" not in out
+    assert "5412345678981234" not in out
     assert "1234\n" not in out.replace("541234******1234\n", "")
     profile, _ = read_card_file(path)
     assert profile.mk_ac.hex().upper() not in out
     code, out, _ = _run("card", "show", str(path), "--json", "--show-sensitive")
     info = json.loads(out)
-    assert info["pan"] == "5412345678901234"
+    assert info["pan"] == "5412345678981234"
     assert info["pin"] == "1234"
     assert info["icc_keys"]["mk-ac"] == profile.mk_ac.hex().upper()
     code, out, _ = _run("card", "show", str(path), "--json")
@@ -99,7 +99,7 @@ def test_show_redacts_unless_asked(tmp_path: Path) -> None:
 
 def test_apdu_trace(tmp_path: Path) -> None:
     path = tmp_path / "c.json"
-    _run("card", "new", str(path), "--template", "natwest", "--pan", "5412345678901234")
+    _run("card", "new", str(path), "--template", "natwest", "--pan", "5412345678981234")
     code, out, err = _run(
         "card", "apdu", str(path), "00A4040007A000000004800200", "80A8 0000 0283 0000",
         "0020008008241234FFFFFFFFFF", "80CA9F1700", "00000000",

@@ -173,7 +173,7 @@ def test_demo_store_errors_are_not_step_failures(tmp_path: Path) -> None:
     run = cli("demo", "--db", "mysql://bank@db/capsim", "--json")
     assert run.exit_code == ExitCode.INVALID_INPUT
     assert "unsupported scheme 'mysql'" in run.stderr
-    assert run.stdout == ""
+    assert json.loads(run.stdout)["error"]["type"] == "invalid_input"
     # an in-process store is fine for a one-process demo
     run = cli("demo", "--db", "memory:", "--json")
     assert run.exit_code == 0, run.stderr

@@ -31,6 +31,9 @@ __all__ = ["pg_cluster"]
 
 REJECT_LINE = "capsim: error: code rejected\n"
 
+#: The JSON error object of the uniform reject under --json (docs/cli.md, "JSON errors").
+JSON_REJECTED = {"type": "rejected", "message": "code rejected", "exit_code": 10}
+
 
 @pytest.fixture
 def world(tmp_path: Path) -> World:
@@ -144,7 +147,7 @@ def test_json_reject_is_uniform_across_reasons(world: World) -> None:
     for run in outputs:
         assert run.exit_code == 10
         assert run.stderr == REJECT_LINE
-        assert json.loads(run.stdout) == {"accepted": False, "error": "code rejected"}
+        assert json.loads(run.stdout) == {"accepted": False, "error": JSON_REJECTED}
         assert good not in run.output
         assert fresh not in run.output
     assert len({(r.stdout, r.stderr) for r in outputs}) == 1
@@ -218,7 +221,7 @@ def test_enroll_without_code_is_pending_and_reads_codes_from_stdin(world: World)
     run = world.v("credential", "activate", cid, "--code", "12345678", "--json")
     assert run.exit_code == ExitCode.REJECTED
     assert run.stderr == REJECT_LINE
-    assert run.json() == {"activated": False, "error": "code rejected"}
+    assert run.json() == {"activated": False, "error": JSON_REJECTED}
     assert world.credential(cid)["state"] == "pending"
     code = world.code("identify")
     run = world.v("credential", "activate", cid, "--code", "-", "--json", stdin=code + "\n")
@@ -458,7 +461,7 @@ def test_operation_input_errors(world: World) -> None:
     for args, fragment in [
         (("--mode", "identify", "--amount", "1.00"), "take no amount"),
         (("--mode", "tds"), "tds needs"),
-        (("--mode", "tds", "--field", "12a"), "fields[0]"),
+        (("--mode", "tds", "--field", "12a"), "--field #1"),
         (("--mode", "sign", "--amount", "1.001", "--currency", "EUR"), "decimal"),
         (("--mode", "sign", "--amount", "1.00", "--currency", "XXX"), "currency"),
         (("--mode", "respond", "--reference", "1234"), "reference"),
@@ -869,7 +872,7 @@ def test_resync_and_advance_floor(tmp_path: Path) -> None:
     # a wrong pair is the uniform reject and counts
     run = world.v("credential", "resync", cid, "12345678", "23456789", "--json")
     assert run.exit_code == ExitCode.REJECTED
-    assert run.json() == {"error": "code rejected", "resynchronised": False}
+    assert run.json() == {"resynchronised": False, "error": JSON_REJECTED}
     assert world.credential(cid)["fail_count"] == 1
 
     # a payment authorisation used ATC 11: the floor rises, and never goes back down

@@ -86,7 +86,7 @@ def test_wrong_pin_then_blocked(home: Path) -> None:
         (["sign", "--challenge", "1", "--amount", "1.234", "--currency", "EUR"], "at most 2 decimal"),
         (["sign", "--challenge", "1", "--amount", "5", "--currency", "EURO"], "currency"),
         (["tds", *(["--field", "1"] * 11)], "1 to 10 TDS fields"),
-        (["tds", "--field", "12345678901"], "fields[0]"),
+        (["tds", "--field", "12345678901"], "--field #1"),
         (["identify", "--aid", "A000"], "--aid"),
     ],
 )
