@@ -58,14 +58,17 @@ def test_a_second_opener_waits_five_seconds_by_default(tmp_path: Path) -> None:
         t.join()
 
 
-def test_an_issuer_keys_file_without_a_derivation_is_auto(tmp_path: Path) -> None:
+@pytest.mark.parametrize("derivation", ["A", "B"])
+def test_an_issuer_keys_file_keeps_its_derivation_and_without_one_is_auto(
+    tmp_path: Path, derivation: str
+) -> None:
     path = tmp_path / "keys.json"
-    save_issuer_keys(path, IssuerKeys(imk_ac=IMK_A, imk_smi=IMK_B, imk_smc=IMK_C, derivation="B"))
+    save_issuer_keys(path, IssuerKeys(imk_ac=IMK_A, imk_smi=IMK_B, imk_smc=IMK_C, derivation=derivation))
     doc = json.loads(path.read_text())
-    assert doc["derivation"] == "B"
+    assert doc["derivation"] == derivation
     assert sorted(doc["keys"]) == ["imk-ac", "imk-smc", "imk-smi"]
     assert doc["keys"]["imk-smc"]["key"] == IMK_C.hex().upper()
-    assert load_issuer_keys(path).derivation == "B"
+    assert load_issuer_keys(path).derivation == derivation
     del doc["derivation"]
     path.write_text(json.dumps(doc))
     path.chmod(0o600)
