@@ -19,7 +19,7 @@ from typing import Any
 
 from capsim.cards.base import CardOS
 from capsim.cards.builtin import BUILTIN_PROFILES, DEFAULT_ATR, builtin_profile
-from capsim.cards.cardfile import CardFile, create_card_file
+from capsim.cards.cardfile import LOCK_TIMEOUT_S, CardFile, create_card_file
 from capsim.cards.emv_cap import EmvCapCard, Phase
 from capsim.cards.profile import CardProfile, Record
 from capsim.cards.state import CardState, Lifecycle
@@ -128,7 +128,7 @@ def new_card(
 def load_card(
     path: str | os.PathLike[str],
     *,
-    timeout: float = 5.0,
+    timeout: float = LOCK_TIMEOUT_S,
     rng: Callable[[int], bytes] | None = None,
 ) -> EmvCapCard:
     """Open a card file, holding its lock until ``card.close()``.

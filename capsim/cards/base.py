@@ -153,22 +153,28 @@ class Dispatcher:
         self._known_ins = frozenset(ins for _, ins in self._routes)
         self._phase = phase
 
+    def route(self, cmd: Command) -> bytes:
+        """The handler's data for a parsed command (rule 4); every refusal is a
+        :class:`StatusError`. A card with its own answer rules (response chaining) calls this."""
+        found = self._routes.get((cmd.cla, cmd.ins))
+        if found is None:
+            if cmd.ins not in self._known_ins:
+                raise StatusError(SW.INS_NOT_SUPPORTED)
+            raise StatusError(SW.CLA_NOT_SUPPORTED)
+        handler, phases = found
+        if self._phase() not in phases:
+            raise StatusError(SW.CONDITIONS_NOT_SATISFIED)
+        return handler(cmd)
+
     def dispatch(self, apdu: bytes) -> bytes:
-        """Run one C-APDU through the table; :class:`StatusError` becomes an R-APDU.
+        """Run one C-APDU through the table; :class:`StatusError` becomes an R-APDU, and an Le
+        shorter than the data answers ``6Cxx`` (rule 5).
 
         Other exceptions propagate: the card wraps this call and maps them to ``6F00``.
         """
         try:
             cmd = parse_command(apdu)
-            route = self._routes.get((cmd.cla, cmd.ins))
-            if route is None:
-                if cmd.ins not in self._known_ins:
-                    raise StatusError(SW.INS_NOT_SUPPORTED)
-                raise StatusError(SW.CLA_NOT_SUPPORTED)
-            handler, phases = route
-            if self._phase() not in phases:
-                raise StatusError(SW.CONDITIONS_NOT_SATISFIED)
-            data = handler(cmd)
+            data = self.route(cmd)
         except StatusError as exc:
             return exc.data + exc.sw.to_bytes(2, "big")
         le = cmd.le

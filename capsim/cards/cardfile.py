@@ -40,6 +40,7 @@ from capsim.errors import StateFileError, ValidationError
 __all__ = [
     "CARD_FILE_FORMAT",
     "CARD_FILE_VERSION",
+    "LOCK_TIMEOUT_S",
     "CardFile",
     "CardFileLock",
     "create_card_file",
@@ -48,6 +49,8 @@ __all__ = [
 
 CARD_FILE_FORMAT: Final = "capsim-card"
 CARD_FILE_VERSION: Final = 1
+#: Seconds a second opener waits for a card file's lock before giving up (the one default).
+LOCK_TIMEOUT_S: Final = 5.0
 
 
 def _card_document(profile_json: str, state: CardState) -> str:
@@ -100,7 +103,7 @@ class CardFileLock:
         Seconds to wait for another holder before raising :class:`StateFileError`.
     """
 
-    def __init__(self, path: str | os.PathLike[str], *, timeout: float = 5.0) -> None:
+    def __init__(self, path: str | os.PathLike[str], *, timeout: float = LOCK_TIMEOUT_S) -> None:
         self._path = Path(str(path) + ".lock")
         self._timeout = timeout
         self._fd: int | None = None
@@ -153,7 +156,7 @@ class CardFile:
     Use :func:`capsim.cards.load_card` rather than this class directly.
     """
 
-    def __init__(self, path: str | os.PathLike[str], *, timeout: float = 5.0) -> None:
+    def __init__(self, path: str | os.PathLike[str], *, timeout: float = LOCK_TIMEOUT_S) -> None:
         self.path = Path(path)
         self._lock = CardFileLock(self.path, timeout=timeout)
         self._lock.acquire()

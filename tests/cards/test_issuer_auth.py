@@ -134,3 +134,24 @@ def test_method_2_arpc_of_exactly_8_bytes_authenticates() -> None:
     assert len(arpc) == 4
     assert card.process(h("0082000008") + arpc + csu) == h("9000")
     assert card.process(gac2_command(card, p1=0x40, arc=ARC))[-2:] == h("9000")
+
+
+@PYEMV_WARNING
+def test_external_authenticate_is_one_try_per_transaction() -> None:
+    """A terminal (or an attacker) cannot retry EXTERNAL AUTHENTICATE until an ARPC fits: after
+    a wrong one, even the right ARPC is refused (6985), GENERATE AC #2 gives no TC and the card
+    remembers the failure for its next CVR; after a right one, a second is refused too."""
+    card, oracle = _visa()
+    arqc = _arqc(card)
+    good = oracle.generate_arpc(arqc, ARC)
+    assert card.process(h("008200000A") + _flip(good, 7) + ARC) == h("6300")
+    assert card.process(h("008200000A") + good + ARC) == h("6985")
+    assert parse_gac(card.process(gac2_command(card, p1=0x40, arc=ARC))[:-2]).cid == AAC
+    assert card.state.history.issuer_auth_failed
+
+    card, oracle = _visa()
+    arqc = _arqc(card)
+    good = oracle.generate_arpc(arqc, ARC)
+    assert card.process(h("008200000A") + good + ARC) == h("9000")
+    assert card.process(h("008200000A") + good + ARC) == h("6985")
+    assert parse_gac(card.process(gac2_command(card, p1=0x40, arc=ARC))[:-2]).cid == TC

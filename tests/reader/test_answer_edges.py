@@ -1,0 +1,72 @@
+"""Edges of the card's answers the transcript tests never reach.
+
+Each test pins one rule a planted bug changed without any other test noticing: records of
+SFIs 11–30 are the issuer's own format (EMV Book 3 §5.3.2.2), a card that reports 0 PIN tries
+stops the reader before VERIFY with the card's own status, a format-2 GENERATE AC answer
+without ``9F10`` has an empty IAD, and a dump shows the space character as itself.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import pytest
+
+from capsim.errors import PinBlockedError, RemoteProtocolError
+from capsim.reader import CapReader
+from capsim.reader.transaction import parse_ac
+from capsim.tlv import decode, encode, format_tree
+from tests.reader.helpers import ScriptedCard
+from tests.reader.test_hostile import NATWEST_RECORD, OK, natwest_like
+from tests.utils import unhex
+
+NOT_A_RECORD = unhex("5A0412345678")  # an issuer-format record: no template 70
+
+
+def _two_sfis(sfi: int) -> Callable[[bytes], bytes]:
+    """NatWest-like, with an AFL naming record 1 of SFI 1 and record 1 of ``sfi``; the latter
+    answers bytes that are not a record template."""
+    afl = bytes([1 << 3, 1, 1, 0, sfi << 3, 1, 1, 0])
+    base = natwest_like({0xA8: encode(0x80, b"\x10\x00" + afl) + OK})
+
+    def answer(apdu: bytes) -> bytes:
+        if apdu[1] == 0xB2:
+            return (NATWEST_RECORD if apdu[3] >> 3 == 1 else NOT_A_RECORD) + OK
+        return base(apdu)
+
+    return answer
+
+
+@pytest.mark.parametrize("sfi", [11, 12, 30])
+def test_an_issuer_format_record_of_sfi_11_to_30_is_read_past(sfi: int) -> None:
+    card = ScriptedCard(_two_sfis(sfi))
+    assert CapReader(card, "mc-cap").respond("1234", "12345678").code == "04822527"
+    assert [a[3] >> 3 for a in card.sent if a[1] == 0xB2] == [1, sfi]
+
+
+@pytest.mark.parametrize("sfi", [2, 10])
+def test_a_record_of_sfi_1_to_10_must_be_a_record_template(sfi: int) -> None:
+    card = ScriptedCard(_two_sfis(sfi))
+    with pytest.raises(RemoteProtocolError, match="record template 70"):
+        CapReader(card, "mc-cap").respond("1234", "12345678")
+
+
+def test_a_card_reporting_no_pin_tries_stops_before_verify_with_its_status() -> None:
+    card = ScriptedCard(natwest_like({0xCA: unhex("9F170100") + OK}))
+    with pytest.raises(PinBlockedError) as caught:
+        CapReader(card, "mc-cap").respond("1234", "12345678")
+    assert (caught.value.sw, caught.value.ins) == (0x6983, 0xCA)
+    assert not [a for a in card.sent if a[1] in (0x20, 0xAE)]  # no VERIFY, no GENERATE AC
+
+
+def test_format_2_answer_without_iad_has_an_empty_iad() -> None:
+    body = encode(0x9F27, b"\x80") + encode(0x9F36, b"\x00\x42") + encode(0x9F26, bytes(range(8)))
+    cid, atc, ac, iad = parse_ac(encode(0x77, body))
+    assert (cid, atc, ac, iad) == (0x80, b"\x00\x42", bytes(range(8)), b"")
+    with_iad = parse_ac(encode(0x77, body + encode(0x9F10, b"\x06\x01")))
+    assert with_iad[3] == b"\x06\x01"
+
+
+def test_a_dump_shows_printable_ascii_including_the_space() -> None:
+    text = format_tree(decode(encode(0x50, b"a b~\x1f\x7f")))
+    assert text.endswith('"a b~.."')
