@@ -17,6 +17,7 @@ import os
 from collections.abc import Callable
 from typing import Any
 
+from capsim.cards.atr import check_atr, parse_atr
 from capsim.cards.base import CardOS
 from capsim.cards.builtin import BUILTIN_PROFILES, DEFAULT_ATR, builtin_profile
 from capsim.cards.cardfile import LOCK_TIMEOUT_S, CardFile, create_card_file
@@ -52,10 +53,12 @@ __all__ = [
     "Record",
     "build_iad",
     "builtin_profile",
+    "check_atr",
     "history_variants",
     "initial_state",
     "load_card",
     "new_card",
+    "parse_atr",
     "predict_arqc_iad",
 ]
 
@@ -97,7 +100,8 @@ def new_card(
     rng:
         Randomness for GET CHALLENGE (default ``os.urandom``).
     **overrides:
-        Profile fields to replace, e.g. ``cvn=0x12``, ``response_format=2``, ``initial_atc=5``.
+        Profile fields to replace, e.g. ``cvn=0x12``, ``response_format=2``, ``initial_atc=5``,
+        ``atr=bytes.fromhex("3B80800101")`` (checked with :func:`check_atr`).
 
     Raises
     ------
@@ -110,6 +114,8 @@ def new_card(
     if not isinstance(template, CardProfile):
         raise ValidationError("profile: expected a profile name or a CardProfile")
     if overrides:
+        if "atr" in overrides:
+            check_atr(overrides["atr"])
         template = template.with_overrides(**overrides)
     personalised = template.personalise(
         pan=pan,

@@ -10,7 +10,6 @@ CAP-RABO-TDS); only the keys, and hence the cryptograms, are capsim's. ``secur-a
 from __future__ import annotations
 
 from collections.abc import Mapping
-from functools import reduce
 from types import MappingProxyType
 
 from capsim.cards.profile import CardProfile, Record, default_iad_template
@@ -21,15 +20,16 @@ from capsim.tlv import encode
 __all__ = ["BUILTIN_PROFILES", "DEFAULT_ATR", "builtin_profile"]
 
 
-def _t1_atr(historical: bytes) -> bytes:
-    """TS 3B, T0 (TD1 present, K historical bytes), TD1 = T=1, historical bytes, TCK."""
-    body = bytes([0x80 | len(historical), 0x01]) + historical
-    tck = reduce(lambda a, b: a ^ b, body, 0)
-    return b"\x3b" + body + bytes([tck])
+def _emv_t0_atr(historical: bytes) -> bytes:
+    """EMV's basic ATR for T=0: TS 3B, T0 (TB1 and TC1 present, K historical bytes), TB1 00
+    (no programming voltage), TC1 00 (no extra guard time), the historical bytes; no TD1, so
+    T=0 only, and no TCK."""
+    return bytes([0x3B, 0x60 | len(historical), 0x00, 0x00]) + historical
 
 
-#: capsim's default ATR: T=1 only, historical bytes ``capsim`` (pcsc.md: T=1 for vpcd).
-DEFAULT_ATR = _t1_atr(b"capsim")
+#: capsim's default ATR: T=0, as most EMV contact cards offer, historical bytes ``capsim``
+#: (``3B66000063617073696D``). Earlier releases offered only T=1 (``3B860163617073696D82``).
+DEFAULT_ATR = _emv_t0_atr(b"capsim")
 
 _CDOL1_STD = bytes.fromhex("9F02069F03069F1A0295055F2A029A039C019F3704")
 _CDOL2_STD = bytes.fromhex("8A02") + _CDOL1_STD

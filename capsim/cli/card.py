@@ -15,6 +15,7 @@ import click
 
 from capsim.apdu import describe_sw
 from capsim.cards import BUILTIN_PROFILES, CardProfile, CardState, builtin_profile, load_card, new_card
+from capsim.cards.atr import atr_from_hex
 from capsim.cli._common import deprecated_alias, handle_errors, read_secret
 from capsim.crypto import CVN, KeyDerivation, odd_parity
 from capsim.errors import ApduFormatError, StateFileError, ValidationError
@@ -112,6 +113,7 @@ def card() -> None:
 @click.option(
     "--cvn", type=click.Choice(list(_CVN_NAMES)), help="Cryptogram version (default: the template's)."
 )
+@click.option("--atr", metavar="HEX", help="Answer to reset (default: the template's; built-in: T=0).")
 @handle_errors
 def new_command(
     *,
@@ -124,10 +126,12 @@ def new_command(
     pin_stdin: bool,
     issuer_keys: Path | None,
     cvn: str | None,
+    atr: str | None,
 ) -> None:
     """[!] Create a new card file at PATH (mode 0600; it holds the card's keys)."""
     name = deprecated_alias(template_name, profile_name, new="--template", old="--profile")
     template = builtin_profile(name or "secur-acces")
+    atr_bytes = None if atr is None else atr_from_hex(atr, "--atr")  # checked before anything is written
     if path.exists():
         raise StateFileError(f"card file {path} already exists; refusing to overwrite it")
     if not path.parent.is_dir():  # checked before the issuer keys beside it are written
@@ -150,6 +154,8 @@ def new_command(
     overrides: dict[str, Any] = {"key_derivation": KeyDerivation(keys.derivation)}
     if cvn is not None:
         overrides["cvn"] = _CVN_NAMES[cvn]
+    if atr_bytes is not None:
+        overrides["atr"] = atr_bytes
     card_pan = pan if pan is not None else random_test_pan(template)
     card_psn = psn if psn is not None else template.psn
     if keys_path is not None:

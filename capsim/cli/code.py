@@ -109,6 +109,7 @@ def _aid(value: str | None) -> bytes | None:
 def _common_options(func: F) -> F:
     options = [
         click.option(
+            "-r",
             "--reader",
             "reader_spec",
             metavar="SPEC",
@@ -208,7 +209,7 @@ def identify_command(**options: Any) -> None:
 
 
 @code.command("respond")
-@click.option("--challenge", required=True, help="The bank's challenge: 1 to 8 digits.")
+@click.option("-c", "--challenge", required=True, help="The bank's challenge: 1 to 8 digits.")
 @_common_options
 @handle_errors
 def respond_command(challenge: str, **options: Any) -> None:
@@ -217,8 +218,8 @@ def respond_command(challenge: str, **options: Any) -> None:
 
 
 @code.command("sign")
-@click.option("--challenge", help="Challenge or payee reference: 1 to 8 digits.")
-@click.option("--amount", help="Amount as a decimal in major units (15.00), if the card asks for one.")
+@click.option("-c", "--challenge", help="Challenge or payee reference: 1 to 8 digits.")
+@click.option("-a", "--amount", help="Amount as a decimal in major units (15.00), if the card asks for one.")
 @click.option("--currency", help="ISO 4217 currency, alphabetic (EUR) or numeric (978).")
 @_common_options
 @handle_errors

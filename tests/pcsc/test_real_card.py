@@ -152,7 +152,7 @@ def test_a_warm_reset_through_pcscd_keeps_the_atc_and_drops_the_selection(
         assert send("80A8000002830000").endswith("9000")  # GPO: ATC + 1, written before the answer
         atc = card.state.atc
         assert send("80CA9F3600") == f"9F3602{atc:04X}9000"
-        call_with_timeout(lambda: connection.reconnect(CardConnection.T1_protocol), 10)  # warm reset
+        call_with_timeout(lambda: connection.reconnect(CardConnection.T0_protocol), 10)  # warm reset, T=0
         assert send("80CA9F3600") == "6985"  # no application selected any more …
         assert send("00A4040007A000000004800200").endswith("9000")
         assert send("80CA9F3600") == f"9F3602{atc:04X}9000"  # … and the ATC is unchanged
