@@ -6,7 +6,8 @@ read through these functions; the formats themselves live with their owners
 
 Theory of operation
 -------------------
-1. Every write goes to a temporary file in the same directory (mode 0600), is fsynced,
+1. Every write goes to a temporary file in the same directory (mode 0600, or the mode a
+   replaced file keeps when its owner asks: :func:`atomic_replace`), is fsynced,
    renamed over the target with :func:`os.replace` (:func:`atomic_replace`) and followed by
    an fsync of the directory, so a crash leaves either the old or the new document, never a
    mixture. New files are published with :func:`os.link` (:func:`atomic_create`), which
@@ -59,10 +60,10 @@ def _fsync_dir(directory: Path) -> None:
         os.close(fd)
 
 
-def _write_temp(path: Path, text: str) -> Path:
+def _write_temp(path: Path, text: str, mode: int = FILE_MODE) -> Path:
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
-        os.fchmod(fd, FILE_MODE)
+        os.fchmod(fd, mode)
         data = text.encode("utf-8")
         view = memoryview(data)
         while view:
@@ -78,9 +79,10 @@ def _write_temp(path: Path, text: str) -> Path:
     return Path(tmp)
 
 
-def atomic_replace(path: Path, text: str) -> None:
-    """Replace ``path`` by ``text`` atomically (rule 1). Raises :class:`OSError`."""
-    tmp = _write_temp(path, text)
+def atomic_replace(path: Path, text: str, *, mode: int = FILE_MODE) -> None:
+    """Replace ``path`` by ``text`` atomically, the new file with ``mode`` (rule 1). Raises
+    :class:`OSError`."""
+    tmp = _write_temp(path, text, mode)
     try:
         os.replace(tmp, path)
     except BaseException:

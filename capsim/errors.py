@@ -33,6 +33,7 @@ only in the message text.
     │   ├── PcscUnavailableError
     │   └── TransportTimeoutError
     ├── StateFileError                   corrupt, truncated, newer or locked card file
+    │   └── UnsafeFileModeError(path, mode)  a key file other users can access
     └── VerifierError
         ├── InvalidCode                  the one uniform reject
         └── TemporaryFailure             lock timeout, unknown commit outcome, store down
@@ -70,6 +71,7 @@ __all__ = [
     "TransportError",
     "TransportTimeoutError",
     "UnknownIssuerProfile",
+    "UnsafeFileModeError",
     "ValidationError",
     "VerifierError",
 ]
@@ -146,12 +148,16 @@ class StatusWordError(CapsimError):
 
 
 class PinError(StatusWordError):
-    """Wrong PIN (``63Cx``); ``tries_left`` says how many tries remain."""
+    """Wrong PIN (``63Cx``); ``tries_left`` says how many tries remain (``0``: that wrong PIN
+    blocked the PIN)."""
 
     def __init__(self, sw: int, ins: int | None = None, message: str | None = None) -> None:
         self.tries_left = sw & 0x0F
         if message is None:
-            message = f"wrong PIN, {self.tries_left} tr{'y' if self.tries_left == 1 else 'ies'} left"
+            if self.tries_left == 0:
+                message = "wrong PIN, no tries left: the card's PIN is now blocked"
+            else:
+                message = f"wrong PIN, {self.tries_left} tr{'y' if self.tries_left == 1 else 'ies'} left"
         super().__init__(sw, ins, message)
 
 
@@ -204,6 +210,16 @@ class TransportTimeoutError(TransportError):
 
 class StateFileError(CapsimError):
     """A card file is corrupt, truncated, of a newer version, or locked by another process."""
+
+
+class UnsafeFileModeError(StateFileError):
+    """A file of secret keys that other users can access (as ``ssh`` refuses such a private
+    key): ``path`` and its permission bits ``mode``; ``chmod 600`` it."""
+
+    def __init__(self, message: str, path: str, mode: int) -> None:
+        self.path = path
+        self.mode = mode
+        super().__init__(message)
 
 
 class VerifierError(CapsimError):

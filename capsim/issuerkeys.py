@@ -12,6 +12,10 @@ Theory of operation
    (``hmac.compare_digest``); a mismatch, a wrong length, a missing key, an unknown format or
    a newer version raises :class:`~capsim.errors.StateFileError`.
 3. ``repr`` never shows key bytes (:class:`IssuerKeys` shows only the derivation).
+4. As ``ssh`` refuses a private key file that other users can read, :func:`load_issuer_keys`
+   refuses a file whose group or other permission bits are set
+   (:class:`~capsim.errors.UnsafeFileModeError`, naming the ``chmod 600`` to run), before
+   reading it. Files written here are 0600.
 """
 
 from __future__ import annotations
@@ -19,6 +23,8 @@ from __future__ import annotations
 import hmac
 import json
 import os
+import shlex
+import stat
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -26,7 +32,7 @@ from typing import Final
 
 from capsim.atomicfile import atomic_create, check_header, read_json
 from capsim.crypto import key_check_value
-from capsim.errors import StateFileError, ValidationError
+from capsim.errors import StateFileError, UnsafeFileModeError, ValidationError
 
 __all__ = [
     "ISSUER_KEYS_FORMAT",
@@ -90,8 +96,13 @@ def save_issuer_keys(path: str | os.PathLike[str], keys: IssuerKeys) -> None:
 
 
 def load_issuer_keys(path: str | os.PathLike[str]) -> IssuerKeys:
-    """Read an issuer-keys file; every KCV is checked (rule 2). Raises :class:`StateFileError`."""
+    """Read an issuer-keys file; every KCV is checked (rule 2), its mode first (rule 4).
+
+    Raises :class:`StateFileError` (:class:`~capsim.errors.UnsafeFileModeError` for a file
+    other users can access).
+    """
     p = Path(path)
+    _check_mode(p)
     doc = read_json(p, "issuer keys file")
     check_header(doc, p, ISSUER_KEYS_FORMAT, ISSUER_KEYS_VERSION, "issuer keys file")
     try:
@@ -118,3 +129,18 @@ def load_issuer_keys(path: str | os.PathLike[str]) -> IssuerKeys:
         raise
     except (KeyError, TypeError, ValueError) as exc:
         raise StateFileError(f"{p}: invalid issuer keys file ({exc})") from exc
+
+
+def _check_mode(path: Path) -> None:
+    """Rule 4: refuse an issuer-keys file other users can access."""
+    try:
+        mode = stat.S_IMODE(path.stat().st_mode)
+    except OSError:
+        return  # reading it reports the problem
+    if mode & 0o077:
+        raise UnsafeFileModeError(
+            f"issuer keys file {path} is accessible to other users (mode {mode:04o}); "
+            f"it holds secret keys and is refused: run chmod 600 {shlex.quote(str(path))}",
+            str(path),
+            mode,
+        )

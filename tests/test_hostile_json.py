@@ -36,12 +36,14 @@ MIB = 1 << 20
 
 def _deep(path: Path) -> Path:
     path.write_text(DEEP)
+    path.chmod(0o600)  # private, as key files must be: the content is what is hostile
     return path
 
 
 def _padded(path: Path, valid: Path) -> Path:
     """A valid document followed by more than 1 MiB of whitespace (still valid JSON)."""
     path.write_text(valid.read_text() + " " * (MIB + 1))
+    path.chmod(0o600)
     return path
 
 

@@ -9,7 +9,10 @@ Theory of operation
 3. A corrupt, truncated, unknown-format or newer-version file, an unpersonalised profile or a
    PIN try counter above the limit raises :class:`~capsim.errors.StateFileError`; nothing is
    ever reset silently. Files over :data:`capsim.atomicfile.MAX_FILE_BYTES` are refused.
-4. Processes sharing a card file are serialised by ``fcntl.flock`` on a ``<file>.lock``
+4. Rewriting a card file keeps its mode: capsim creates card files 0600, and one a user made
+   readable by others stays so (the command line warns about it, ``capsim.cli``), never
+   silently changed back.
+5. Processes sharing a card file are serialised by ``fcntl.flock`` on a ``<file>.lock``
    sidecar, held for the lifetime of the open card (:class:`CardFileLock`); temporary files a
    killed writer left are removed under that lock.
 """
@@ -21,6 +24,7 @@ import errno
 import fcntl
 import json
 import os
+import stat
 import time
 from pathlib import Path
 from typing import Any, Final
@@ -163,6 +167,10 @@ class CardFile:
         try:
             remove_stale_temps(self.path)
             self.profile, self.state = read_card_file(self.path)
+            self._mode = stat.S_IMODE(self.path.stat().st_mode)  # kept on every rewrite (rule 4)
+        except OSError as exc:
+            self._lock.release()
+            raise StateFileError(f"card file {self.path} cannot be read: {exc}") from exc
         except BaseException:
             self._lock.release()
             raise
@@ -173,7 +181,7 @@ class CardFile:
         if not self._lock.held:
             raise StateFileError(f"card file {self.path} is closed")
         try:
-            atomic_replace(self.path, _card_document(self._profile_json, state))
+            atomic_replace(self.path, _card_document(self._profile_json, state), mode=self._mode)
         except OSError as exc:
             raise StateFileError(f"card file {self.path} cannot be written: {exc}") from exc
         self.state = state

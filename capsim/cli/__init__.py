@@ -26,6 +26,7 @@ from capsim.cli.code import code as _code; main.add_command(_code)  # noqa: E402
 from capsim.cli.code import readers as _readers; main.add_command(_readers)  # noqa: E402, E702, I001
 from capsim.cli.cap import cap as _cap; main.add_command(_cap)  # noqa: E402, E702, I001
 from capsim.cli.serve import serve as _serve  # noqa: E402, F401, I001  (adds "serve" to the card group)
+from capsim.cli import card_pin as _card_pin  # noqa: E402, F401  (adds "unblock", "change-pin" to "card")
 from capsim.cli.verifier import verifier as _verifier; main.add_command(_verifier)  # noqa: E402, E702
 from capsim.cli.verifier import verify as _verify; main.add_command(_verify)  # noqa: E402, E702, I001
 from capsim.cli.demo import demo as _demo; main.add_command(_demo)  # noqa: E402, E702, I001

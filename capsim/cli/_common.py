@@ -9,7 +9,7 @@ code  meaning
 1     any other capsim error
 2     usage error (bad option or argument; click's own code)
 3     wrong PIN (tries remain)
-4     PIN or card blocked
+4     PIN or card blocked (also the wrong PIN that used the last try)
 5     no card in the reader, or the card was removed
 6     reader not found, or the name matches several readers
 7     PC/SC unavailable (pcscd not running, pyscard missing)
@@ -18,7 +18,7 @@ code  meaning
 10    code rejected by the verifier
 11    temporary failure (retry later)
 12    card or state file unusable (corrupt, newer version, locked)
-13    invalid input value (challenge, amount, currency, code, PIN …)
+13    invalid input value (challenge, amount, currency, code, PIN …; no terminal for a PIN prompt)
 14    an invariant broke (fuzzing found a problem; a demo step failed)
 ====  ==========================================================
 """
@@ -26,9 +26,13 @@ code  meaning
 from __future__ import annotations
 
 import functools
+import getpass
 import json
 import os
+import shlex
+import stat
 import sys
+import warnings
 from collections.abc import Callable
 from enum import IntEnum
 from pathlib import Path
@@ -60,12 +64,15 @@ from capsim.errors import (
 __all__ = [
     "JSON_ERROR_EXTRA",
     "ExitCode",
+    "blocked_advice",
     "data_dir",
     "deprecated_alias",
     "exit_code_for",
     "handle_errors",
     "json_error",
     "read_secret",
+    "secret_reader",
+    "warn_if_exposed",
     "write_tip",
 ]
 
@@ -97,7 +104,7 @@ _NO_APPLICATION_SW = frozenset({0x6A82, 0x6A81})
 def exit_code_for(exc: BaseException) -> ExitCode:
     """Map an exception to its documented exit code."""
     if isinstance(exc, PinError):
-        return ExitCode.WRONG_PIN
+        return ExitCode.WRONG_PIN if exc.tries_left else ExitCode.BLOCKED
     if isinstance(exc, PinBlockedError | CardBlockedError):
         return ExitCode.BLOCKED
     if isinstance(exc, NoCardError | CardRemovedError):
@@ -199,12 +206,84 @@ def data_dir() -> Path:
 
 
 def read_secret(prompt: str, *, from_stdin: bool) -> str:
-    """Read a PIN: one line from stdin (``--pin-stdin``) or a hidden prompt. Never an option."""
+    """Read a PIN: one line from stdin (``--pin-stdin``) or a hidden prompt. Never an option.
+
+    The hidden prompt needs a terminal. Without one it raises
+    :class:`~capsim.errors.ValidationError` (exit 13) naming ``--pin-stdin``, rather than
+    reading an input that may be echoed (:func:`getpass.getpass`'s fallback).
+    """
+    return secret_reader(prompt, from_stdin=from_stdin)()
+
+
+def secret_reader(prompt: str, *, from_stdin: bool) -> Callable[[], str]:
+    """:func:`read_secret` to call later (when the card is ready for the PIN); the terminal is
+    checked now, so a command without one fails before it touches a card."""
     if from_stdin:
-        line = sys.stdin.readline()
-        return line.rstrip("\r\n")
-    value: str = click.prompt(prompt, hide_input=True, type=str, err=True)  # stdout keeps only results
-    return value
+        return _stdin_line
+    if _no_terminal():
+        raise _no_terminal_error(prompt)
+
+    def ask() -> str:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", getpass.GetPassWarning)
+            try:
+                value: str = click.prompt(prompt, hide_input=True, type=str, err=True)  # stdout: results only
+            except getpass.GetPassWarning:
+                click.echo(err=True)  # end the prompt's line
+                raise _no_terminal_error(prompt) from None
+        return value
+
+    return ask
+
+
+def _stdin_line() -> str:
+    return sys.stdin.readline().rstrip("\r\n")
+
+
+def _no_terminal_error(prompt: str) -> ValidationError:
+    return ValidationError(
+        f"{prompt}: there is no terminal to ask for it; give it on standard input with --pin-stdin"
+    )
+
+
+def _no_terminal() -> bool:
+    """True when a hidden prompt is impossible: no ``/dev/tty`` and standard input is a file
+    that is not a terminal (what makes :func:`getpass.getpass` fall back to echoing)."""
+    try:
+        fd = os.open("/dev/tty", os.O_RDWR | os.O_NOCTTY)
+    except OSError:
+        pass
+    else:
+        os.close(fd)
+        return False
+    try:
+        stdin_fd = sys.stdin.fileno()
+    except (AttributeError, ValueError, OSError):
+        return False  # not a file (an embedding application): the prompt itself decides
+    return not os.isatty(stdin_fd)
+
+
+def blocked_advice(card_file: Path | None) -> str:
+    """What to do about a blocked PIN: for a card file, the ``capsim card unblock`` command to
+    run; for any other card (a real one), its bank."""
+    if card_file is not None:
+        return f"to unblock it, run: capsim card unblock {shlex.quote(str(card_file))}"
+    return "only the card's issuer can unblock it: ask your bank"
+
+
+def warn_if_exposed(card_file: Path) -> None:
+    """Warn on stderr when a card file (it holds the card's keys and PIN) is readable or
+    writable by other users; the file is left as it is."""
+    try:
+        mode = stat.S_IMODE(card_file.stat().st_mode)
+    except OSError:
+        return  # opening it reports the problem
+    if mode & 0o077:
+        click.echo(
+            f"capsim: warning: card file {card_file} is accessible to other users (mode {mode:04o}); "
+            f"it holds the card's keys and PIN: chmod 600 {shlex.quote(str(card_file))}",
+            err=True,
+        )
 
 
 def deprecated_alias(new_value: str | None, old_value: str | None, *, new: str, old: str) -> str | None:

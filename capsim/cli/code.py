@@ -8,7 +8,10 @@ PIN ``1234``, printed once when the card is created. So on a fresh machine::
     capsim code respond --challenge 12345678
 
 prompts for the PIN and prints 8 digits. The PIN is read with a hidden prompt, or from one line
-of standard input with ``--pin-stdin``; it is never an option. Errors print one line and exit
+of standard input with ``--pin-stdin``; it is never an option. It is asked for only once the
+card's PIN try counter shows a try is left (``CapSession(pin=ASK_PIN)``), so a blocked card fails
+before the prompt, with what to do (:func:`capsim.cli._common.blocked_advice`). stdout carries
+only the code (``--explain`` goes to stderr, or into ``--json``). Errors print one line and exit
 with the code documented in :mod:`capsim.cli._common` (wrong PIN 3, blocked 4, no card 5,
 reader not found 6, PC/SC unavailable 7, no CAP application 8, card error 9, bad input 13).
 """
@@ -24,11 +27,18 @@ from typing import Any, Final, TypeVar
 import click
 
 from capsim.cap import CapMode, validate_tds_fields
-from capsim.cli._common import data_dir, deprecated_alias, handle_errors, read_secret
-from capsim.errors import CapsimError, StateFileError
+from capsim.cli._common import (
+    blocked_advice,
+    data_dir,
+    deprecated_alias,
+    handle_errors,
+    secret_reader,
+    warn_if_exposed,
+)
+from capsim.errors import CapsimError, PinBlockedError, PinError, StateFileError
 from capsim.hexinput import parse_hex
 from capsim.profiles import READER_PROFILES
-from capsim.reader import CapReader, CapResult, CapSession
+from capsim.reader import ASK_PIN, CapReader, CapResult, CapSession
 from capsim.transports import TracingTransport, Transport, list_pcsc_readers, open_transport
 
 __all__ = ["DEFAULT_CARD_FILE", "DEFAULT_CARD_PROFILE", "code", "default_card_path", "readers"]
@@ -64,8 +74,9 @@ def _ensure_default_card() -> Path:
         imk_smc=odd_parity(secrets.token_bytes(16)),
     )
     keys_path = path.with_name(f"{path.stem}.issuer-keys.json")
+    recreated = keys_path.exists()  # the card file was deleted, its issuer keys were not
     try:
-        if not keys_path.exists():
+        if not recreated:
             save_issuer_keys(keys_path, keys)
         else:
             from capsim.storage import load_issuer_keys
@@ -91,12 +102,42 @@ def _ensure_default_card() -> Path:
         f"its PIN is {_DEFAULT_PIN}; issuer keys in {keys_path}",
         err=True,
     )
+    if recreated:
+        from capsim.cli.card import mask_pan
+
+        click.echo(
+            f"capsim: warning: {path} was missing, so this is a NEW card with a new PAN "
+            f"({mask_pan(card.profile.pan)}) under the existing issuer keys; a verifier credential "
+            "enrolled with the old card will not accept its codes: enrol this card again",
+            err=True,
+        )
     return path
+
+
+def _card_file(reader_spec: str | None) -> Path | None:
+    """The card file behind a reader spec (the default card when none is given), else ``None``."""
+    if reader_spec is None:
+        return default_card_path()
+    if reader_spec.startswith("file:"):
+        return Path(reader_spec[len("file:") :])
+    return None
+
+
+def _blocked_advice(exc: CapsimError, card_file: Path | None) -> CapsimError:
+    """A blocked PIN's error, with what to do about it; any other error as it is."""
+    if isinstance(exc, PinBlockedError) or (isinstance(exc, PinError) and exc.tries_left == 0):
+        return type(exc)(exc.sw, exc.ins, f"{exc}; {blocked_advice(card_file)}")
+    return exc
 
 
 def _open(reader_spec: str | None) -> Transport:
     if reader_spec is None:
-        return open_transport(f"file:{_ensure_default_card()}")
+        path = _ensure_default_card()
+        warn_if_exposed(path)
+        return open_transport(f"file:{path}")
+    card_file = _card_file(reader_spec)
+    if card_file is not None:
+        warn_if_exposed(card_file)
     return open_transport(reader_spec)
 
 
@@ -174,25 +215,28 @@ def _run(
 ) -> None:
     profile = deprecated_alias(reader_profile, profile_alias, new="--reader-profile", old="--profile")
     selected_aid = _aid(aid)
-    # Validate every input but the PIN before opening the card or asking for the PIN.
-    CapSession(mode, pin="0000", profile=profile, aid=selected_aid, **inputs)
+    # Every input but the PIN is checked before the card is opened; the PIN is asked for only
+    # once the card has shown its PIN is not blocked (and a missing terminal fails first).
+    session = CapSession(mode, pin=ASK_PIN, profile=profile, aid=selected_aid, **inputs)
+    ask_pin = secret_reader("PIN", from_stdin=pin_stdin)
     transport = _open(reader_spec)
     if trace:
         transport = TracingTransport(
             transport, redact=not show_sensitive, sink=lambda line: click.echo(line, err=True)
         )
     with transport:
-        pin = read_secret("PIN", from_stdin=pin_stdin)
-        session = CapSession(mode, pin=pin, profile=profile, aid=selected_aid, **inputs)
-        result = CapReader(transport, profile, aid=selected_aid).run(session)
+        try:
+            result = CapReader(transport, profile, aid=selected_aid).run(session, ask_pin=ask_pin)
+        except (PinError, PinBlockedError) as exc:
+            raise _blocked_advice(exc, _card_file(reader_spec)) from None
     if as_json:
         click.echo(json.dumps(_result_dict(result, explain=explain, sensitive=show_sensitive), indent=2))
         return
     click.echo(result.code)
     for warning in result.warnings:
         click.echo(f"capsim: warning: {warning}", err=True)
-    if explain:
-        click.echo(result.explain())
+    if explain:  # stdout carries only the code
+        click.echo(result.explain(), err=True)
 
 
 @click.group("code")

@@ -32,12 +32,15 @@ The pure CAP computations (CDOL values and fill, IPB, TDS, Belgian function) are
 from __future__ import annotations
 
 from capsim.reader.driver import CapReader, CardLink
-from capsim.reader.graph import START, TRANSITIONS, Edge, Start
+from capsim.reader.graph import ENTER_PIN, START, TRANSITIONS, Edge, PinEntered, Start
 from capsim.reader.phases import MAX_COMMANDS, MAX_RECORDS, MAX_RESPONSE, Answer, Phase, Step
 from capsim.reader.result import CapResult, Explanation
+from capsim.reader.run import ASK_PIN, PinEntry
 from capsim.reader.session import CapSession
 
 __all__ = [
+    "ASK_PIN",
+    "ENTER_PIN",
     "MAX_COMMANDS",
     "MAX_RECORDS",
     "MAX_RESPONSE",
@@ -51,6 +54,8 @@ __all__ = [
     "Edge",
     "Explanation",
     "Phase",
+    "PinEntered",
+    "PinEntry",
     "Start",
     "Step",
 ]

@@ -11,6 +11,8 @@ Theory of operation
    transport), so no link resolves T=0 twice.
 3. A link error (:class:`~capsim.errors.CapsimError` from ``transmit``) or an answer that is
    not a response APDU aborts the session (it ends in ``ERROR``) and is raised.
+4. A session that waits for the PIN (``Phase.PIN``) gets it from the caller's ``ask_pin``,
+   called only then: after the card's PIN try counter has shown the PIN is not blocked.
 
 The reader needs only :class:`CardLink` of a link, a part of
 :class:`capsim.transports.Transport`: every capsim transport is one, and this package imports
@@ -26,7 +28,7 @@ from typing import Protocol
 from capsim.apdu.response import ResponseApdu
 from capsim.apdu.t0 import transmit_with_t0
 from capsim.cap import CapMode
-from capsim.errors import CapsimError, RemoteProtocolError
+from capsim.errors import CapsimError, LocalProtocolError, RemoteProtocolError
 from capsim.profiles import ReaderProfile, get_reader_profile
 from capsim.reader.result import CapResult
 from capsim.reader.session import CapSession
@@ -133,9 +135,13 @@ class CapReader:
         return self.run(CapSession(CapMode.IDENTIFY, pin=None, profile=self.profile, aid=self.aid))
 
     def run(
-        self, session: CapSession, *, on_exchange: Callable[[bytes, bytes], None] | None = None
+        self,
+        session: CapSession,
+        *,
+        on_exchange: Callable[[bytes, bytes], None] | None = None,
+        ask_pin: Callable[[], str] | None = None,
     ) -> CapResult:
-        """Drive ``session`` to its end over the transport and return its result (rules 1–3).
+        """Drive ``session`` to its end over the transport and return its result (rules 1–4).
 
         Parameters
         ----------
@@ -144,14 +150,31 @@ class CapReader:
         on_exchange:
             Called with ``(command, response)`` raw bytes after every exchange (unredacted:
             do not log them as they are).
+        ask_pin:
+            For a session made with ``pin=ASK_PIN``: returns the PIN, called once the card
+            is ready for it (never for a card whose PIN is blocked).
 
         Raises
         ------
         CapsimError
-            Whatever the session or the transport raises; the session is then in ERROR.
+            Whatever the session, the transport or ``ask_pin`` raises; the session is then in
+            ERROR.
+
+        Examples
+        --------
+        >>> from capsim.reader import ASK_PIN
+        >>> from capsim.transports import open_transport
+        >>> asked = []
+        >>> def ask() -> str:
+        ...     asked.append(True)
+        ...     return "1234"
+        >>> with open_transport("inproc:secur-acces") as card:
+        ...     result = CapReader(card).run(CapSession("identify", pin=ASK_PIN), ask_pin=ask)
+        >>> asked, len(result.code)
+        ([True], 8)
         """
         transmit = self._transmit
-        command_raw = session.next_apdu()
+        command_raw = self._next(session, ask_pin)
         while command_raw is not None:
             try:
                 raw = transmit(command_raw)
@@ -166,5 +189,19 @@ class CapReader:
             if on_exchange is not None:
                 on_exchange(command_raw, raw)
             session.receive(response)
-            command_raw = session.next_apdu()
+            command_raw = self._next(session, ask_pin)
         return session.result
+
+    @staticmethod
+    def _next(session: CapSession, ask_pin: Callable[[], str] | None) -> bytes | None:
+        """The session's next command, after asking for the PIN when it waits for one (rule 4)."""
+        if session.wants_pin:
+            if ask_pin is None:
+                session.abort()
+                raise LocalProtocolError("CAP session: it waits for a PIN and run() was given no ask_pin")
+            try:
+                session.enter_pin(ask_pin())
+            except BaseException:
+                session.abort()
+                raise
+        return session.next_apdu()

@@ -15,7 +15,12 @@ Theory of operation
    the step only when its phase is one of the edge's ``to`` phases; anything else is a bug in
    capsim, raised as :class:`~capsim.errors.LocalProtocolError`. An edge with no ``to`` phase
    always raises (a wrong PIN).
-4. What each phase sends, and where the data of its command comes from:
+4. ``PIN`` is the one phase that waits for the cardholder, not for the card: a run whose PIN
+   is asked for later (:data:`~capsim.reader.run.ASK_PIN`) enters it after GET DATA ``9F17``
+   has shown the PIN is not blocked, and leaves it by :data:`ENTER_PIN` when the PIN is
+   entered (:meth:`capsim.reader.CapSession.enter_pin`), so a blocked card fails before
+   anyone is asked for a PIN.
+5. What each phase sends, and where the data of its command comes from:
 
    ===========  =====================================  ==========================================
    phase        command sent                           data (module)
@@ -26,6 +31,7 @@ Theory of operation
    GPO          GET PROCESSING OPTIONS                 PDOL filled with :func:`capsim.cap.cdol_values`
    READ_RECORD  READ RECORD of each AFL record         :mod:`~capsim.reader.transaction`
    GET_PTC      GET DATA ``9F17`` (PIN try counter)    —
+   PIN          nothing: waits for the PIN             :meth:`~capsim.reader.CapSession.enter_pin`
    VERIFY       VERIFY, ISO 9564 format-2 PIN block    :func:`capsim.sm.pin_block_iso2`
                 (not in a run without a PIN)
    FIRST_AC     GENERATE AC (ARQC)                     CDOL1 filled with :func:`capsim.cap.cdol_values`
@@ -36,6 +42,7 @@ The whole graph, as :func:`describe` prints it:
 
 >>> print(describe())
 start                           next_candidate       -> SELECT | SELECT_PSE
+PIN         entered             on_pin_entered       -> VERIFY
 SELECT      OK                  on_selected          -> GPO
 SELECT      NOT_FOUND           on_select_refused    -> SELECT | SELECT_PSE
 SELECT      BLOCKED             on_select_blocked    -> SELECT | SELECT_PSE
@@ -51,11 +58,11 @@ READ_PSE    RECORD_NOT_FOUND    on_pse_end           -> SELECT
 READ_PSE    OTHER               on_pse_end           -> SELECT
 GPO         OK                  on_gpo               -> READ_RECORD
 READ_RECORD OK                  on_record            -> READ_RECORD | GET_PTC
-GET_PTC     OK                  on_ptc               -> VERIFY | FIRST_AC
-GET_PTC     NOT_FOUND           on_ptc_unavailable   -> VERIFY | FIRST_AC
-GET_PTC     RECORD_NOT_FOUND    on_ptc_unavailable   -> VERIFY | FIRST_AC
-GET_PTC     DATA_UNAVAILABLE    on_ptc_unavailable   -> VERIFY | FIRST_AC
-GET_PTC     OTHER               on_ptc_unavailable   -> VERIFY | FIRST_AC
+GET_PTC     OK                  on_ptc               -> PIN | VERIFY | FIRST_AC
+GET_PTC     NOT_FOUND           on_ptc_unavailable   -> PIN | VERIFY | FIRST_AC
+GET_PTC     RECORD_NOT_FOUND    on_ptc_unavailable   -> PIN | VERIFY | FIRST_AC
+GET_PTC     DATA_UNAVAILABLE    on_ptc_unavailable   -> PIN | VERIFY | FIRST_AC
+GET_PTC     OTHER               on_ptc_unavailable   -> PIN | VERIFY | FIRST_AC
 VERIFY      OK                  on_verified          -> FIRST_AC
 VERIFY      PIN_RETRY           on_wrong_pin         -> (raises)
 VERIFY      PIN_BLOCKED         on_wrong_pin         -> (raises)
@@ -92,6 +99,7 @@ from capsim.reader.selection import (
 from capsim.reader.transaction import (
     on_first_ac,
     on_gpo,
+    on_pin_entered,
     on_ptc,
     on_ptc_unavailable,
     on_record,
@@ -100,7 +108,7 @@ from capsim.reader.transaction import (
     on_wrong_pin,
 )
 
-__all__ = ["START", "TRANSITIONS", "Edge", "Handler", "Start", "describe"]
+__all__ = ["ENTER_PIN", "START", "TRANSITIONS", "Edge", "Handler", "PinEntered", "Start", "describe"]
 
 #: What a handler is: the run and the card's answer in, the next step out.
 Handler = Callable[[Run, ResponseApdu], Step]
@@ -122,6 +130,14 @@ class Start:
     to: tuple[Phase, ...]
 
 
+@dataclass(frozen=True, slots=True)
+class PinEntered:
+    """How the ``PIN`` phase ends: the PIN's block in, the next step out (rule 4)."""
+
+    handler: Callable[[Run, bytes], Step]
+    to: tuple[Phase, ...]
+
+
 def _edge(handler: Handler, *to: Phase) -> Edge:
     return Edge(handler, to)
 
@@ -129,10 +145,14 @@ def _edge(handler: Handler, *to: Phase) -> Edge:
 _SELECT_NEXT: Final = (Phase.SELECT, Phase.SELECT_PSE)  # the next candidate, else the PSE
 _READ_PSE_ON: Final = (Phase.READ_PSE, Phase.SELECT)  # the next directory record, or its entries
 _RECORD_ON: Final = (Phase.READ_RECORD, Phase.GET_PTC)  # the next record, or the PIN's turn
-_PIN_ON: Final = (Phase.VERIFY, Phase.FIRST_AC)  # VERIFY, or the cryptogram in a run without a PIN
+# wait for the PIN, VERIFY it, or the cryptogram in a run without a PIN
+_PIN_ON: Final = (Phase.PIN, Phase.VERIFY, Phase.FIRST_AC)
 
 #: The first step of every session (theory of operation, rule 1).
 START: Final = Start(next_candidate, _SELECT_NEXT)
+
+#: The way out of the ``PIN`` phase: the PIN was entered (rule 4).
+ENTER_PIN: Final = PinEntered(on_pin_entered, (Phase.VERIFY,))
 
 #: The state graph (rules 1–3): (phase, answer class) → edge. Read-only.
 TRANSITIONS: Final[Mapping[tuple[Phase, Answer], Edge]] = MappingProxyType(
@@ -175,8 +195,12 @@ def _phases(to: tuple[Phase, ...]) -> str:
 
 
 def describe() -> str:
-    """The graph as text, one edge a line: phase, answer class, handler, next phases."""
-    lines = [f"{'start':<31} {START.handler.__name__:<20} -> {_phases(START.to)}"]
+    """The graph as text, one edge a line: phase, answer class (or how the phase ends), handler,
+    next phases."""
+    lines = [
+        f"{'start':<31} {START.handler.__name__:<20} -> {_phases(START.to)}",
+        f"{'PIN':<11} {'entered':<19} {ENTER_PIN.handler.__name__:<20} -> {_phases(ENTER_PIN.to)}",
+    ]
     lines.extend(
         f"{phase.name:<11} {answer.name:<19} {edge.handler.__name__:<20} -> {_phases(edge.to)}"
         for (phase, answer), edge in TRANSITIONS.items()

@@ -5,11 +5,13 @@ Theory of operation
 ===================
 
 1. A :class:`Phase` names the command a session waits an answer to; ``DONE`` and ``ERROR``
-   are terminal.
+   are terminal. ``PIN`` alone waits for no card answer: the session waits for the
+   cardholder's PIN (:meth:`capsim.reader.CapSession.enter_pin`), asked only once the card
+   has shown that its PIN is not blocked.
 2. An :class:`Answer` classifies a status word alone (:meth:`Answer.of`); the data of the
    answer is the handler's business.
 3. A handler returns a :class:`Step`: the next phase and the command that waits in it
-   (none for ``DONE``). The session checks the phase against the graph
+   (none for ``DONE`` and ``PIN``). The session checks the phase against the graph
    (:data:`capsim.reader.graph.TRANSITIONS`) before it accepts the step.
 4. The limits bound what a hostile card can make a session do.
 """
@@ -42,6 +44,7 @@ class Phase(Enum):
     GPO = "gpo"
     READ_RECORD = "read-record"
     GET_PTC = "get-ptc"
+    PIN = "pin"  # waiting for the cardholder's PIN, not for the card
     VERIFY = "verify"
     FIRST_AC = "first-ac"
     SECOND_AC = "second-ac"
@@ -86,7 +89,8 @@ class Answer(Enum):
 
 
 class Step(NamedTuple):
-    """A handler's decision: go to ``phase`` and send ``command`` (``None`` only for ``DONE``)."""
+    """A handler's decision: go to ``phase`` and send ``command`` (``None`` only for ``DONE``
+    and ``PIN``)."""
 
     phase: Phase
     command: CommandApdu | None = None

@@ -7,7 +7,10 @@ Theory of operation
    profile, AID) before any command exists. A bad input raises
    :class:`~capsim.errors.ValidationError` and nothing reaches the card, so no PIN try and no
    ATC is spent. The PIN leaves this function only as an ISO 9564 format-2 block; no PIN
-   (``None``) means a run without cardholder verification (no VERIFY is sent).
+   (``None``) means a run without cardholder verification (no VERIFY is sent);
+   :data:`ASK_PIN` means the PIN is asked for later, once the card's PIN try counter shows
+   it is not blocked (the session then waits in ``Phase.PIN``; the PIN entered is checked
+   and turned into its block by :meth:`capsim.reader.CapSession.enter_pin`).
 2. :class:`Run` is the mutable record the handlers of :mod:`capsim.reader.graph` read and
    write: the selection queue, the FCI, the records' values, the terminal's CDOL values, the
    first GENERATE AC and the warnings. It does no I/O and decides nothing about phases; the
@@ -22,7 +25,8 @@ from __future__ import annotations
 import logging
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import NamedTuple
+from enum import Enum
+from typing import Final, NamedTuple
 
 from capsim.cap import CapMode, canonical_challenge, currency_numeric, parse_amount, validate_tds_fields
 from capsim.errors import LocalProtocolError, ValidationError
@@ -31,13 +35,23 @@ from capsim.reader.result import Explanation
 from capsim.sm import pin_block_iso2
 from capsim.tlv import DolEntry
 
-__all__ = ["Candidate", "FirstAc", "InputError", "Inputs", "Run", "check_inputs"]
+__all__ = ["ASK_PIN", "Candidate", "FirstAc", "InputError", "Inputs", "PinEntry", "Run", "check_inputs"]
 
 _log = logging.getLogger("capsim.reader")
 
 
 class InputError(ValidationError):
     """Caller input the card's data turned out to need (not card misbehaviour)."""
+
+
+class PinEntry(Enum):
+    """A PIN not given up front (rule 1)."""
+
+    ASK = "ask"
+
+
+#: ``CapSession(pin=ASK_PIN)``: ask for the PIN only when the card is ready for it (rule 1).
+ASK_PIN: Final = PinEntry.ASK
 
 
 @dataclass(frozen=True)
@@ -62,15 +76,21 @@ class Inputs:
     aid: bytes | None = None
     #: The amount was a decimal string scaled by the currency's decimals (not by the default 2).
     amount_scaled_by_currency: bool = False
+    ask_pin: bool = False
 
     def __repr__(self) -> str:
         return f"Inputs(mode={self.mode.value}, profile={self.profile.name if self.profile else None})"
+
+    @property
+    def verifies(self) -> bool:
+        """True when the run verifies the cardholder's PIN (given now or asked for later)."""
+        return self.pin_block is not None or self.ask_pin
 
 
 def check_inputs(
     mode: CapMode | str,
     *,
-    pin: str | None,
+    pin: str | PinEntry | None,
     challenge: str | None = None,
     amount: int | str | None = None,
     currency: str | None = None,
@@ -91,7 +111,8 @@ def check_inputs(
         raise ValidationError(
             f"mode: expected one of {', '.join(m.value for m in CapMode)}, got {mode!r}"
         ) from None
-    pin_block = None if pin is None else pin_block_iso2(pin)
+    ask_pin = pin is ASK_PIN
+    pin_block = None if pin is None or isinstance(pin, PinEntry) else pin_block_iso2(pin)
     canonical = None if challenge is None else canonical_challenge(challenge)
     if cap_mode is CapMode.RESPOND and canonical is None:
         raise ValidationError("challenge: respond needs a challenge of 1 to 8 digits")
@@ -119,7 +140,9 @@ def check_inputs(
     if aid is not None and (not isinstance(aid, bytes) or not 5 <= len(aid) <= 16):
         raise ValidationError("aid: expected 5 to 16 bytes")
     scaled = isinstance(amount, str) and currency is not None
-    return Inputs(cap_mode, pin_block, canonical, minor, currency, checked_fields, profile, aid, scaled)
+    return Inputs(
+        cap_mode, pin_block, canonical, minor, currency, checked_fields, profile, aid, scaled, ask_pin=ask_pin
+    )
 
 
 class FirstAc(NamedTuple):
@@ -159,6 +182,7 @@ class Run:
     card: dict[int, bytes] = field(default_factory=dict)
     values: dict[int, bytes] = field(default_factory=dict)
     cdol1: tuple[DolEntry, ...] = ()
+    pin_block: bytes | None = field(default=None, repr=False)
     first_ac: FirstAc | None = None
 
     @classmethod
@@ -176,7 +200,14 @@ class Run:
         else:
             pool = [inputs.profile] if inputs.profile is not None else list(READER_PROFILES.values())
             candidates = [Candidate(a, p) for p in pool for a in p.aids]
-        return cls(inputs, candidates, candidates[0], warnings=warnings, pse_done=inputs.aid is not None)
+        return cls(
+            inputs,
+            candidates,
+            candidates[0],
+            warnings=warnings,
+            pse_done=inputs.aid is not None,
+            pin_block=inputs.pin_block,
+        )
 
     def warn(self, message: str) -> None:
         """Add a warning for the result (and log it; warnings never carry secrets)."""

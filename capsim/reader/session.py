@@ -22,7 +22,11 @@ for the next :class:`~capsim.apdu.CommandApdu`, send it any way you like, hand t
 4. A session sends at most :data:`~capsim.reader.phases.MAX_COMMANDS` commands after its first
    and accepts answers of at most :data:`~capsim.reader.phases.MAX_RESPONSE` data bytes, so a
    hostile card cannot make it run forever.
-5. The transcript keeps every exchange as sent and received, with the VERIFY PIN block
+5. A session whose PIN is asked for later (``pin=ASK_PIN``) stops in :attr:`Phase.PIN` once
+   the card's PIN try counter allows a try: :meth:`~CapSession.next_command` is then ``None``
+   and :attr:`~CapSession.wants_pin` true until :meth:`~CapSession.enter_pin`; a card whose PIN
+   is blocked ends the session before (:class:`~capsim.errors.PinBlockedError`).
+6. The transcript keeps every exchange as sent and received, with the VERIFY PIN block
    overwritten (:func:`capsim.apdu.redact.redact_command`); the PAN stays (redact before
    showing it).
 """
@@ -45,10 +49,11 @@ from capsim.errors import (
     ValidationError,
 )
 from capsim.profiles import ReaderProfile
-from capsim.reader.graph import START, TRANSITIONS
+from capsim.reader.graph import ENTER_PIN, START, TRANSITIONS
 from capsim.reader.phases import MAX_COMMANDS, MAX_RESPONSE, Answer, Phase, Step
 from capsim.reader.result import CapResult
-from capsim.reader.run import InputError, Run, check_inputs
+from capsim.reader.run import InputError, PinEntry, Run, check_inputs
+from capsim.sm import pin_block_iso2
 
 __all__ = ["CapSession"]
 
@@ -61,9 +66,11 @@ class CapSession:
     mode:
         The CAP function.
     pin:
-        4–12 ASCII digits; ``None`` for a run without cardholder verification: no VERIFY is
-        sent, the first GENERATE AC follows the PIN try counter's reading, and a blocked PIN
-        does not stop the run (:meth:`capsim.reader.CapReader.issuer_request`).
+        4–12 ASCII digits; :data:`~capsim.reader.ASK_PIN` to be asked for it only once the
+        card's PIN try counter shows it is not blocked (rule 5); ``None`` for a run without
+        cardholder verification: no VERIFY is sent, the first GENERATE AC follows the PIN try
+        counter's reading, and a blocked PIN does not stop the run
+        (:meth:`capsim.reader.CapReader.issuer_request`).
     challenge:
         Respond: required; Sign: optional (UN zero without); Identify/TDS: not allowed.
     amount, currency:
@@ -97,7 +104,7 @@ class CapSession:
         self,
         mode: CapMode | str,
         *,
-        pin: str | None,
+        pin: str | PinEntry | None,
         challenge: str | None = None,
         amount: int | str | None = None,
         currency: str | None = None,
@@ -154,8 +161,29 @@ class CapSession:
         its records' values (a record's value wins). A read-only copy."""
         return MappingProxyType({**self._run.fci, **self._run.card})
 
+    @property
+    def wants_pin(self) -> bool:
+        """True while the session waits for the PIN (:attr:`Phase.PIN`, rule 5)."""
+        return self._phase is Phase.PIN
+
+    def enter_pin(self, pin: str) -> None:
+        """Give the PIN the session waits for (rule 5); VERIFY is the next command.
+
+        Raises
+        ------
+        LocalProtocolError
+            The session does not wait for a PIN.
+        ValidationError
+            Not 4–12 ASCII digits (the session still waits for a PIN).
+        """
+        if self._phase is not Phase.PIN:
+            raise LocalProtocolError(f"CAP session: no PIN is wanted now ({self._phase.value})")
+        block = pin_block_iso2(pin)
+        self._enter(ENTER_PIN.handler(self._run, block), ENTER_PIN.to, ENTER_PIN.handler.__name__)
+
     def next_command(self) -> CommandApdu | None:
-        """The command to send next, or ``None`` once the run is complete.
+        """The command to send next, or ``None`` once the run is complete or while it waits for
+        the PIN (:attr:`wants_pin`).
 
         Raises
         ------
@@ -245,6 +273,10 @@ class CapSession:
             )
         if step.phase is Phase.DONE:
             self._finish()
+            return
+        if step.phase is Phase.PIN:  # nothing to send: the caller enters the PIN (rule 5)
+            self._phase = Phase.PIN
+            self._pending = None
             return
         if step.command is None:
             raise LocalProtocolError(f"CAP session: {by} gave no command for {step.phase.name}")

@@ -19,13 +19,15 @@ Theory of operation
    the 2 decimals it has without a currency (``"15"`` JPY is 15 minor units, 1500 without a
    currency), a warning says so and which scale was used.
 3. GET DATA ``9F17``: fewer tries than the profile's limit add a warning; zero tries raises
-   :class:`~capsim.errors.PinBlockedError` without sending VERIFY. A card that cannot answer
-   is not an error.
-4. VERIFY carries an ISO 9564 format-2 block and no Le. ``63Cx`` →
-   :class:`~capsim.errors.PinError` (``tries_left``), ``6983``/``6984`` →
-   :class:`~capsim.errors.PinBlockedError`. A run without a PIN (no cardholder verification)
-   sends no VERIFY: GENERATE AC #1 follows GET DATA ``9F17``, and zero tries is only a
-   warning.
+   :class:`~capsim.errors.PinBlockedError` without sending VERIFY, and before a PIN asked for
+   later (:data:`~capsim.reader.run.ASK_PIN`) is asked. A card that cannot answer is not an
+   error.
+4. With a PIN asked for later, the session then waits in ``PIN`` for it
+   (:func:`on_pin_entered` follows). VERIFY carries an ISO 9564 format-2 block and no Le.
+   ``63Cx`` → :class:`~capsim.errors.PinError` (``tries_left``; ``63C0``: that wrong PIN
+   blocked the PIN), ``6983``/``6984`` → :class:`~capsim.errors.PinBlockedError`. A run
+   without a PIN (no cardholder verification) sends no VERIFY: GENERATE AC #1 follows GET
+   DATA ``9F17``, and zero tries is only a warning.
 5. GENERATE AC #1 asks for an ARQC with the CDOL1 data (§4); a card answering with another
    cryptogram type gets a warning (the bank will refuse the code). The code follows §6 (IPB),
    §7 (TDS: the MAC replaces the AC) or §8 (fallback IPBs, the Belgian function), then an
@@ -74,6 +76,7 @@ from capsim.tlv import decode, fill_dol, find, parse_dol
 __all__ = [
     "on_first_ac",
     "on_gpo",
+    "on_pin_entered",
     "on_ptc",
     "on_ptc_unavailable",
     "on_record",
@@ -207,7 +210,7 @@ def on_ptc(run: Run, response: ResponseApdu) -> Step:
         run.warn("the PIN try counter (9F17) is unreadable")
     else:
         tries = ptc.value[0]
-        if tries == 0 and run.inputs.pin_block is not None:
+        if tries == 0 and run.inputs.verifies:
             raise PinBlockedError(0x6983, 0xCA, "PIN blocked: the card reports 0 PIN tries left")
         if tries < run.profile.pin_try_limit:
             run.warn(f"only {tries} PIN tr{'y' if tries == 1 else 'ies'} left")
@@ -220,10 +223,17 @@ def on_ptc_unavailable(run: Run, response: ResponseApdu) -> Step:
 
 
 def _verify(run: Run) -> Step:
-    """VERIFY the PIN, or go straight to the first GENERATE AC in a run without one (rule 4)."""
-    if run.inputs.pin_block is None:
-        return _first_ac(run)
-    return Step(Phase.VERIFY, builders.verify_plaintext_pin(run.inputs.pin_block))
+    """Wait for the PIN, VERIFY it, or go straight to the first GENERATE AC in a run without
+    one (rule 4)."""
+    if run.pin_block is None:
+        return Step(Phase.PIN) if run.inputs.ask_pin else _first_ac(run)
+    return Step(Phase.VERIFY, builders.verify_plaintext_pin(run.pin_block))
+
+
+def on_pin_entered(run: Run, pin_block: bytes) -> Step:
+    """The PIN asked for, as its block (:meth:`capsim.reader.CapSession.enter_pin`): VERIFY it."""
+    run.pin_block = pin_block
+    return Step(Phase.VERIFY, builders.verify_plaintext_pin(pin_block))
 
 
 def on_wrong_pin(run: Run, response: ResponseApdu) -> Step:

@@ -20,8 +20,11 @@ import capsim.tlv as tlv
 from capsim.apdu.redact import redact_command, redact_response
 from capsim.apdu.response import ResponseApdu
 from capsim.cap import CapMode
-from capsim.errors import LocalProtocolError, RemoteProtocolError
+from capsim.cards import EmvCapCard, new_card
+from capsim.errors import LocalProtocolError, PinBlockedError, PinError, RemoteProtocolError, ValidationError
 from capsim.reader import (
+    ASK_PIN,
+    ENTER_PIN,
     MAX_COMMANDS,
     MAX_RECORDS,
     MAX_RESPONSE,
@@ -40,6 +43,7 @@ from capsim.reader.run import Run
 from capsim.tlv import encode
 from capsim.transports import T0Handling, TracingTransport, Transport, open_transport
 from capsim.transports import base as transports_base
+from capsim.transports.inprocess import TEST_IMK_AC, TEST_PAN, InProcessTransport
 from tests.reader.helpers import ScriptedCard
 from tests.reader.test_hostile import natwest_like
 from tests.utils import unhex
@@ -66,17 +70,105 @@ def test_every_edge_is_a_typed_callable_with_its_next_phases() -> None:
 
 
 def test_no_dead_ends() -> None:
-    """Every phase a step may enter (but DONE) answers at least OK; every live phase is entered somewhere."""
-    entered = set(START.to).union(*(edge.to for edge in TRANSITIONS.values()))
+    """Every phase a step may enter (but DONE) answers at least OK, or (PIN) is left by the PIN
+    entered; every live phase is entered somewhere."""
+    entered = set(START.to).union(*(edge.to for edge in TRANSITIONS.values()), ENTER_PIN.to)
     assert entered == set(LIVE) | {Phase.DONE}
     for phase in LIVE:
+        if phase is Phase.PIN:
+            assert not any(p is Phase.PIN for p, _ in TRANSITIONS)  # it waits for no card answer
+            continue
         assert (phase, Answer.OK) in TRANSITIONS
+    assert ENTER_PIN.to == (Phase.VERIFY,)
+    assert list(inspect.signature(ENTER_PIN.handler).parameters) == ["run", "pin_block"]
 
 
 def test_describe_lists_every_edge_once() -> None:
     lines = describe().splitlines()
-    assert len(lines) == 1 + len(TRANSITIONS)
+    assert len(lines) == 2 + len(TRANSITIONS)
     assert "FIRST_AC    OK                  on_first_ac          -> SECOND_AC | DONE" in lines
+    assert "PIN         entered             on_pin_entered       -> VERIFY" in lines
+
+
+def _blocked_inproc_card() -> EmvCapCard:
+    card = new_card("secur-acces", pan=TEST_PAN, imk_ac=TEST_IMK_AC)
+    reader = CapReader(InProcessTransport(card))
+    for _ in range(3):
+        with pytest.raises(PinError):
+            reader.identify("0000")
+    assert card.state.ptc == 0
+    return card
+
+
+def test_a_pin_asked_for_later_is_asked_once_the_card_allows_a_try() -> None:
+    """``pin=ASK_PIN``: the session waits in PIN after GET DATA 9F17, with no command, until
+    enter_pin; the run then equals one given the PIN up front."""
+    card = new_card("secur-acces", pan=TEST_PAN, imk_ac=TEST_IMK_AC)
+    card.power_on()
+    session = CapSession("identify", pin=ASK_PIN)
+    phases = []
+    while (command := session.next_command()) is not None:
+        phases.append(session.phase)
+        session.receive(ResponseApdu.from_bytes(card.process(command.to_bytes())))
+    assert phases[-1] is Phase.GET_PTC
+    assert session.phase is Phase.PIN
+    assert session.wants_pin
+    with pytest.raises(LocalProtocolError, match="no result"):
+        _ = session.result
+    with pytest.raises(ValidationError):
+        session.enter_pin("12")
+    assert session.wants_pin  # a malformed PIN sends nothing; the session still waits
+    session.enter_pin("1234")
+    assert session.phase is Phase.VERIFY
+    assert not session.wants_pin
+    with pytest.raises(LocalProtocolError, match="no PIN is wanted"):
+        session.enter_pin("1234")
+    while (command := session.next_command()) is not None:
+        session.receive(ResponseApdu.from_bytes(card.process(command.to_bytes())))
+    twin = new_card("secur-acces", pan=TEST_PAN, imk_ac=TEST_IMK_AC)
+    given = CapReader(InProcessTransport(twin)).identify("1234")
+    assert session.result.code == given.code
+    assert [c[1] for c, _ in session.result.transcript] == [c[1] for c, _ in given.transcript]
+
+
+def test_a_blocked_card_ends_the_run_before_the_pin_is_asked() -> None:
+    card = _blocked_inproc_card()
+    asked: list[bool] = []
+    session = CapSession("identify", pin=ASK_PIN)
+    with pytest.raises(PinBlockedError, match="0 PIN tries left"):
+        CapReader(InProcessTransport(card)).run(session, ask_pin=lambda: asked.append(True) or "1234")
+    assert asked == []
+    assert session.phase is Phase.ERROR
+    assert all(c[1] != 0x20 for c, _ in session.transcript)  # no VERIFY
+
+
+def test_a_session_waiting_for_a_pin_needs_ask_pin() -> None:
+    session = CapSession("identify", pin=ASK_PIN)
+    with open_transport("inproc:secur-acces") as link, pytest.raises(LocalProtocolError, match="ask_pin"):
+        CapReader(link).run(session)
+    assert session.phase is Phase.ERROR
+
+
+def test_an_ask_pin_that_fails_ends_the_session() -> None:
+    def refuse() -> str:
+        raise ValidationError("PIN: no terminal")
+
+    session = CapSession("identify", pin=ASK_PIN)
+    with open_transport("inproc:secur-acces") as link, pytest.raises(ValidationError, match="no terminal"):
+        CapReader(link).run(session, ask_pin=refuse)
+    assert session.phase is Phase.ERROR
+
+
+def test_the_wrong_pin_that_uses_the_last_try_says_the_pin_is_now_blocked() -> None:
+    card = new_card("secur-acces", pan=TEST_PAN, imk_ac=TEST_IMK_AC)
+    reader = CapReader(InProcessTransport(card))
+    messages = []
+    for _ in range(3):
+        with pytest.raises(PinError) as info:
+            reader.identify("0000")
+        messages.append((info.value.tries_left, str(info.value)))
+    assert messages[-1] == (0, "wrong PIN, no tries left: the card's PIN is now blocked")
+    assert messages[0] == (2, "wrong PIN, 2 tries left")
 
 
 def _session_waiting_in_select() -> CapSession:
@@ -156,7 +248,7 @@ def test_the_reader_imports_nothing_from_the_transports() -> None:
 
 
 def test_the_driver_uses_only_public_session_methods() -> None:
-    source = inspect.getsource(CapReader.run)
+    source = inspect.getsource(CapReader.run) + inspect.getsource(CapReader._next)
     assert "session._" not in source
     assert "session.next_apdu()" in source
     assert "session.receive(" in source
