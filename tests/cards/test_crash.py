@@ -51,15 +51,20 @@ def _record(kind: bytes, payload: bytes) -> bytes:
     return kind + len(payload).to_bytes(2, "big") + payload
 
 
-def _child(path: Path, wfd: int, seed: int) -> None:  # pragma: no cover - runs in the child
+def _child(path: Path, wfd: int, seed: int, ack_fd: int | None) -> None:  # pragma: no cover - child
     try:
         rnd = random.Random(seed)
         handle = CardFile(path, timeout=10.0)
 
+        def event(kind: bytes, ptc: int) -> None:
+            os.write(wfd, _record(kind, bytes([ptc])))
+            if ack_fd is not None:  # hold still until the parent has seen it (and maybe kills)
+                os.read(ack_fd, 1)
+
         def persist(state: CardState) -> None:
-            os.write(wfd, _record(b"W", bytes([state.ptc])))
+            event(b"W", state.ptc)
             handle.save_state(state)
-            os.write(wfd, _record(b"D", bytes([state.ptc])))
+            event(b"D", state.ptc)
 
         card = EmvCapCard(
             handle.profile, handle.state, rng=bytes, on_state_change=persist, on_close=handle.close
@@ -111,32 +116,51 @@ def _triggered(records: list[tuple[str, bytes]], trigger: str) -> bool:
 
 
 def _run_round(path: Path, round_no: int, rnd: random.Random) -> list[tuple[str, bytes]]:
-    """Fork a child on the card file, SIGKILL it, return what it put on the wire."""
+    """Fork a child on the card file, SIGKILL it, return what it put on the wire.
+
+    For the two write triggers the child stops after each ``W``/``D`` event until the parent
+    acknowledges it, so the kill lands exactly at that point of the VERIFY whatever the load
+    of the machine (without the handshake a loaded machine lets the child run past it)."""
     rfd, wfd = os.pipe()
+    trigger = rnd.choice(TRIGGERS)
+    handshake = trigger in ("verify-write-started", "verify-write-durable")
+    ack_r, ack_w = os.pipe() if handshake else (None, None)
     sys.stdout.flush()
     sys.stderr.flush()
     pid = os.fork()
     if pid == 0:  # pragma: no cover - child
         os.close(rfd)
-        _child(path, wfd, round_no)
+        if ack_w is not None:
+            os.close(ack_w)
+        _child(path, wfd, round_no, ack_r)
     os.close(wfd)
+    if ack_r is not None:
+        os.close(ack_r)
     data = b""
-    trigger = rnd.choice(TRIGGERS)
     if rnd.random() < 0.1:
         pass  # kill at once, possibly while the file is being opened
     elif trigger == "delay":
         data = os.read(rfd, 3)  # wait until the child runs, whatever the machine load
         time.sleep(rnd.uniform(0.0, 0.03))
     else:
-        deadline = time.monotonic() + 5.0
+        acked = 0
+        deadline = time.monotonic() + 10.0
         while time.monotonic() < deadline:
             ready, _, _ = select.select([rfd], [], [], 0.1)
-            if ready:
-                data += os.read(rfd, 65536)
-                if _triggered(_parse(data), trigger):
-                    break
+            if not ready:
+                continue
+            data += os.read(rfd, 65536)
+            records = _parse(data)
+            if _triggered(records, trigger):
+                break
+            if ack_w is not None:
+                events = sum(1 for kind, _ in records if kind in "WD")
+                os.write(ack_w, b"\x01" * (events - acked))
+                acked = events
     os.kill(pid, signal.SIGKILL)
     os.waitpid(pid, 0)
+    if ack_w is not None:
+        os.close(ack_w)
     while chunk := os.read(rfd, 65536):
         data += chunk
     os.close(rfd)
