@@ -19,8 +19,12 @@ A card that never answers blocks ``SCardTransmit`` forever (vpcd has no timeout)
 blocking PC/SC call runs on a worker thread and the caller waits at most ``timeout``
 seconds (:class:`capsim.errors.TransportTimeoutError`).
 
-Readers are chosen by exact name or by a unique substring (:func:`resolve_reader`): reader
-indexes change when devices are plugged in, names do not.
+Readers are chosen by exact name, by a unique substring, or by their index in pcscd's list
+(:func:`resolve_reader`; ``capsim readers`` prints the indexes). Indexes change when devices
+are plugged in, names do not. :func:`reader_states` reads each reader's card presence and ATR
+without connecting (``SCardGetStatusChange``), and a transport created with ``wait=SECONDS``
+waits that long for a card to be inserted before connecting
+(:class:`capsim.errors.CardWaitTimeoutError` when none comes).
 """
 
 from __future__ import annotations
@@ -28,13 +32,16 @@ from __future__ import annotations
 import logging
 import queue
 import threading
+import time
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from types import TracebackType
 from typing import Any, Final, TypeVar
 
 from capsim.apdu.t0 import transmit_with_t0
 from capsim.errors import (
     CardRemovedError,
+    CardWaitTimeoutError,
     NoCardError,
     PcscUnavailableError,
     ReaderAmbiguousError,
@@ -46,8 +53,10 @@ from capsim.errors import (
 
 __all__ = [
     "PcscTransport",
+    "ReaderState",
     "list_readers",
     "map_pyscard_error",
+    "reader_states",
     "resolve_reader",
 ]
 
@@ -225,13 +234,16 @@ def list_readers() -> list[str]:
         raise
 
 
-def resolve_reader(name: str, readers: Sequence[str] | None = None) -> str:
-    """The reader called ``name``, else the only reader whose name contains it.
+def resolve_reader(name: str | int, readers: Sequence[str] | None = None) -> str:
+    """The reader called ``name``, else the only reader whose name contains it; an ``int`` is
+    the reader's index in the list (``capsim readers`` numbers them from 0).
 
     Parameters
     ----------
     name:
-        An exact reader name, or a case-insensitive substring of exactly one reader's name.
+        An index, an exact reader name, or a case-insensitive substring of exactly one
+        reader's name. (The spec parser, :func:`capsim.transports.open_transport`, turns an
+        all-digit ``pcsc:N`` into an index before it gets here.)
     readers:
         The names to choose from; :func:`list_readers` when omitted.
 
@@ -240,7 +252,8 @@ def resolve_reader(name: str, readers: Sequence[str] | None = None) -> str:
     ReaderAmbiguousError
         Several readers contain ``name``; ``candidates`` lists them.
     ReaderNotFoundError
-        No reader matches (the message lists the readers there are).
+        No reader matches, or the index is out of range (the message lists the readers
+        there are, with their indexes).
 
     Examples
     --------
@@ -249,15 +262,26 @@ def resolve_reader(name: str, readers: Sequence[str] | None = None) -> str:
     'ACS ACR39U 00 00'
     >>> resolve_reader("CAPSIM Virtual 00 01", names)
     'CAPSIM Virtual 00 01'
+    >>> resolve_reader(1, names)
+    'CAPSIM Virtual 00 00'
     >>> try:
     ...     resolve_reader("capsim", names)
     ... except ReaderAmbiguousError as exc:
     ...     print(exc.candidates)
     ['CAPSIM Virtual 00 00', 'CAPSIM Virtual 00 01']
     """
-    if not isinstance(name, str) or not name.strip():
-        raise ValidationError(f"reader: expected a reader name or a part of one, got {name!r}")
+    index = name if isinstance(name, int) and not isinstance(name, bool) and name >= 0 else None
+    if index is None and (not isinstance(name, str) or not name.strip()):
+        raise ValidationError(f"reader: expected a reader name, a part of one or an index, got {name!r}")
     available = list_readers() if readers is None else list(readers)
+    listing = ", ".join(f"{i}: {r!r}" for i, r in enumerate(available))
+    if index is not None:
+        if 0 <= index < len(available):
+            return available[index]
+        if not available:
+            raise ReaderNotFoundError(f"no reader {index}: pcscd reports no readers")
+        raise ReaderNotFoundError(f"no reader {index}; readers: {listing}")
+    assert isinstance(name, str)
     if name in available:
         return name
     needle = name.casefold()
@@ -265,12 +289,81 @@ def resolve_reader(name: str, readers: Sequence[str] | None = None) -> str:
     if len(matches) == 1:
         return matches[0]
     if matches:
-        listing = ", ".join(repr(r) for r in matches)
-        raise ReaderAmbiguousError(f"{len(matches)} readers match {name!r}: {listing}", matches)
+        found = ", ".join(repr(r) for r in matches)
+        raise ReaderAmbiguousError(
+            f"{len(matches)} readers match {name!r}: {found} (give more of the name, or an index)", matches
+        )
     if not available:
         raise ReaderNotFoundError(f"no reader matches {name!r}: pcscd reports no readers")
-    listing = ", ".join(repr(r) for r in available)
     raise ReaderNotFoundError(f"no reader matches {name!r}; readers: {listing}")
+
+
+@dataclass(frozen=True)
+class ReaderState:
+    """One PC/SC reader as ``capsim readers`` shows it (:func:`reader_states`)."""
+
+    index: int
+    name: str
+    card_present: bool
+    atr: bytes
+
+
+def reader_states() -> list[ReaderState]:
+    """Every PC/SC reader, in pcscd's order, with card presence and ATR (no card is connected).
+
+    One ``SCardListReaders`` and one non-blocking ``SCardGetStatusChange`` over all readers.
+
+    Raises
+    ------
+    PcscUnavailableError
+        pcscd is not running, or pyscard is not installed.
+    """
+    sc = _import_scard()
+    hresult, context = sc.SCardEstablishContext(sc.SCARD_SCOPE_USER)
+    if hresult != sc.SCARD_S_SUCCESS:
+        raise _hresult_error(sc, hresult, "establishing a PC/SC context")
+    try:
+        names = _reader_names(sc, context)
+        if not names:
+            return []
+        hresult, states = sc.SCardGetStatusChange(context, 0, [(n, sc.SCARD_STATE_UNAWARE) for n in names])
+        if hresult not in (sc.SCARD_S_SUCCESS, _SCARD_E_TIMEOUT):
+            raise _hresult_error(sc, hresult, "reading the readers' states")
+    finally:
+        sc.SCardReleaseContext(context)
+    out = []
+    for index, (name, event, atr) in enumerate(states):
+        present = bool(event & sc.SCARD_STATE_PRESENT)
+        out.append(ReaderState(index, str(name), present, bytes(atr) if present else b""))
+    return out
+
+
+def _reader_names(sc: Any, context: Any) -> list[str]:
+    hresult, names = sc.SCardListReaders(context, [])
+    if hresult == _SCARD_E_NO_READERS_AVAILABLE:
+        return []
+    if hresult != sc.SCARD_S_SUCCESS:
+        raise _hresult_error(sc, hresult, "listing the readers")
+    return [str(n) for n in names]
+
+
+def _wait_for_card(sc: Any, context: Any, name: str, seconds: float) -> None:
+    """Block until pcscd reports a card in ``name``, at most ``seconds`` (runs on the worker)."""
+    deadline = time.monotonic() + seconds
+    known = sc.SCARD_STATE_UNAWARE
+    while True:
+        remaining = deadline - time.monotonic()
+        wait_ms = max(0, min(int(remaining * 1000), 1000))  # short slices: stop() is never stuck long
+        hresult, states = sc.SCardGetStatusChange(context, wait_ms, [(name, known)])
+        if hresult == sc.SCARD_S_SUCCESS:
+            event = states[0][1]
+            if event & sc.SCARD_STATE_PRESENT and not event & sc.SCARD_STATE_MUTE:
+                return
+            known = event & ~sc.SCARD_STATE_CHANGED
+        elif hresult != _SCARD_E_TIMEOUT:
+            raise _hresult_error(sc, hresult, "waiting for a card", reader=name)
+        if remaining <= 0:
+            raise CardWaitTimeoutError(f"no card was inserted in reader {name!r} within {seconds:g} s")
 
 
 class _Worker:
@@ -323,11 +416,15 @@ class PcscTransport:
     Parameters
     ----------
     reader:
-        Exact reader name or a unique substring of it (see :func:`resolve_reader`); resolved
-        when :meth:`connect` runs.
+        Exact reader name, a unique substring of it, or its index in pcscd's list (see
+        :func:`resolve_reader`); resolved when :meth:`connect` runs.
     timeout:
         Seconds to wait for any one PC/SC operation (connect, one APDU exchange including
         its T=0 continuation, disconnect). ``None`` waits forever.
+    wait:
+        Seconds :meth:`connect` waits for a card to be inserted in the reader
+        (:class:`~capsim.errors.CardWaitTimeoutError` when none comes); ``None`` (default):
+        no card is :class:`~capsim.errors.NoCardError` at once.
 
     Examples
     --------
@@ -340,12 +437,21 @@ class PcscTransport:
     #: Answers never carry ``61xx``/``6Cxx``: the T=0 continuation runs inside :meth:`transmit`.
     resolves_t0: Final = True
 
-    def __init__(self, reader: str, *, timeout: float | None = 10.0) -> None:
-        if not isinstance(reader, str) or not reader.strip():
-            raise ValidationError(f"reader: expected a reader name or a part of one, got {reader!r}")
+    def __init__(
+        self, reader: str | int, *, timeout: float | None = 10.0, wait: float | None = None
+    ) -> None:
+        if isinstance(reader, bool) or not (
+            (isinstance(reader, int) and reader >= 0) or (isinstance(reader, str) and reader.strip())
+        ):
+            raise ValidationError(
+                f"reader: expected a reader name, a part of one or an index, got {reader!r}"
+            )
         if timeout is not None and (isinstance(timeout, bool) or not timeout > 0):
             raise ValidationError(f"timeout: expected a positive number of seconds or None, got {timeout!r}")
+        if wait is not None and (isinstance(wait, bool) or not isinstance(wait, int | float) or wait < 0):
+            raise ValidationError(f"wait: expected a number of seconds >= 0 or None, got {wait!r}")
         self._wanted = reader
+        self._wait = wait
         self._timeout = timeout
         self._name: str | None = None
         self._conn: _Session | None = None
@@ -388,15 +494,18 @@ class PcscTransport:
         """
         if self._conn is not None:
             self.disconnect()
-        worker = _Worker(f"capsim-pcsc-{self._wanted}") if self._timeout is not None else None
+        timeout = self._timeout
+        worker = _Worker(f"capsim-pcsc-{self._wanted}") if timeout is not None else None
         try:
-            if worker is None:
+            if worker is None or timeout is None:
                 conn, name, atr, protocol = self._open()
-            else:
-                conn, name, atr, protocol = worker.call(self._open, self._timeout)
-        except TransportTimeoutError:
+            else:  # a wait for the card extends the bound of this one call
+                conn, name, atr, protocol = worker.call(self._open, timeout + (self._wait or 0))
+        except TransportTimeoutError as exc:
             if worker is not None:
                 worker.close()
+            if isinstance(exc, CardWaitTimeoutError):
+                raise
             raise TransportTimeoutError(f"connecting to the card in {self._wanted!r} timed out") from None
         except BaseException:
             if worker is not None:
@@ -516,12 +625,9 @@ class PcscTransport:
         if hresult != sc.SCARD_S_SUCCESS:
             raise _hresult_error(sc, hresult, "establishing a PC/SC context")
         try:
-            hresult, names = sc.SCardListReaders(context, [])
-            if hresult == _SCARD_E_NO_READERS_AVAILABLE:
-                names = []
-            elif hresult != sc.SCARD_S_SUCCESS:
-                raise _hresult_error(sc, hresult, "listing the readers")
-            name = resolve_reader(self._wanted, [str(n) for n in names])
+            name = resolve_reader(self._wanted, _reader_names(sc, context))
+            if self._wait is not None:
+                _wait_for_card(sc, context, name, self._wait)
             # Protocol constants from the scard module itself (pyscard >= 2.3).
             t0, t1 = sc.SCARD_PROTOCOL_T0, sc.SCARD_PROTOCOL_T1
             hresult, card, active = sc.SCardConnect(context, name, sc.SCARD_SHARE_SHARED, t0 | t1)

@@ -132,7 +132,7 @@ def test_no_match_names_the_readers_there_are() -> None:
         resolve_reader("Omnikey", [])
 
 
-@pytest.mark.parametrize("bad", ["", "   ", None, 3])
+@pytest.mark.parametrize("bad", ["", "   ", None, True, -1])
 def test_resolve_reader_rejects_empty_names(bad: object) -> None:
     with pytest.raises(ValidationError, match="reader"):
         resolve_reader(bad, NAMES)  # type: ignore[arg-type]
