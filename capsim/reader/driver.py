@@ -28,6 +28,7 @@ from capsim.apdu.t0 import transmit_with_t0
 from capsim.cap import CapMode
 from capsim.errors import CapsimError, RemoteProtocolError
 from capsim.profiles import ReaderProfile, get_reader_profile
+from capsim.reader.phases import Phase
 from capsim.reader.result import CapResult
 from capsim.reader.session import CapSession
 
@@ -150,9 +151,21 @@ class CapReader:
         CapsimError
             Whatever the session or the transport raises; the session is then in ERROR.
         """
+        self.drive(session, on_exchange=on_exchange)
+        return session.result
+
+    def drive(
+        self,
+        session: CapSession,
+        *,
+        until: Phase | None = None,
+        on_exchange: Callable[[bytes, bytes], None] | None = None,
+    ) -> None:
+        """Drive ``session`` until it is complete or, with ``until``, until it waits in that
+        phase (its command for ``until`` is then not sent). Raises as :meth:`run` does."""
         transmit = self._transmit
         command_raw = session.next_apdu()
-        while command_raw is not None:
+        while command_raw is not None and session.phase is not until:
             try:
                 raw = transmit(command_raw)
             except CapsimError:
@@ -167,4 +180,3 @@ class CapReader:
                 on_exchange(command_raw, raw)
             session.receive(response)
             command_raw = session.next_apdu()
-        return session.result
