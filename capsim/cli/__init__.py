@@ -23,7 +23,7 @@ def main() -> None:
 from capsim.cli.tlv import tlv as _tlv; main.add_command(_tlv)  # noqa: E402, E702, I001
 from capsim.cli.card import card as _card; main.add_command(_card)  # noqa: E402, E702, I001
 from capsim.cli.code import code as _code; main.add_command(_code)  # noqa: E402, E702, I001
-from capsim.cli.code import readers as _readers; main.add_command(_readers)  # noqa: E402, E702, I001
+from capsim.cli.readers import readers as _readers; main.add_command(_readers)  # noqa: E402, E702, I001
 from capsim.cli.serve import serve as _serve  # noqa: E402, F401, I001  (adds "serve" to the card group)
 from capsim.cli.verifier import verifier as _verifier; main.add_command(_verifier)  # noqa: E402, E702
 from capsim.cli.verifier import verify as _verify; main.add_command(_verify)  # noqa: E402, E702, I001

@@ -1,4 +1,7 @@
-"""``capsim code identify|respond|sign|tds`` and ``capsim readers``: the CAP reader on the command line.
+"""``capsim code identify|respond|sign|tds``: the CAP reader on the command line.
+
+(``capsim readers`` is :mod:`capsim.cli.readers`; the ``--reader``/``--wait`` options are
+:mod:`capsim.cli._reader`'s.)
 
 With no ``--reader``, the commands use a default virtual card file in the user's data
 directory (``capsim.cli._common.data_dir()``), created on first use: profile ``secur-acces``,
@@ -25,12 +28,13 @@ import click
 
 from capsim.cap import CapMode
 from capsim.cli._common import data_dir, deprecated_alias, handle_errors, read_secret
-from capsim.errors import CapsimError, StateFileError, ValidationError
+from capsim.cli._reader import READER_HELP, open_reader, wait_option
+from capsim.errors import StateFileError, ValidationError
 from capsim.profiles import READER_PROFILES
 from capsim.reader import CapReader, CapResult, CapSession
-from capsim.transports import TracingTransport, Transport, list_pcsc_readers, open_transport
+from capsim.transports import TracingTransport, Transport, open_transport
 
-__all__ = ["DEFAULT_CARD_FILE", "DEFAULT_CARD_PROFILE", "code", "default_card_path", "readers"]
+__all__ = ["DEFAULT_CARD_FILE", "DEFAULT_CARD_PROFILE", "code", "default_card_path"]
 
 #: File name of the default virtual card inside the data directory.
 DEFAULT_CARD_FILE: Final = "card.json"
@@ -93,10 +97,10 @@ def _ensure_default_card() -> Path:
     return path
 
 
-def _open(reader_spec: str | None) -> Transport:
+def _open(reader_spec: str | None, wait: float | None = None) -> Transport:
     if reader_spec is None:
         return open_transport(f"file:{_ensure_default_card()}")
-    return open_transport(reader_spec)
+    return open_reader(reader_spec, wait=wait)
 
 
 def _aid(value: str | None) -> bytes | None:
@@ -117,9 +121,9 @@ def _common_options(func: F) -> F:
             "--reader",
             "reader_spec",
             metavar="SPEC",
-            help="inproc:TEMPLATE, file:CARD.json, pcsc:NAME or replay:TRANSCRIPT "
-            "(default: the virtual card in the data directory).",
+            help=READER_HELP.rstrip(".") + "; default: the virtual card in the data directory.",
         ),
+        wait_option,
         click.option(
             "--reader-profile",
             type=click.Choice(list(READER_PROFILES)),
@@ -174,13 +178,14 @@ def _run(
     explain: bool,
     pin_stdin: bool,
     show_sensitive: bool,
+    wait: float | None,
     **inputs: Any,
 ) -> None:
     profile = deprecated_alias(reader_profile, profile_alias, new="--reader-profile", old="--profile")
     selected_aid = _aid(aid)
     # Validate every input but the PIN before opening the card or asking for the PIN.
     CapSession(mode, pin="0000", profile=profile, aid=selected_aid, **inputs)
-    transport = _open(reader_spec)
+    transport = _open(reader_spec, wait)
     if trace:
         transport = TracingTransport(
             transport, redact=not show_sensitive, sink=lambda line: click.echo(line, err=True)
@@ -241,30 +246,3 @@ def sign_command(challenge: str | None, amount: str | None, currency: str | None
 def tds_command(fields: tuple[str, ...], **options: Any) -> None:
     """[!] Transaction data signing (Mode 2 + TDS): a code over 1 to 10 data fields."""
     _run(CapMode.TDS, fields=list(fields), **options)
-
-
-@click.command("readers")
-@click.option("--json", "as_json", is_flag=True, help="Print the list as JSON.")
-@handle_errors
-def readers(as_json: bool) -> None:
-    """List the card readers: PC/SC readers and the virtual cards (reader spec strings)."""
-    from capsim.cards import BUILTIN_PROFILES
-
-    pcsc: list[str] = []
-    note = None
-    try:
-        pcsc = [f"pcsc:{name}" for name in list_pcsc_readers()]
-    except CapsimError as exc:
-        note = f"PC/SC readers not listed: {exc}"
-    card = default_card_path()
-    virtual = [f"file:{card}"] + [f"inproc:{name}" for name in sorted(BUILTIN_PROFILES)]
-    if as_json:
-        click.echo(json.dumps({"pcsc": pcsc, "virtual": virtual, "note": note}, indent=2))
-        return
-    for spec in pcsc:
-        click.echo(spec)
-    click.echo(f"file:{card}  (default virtual card{'' if card.exists() else ', created on first use'})")
-    for spec in virtual[1:]:
-        click.echo(f"{spec}  (fresh emulated card, PIN 1234)")
-    if note is not None:
-        click.echo(f"capsim: note: {note}", err=True)
