@@ -17,7 +17,7 @@ from capsim.apdu import describe_sw
 from capsim.cards import BUILTIN_PROFILES, CardProfile, CardState, builtin_profile, new_card
 from capsim.cli._common import deprecated_alias, handle_errors, read_secret
 from capsim.cli._reader import one_card, open_reader, reader_options
-from capsim.cli.card_info import info_command, mask_pan, show_card_info
+from capsim.cli.card_info import info_command, mask_pan, show_card_info, template_profile
 from capsim.crypto import CVN, KeyDerivation, odd_parity
 from capsim.errors import ApduFormatError, StateFileError, ValidationError
 from capsim.storage import IssuerKeys, load_issuer_keys, read_card_file, save_issuer_keys
@@ -195,7 +195,13 @@ def show_command(
     reader (CARD or --reader SPEC), what `card info` shows."""
     path, spec = one_card(card_arg, reader_spec)
     if path is None:
-        show_card_info(spec, wait=wait, show_sensitive=show_sensitive, as_json=as_json)
+        show_card_info(
+            spec,
+            wait=wait,
+            show_sensitive=show_sensitive,
+            as_json=as_json,
+            template_profile=template_profile(None, spec),
+        )
         return
     profile, state = read_card_file(path)
     info = _describe(profile, state, sensitive=show_sensitive)

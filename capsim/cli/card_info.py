@@ -35,7 +35,7 @@ from capsim.profiles import READER_PROFILES
 from capsim.reader import CardSummary, ProfileSource, discover
 from capsim.tlv import parse_dol
 
-__all__ = ["card_info", "info_command", "mask_pan", "show_card_info"]
+__all__ = ["card_info", "info_command", "mask_pan", "show_card_info", "template_profile"]
 
 _REASONS = {
     ProfileSource.GIVEN: "given with --reader-profile",
@@ -192,11 +192,21 @@ def _aid(value: str | None) -> bytes | None:
     return aid
 
 
-def _template_profile(path: Path) -> str | None:
-    """The reader profile a card file's template names, if its format has one (rule 4)."""
+def template_profile(path: Path | None, spec: str) -> str | None:
+    """The reader profile the card's template names, when capsim knows the template (rule 4):
+    a card file's, or the built-in template of ``inproc:TEMPLATE``; ``None`` for any other card
+    (a real card does not say) or a template format without the field."""
+    from capsim.cards import BUILTIN_PROFILES
     from capsim.storage import read_card_file
 
-    profile, _ = read_card_file(path)
+    if path is not None:
+        if not path.is_file():
+            return None  # opening it says why
+        profile = read_card_file(path)[0]
+    elif spec.startswith("inproc:") and spec.removeprefix("inproc:") in BUILTIN_PROFILES:
+        profile = BUILTIN_PROFILES[spec.removeprefix("inproc:")]
+    else:
+        return None
     name = getattr(profile, "reader_profile", None)
     return name if isinstance(name, str) and name in READER_PROFILES else None
 
@@ -228,7 +238,6 @@ def info_command(
     CARD is a card file or a reader spec; or give --reader SPEC.
     """
     path, spec = one_card(card_arg, reader_spec)
-    template = _template_profile(path) if path is not None and path.is_file() else None
     show_card_info(
         spec,
         wait=wait,
@@ -236,6 +245,6 @@ def info_command(
         aid=aid,
         show_sensitive=show_sensitive,
         as_json=as_json,
-        template_profile=template,
+        template_profile=template_profile(path, spec),
     )
 

@@ -16,7 +16,9 @@ from capsim.cards.cardfile import CardFile
 from capsim.cli import main
 from capsim.cli._common import ExitCode
 from capsim.errors import ReaderAmbiguousError, ReaderNotFoundError, StateFileError, ValidationError
-from capsim.transports import is_spec, parse_spec
+from capsim.reader import discover
+from capsim.transports import TracingTransport, is_spec, parse_spec
+from capsim.transports.inprocess import InProcessTransport
 from capsim.transports.pcsc import resolve_reader
 
 IMK = bytes.fromhex("0123456789ABCDEFFEDCBA9876543210")
@@ -171,7 +173,9 @@ def test_card_info_of_a_card_file_is_redacted_and_read_only(tmp_path: Path) -> N
     assert info["application"] == {"aid": "A0000000048002", "label": "SecureCode Aut"}
     assert info["applications"][0]["status"] == "selected"
     assert info["reader_profile"]["name"] == "mc-cap"
-    assert info["reader_profile"]["chosen"] == "aid"
+    # a card file's template names its reader profile where the card format has the field
+    named = getattr(profile, "reader_profile", "")
+    assert info["reader_profile"]["chosen"] == ("template" if named else "aid")
     assert info["ipb"] == profile.ipb.hex().upper()
     assert info["iaf"] == profile.iaf.hex().upper()
     assert info["cdol1"] == profile.cdol1.hex().upper()
@@ -201,10 +205,20 @@ def test_card_info_text_is_one_paste_able_block(tmp_path: Path) -> None:
     for label in labels:
         assert any(line.startswith(label) for line in lines), label
     assert "PSN (5F34):      present (value hidden" in result.output
-    assert "reader profile:  mc-cap (by AID" in result.output
+    assert "reader profile:  mc-cap (" in result.output
 
 
-def test_card_info_says_why_the_reader_profile_was_chosen() -> None:
+def _transcript(directory: Path) -> str:
+    """A recorded discovery of a Visa DPA card, to replay (a card that names no template)."""
+    link = TracingTransport(InProcessTransport(new_card("barclays", pan=PAN, imk_ac=IMK)), redact=False)
+    with link:
+        discover(link)
+    path = directory / "barclays.txt"
+    link.save(str(path), source="test")
+    return str(path)
+
+
+def test_card_info_says_why_the_reader_profile_was_chosen(tmp_path: Path) -> None:
     given = json.loads(
         _capsim("card", "info", "inproc:barclays", "--reader-profile", "visa-dpa", "--json").output
     )
@@ -213,9 +227,15 @@ def test_card_info_says_why_the_reader_profile_was_chosen() -> None:
         "chosen": "given",
         "why": "given with --reader-profile",
     }
-    by_aid = json.loads(_capsim("card", "info", "inproc:barclays", "--json").output)
-    assert by_aid["reader_profile"]["chosen"] == "aid"
-    assert [(a["aid"], a["status"]) for a in by_aid["applications"]] == [
+    replayed = _capsim("card", "info", "--reader", f"replay:{_transcript(tmp_path)}", "--json")
+    by_aid = json.loads(replayed.output)
+    assert by_aid["reader_profile"] == {
+        "name": "visa-dpa",
+        "chosen": "aid",
+        "why": "by AID: the built-in profile for A0000000038002",
+    }
+    emulated = json.loads(_capsim("card", "info", "inproc:barclays", "--json").output)
+    assert [(a["aid"], a["status"]) for a in emulated["applications"]] == [
         ("A0000000048002", "not found"),
         ("A0000000038002", "selected"),
     ]
