@@ -234,8 +234,7 @@ def test_card_info_says_why_the_reader_profile_was_chosen(tmp_path: Path) -> Non
         "chosen": "aid",
         "why": "by AID: the built-in profile for A0000000038002",
     }
-    emulated = json.loads(_capsim("card", "info", "inproc:barclays", "--json").output)
-    assert [(a["aid"], a["status"]) for a in emulated["applications"]] == [
+    assert [(a["aid"], a["status"]) for a in by_aid["applications"]] == [
         ("A0000000048002", "not found"),
         ("A0000000038002", "selected"),
     ]
