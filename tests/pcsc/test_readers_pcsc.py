@@ -93,6 +93,8 @@ def test_a_reader_index_is_a_position_not_a_name_fragment(
 def test_wait_for_a_card_to_be_inserted(serve: ServeFactory, stack: PcscdStack, card: EmvCapCard) -> None:
     line = _one_error(_capsim("card", "info", "--reader", "pcsc:1", "--wait", "0.5"), ExitCode.NO_CARD)
     assert f"no card was inserted in reader '{stack.readers[1]}' within 0.5 s" in line
+    code = _capsim("code", "identify", "--reader", "1", "--wait", "0.2", "--pin-stdin")
+    assert "within 0.2 s" in _one_error(code, ExitCode.NO_CARD)
     inserted = threading.Timer(1.0, lambda: serve(card, slot=1, wait=False))
     inserted.start()
     try:
