@@ -27,6 +27,7 @@ only in the message text.
     │   └── CardBlockedError             6283 / 6A81 on SELECT
     ├── TransportError
     │   ├── NoCardError
+    │   │   └── CardWaitTimeoutError     no card inserted within --wait (also a TransportTimeoutError)
     │   ├── CardRemovedError
     │   ├── ReaderNotFoundError
     │   ├── ReaderAmbiguousError
@@ -47,6 +48,7 @@ __all__ = [
     "CapsimError",
     "CardBlockedError",
     "CardRemovedError",
+    "CardWaitTimeoutError",
     "CodeOverflowError",
     "ConditionsNotSatisfiedError",
     "ConfigError",
@@ -206,6 +208,10 @@ class PcscUnavailableError(TransportError):
 
 class TransportTimeoutError(TransportError):
     """The card did not answer in time."""
+
+
+class CardWaitTimeoutError(NoCardError, TransportTimeoutError):
+    """No card was inserted in the reader within the time allowed (``--wait``)."""
 
 
 class StateFileError(CapsimError):

@@ -15,6 +15,8 @@ Theory of operation
 5. Processes sharing a card file are serialised by ``fcntl.flock`` on a ``<file>.lock``
    sidecar, held for the lifetime of the open card (:class:`CardFileLock`); temporary files a
    killed writer left are removed under that lock.
+5. A card file that does not exist (or is not a regular file) is refused before its lock is
+   taken, so a mistyped path leaves no ``.lock`` file behind.
 """
 
 from __future__ import annotations
@@ -154,6 +156,18 @@ class CardFileLock:
         return self._fd is not None
 
 
+def _check_exists(path: Path) -> None:
+    """Rule 5: :class:`StateFileError` unless ``path`` is an existing regular file."""
+    try:
+        mode = path.stat().st_mode
+    except FileNotFoundError:
+        raise StateFileError(f"card file {path} does not exist") from None
+    except OSError as exc:
+        raise StateFileError(f"card file {path} cannot be read: {exc.strerror}") from None
+    if not stat.S_ISREG(mode):
+        raise StateFileError(f"card file {path} is not a regular file")
+
+
 class CardFile:
     """An open, locked card file that persists every new state atomically.
 
@@ -162,6 +176,7 @@ class CardFile:
 
     def __init__(self, path: str | os.PathLike[str], *, timeout: float = LOCK_TIMEOUT_S) -> None:
         self.path = Path(path)
+        _check_exists(self.path)  # rule 5: before the lock file is created
         self._lock = CardFileLock(self.path, timeout=timeout)
         self._lock.acquire()
         try:

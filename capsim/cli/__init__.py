@@ -23,8 +23,8 @@ def main() -> None:
 from capsim.cli.tlv import tlv as _tlv; main.add_command(_tlv)  # noqa: E402, E702, I001
 from capsim.cli.card import card as _card; main.add_command(_card)  # noqa: E402, E702, I001
 from capsim.cli.code import code as _code; main.add_command(_code)  # noqa: E402, E702, I001
-from capsim.cli.code import readers as _readers; main.add_command(_readers)  # noqa: E402, E702, I001
 from capsim.cli.cap import cap as _cap; main.add_command(_cap)  # noqa: E402, E702, I001
+from capsim.cli.readers import readers as _readers; main.add_command(_readers)  # noqa: E402, E702, I001
 from capsim.cli.serve import serve as _serve  # noqa: E402, F401, I001  (adds "serve" to the card group)
 from capsim.cli import card_pin as _card_pin  # noqa: E402, F401  (adds "unblock", "change-pin" to "card")
 from capsim.cli.verifier import verifier as _verifier; main.add_command(_verifier)  # noqa: E402, E702

@@ -14,9 +14,11 @@ from typing import Any
 import click
 
 from capsim.apdu import describe_sw
-from capsim.cards import BUILTIN_PROFILES, CardProfile, CardState, builtin_profile, load_card, new_card
+from capsim.cards import BUILTIN_PROFILES, CardProfile, CardState, builtin_profile, new_card
 from capsim.cards.atr import atr_from_hex
 from capsim.cli._common import deprecated_alias, handle_errors, read_secret
+from capsim.cli._reader import one_card, open_reader, reader_options
+from capsim.cli.card_info import info_command, mask_pan, show_card_info, template_profile
 from capsim.crypto import CVN, KeyDerivation, odd_parity
 from capsim.errors import ApduFormatError, StateFileError, ValidationError
 from capsim.hexinput import parse_command_apdu
@@ -24,7 +26,7 @@ from capsim.storage import IssuerKeys, load_issuer_keys, read_card_file, save_is
 from capsim.tags import tag_info
 from capsim.tlv import decode, format_tree, walk
 
-__all__ = ["card"]
+__all__ = ["card", "mask_pan"]
 
 #: CVN names as written in scheme documents ("CVN 18") → the IAD byte.
 _CVN_NAMES = {
@@ -70,13 +72,6 @@ def random_test_pan(profile: CardProfile) -> str:
     prefix = "4" if profile.aid.startswith(bytes.fromhex("A000000003")) else "5"
     body = prefix + "".join(str(secrets.randbelow(10)) for _ in range(14))
     return body + _luhn_digit(body)
-
-
-def mask_pan(pan: str) -> str:
-    """``123456******3456``: the first 6 and last 4 digits."""
-    if len(pan) <= 10:
-        return "*" * len(pan)
-    return pan[:6] + "*" * (len(pan) - 10) + pan[-4:]
 
 
 def _random_key() -> bytes:
@@ -221,12 +216,26 @@ def _describe(profile: CardProfile, state: CardState, *, sensitive: bool) -> dic
 
 
 @card.command("show")
-@click.argument("path", type=click.Path(dir_okay=False, path_type=Path))
+@click.argument("card_arg", metavar="[CARD]", required=False)
+@reader_options
 @click.option("--show-sensitive", is_flag=True, help="Show the full PAN, the PIN and the ICC keys.")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 @handle_errors
-def show_command(*, path: Path, show_sensitive: bool, as_json: bool) -> None:
-    """Show a card file (PAN, PIN and keys redacted unless --show-sensitive)."""
+def show_command(
+    *, card_arg: str | None, reader_spec: str | None, wait: float | None, show_sensitive: bool, as_json: bool
+) -> None:
+    """Show a card file (PAN, PIN and keys redacted unless --show-sensitive); for a card in a
+    reader (CARD or --reader SPEC), what `card info` shows."""
+    path, spec = one_card(card_arg, reader_spec)
+    if path is None:
+        show_card_info(
+            spec,
+            wait=wait,
+            show_sensitive=show_sensitive,
+            as_json=as_json,
+            template_profile=template_profile(None, spec),
+        )
+        return
     profile, state = read_card_file(path)
     info = _describe(profile, state, sensitive=show_sensitive)
     if as_json:
@@ -261,21 +270,29 @@ def _has_sensitive(data: bytes) -> bool:
 
 
 @card.command("apdu")
-@click.argument("path", type=click.Path(dir_okay=False, path_type=Path))
-@click.argument("apdus", nargs=-1, required=True)
+@click.argument("args", nargs=-1, required=True, metavar="[CARD] HEX...")
+@reader_options
 @click.option("--show-sensitive", is_flag=True, help="Do not redact PIN blocks, PANs and other secrets.")
 @handle_errors
-def apdu_command(*, path: Path, apdus: tuple[str, ...], show_sensitive: bool) -> None:
+def apdu_command(
+    *, args: tuple[str, ...], reader_spec: str | None, wait: float | None, show_sensitive: bool
+) -> None:
     """[!] Power the card on and send raw APDUs (hex); print a decoded trace.
 
-    APDUS: command APDUs in hex (0x prefix, spaces and colons allowed), each at least the 4
-    header bytes; all are checked before the first is sent."""
+    CARD is a card file or a reader spec; with --reader SPEC every argument is an APDU: in hex
+    (0x prefix, spaces and colons allowed), each at least the 4 header bytes; all are checked
+    before the first is sent."""
+    card_arg, apdus = (None, args) if reader_spec is not None else (args[0], args[1:])
+    if not apdus:
+        raise click.UsageError("give at least one APDU (hex) after the card")
     # every APDU is checked before the card is powered on: a bad one sends nothing
     commands = [parse_command_apdu(f"APDU {i}", text) for i, text in enumerate(apdus, 1)]
-    with load_card(path) as emulated:
-        click.echo(f"ATR {emulated.power_on().hex().upper()}")
+    _, spec = one_card(card_arg, reader_spec)
+    link = open_reader(spec, wait=wait)
+    try:
+        click.echo(f"ATR {link.connect().hex().upper()}")
         for raw in commands:
-            resp = emulated.process(raw)
+            resp = link.transmit(raw)
             data, sw = resp[:-2], int.from_bytes(resp[-2:], "big")
             click.echo(f"> {_command_text(raw, sensitive=show_sensitive)}")
             shown = data.hex().upper()
@@ -289,6 +306,11 @@ def apdu_command(*, path: Path, apdus: tuple[str, ...], show_sensitive: bool) ->
                     tree = f"  (not BER-TLV) {data.hex().upper() if show_sensitive else ''}".rstrip()
                 for line in tree.splitlines():
                     click.echo(f"    {line}")
+    finally:
+        link.disconnect()
+
+
+card.add_command(info_command)
 
 
 @card.command("templates")

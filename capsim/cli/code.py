@@ -1,4 +1,7 @@
-"""``capsim code identify|respond|sign|tds`` and ``capsim readers``: the CAP reader on the command line.
+"""``capsim code identify|respond|sign|tds``: the CAP reader on the command line.
+
+(``capsim readers`` is :mod:`capsim.cli.readers`; the ``--reader``/``--wait`` options are
+:mod:`capsim.cli._reader`'s.)
 
 With no ``--reader``, the commands use a default virtual card file in the user's data
 directory (``capsim.cli._common.data_dir()``), created on first use: profile ``secur-acces``,
@@ -35,13 +38,14 @@ from capsim.cli._common import (
     secret_reader,
     warn_if_exposed,
 )
+from capsim.cli._reader import READER_HELP, open_reader, wait_option
 from capsim.errors import CapsimError, PinBlockedError, PinError, StateFileError
 from capsim.hexinput import parse_hex
 from capsim.profiles import READER_PROFILES
 from capsim.reader import ASK_PIN, CapReader, CapResult, CapSession
-from capsim.transports import TracingTransport, Transport, list_pcsc_readers, open_transport
+from capsim.transports import TracingTransport, Transport, open_transport
 
-__all__ = ["DEFAULT_CARD_FILE", "DEFAULT_CARD_PROFILE", "code", "default_card_path", "readers"]
+__all__ = ["DEFAULT_CARD_FILE", "DEFAULT_CARD_PROFILE", "code", "default_card_path"]
 
 #: File name of the default virtual card inside the data directory.
 DEFAULT_CARD_FILE: Final = "card.json"
@@ -130,7 +134,7 @@ def _blocked_advice(exc: CapsimError, card_file: Path | None) -> CapsimError:
     return exc
 
 
-def _open(reader_spec: str | None) -> Transport:
+def _open(reader_spec: str | None, wait: float | None = None) -> Transport:
     if reader_spec is None:
         path = _ensure_default_card()
         warn_if_exposed(path)
@@ -138,7 +142,7 @@ def _open(reader_spec: str | None) -> Transport:
     card_file = _card_file(reader_spec)
     if card_file is not None:
         warn_if_exposed(card_file)
-    return open_transport(reader_spec)
+    return open_reader(reader_spec, wait=wait)
 
 
 def _aid(value: str | None) -> bytes | None:
@@ -154,9 +158,9 @@ def _common_options(func: F) -> F:
             "--reader",
             "reader_spec",
             metavar="SPEC",
-            help="inproc:TEMPLATE, file:CARD.json, pcsc:NAME or replay:TRANSCRIPT "
-            "(default: the virtual card in the data directory).",
+            help=READER_HELP.rstrip(".") + "; default: the virtual card in the data directory.",
         ),
+        wait_option,
         click.option(
             "--reader-profile",
             type=click.Choice(list(READER_PROFILES)),
@@ -211,6 +215,7 @@ def _run(
     explain: bool,
     pin_stdin: bool,
     show_sensitive: bool,
+    wait: float | None,
     **inputs: Any,
 ) -> None:
     profile = deprecated_alias(reader_profile, profile_alias, new="--reader-profile", old="--profile")
@@ -219,7 +224,7 @@ def _run(
     # once the card has shown its PIN is not blocked (and a missing terminal fails first).
     session = CapSession(mode, pin=ASK_PIN, profile=profile, aid=selected_aid, **inputs)
     ask_pin = secret_reader("PIN", from_stdin=pin_stdin)
-    transport = _open(reader_spec)
+    transport = _open(reader_spec, wait)
     if trace:
         transport = TracingTransport(
             transport, redact=not show_sensitive, sink=lambda line: click.echo(line, err=True)
@@ -282,30 +287,3 @@ def tds_command(fields: tuple[str, ...], **options: Any) -> None:
     """[!] Transaction data signing (Mode 2 + TDS): a code over 1 to 10 data fields."""
     validate_tds_fields(fields, option="--field")  # named as typed: "--field #2"
     _run(CapMode.TDS, fields=list(fields), **options)
-
-
-@click.command("readers")
-@click.option("--json", "as_json", is_flag=True, help="Print the list as JSON.")
-@handle_errors
-def readers(as_json: bool) -> None:
-    """List the card readers: PC/SC readers and the virtual cards (reader spec strings)."""
-    from capsim.cards import BUILTIN_PROFILES
-
-    pcsc: list[str] = []
-    note = None
-    try:
-        pcsc = [f"pcsc:{name}" for name in list_pcsc_readers()]
-    except CapsimError as exc:
-        note = f"PC/SC readers not listed: {exc}"
-    card = default_card_path()
-    virtual = [f"file:{card}"] + [f"inproc:{name}" for name in sorted(BUILTIN_PROFILES)]
-    if as_json:
-        click.echo(json.dumps({"pcsc": pcsc, "virtual": virtual, "note": note}, indent=2))
-        return
-    for spec in pcsc:
-        click.echo(spec)
-    click.echo(f"file:{card}  (default virtual card{'' if card.exists() else ', created on first use'})")
-    for spec in virtual[1:]:
-        click.echo(f"{spec}  (fresh emulated card, PIN 1234)")
-    if note is not None:
-        click.echo(f"capsim: note: {note}", err=True)

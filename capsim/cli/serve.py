@@ -5,6 +5,9 @@ The cards are served to vsmartcard's vpcd driver inside pcscd (``docs/pcsc.md``,
 shown by pcscd as ``"<FRIENDLYNAME> 00 00"`` and ``"… 00 01"``. Serve one card with
 ``--slot 0|1``, or give two card files to fill both slots from one process.
 
+Without a vpcd to connect to, the server says so at once with what to check (pcscd running
+with the vpcd driver?), then every ``--report-interval`` seconds what it is still waiting for.
+
 The card files stay locked while they are served; every ATC and PIN-try change is written
 before the card answers, exactly as in process. SIGINT or SIGTERM unplugs the cards and
 exits with status 0.
@@ -64,9 +67,23 @@ _LOG_LEVELS = {
     help="Log verbosity on stderr (debug shows each APDU header and status word).",
 )
 @click.option("--show-sensitive", is_flag=True, help="Log whole APDUs: PIN blocks, PAN, cryptograms.")
+@click.option(
+    "--report-interval",
+    type=click.FloatRange(min=0, min_open=True),
+    default=30.0,
+    show_default=True,
+    metavar="SECONDS",
+    help="While vpcd is unreachable, say every SECONDS what the card is waiting for.",
+)
 @handle_errors
 def serve(
-    *, card_files: tuple[Path, ...], address: str, slot: int | None, log_level: str, show_sensitive: bool
+    *,
+    card_files: tuple[Path, ...],
+    address: str,
+    slot: int | None,
+    log_level: str,
+    show_sensitive: bool,
+    report_interval: float,
 ) -> None:
     """Serve CARD_FILES to pcscd through vpcd until interrupted (Ctrl-C or SIGTERM)."""
     if len(card_files) > VPCD_SLOTS:
@@ -89,7 +106,9 @@ def serve(
             stack.callback(loaded.close)
             cards.append(loaded)
         servers = [
-            VpcdCardServer(c, host=host, port=port, show_sensitive=show_sensitive)
+            VpcdCardServer(
+                c, host=host, port=port, show_sensitive=show_sensitive, report_interval=report_interval
+            )
             for c, (host, port) in zip(cards, targets, strict=True)
         ]
         messages = [

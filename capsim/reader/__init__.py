@@ -13,6 +13,8 @@ module                         what it holds
 :mod:`capsim.reader.result`    :class:`CapResult` and its lazily computed :class:`Explanation`
 :mod:`capsim.reader.selection` handlers of application selection (SELECT, PSE)
 :mod:`capsim.reader.transaction` handlers of GPO, READ RECORD, GET DATA, VERIFY, GENERATE AC
+:mod:`capsim.reader.discover`  :func:`discover`: what a reader reads before the PIN (no VERIFY,
+                               no GENERATE AC), for ``capsim card info``
 :mod:`capsim.reader.run`       the checked inputs and the mutable state of one run
 :mod:`capsim.reader.phases`    :class:`Phase`, :class:`Answer`, :class:`Step`, the limits
 :mod:`capsim.reader.apdus`     the commands it sends, reading answers, the reader's caches
@@ -31,6 +33,7 @@ The pure CAP computations (CDOL values and fill, IPB, TDS, Belgian function) are
 
 from __future__ import annotations
 
+from capsim.reader.discover import Application, CardSummary, ProfileSource, discover
 from capsim.reader.driver import CapReader, CardLink
 from capsim.reader.graph import ENTER_PIN, START, TRANSITIONS, Edge, PinEntered, Start
 from capsim.reader.phases import MAX_COMMANDS, MAX_RECORDS, MAX_RESPONSE, Answer, Phase, Step
@@ -47,15 +50,19 @@ __all__ = [
     "START",
     "TRANSITIONS",
     "Answer",
+    "Application",
     "CapReader",
     "CapResult",
     "CapSession",
     "CardLink",
+    "CardSummary",
     "Edge",
     "Explanation",
     "Phase",
     "PinEntered",
     "PinEntry",
+    "ProfileSource",
     "Start",
     "Step",
+    "discover",
 ]

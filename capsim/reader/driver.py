@@ -30,6 +30,7 @@ from capsim.apdu.t0 import transmit_with_t0
 from capsim.cap import CapMode
 from capsim.errors import CapsimError, LocalProtocolError, RemoteProtocolError
 from capsim.profiles import ReaderProfile, get_reader_profile
+from capsim.reader.phases import Phase
 from capsim.reader.result import CapResult
 from capsim.reader.session import CapSession
 
@@ -173,9 +174,22 @@ class CapReader:
         >>> asked, len(result.code)
         ([True], 8)
         """
+        self.drive(session, on_exchange=on_exchange, ask_pin=ask_pin)
+        return session.result
+
+    def drive(
+        self,
+        session: CapSession,
+        *,
+        until: Phase | None = None,
+        on_exchange: Callable[[bytes, bytes], None] | None = None,
+        ask_pin: Callable[[], str] | None = None,
+    ) -> None:
+        """Drive ``session`` until it is complete or, with ``until``, until it waits in that
+        phase (its command for ``until`` is then not sent). Raises as :meth:`run` does."""
         transmit = self._transmit
         command_raw = self._next(session, ask_pin)
-        while command_raw is not None:
+        while command_raw is not None and session.phase is not until:
             try:
                 raw = transmit(command_raw)
             except CapsimError:
@@ -190,7 +204,6 @@ class CapReader:
                 on_exchange(command_raw, raw)
             session.receive(response)
             command_raw = self._next(session, ask_pin)
-        return session.result
 
     @staticmethod
     def _next(session: CapSession, ask_pin: Callable[[], str] | None) -> bytes | None:

@@ -181,6 +181,18 @@ class CapSession:
         block = pin_block_iso2(pin)
         self._enter(ENTER_PIN.handler(self._run, block), ENTER_PIN.to, ENTER_PIN.handler.__name__)
 
+    @property
+    def reader_profile(self) -> ReaderProfile | None:
+        """The reader profile of the selected application (``None`` before a SELECT succeeded)."""
+        selected = self._run.selected
+        return None if selected is None else selected.profile
+
+    @property
+    def directory(self) -> tuple[tuple[bytes, int, str], ...]:
+        """The applications the card's PSE directory listed, as ``(AID, priority, label)``
+        (empty when the session did not need to read it)."""
+        return tuple(self._run.pse_entries)
+
     def next_command(self) -> CommandApdu | None:
         """The command to send next, or ``None`` once the run is complete or while it waits for
         the PIN (:attr:`wants_pin`).

@@ -7,11 +7,26 @@ Spec                       Transport
                            and PIN ``1234`` (:mod:`capsim.transports.inprocess`)
 ``file:CARD.json``         the emulated card stored in a card file; its state is persisted
 ``pcsc:NAME-OR-SUBSTRING`` a card in a PC/SC reader (needs pyscard: ``capsim[pcsc]``)
+``pcsc:N`` or ``N``        the PC/SC reader at index N of ``capsim readers``' list
 ``replay:TRANSCRIPT``      a recorded session played back (:mod:`capsim.transports.replay`)
 =========================  ===============================================================
 
+Rules of the spec (this module is the one place that parses it):
+
+1. A spec that is all ASCII digits (``0``, ``12``) is the index of a PC/SC reader, as is
+   ``pcsc:`` followed by all digits: ``pcsc:0`` is the first reader, never a reader whose
+   name contains "0". A name fragment that is all digits is therefore always an index;
+   to match such a name, give more of it (``pcsc:Virtual 00 00``).
+2. Otherwise the part before the first colon names the scheme; an unknown scheme, or no
+   colon at all, is a :class:`~capsim.errors.ValidationError` listing the accepted forms.
+3. ``wait`` (seconds) applies to PC/SC readers only: the transport waits that long for a card
+   to be inserted when it connects. An emulated or replayed card is always there.
+
 Modules behind each scheme are imported only when the scheme is used, so pyscard is needed
 only for ``pcsc:``.
+
+>>> parse_spec("0"), parse_spec("pcsc:1"), parse_spec("pcsc:Gemalto"), parse_spec("file:c.json")
+(('pcsc', 0), ('pcsc', 1), ('pcsc', 'Gemalto'), ('file', 'c.json'))
 
 >>> t = open_transport("replay:/nonexistent.txt")
 Traceback (most recent call last):
@@ -20,27 +35,39 @@ capsim.errors.StateFileError: transcript /nonexistent.txt: cannot read it (FileN
 >>> open_transport("usb:1")  # doctest: +ELLIPSIS
 Traceback (most recent call last):
 ...
-capsim.errors.ValidationError: reader: expected inproc:TEMPLATE, ... got 'usb:1'
+capsim.errors.ValidationError: reader: expected ... got 'usb:1'
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
 from types import MappingProxyType, ModuleType
-from typing import Final
+from typing import TYPE_CHECKING, Final
 
 from capsim.errors import PcscUnavailableError, ValidationError
 from capsim.transports.base import T0Handling, TracingTransport, Transport, TransportBase
 
+if TYPE_CHECKING:
+    from capsim.transports.pcsc import ReaderState
+
 __all__ = [
+    "SPEC_FORMS",
     "TRANSPORT_SCHEMES",
     "T0Handling",
     "TracingTransport",
     "Transport",
     "TransportBase",
+    "is_spec",
     "list_pcsc_readers",
     "open_transport",
+    "parse_spec",
+    "pcsc_reader_states",
 ]
+
+#: The accepted forms of a reader spec, for help texts and error messages.
+SPEC_FORMS: Final = (
+    "N (a reader index), pcsc:N, pcsc:NAME, inproc:TEMPLATE, file:CARD.json or replay:TRANSCRIPT"
+)
 
 
 def _inproc(rest: str) -> Transport:
@@ -65,12 +92,23 @@ def _pcsc_module() -> ModuleType:
     return module
 
 
-def _pcsc(rest: str) -> Transport:
+def _pcsc(rest: str, *, wait: float | None = None) -> Transport:
     if not rest:
-        raise ValidationError("reader: expected pcsc:NAME (a reader name or a unique part of it)")
+        raise ValidationError("reader: expected pcsc:NAME (a reader name or a unique part of it) or pcsc:N")
     module = _pcsc_module()
-    transport: Transport = module.PcscTransport(rest)  # resolves T=0 61xx/6Cxx itself
+    reader: str | int = _index(rest) if _is_index(rest) else rest
+    transport: Transport = module.PcscTransport(reader, wait=wait)  # resolves T=0 61xx/6Cxx itself
     return transport
+
+
+def _is_index(text: str) -> bool:
+    return text.isascii() and text.isdigit()
+
+
+def _index(text: str) -> int:
+    if len(text) > 6:
+        raise ValidationError(f"reader: index {text} is out of range")
+    return int(text)
 
 
 def _replay(rest: str) -> Transport:
@@ -87,8 +125,44 @@ TRANSPORT_SCHEMES: Final[MappingProxyType[str, Callable[[str], Transport]]] = Ma
 )
 
 
-def open_transport(spec: str) -> Transport:
+def parse_spec(spec: str) -> tuple[str, str | int]:
+    """``(scheme, rest)`` of a reader spec; the rest of a reader index is an ``int`` (rules 1, 2).
+
+    Raises
+    ------
+    ValidationError
+        Not a string, an unknown scheme or no scheme.
+    """
+    if not isinstance(spec, str):
+        raise ValidationError(f"reader: expected a spec string, got {type(spec).__name__}")
+    if _is_index(spec):
+        return "pcsc", _index(spec)
+    scheme, sep, rest = spec.partition(":")
+    if not sep or scheme not in TRANSPORT_SCHEMES:
+        raise ValidationError(f"reader: expected {SPEC_FORMS}, got {spec!r}")
+    if scheme == "pcsc" and _is_index(rest):
+        return scheme, _index(rest)
+    return scheme, rest
+
+
+def is_spec(text: str) -> bool:
+    """Whether ``text`` reads as a reader spec (rule 1 or a known scheme) rather than a file path."""
+    try:
+        parse_spec(text)
+    except ValidationError:
+        return False
+    return True
+
+
+def open_transport(spec: str, *, wait: float | None = None) -> Transport:
     """Open the transport named by ``spec`` (not yet connected; use it as a context manager).
+
+    Parameters
+    ----------
+    spec:
+        A reader spec (the module's table and rules).
+    wait:
+        Seconds a PC/SC transport waits for a card to be inserted when it connects (rule 3).
 
     Raises
     ------
@@ -97,16 +171,10 @@ def open_transport(spec: str) -> Transport:
     PcscUnavailableError
         ``pcsc:`` without pyscard or pcscd.
     """
-    if not isinstance(spec, str):
-        raise ValidationError(f"reader: expected a spec string, got {type(spec).__name__}")
-    scheme, sep, rest = spec.partition(":")
-    factory = TRANSPORT_SCHEMES.get(scheme) if sep else None
-    if factory is None:
-        raise ValidationError(
-            "reader: expected inproc:TEMPLATE, file:CARD.json, pcsc:NAME or replay:TRANSCRIPT, "
-            f"got {spec!r}"
-        )
-    return factory(rest)
+    scheme, rest = parse_spec(spec)
+    if scheme == "pcsc":
+        return _pcsc(str(rest), wait=wait)
+    return TRANSPORT_SCHEMES[scheme](str(rest))
 
 
 def list_pcsc_readers() -> list[str]:
@@ -120,3 +188,16 @@ def list_pcsc_readers() -> list[str]:
     module = _pcsc_module()
     readers: list[str] = module.list_readers()
     return readers
+
+
+def pcsc_reader_states() -> list[ReaderState]:
+    """Every PC/SC reader with its index, card presence and ATR (``capsim readers``).
+
+    Raises
+    ------
+    PcscUnavailableError
+        pyscard is missing or pcscd is not running.
+    """
+    module = _pcsc_module()
+    states: list[ReaderState] = module.reader_states()
+    return states

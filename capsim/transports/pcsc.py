@@ -1,26 +1,28 @@
 """The PC/SC transport: real and virtual readers through pcscd and pyscard.
 
-(Slightly over 600 lines on purpose: every pyscard call and its error mapping stay in this one
-module, so that no other module speaks pyscard.)
-
-This is the only capsim module that speaks pyscard (≥ 2.3, the optional ``pcsc`` extra:
-``pip install 'capsim[pcsc]'``). Card sessions use pyscard's ``smartcard.scard`` layer (the
-PC/SC calls themselves, with their result codes and the module-level protocol constants);
-reader lists come from ``smartcard.System.readers()``. The transport converts pyscard's
+Card sessions use pyscard's ``smartcard.scard`` layer (the PC/SC calls themselves, with their
+result codes and the module-level protocol constants). The transport converts pyscard's
 ``list[int]`` into capsim's ``bytes`` (data ‖ SW), handles T=0 continuation (``61xx`` → GET
-RESPONSE, ``6Cxx`` → re-send with the right Le) with
-:func:`capsim.apdu.t0.transmit_with_t0`, and maps every PC/SC result code and every pyscard
-exception, from both of its unrelated hierarchies
-(``smartcard.Exceptions.SmartcardException`` and
-``smartcard.pcsc.PCSCExceptions.BaseSCardException``), onto a
-:class:`capsim.errors.TransportError` subclass (``pcsc.md`` §3, §5; ``architecture.md`` §6).
+RESPONSE, ``6Cxx`` → re-send with the right Le) with :func:`capsim.apdu.t0.transmit_with_t0`,
+and raises only :class:`capsim.errors.TransportError` subclasses (``pcsc.md`` §3, §5;
+``architecture.md`` §6).
+
+With :mod:`capsim.transports.pcsc_errors` (every pyscard exception and PC/SC result code mapped
+onto a capsim error) and :mod:`capsim.transports.pcsc_readers` (listing and choosing readers,
+their states, waiting for a card), this is the only code that speaks pyscard (≥ 2.3, the
+optional ``pcsc`` extra: ``pip install 'capsim[pcsc]'``); their public names are re-exported
+here.
 
 A card that never answers blocks ``SCardTransmit`` forever (vpcd has no timeout), so every
 blocking PC/SC call runs on a worker thread and the caller waits at most ``timeout``
 seconds (:class:`capsim.errors.TransportTimeoutError`).
 
-Readers are chosen by exact name or by a unique substring (:func:`resolve_reader`): reader
-indexes change when devices are plugged in, names do not.
+Readers are chosen by exact name, by a unique substring, or by their index in pcscd's list
+(:func:`resolve_reader`; ``capsim readers`` prints the indexes). Indexes change when devices
+are plugged in, names do not. :func:`reader_states` reads each reader's card presence and ATR
+without connecting (``SCardGetStatusChange``), and a transport created with ``wait=SECONDS``
+waits that long for a card to be inserted before connecting
+(:class:`capsim.errors.CardWaitTimeoutError` when none comes).
 """
 
 from __future__ import annotations
@@ -28,249 +30,40 @@ from __future__ import annotations
 import logging
 import queue
 import threading
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from types import TracebackType
 from typing import Any, Final, TypeVar
 
 from capsim.apdu.t0 import transmit_with_t0
 from capsim.errors import (
     CardRemovedError,
-    NoCardError,
-    PcscUnavailableError,
-    ReaderAmbiguousError,
-    ReaderNotFoundError,
+    CardWaitTimeoutError,
     TransportError,
     TransportTimeoutError,
     ValidationError,
 )
+from capsim.transports.pcsc_errors import hresult_error, import_scard, map_pyscard_error
+from capsim.transports.pcsc_readers import (
+    ReaderState,
+    list_readers,
+    reader_names,
+    reader_states,
+    resolve_reader,
+    wait_for_card,
+)
 
 __all__ = [
     "PcscTransport",
+    "ReaderState",
     "list_readers",
     "map_pyscard_error",
+    "reader_states",
     "resolve_reader",
 ]
 
 logger = logging.getLogger(__name__)
 
 T = TypeVar("T")
-
-# PC/SC result codes (pcsclite.h / winscard.h); the same values on every platform.
-_SCARD_E_INVALID_HANDLE: Final = 0x80100003
-_SCARD_E_UNKNOWN_READER: Final = 0x80100009
-_SCARD_E_TIMEOUT: Final = 0x8010000A
-_SCARD_E_SHARING_VIOLATION: Final = 0x8010000B
-_SCARD_E_NO_SMARTCARD: Final = 0x8010000C
-_SCARD_E_PROTO_MISMATCH: Final = 0x8010000F
-_SCARD_F_COMM_ERROR: Final = 0x80100013
-_SCARD_E_NOT_TRANSACTED: Final = 0x80100016
-_SCARD_E_READER_UNAVAILABLE: Final = 0x80100017
-_SCARD_E_NO_SERVICE: Final = 0x8010001D
-_SCARD_E_SERVICE_STOPPED: Final = 0x8010001E
-_SCARD_E_NO_READERS_AVAILABLE: Final = 0x8010002E
-_SCARD_W_UNRESPONSIVE_CARD: Final = 0x80100066
-_SCARD_W_UNPOWERED_CARD: Final = 0x80100067
-_SCARD_W_RESET_CARD: Final = 0x80100068
-_SCARD_W_REMOVED_CARD: Final = 0x80100069
-
-_SERVICE_DOWN: Final = frozenset({_SCARD_E_NO_SERVICE, _SCARD_E_SERVICE_STOPPED, _SCARD_F_COMM_ERROR})
-_NO_CARD: Final = frozenset({_SCARD_E_NO_SMARTCARD, _SCARD_W_UNRESPONSIVE_CARD, _SCARD_W_UNPOWERED_CARD})
-_SERVICE_DOWN_EXCEPTIONS: Final = frozenset(
-    {"EstablishContextException", "CardServiceStoppedException", "CardServiceNotFoundException"}
-)
-_CARD_GONE: Final = frozenset(
-    {
-        0,  # pyscard: "Card returned no valid response" (pcscd said success with 0 bytes)
-        _SCARD_W_REMOVED_CARD,
-        _SCARD_W_RESET_CARD,
-        _SCARD_E_NOT_TRANSACTED,
-        _SCARD_E_READER_UNAVAILABLE,
-        _SCARD_E_INVALID_HANDLE,
-    }
-)
-
-_INSTALL_HINT: Final = (
-    "pyscard is not installed (pip install 'capsim[pcsc]'; it builds with gcc and libpcsclite-dev)"
-)
-
-
-def _hresult(exc: BaseException) -> int | None:
-    value = getattr(exc, "hresult", None)
-    if not isinstance(value, int) or value == -1:
-        return None
-    return value & 0xFFFFFFFF
-
-
-def map_pyscard_error(
-    exc: BaseException, *, reader: str | None = None, connected: bool = False
-) -> TransportError:
-    """Translate a pyscard exception into the matching capsim transport error (``pcsc.md`` §3, §5).
-
-    Parameters
-    ----------
-    exc:
-        Anything pyscard raised: ``smartcard.Exceptions.SmartcardException`` subclasses
-        (``NoCardException``, ``CardConnectionException``, ``CardRequestTimeoutException``,
-        ``CardServiceStoppedException`` …) and ``smartcard.pcsc.PCSCExceptions``
-        (``EstablishContextException``, ``ListReadersException`` …), which are not
-        ``SmartcardException`` subclasses, or an ``ImportError`` for a missing pyscard.
-    reader:
-        The reader's name, for the message.
-    connected:
-        Whether a card session was open: a removed card is then
-        :class:`~capsim.errors.CardRemovedError`, before it :class:`~capsim.errors.NoCardError`.
-
-    Returns
-    -------
-    TransportError
-        :class:`~capsim.errors.PcscUnavailableError` (pcscd down, pyscard missing),
-        :class:`~capsim.errors.NoCardError`, :class:`~capsim.errors.CardRemovedError`,
-        :class:`~capsim.errors.ReaderNotFoundError`,
-        :class:`~capsim.errors.TransportTimeoutError`, else a plain
-        :class:`~capsim.errors.TransportError`.
-
-    Examples
-    --------
-    >>> class EstablishContextException(Exception):
-    ...     hresult = 0x8010001D
-    >>> type(map_pyscard_error(EstablishContextException())).__name__
-    'PcscUnavailableError'
-    """
-    if isinstance(exc, TransportError):
-        return exc
-    if isinstance(exc, ImportError | OSError) and not isinstance(exc, TimeoutError):
-        return PcscUnavailableError(f"{_INSTALL_HINT}: {exc}")
-    name = type(exc).__name__
-    return _classify(name, _hresult(exc), f"{exc}".strip() or name, reader=reader, connected=connected)
-
-
-def _classify(
-    name: str, code: int | None, detail: str, *, reader: str | None, connected: bool
-) -> TransportError:
-    """The capsim error for a pyscard exception class name and/or a PC/SC result code."""
-    where = f" in reader {reader!r}" if reader else ""
-    if name in _SERVICE_DOWN_EXCEPTIONS or code in _SERVICE_DOWN:
-        return PcscUnavailableError(f"PC/SC service unavailable (is pcscd running?): {detail}")
-    if name == "CardRequestTimeoutException" or code == _SCARD_E_TIMEOUT:
-        return TransportTimeoutError(f"timed out waiting for the card{where}")
-    if code in {_SCARD_E_UNKNOWN_READER, _SCARD_E_NO_READERS_AVAILABLE} or name in {
-        "InvalidReaderException",
-        "NoReadersException",
-    }:
-        return ReaderNotFoundError(f"reader not found{where}: {detail}")
-    if name == "NoCardException" or code in _NO_CARD:
-        if connected:
-            return CardRemovedError(f"the card was removed{where}")
-        return NoCardError(f"no card{where}")
-    if code in _CARD_GONE or (name == "CardConnectionException" and "Card not connected" in detail):
-        if connected or code != _SCARD_W_REMOVED_CARD:
-            return CardRemovedError(f"the card was removed or reset{where} ({detail})")
-        return NoCardError(f"no card{where}")
-    if code == _SCARD_E_SHARING_VIOLATION:
-        return TransportError(f"the card{where} is in exclusive use by another program")
-    if code == _SCARD_E_PROTO_MISMATCH:
-        return TransportError(f"the card{where} offers no protocol the reader supports (check its ATR)")
-    return TransportError(f"PC/SC error{where}: {detail}")
-
-
-def _is_pyscard_error(exc: BaseException) -> bool:
-    module = type(exc).__module__
-    return module.startswith("smartcard") or hasattr(exc, "hresult")
-
-
-def _hresult_error(
-    scard: Any, code: int, what: str, *, reader: str | None = None, connected: bool = False
-) -> TransportError:
-    """The capsim error for a failed ``smartcard.scard`` call that returned ``code``."""
-    code &= 0xFFFFFFFF
-    try:
-        message = str(scard.SCardGetErrorMessage(code))
-    except Exception:  # an unknown code: the number says enough
-        message = "unknown error"
-    return _classify("", code, f"{what}: {message} (0x{code:08X})", reader=reader, connected=connected)
-
-
-def _import_scard() -> Any:
-    try:
-        from smartcard import scard
-    except (ImportError, OSError) as exc:
-        raise map_pyscard_error(exc) from None
-    return scard
-
-
-def _import_system() -> Any:
-    try:
-        from smartcard import System
-    except (ImportError, OSError) as exc:
-        raise map_pyscard_error(exc) from None
-    return System
-
-
-def list_readers() -> list[str]:
-    """Names of the PC/SC readers pcscd knows, in pcscd's order (``pcsc.md`` §3).
-
-    Mirrors ``smartcard.System.readers()`` with strings instead of reader objects.
-
-    Raises
-    ------
-    PcscUnavailableError
-        pcscd is not running, or pyscard is not installed.
-    """
-    system = _import_system()
-    try:
-        return [str(r) for r in system.readers()]
-    except Exception as exc:
-        if _is_pyscard_error(exc):
-            raise map_pyscard_error(exc) from None
-        raise
-
-
-def resolve_reader(name: str, readers: Sequence[str] | None = None) -> str:
-    """The reader called ``name``, else the only reader whose name contains it.
-
-    Parameters
-    ----------
-    name:
-        An exact reader name, or a case-insensitive substring of exactly one reader's name.
-    readers:
-        The names to choose from; :func:`list_readers` when omitted.
-
-    Raises
-    ------
-    ReaderAmbiguousError
-        Several readers contain ``name``; ``candidates`` lists them.
-    ReaderNotFoundError
-        No reader matches (the message lists the readers there are).
-
-    Examples
-    --------
-    >>> names = ["ACS ACR39U 00 00", "CAPSIM Virtual 00 00", "CAPSIM Virtual 00 01"]
-    >>> resolve_reader("acr39", names)
-    'ACS ACR39U 00 00'
-    >>> resolve_reader("CAPSIM Virtual 00 01", names)
-    'CAPSIM Virtual 00 01'
-    >>> try:
-    ...     resolve_reader("capsim", names)
-    ... except ReaderAmbiguousError as exc:
-    ...     print(exc.candidates)
-    ['CAPSIM Virtual 00 00', 'CAPSIM Virtual 00 01']
-    """
-    if not isinstance(name, str) or not name.strip():
-        raise ValidationError(f"reader: expected a reader name or a part of one, got {name!r}")
-    available = list_readers() if readers is None else list(readers)
-    if name in available:
-        return name
-    needle = name.casefold()
-    matches = [r for r in available if needle in r.casefold()]
-    if len(matches) == 1:
-        return matches[0]
-    if matches:
-        listing = ", ".join(repr(r) for r in matches)
-        raise ReaderAmbiguousError(f"{len(matches)} readers match {name!r}: {listing}", matches)
-    if not available:
-        raise ReaderNotFoundError(f"no reader matches {name!r}: pcscd reports no readers")
-    listing = ", ".join(repr(r) for r in available)
-    raise ReaderNotFoundError(f"no reader matches {name!r}; readers: {listing}")
 
 
 class _Worker:
@@ -323,11 +116,15 @@ class PcscTransport:
     Parameters
     ----------
     reader:
-        Exact reader name or a unique substring of it (see :func:`resolve_reader`); resolved
-        when :meth:`connect` runs.
+        Exact reader name, a unique substring of it, or its index in pcscd's list (see
+        :func:`resolve_reader`); resolved when :meth:`connect` runs.
     timeout:
         Seconds to wait for any one PC/SC operation (connect, one APDU exchange including
         its T=0 continuation, disconnect). ``None`` waits forever.
+    wait:
+        Seconds :meth:`connect` waits for a card to be inserted in the reader
+        (:class:`~capsim.errors.CardWaitTimeoutError` when none comes); ``None`` (default):
+        no card is :class:`~capsim.errors.NoCardError` at once.
 
     Examples
     --------
@@ -340,12 +137,21 @@ class PcscTransport:
     #: Answers never carry ``61xx``/``6Cxx``: the T=0 continuation runs inside :meth:`transmit`.
     resolves_t0: Final = True
 
-    def __init__(self, reader: str, *, timeout: float | None = 10.0) -> None:
-        if not isinstance(reader, str) or not reader.strip():
-            raise ValidationError(f"reader: expected a reader name or a part of one, got {reader!r}")
+    def __init__(
+        self, reader: str | int, *, timeout: float | None = 10.0, wait: float | None = None
+    ) -> None:
+        if isinstance(reader, bool) or not (
+            (isinstance(reader, int) and reader >= 0) or (isinstance(reader, str) and reader.strip())
+        ):
+            raise ValidationError(
+                f"reader: expected a reader name, a part of one or an index, got {reader!r}"
+            )
         if timeout is not None and (isinstance(timeout, bool) or not timeout > 0):
             raise ValidationError(f"timeout: expected a positive number of seconds or None, got {timeout!r}")
+        if wait is not None and (isinstance(wait, bool) or not isinstance(wait, int | float) or wait < 0):
+            raise ValidationError(f"wait: expected a number of seconds >= 0 or None, got {wait!r}")
         self._wanted = reader
+        self._wait = wait
         self._timeout = timeout
         self._name: str | None = None
         self._conn: _Session | None = None
@@ -388,15 +194,18 @@ class PcscTransport:
         """
         if self._conn is not None:
             self.disconnect()
-        worker = _Worker(f"capsim-pcsc-{self._wanted}") if self._timeout is not None else None
+        timeout = self._timeout
+        worker = _Worker(f"capsim-pcsc-{self._wanted}") if timeout is not None else None
         try:
-            if worker is None:
+            if worker is None or timeout is None:
                 conn, name, atr, protocol = self._open()
-            else:
-                conn, name, atr, protocol = worker.call(self._open, self._timeout)
-        except TransportTimeoutError:
+            else:  # a wait for the card extends the bound of this one call
+                conn, name, atr, protocol = worker.call(self._open, timeout + (self._wait or 0))
+        except TransportTimeoutError as exc:
             if worker is not None:
                 worker.close()
+            if isinstance(exc, CardWaitTimeoutError):
+                raise
             raise TransportTimeoutError(f"connecting to the card in {self._wanted!r} timed out") from None
         except BaseException:
             if worker is not None:
@@ -511,27 +320,24 @@ class PcscTransport:
     # -- worker-side operations -----------------------------------------------------
 
     def _open(self) -> tuple[_Session, str, bytes, str]:
-        sc = _import_scard()
+        sc = import_scard()
         hresult, context = sc.SCardEstablishContext(sc.SCARD_SCOPE_USER)
         if hresult != sc.SCARD_S_SUCCESS:
-            raise _hresult_error(sc, hresult, "establishing a PC/SC context")
+            raise hresult_error(sc, hresult, "establishing a PC/SC context")
         try:
-            hresult, names = sc.SCardListReaders(context, [])
-            if hresult == _SCARD_E_NO_READERS_AVAILABLE:
-                names = []
-            elif hresult != sc.SCARD_S_SUCCESS:
-                raise _hresult_error(sc, hresult, "listing the readers")
-            name = resolve_reader(self._wanted, [str(n) for n in names])
+            name = resolve_reader(self._wanted, reader_names(sc, context))
+            if self._wait is not None:
+                wait_for_card(sc, context, name, self._wait)
             # Protocol constants from the scard module itself (pyscard >= 2.3).
             t0, t1 = sc.SCARD_PROTOCOL_T0, sc.SCARD_PROTOCOL_T1
             hresult, card, active = sc.SCardConnect(context, name, sc.SCARD_SHARE_SHARED, t0 | t1)
             if hresult != sc.SCARD_S_SUCCESS:
-                raise _hresult_error(sc, hresult, "connecting to the card", reader=name)
+                raise hresult_error(sc, hresult, "connecting to the card", reader=name)
             session = _Session(sc, context, card, sc.SCARD_PCI_T0 if active == t0 else sc.SCARD_PCI_T1)
             hresult, _reader, _state, _protocol, atr = sc.SCardStatus(card)
             if hresult != sc.SCARD_S_SUCCESS:
                 session.close()
-                raise _hresult_error(sc, hresult, "reading the ATR", reader=name)
+                raise hresult_error(sc, hresult, "reading the ATR", reader=name)
         except BaseException:
             sc.SCardReleaseContext(context)
             raise
@@ -546,7 +352,7 @@ class PcscTransport:
         def send(command: bytes) -> bytes:
             hresult, response = sc.SCardTransmit(card, pci, list(command))
             if hresult != success:
-                raise _hresult_error(sc, hresult, "transmit", reader=name, connected=True)
+                raise hresult_error(sc, hresult, "transmit", reader=name, connected=True)
             if len(response) < 2:  # pcscd said success with no bytes: the card went away
                 raise CardRemovedError(f"the card in reader {name!r} was removed (no response)")
             return bytes(response)
@@ -564,11 +370,11 @@ class PcscTransport:
             session.card, sc.SCARD_SHARE_SHARED, protocols, sc.SCARD_RESET_CARD
         )
         if hresult != sc.SCARD_S_SUCCESS:
-            raise _hresult_error(sc, hresult, "resetting the card", reader=self._name, connected=True)
+            raise hresult_error(sc, hresult, "resetting the card", reader=self._name, connected=True)
         session.pci = sc.SCARD_PCI_T0 if active == sc.SCARD_PROTOCOL_T0 else sc.SCARD_PCI_T1
         hresult, _reader, _state, _protocol, atr = sc.SCardStatus(session.card)
         if hresult != sc.SCARD_S_SUCCESS:
-            raise _hresult_error(sc, hresult, "reading the ATR", reader=self._name, connected=True)
+            raise hresult_error(sc, hresult, "reading the ATR", reader=self._name, connected=True)
         return bytes(atr)
 
     def _close(self, session: _Session) -> None:

@@ -24,7 +24,9 @@ every ``recv`` where the platform has it, and a ``recv`` loop until the frame is
 
 When pcscd stops, vpcd closes the connection; the server powers the card off (volatile
 state only: ATC and PIN try counter stay) and reconnects with exponential backoff until
-it is stopped.
+it is stopped. While vpcd cannot be reached, the first failed attempt is logged at WARNING
+with what to check (:func:`unreachable_hint`), and then every ``report_interval`` seconds a
+WARNING says what the server is still waiting for: address, attempts so far, for how long.
 """
 
 from __future__ import annotations
@@ -52,6 +54,7 @@ __all__ = [
     "decode_frames",
     "encode_frame",
     "parse_vpcd_address",
+    "unreachable_hint",
 ]
 
 logger = logging.getLogger(__name__)
@@ -184,6 +187,20 @@ class _FrameReader:
                 return frames[0]
 
 
+def unreachable_hint(host: str, port: int) -> str:
+    """What to check when nothing listens on a vpcd port (the first "not reachable" message).
+
+    >>> unreachable_hint("127.0.0.1", 35963)  # doctest: +ELLIPSIS
+    'is pcscd running with the vpcd driver ... port 35963 ...'
+    """
+    return (
+        "is pcscd running with the vpcd driver (Debian: apt-get install pcscd vsmartcard-vpcd), "
+        f"with a vpcd reader entry listening on port {port} of {host}? (its reader.conf DEVICENAME "
+        "is /dev/null:PORT; slot 1 listens on PORT+1; --vpcd HOST:PORT names another entry; "
+        "see docs/pcsc.md)"
+    )
+
+
 class VpcdCardServer:
     """Expose a :class:`CardOS` as the card in one vpcd reader slot (``pcsc.md`` §2, §4).
 
@@ -209,6 +226,9 @@ class VpcdCardServer:
     show_sensitive:
         Log whole APDUs (PIN blocks, PAN, cryptograms). Off by default: logs show only the
         command header, lengths and status words.
+    report_interval:
+        While vpcd cannot be reached, seconds between two "still waiting" WARNING lines
+        (address, attempts, time waited); the first failure is logged at once, with a hint.
 
     Notes
     -----
@@ -230,6 +250,7 @@ class VpcdCardServer:
         idle_timeout: float | None = 30.0,
         connect_timeout: float = 5.0,
         show_sensitive: bool = False,
+        report_interval: float = 30.0,
     ) -> None:
         if not isinstance(port, int) or isinstance(port, bool) or not 0 < port <= 0xFFFF:
             raise ValidationError(f"port: expected 1..65535, got {port!r}")
@@ -248,6 +269,9 @@ class VpcdCardServer:
             raise ValidationError(f"idle_timeout: expected seconds > 0 or None, got {idle_timeout}")
         if connect_timeout <= 0:
             raise ValidationError(f"connect_timeout: expected seconds > 0, got {connect_timeout}")
+        if isinstance(report_interval, bool) or not report_interval > 0:
+            raise ValidationError(f"report_interval: expected seconds > 0, got {report_interval}")
+        self._report_interval = report_interval
         self._card = card
         self._address = (host, port + slot)
         self._backoff_initial = backoff_initial
@@ -342,6 +366,7 @@ class VpcdCardServer:
         host, port = self._address
         delay = self._backoff_initial
         failures = 0
+        waiting_since = next_report = 0.0
         logger.info("serving the card to vpcd at %s:%d", host, port)
         while not self._stop.is_set():
             if self._unplugged_at is not None:
@@ -352,8 +377,28 @@ class VpcdCardServer:
                 sock = self._connect()
             except OSError as exc:
                 failures += 1
-                log = logger.info if failures == 1 else logger.debug
-                log("vpcd at %s:%d not reachable (%s); retrying in %.2f s", host, port, exc, delay)
+                now = time.monotonic()
+                if failures == 1:
+                    waiting_since, next_report = now, now + self._report_interval
+                    logger.warning(
+                        "vpcd at %s:%d not reachable (%s); %s. Retrying until it is; Ctrl-C to stop",
+                        host,
+                        port,
+                        exc,
+                        unreachable_hint(host, port),
+                    )
+                elif now >= next_report:
+                    next_report = now + self._report_interval
+                    logger.warning(
+                        "still waiting for vpcd at %s:%d: %d attempts in %.1f s (last: %s)",
+                        host,
+                        port,
+                        failures,
+                        now - waiting_since,
+                        exc,
+                    )
+                else:
+                    logger.debug("vpcd at %s:%d not reachable (%s); retry in %.2f s", host, port, exc, delay)
                 self._stop.wait(delay)
                 delay = min(delay * 2, self._backoff_max)
                 continue

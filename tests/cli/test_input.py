@@ -241,7 +241,7 @@ def test_readers_json_reports_errors_the_same_way(tmp_path: Path) -> None:
     output is one object, and its errors would go through the same handler."""
     run = Cli(tmp_path / "home")("readers", "--json")
     assert run.exit_code == 0, run.stderr
-    assert set(json.loads(run.stdout)) == {"pcsc", "virtual", "note"}
+    assert set(json.loads(run.stdout)) == {"readers", "pcsc", "virtual", "note"}
     command = main.get_command(click.Context(main), "readers")
     assert command is not None
     assert getattr(command.callback, "handles_errors", False)

@@ -132,7 +132,7 @@ def test_no_match_names_the_readers_there_are() -> None:
         resolve_reader("Omnikey", [])
 
 
-@pytest.mark.parametrize("bad", ["", "   ", None, 3])
+@pytest.mark.parametrize("bad", ["", "   ", None, True, -1])
 def test_resolve_reader_rejects_empty_names(bad: object) -> None:
     with pytest.raises(ValidationError, match="reader"):
         resolve_reader(bad, NAMES)  # type: ignore[arg-type]
@@ -199,9 +199,9 @@ def test_result_codes_of_the_scard_layer_map_like_the_exceptions(
 ) -> None:
     from smartcard import scard
 
-    from capsim.transports.pcsc import _hresult_error
+    from capsim.transports.pcsc_errors import hresult_error
 
-    error = _hresult_error(scard, code, "transmit", reader="R", connected=connected)
+    error = hresult_error(scard, code, "transmit", reader="R", connected=connected)
     assert type(error) is expected
     assert "\n" not in str(error)
 

@@ -172,3 +172,45 @@ def test_serve_waiting_for_vpcd_stops_promptly_on_sigterm(tmp_path: Path) -> Non
     code, err = _stop(proc, signal.SIGTERM)
     assert code == 0, err
     assert "Traceback" not in err
+
+
+def _unused_port() -> int:
+    """A loopback port nothing listens on (bound, then released)."""
+    import socket
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+def test_serve_without_vpcd_says_what_it_waits_for_and_how_to_fix_it(tmp_path: Path) -> None:
+    path = _card_file(tmp_path)
+    port = _unused_port()
+    proc = _serve(str(path), "--vpcd", f"127.0.0.1:{port}", "--report-interval", "0.3")
+    try:
+        waiting = f"still waiting for vpcd at 127.0.0.1:{port}: "
+        seen: list[str] = []
+        assert proc.stderr is not None
+        while sum(waiting in line for line in seen) < 3:  # bounded by the module's timeout
+            line = proc.stderr.readline()
+            assert line, "".join(seen)
+            seen.append(line)
+    finally:
+        code, rest = _stop(proc, signal.SIGTERM)
+    err = "".join(seen) + rest
+    assert code == 0, err
+    assert "Traceback" not in err
+    first = next(line for line in seen if "not reachable" in line)
+    assert f"127.0.0.1:{port}" in first
+    assert "pcscd" in first  # how to fix it, at once
+    assert "vpcd driver" in first
+    reports = [line.split(waiting, 1)[1] for line in seen if waiting in line]
+    attempts = [int(text.split(" attempts", 1)[0]) for text in reports]
+    assert attempts == sorted(attempts), reports
+    assert attempts[0] >= 2, reports
+    assert all(" attempts in " in text and " s (last: " in text for text in reports)
+
+
+def test_report_interval_must_be_positive(tmp_path: Path) -> None:
+    result = CliRunner().invoke(main, ["card", "serve", str(_card_file(tmp_path)), "--report-interval", "0"])
+    assert result.exit_code == ExitCode.USAGE
