@@ -68,7 +68,7 @@ _LOG_LEVELS = {
 def serve(
     *, card_files: tuple[Path, ...], address: str, slot: int | None, log_level: str, show_sensitive: bool
 ) -> None:
-    """Serve CARD_FILES to pcscd through vpcd until interrupted (Ctrl-C or SIGTERM)."""
+    """[!] Serve CARD_FILES to pcscd through vpcd until interrupted (Ctrl-C or SIGTERM)."""
     if len(card_files) > VPCD_SLOTS:
         raise ValidationError(
             f"card_files: at most {VPCD_SLOTS} cards (one per vpcd slot), got {len(card_files)}"
