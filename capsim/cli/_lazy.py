@@ -16,6 +16,8 @@ Theory of operation
    the table's attribute in that module; an entry whose module or attribute does not exist, or
    is not a click command, is a :class:`capsim.errors.ConfigError` naming the entry (the test
    suite loads every entry, so a typo fails there first).
+5. A command name that is not in the table (a user's typo) loads every family first, so that
+   click's error message and its suggestions are exactly those of an eager group.
 """
 
 from __future__ import annotations
@@ -88,6 +90,16 @@ class LazyGroup(click.Group):
         if cmd_name not in self.commands and cmd_name in self.table:
             self.add_command(load_command(self.table, cmd_name), cmd_name)
         return self.commands.get(cmd_name)
+
+    def resolve_command(
+        self, ctx: click.Context, args: list[str]
+    ) -> tuple[str | None, click.Command | None, list[str]]:
+        if args and args[0] not in self.commands and args[0] not in self.table:
+            # A mistyped name: load every family, so that click's own error (with its "Did you
+            # mean …?" where the click version has one) is the one an eager group would give.
+            for name in self.list_commands(ctx):
+                self.get_command(ctx, name)
+        return super().resolve_command(ctx, args)
 
     def format_commands(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
         """click's own listing, with a not yet loaded command's short help from the table."""

@@ -206,6 +206,31 @@ def test_lazy_listing_is_the_eager_listing(tmp_path: Path) -> None:
     assert p.stdout.startswith("True\n"), p.stdout
 
 
+@pytest.mark.parametrize("argv", [["verifer"], ["verifier", "credentail"], ["cod", "identify"]])
+def test_a_mistyped_command_gets_the_eager_groups_message(tmp_path: Path, argv: list[str]) -> None:
+    """Suggestions ("Did you mean …?", click >= 8.2) name commands not yet loaded."""
+    eager = (
+        "from capsim.cli import COMMANDS, main\n"
+        "from capsim.cli._lazy import load_command\n"
+        "for path in COMMANDS:\n"
+        "    if ' ' not in path:\n"
+        "        main.add_command(load_command(COMMANDS, path), path)\n"
+        "main(prog_name='capsim')\n"
+    )
+    lazy = _capsim(tmp_path, *argv)
+    reference = subprocess.run(
+        [sys.executable, "-c", eager, *argv],
+        cwd=ROOT,
+        env=_env(tmp_path),
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert lazy.returncode == reference.returncode == 2
+    assert lazy.stderr == reference.stderr
+    assert "No such command" in lazy.stderr
+
+
 def test_parent_loaded_alone_gets_its_table_children() -> None:
     """``card serve`` and ``verifier keys`` are added whenever their parent is loaded, and
     ``verifier init`` keeps the options ``verifier keys`` adds to it."""
