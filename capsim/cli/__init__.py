@@ -7,10 +7,15 @@ are documented in :mod:`capsim.cli._common` and in ``docs/cli.md``.
 
 **Adding a command is one line in** :data:`COMMANDS`: its path (``"cap"``, or ``"card info"``
 for a command inside the ``card`` group), the module, the click command's name in that module
-and the first line of its docstring. A subcommand's module only defines its command (with
-``@click.command``) and need not import its parent group: the table adds it to the parent
-whenever the parent is loaded, and loads it only then. ``tests/cli/test_lazy_cli.py`` loads every
-entry and checks the short help against the docstring.
+and the first sentence of its docstring, for example::
+
+    "card info": LazyCommand("capsim.cli.card_info", "info", "Print a redacted dump of a card."),
+
+A subcommand's module only defines its command (with ``@click.command``) and need not import
+its parent group: the table adds it to the parent whenever the parent is loaded, and loads it
+only then (a module that also registers itself on its parent, as ``serve`` does, works the
+same). ``tests/cli/test_lazy_cli.py`` loads every entry and checks its short help against the
+docstring, so a typo or a stale short help fails there.
 
 Commands marked ``[!]`` change a card's state (its ATC, its PIN try counter), as a real card
 would: their short help starts with it, and the main help says so.

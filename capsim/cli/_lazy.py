@@ -31,7 +31,7 @@ import click
 
 from capsim.errors import ConfigError
 
-__all__ = ["LazyCommand", "LazyGroup"]
+__all__ = ["LazyCommand", "LazyGroup", "load_command"]
 
 
 @dataclass(frozen=True)
