@@ -85,7 +85,7 @@ def serve(
     show_sensitive: bool,
     report_interval: float,
 ) -> None:
-    """Serve CARD_FILES to pcscd through vpcd until interrupted (Ctrl-C or SIGTERM)."""
+    """[!] Serve CARD_FILES to pcscd through vpcd until interrupted (Ctrl-C or SIGTERM)."""
     if len(card_files) > VPCD_SLOTS:
         raise ValidationError(
             f"card_files: at most {VPCD_SLOTS} cards (one per vpcd slot), got {len(card_files)}"
