@@ -342,7 +342,7 @@ def _shrunk_finding(
         meta={
             "allow_state_changes": "yes" if allow else "no",
             "example": str(index),
-            "steps": f"{len(shrunk)} of {len(steps)}",
+            "shrunk": f"{len(shrunk)} of {len(steps)} steps",
         },
     )
 

@@ -115,7 +115,7 @@ def test_a_finding_names_its_example_and_the_seed_draws_it_again(tmp_path: Path)
     violation, _ = run_card_sequence(open_card_target(PLANTED), steps)
     assert violation is not None
     assert violation.invariant == finding.invariant == "ptc"
-    shrunk, _, drawn = finding.meta["steps"].partition(" of ")
+    shrunk, _, drawn = finding.meta["shrunk"].removesuffix(" steps").partition(" of ")
     assert int(shrunk) <= 3 < int(drawn)
 
 
