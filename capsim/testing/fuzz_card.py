@@ -146,7 +146,7 @@ def run_card_sequence(
                 else:
                     exchanges.append((step, answer))
                     violation = observe(step, answer)
-        if found and violation is None:
+        if found:  # the guard's own GET DATA 9F17 read came first
             violation = found[0]
         if violation is not None:
             run.steps_done = max(0, position + 1 - first_step)

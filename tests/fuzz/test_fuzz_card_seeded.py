@@ -229,3 +229,22 @@ def test_fuzz_benchmark_measures_the_cli_path() -> None:
     assert any(label.startswith("fuzz_card on inproc:secur-acces") for label in rows)
     assert any(label.startswith("capsim fuzz card (subprocess)") for label in rows)
     assert "target >= 20,000 APDUs/s" in out
+
+
+def test_a_guarded_run_reports_the_first_violation_the_guards_own_read() -> None:
+    from capsim.testing.fuzz_card import CardTarget
+    from tests.fuzz.planted import make_card
+
+    info = open_card_target(PLANTED).info
+    target = CardTarget("py:planted-guarded", info, factory=make_card, guarded=True)
+    gpo = bytes.fromhex("80A8000002830000")
+    wrong_long = bytes.fromhex("00200080082800000000FFFFFF")  # the planted card keeps its PTC
+    violation, run = run_card_sequence(target, [gpo, wrong_long, wrong_long], allow_state_changes=True)
+    assert violation is not None
+    # before the second VERIFY the guard reads the PTC (3, expected 2): that is the finding,
+    # not the VERIFY's answer that follows it
+    assert violation.detail == "GET DATA shows PTC 3, expected 2"
+    assert run.exchanges[violation.index][0] == bytes.fromhex("80CA9F1700")
+    report = fuzz_card(target, seed=7, max_examples=500, time_budget=60, allow_state_changes=True)
+    (finding,) = report.findings
+    assert finding.invariant == "ptc"
