@@ -16,8 +16,10 @@ Theory of operation
    invariant ends the example. An in-process card that raises is an ``exception`` violation.
 3. A failing sequence is cut after the step that broke the invariant, then minimised by delta
    debugging (:func:`minimise`): chunks of steps, then single steps, are removed while the
-   sequence still breaks the same invariant on a fresh card. The minimal sequence is run once
-   more and saved as a finding (duplicates, same invariant and detail, are reported once).
+   sequence still breaks the same invariant (on a fresh card for ``inproc:`` and ``py:``; on
+   the same card for ``file:`` and ``pcsc:``, at most :data:`MAX_SHRINK_RUNS` reruns). The
+   minimal sequence is run once more and saved as a finding (duplicates, same invariant and
+   detail, are reported once).
 4. The report carries a SHA-256 digest of every command sent and every power cycle, in order
    (:class:`~capsim.testing.fuzz_engine.FuzzReport`): two runs with the same seed and the same
    number of examples on cards that answer the same have the same digest.
