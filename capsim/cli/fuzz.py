@@ -27,7 +27,7 @@ import click
 
 from capsim._validate import digits
 from capsim.cli._common import ExitCode, deprecated_alias, handle_errors, read_secret
-from capsim.errors import ValidationError
+from capsim.errors import ConfigError
 
 __all__ = ["fuzz"]
 
@@ -36,6 +36,17 @@ _DEFAULT_FINDINGS = "capsim-findings"
 
 def _seed(value: int | None) -> int:
     return value if value is not None else secrets.randbelow(2**31)
+
+
+def _needs_hypothesis(command: str) -> None:
+    """A clear error instead of a traceback when Hypothesis (a dependency) cannot be imported."""
+    try:
+        import hypothesis  # noqa: F401
+    except ImportError:
+        raise ConfigError(
+            f"capsim fuzz {command} needs Hypothesis, a dependency of capsim that is missing from "
+            "this environment: pip install 'hypothesis>=6.100' (or reinstall capsim)"
+        ) from None
 
 
 def _progress(
@@ -97,7 +108,7 @@ def _common(func: Callable[..., Any]) -> Callable[..., Any]:
         help="Go on after a finding until this many (each shrunk; duplicates reported once).",
     )(func)
     return click.option(
-        "--seed", type=int, default=None, help="Hypothesis seed [default: random, reported]."
+        "--seed", type=int, default=None, help="Seed of the run [default: random, reported]."
     )(func)
 
 
@@ -181,6 +192,7 @@ def reader(
 ) -> None:
     """capsim's reader against a hostile card: only capsim errors, no hangs."""
     profile = deprecated_alias(profile, profile_alias, new="--template", old="--profile") or "secur-acces"
+    _needs_hypothesis("reader")
     from capsim.testing.fuzz_reader import fuzz_reader
 
     bar, update = _progress(json_out, time_budget, "fuzz reader")
@@ -225,6 +237,7 @@ def verifier(
     Each example enrols a fresh test card under a new user: use a scratch database.
     """
     profile = deprecated_alias(profile, profile_alias, new="--template", old="--profile") or "secur-acces"
+    _needs_hypothesis("verifier")
     from capsim.testing.fuzz_verifier import fuzz_verifier
     from capsim.verifier.dburl import open_store, redact_db_url
 
@@ -285,6 +298,7 @@ def serve(
 ) -> None:
     """[!] Serve a hostile card through pcscd + vpcd so any PC/SC program can be fuzzed."""
     profile = deprecated_alias(profile, profile_alias, new="--template", old="--profile") or "secur-acces"
+    _needs_hypothesis("serve")
     from capsim.testing.fuzz_reader import serve_hostile
     from capsim.transports.replay import write_transcript
     from capsim.transports.vpcd import parse_vpcd_address
@@ -344,26 +358,35 @@ def serve(
 @click.option(
     "--vectors",
     type=click.Path(exists=True, file_okay=False),
-    default="vectors",
-    show_default=True,
-    help="Seed the corpus from these vector files.",
+    default=None,
+    help="Seed the corpus from these vector files [default: vectors/ of the capsim checkout].",
 )
 @click.option("--seed", type=int, default=None, help="libFuzzer seed [default: random].")
 @click.option("--max-total-time", type=click.IntRange(min=1), default=None, help="Seconds.")
 @handle_errors
 def atheris(
-    *, name: str, runs: int, corpus: str | None, vectors: str, seed: int | None, max_total_time: int | None
+    *,
+    name: str,
+    runs: int,
+    corpus: str | None,
+    vectors: str | None,
+    seed: int | None,
+    max_total_time: int | None,
 ) -> None:
     """Coverage-guided fuzzing of the APDU/TLV parsers or the card dispatcher (needs atheris)."""
     try:
         import atheris as _atheris  # noqa: F401
     except ImportError:
-        raise ValidationError("atheris is not installed: pip install 'capsim[fuzz]'") from None
-    from capsim.testing.atheris_targets import run_atheris, seed_corpus
+        raise ConfigError(
+            "capsim fuzz atheris needs atheris, an optional extra: pip install 'capsim[fuzz]' "
+            "(Linux, CPython with a C++ compiler)"
+        ) from None
+    from capsim.testing.atheris_targets import default_vectors, run_atheris, seed_corpus
 
+    source = Path(vectors) if vectors is not None else default_vectors()
     directory = corpus or tempfile.mkdtemp(prefix=f"capsim-{name}-corpus-")
-    count = seed_corpus(vectors, directory, target=name)
-    click.echo(f"corpus {directory}: {count} seed input(s) from {vectors}", err=True)
+    count = seed_corpus(source, directory, target=name)
+    click.echo(f"corpus {directory}: {count} seed input(s) from {source}", err=True)
     argv = [sys.argv[0], directory, f"-runs={runs}", f"-seed={_seed(seed)}"]
     if max_total_time is not None:
         argv.append(f"-max_total_time={max_total_time}")
@@ -386,10 +409,12 @@ def replay(*, finding_path: Path, target: str | None, db: str, json_out: bool) -
 
     finding = finding_from_transcript(finding_path)
     if finding.fuzzer == "reader":
+        _needs_hypothesis("replay")
         from capsim.testing.fuzz_reader import replay_reader_finding
 
         violation = replay_reader_finding(finding)
     elif finding.fuzzer == "verifier":
+        _needs_hypothesis("replay")
         from capsim.testing.fuzz_verifier import replay_verifier_finding
         from capsim.verifier.dburl import open_store
 

@@ -1,4 +1,4 @@
-"""capsim's fuzzing and property-testing toolkit (public; needs Hypothesis: ``capsim[fuzz]``).
+"""capsim's fuzzing and property-testing toolkit (public; Hypothesis is a dependency of capsim).
 
 Modules
 -------
@@ -12,11 +12,14 @@ Modules
 :mod:`capsim.testing.hostile`
     A hostile emulated card that mutates the answers of a real one.
 :mod:`capsim.testing.fuzz_card`, :mod:`capsim.testing.fuzz_reader`, :mod:`capsim.testing.fuzz_verifier`
-    The engines behind ``capsim fuzz card|reader|serve|verifier``.
+    The engines behind ``capsim fuzz card|reader|serve|verifier``; the card fuzzer's targets
+    and guard (:mod:`capsim.testing.fuzz_card_target`), its seeded grammar
+    (:mod:`capsim.testing.fuzz_card_gen`), and what the fuzzers share
+    (:mod:`capsim.testing.fuzz_engine`).
 :mod:`capsim.testing.findings`, :mod:`capsim.testing.progress`
     Findings saved as replayable transcripts; the live progress line.
 :mod:`capsim.testing.atheris_targets`
-    Coverage-guided entry points for atheris (optional).
+    Coverage-guided entry points for atheris (the optional extra ``capsim[fuzz]``).
 
 Nothing is imported here, so ``import capsim.testing`` does not pull in Hypothesis.
 The guide is ``docs/fuzzing.md``.

@@ -16,7 +16,8 @@ Three targets, each a function of one ``bytes`` input that raises :class:`Assert
     :class:`capsim.testing.model.CardModel`.
 
 :func:`seed_corpus` writes the C-APDUs and R-APDUs of ``vectors/`` (transcripts and the hex
-in the KEY = value files) into a corpus directory, so atheris starts from real traffic.
+in the KEY = value files) into a corpus directory, so atheris starts from real traffic;
+:func:`default_vectors` finds the checkout's ``vectors/`` whatever the current directory.
 
 >>> check_tlv(bytes.fromhex("9F360200019000"))
 >>> check_apdu(bytes.fromhex("00A4040007A000000004800200"))
@@ -31,9 +32,17 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from capsim.errors import CapsimError
+from capsim.errors import CapsimError, ConfigError
 
-__all__ = ["TARGETS", "check_apdu", "check_card", "check_tlv", "run_atheris", "seed_corpus"]
+__all__ = [
+    "TARGETS",
+    "check_apdu",
+    "check_card",
+    "check_tlv",
+    "default_vectors",
+    "run_atheris",
+    "seed_corpus",
+]
 
 
 def _require(condition: bool, message: str) -> None:
@@ -119,6 +128,25 @@ def check_card(data: bytes) -> None:
 TARGETS: dict[str, Callable[[bytes], None]] = {"apdu": check_apdu, "tlv": check_tlv, "card": check_card}
 
 _HEX_RUN = re.compile(r"(?:[0-9A-Fa-f]{2}\s?){4,}")
+
+
+def default_vectors(package_dir: str | Path | None = None) -> Path:
+    """The ``vectors/`` directory of the capsim checkout this package runs from, whatever the
+    current directory (``package_dir``: the ``capsim`` package directory, for tests).
+
+    Raises
+    ------
+    ConfigError
+        When there is none (capsim installed from a wheel): pass ``--vectors DIR``.
+    """
+    package = Path(package_dir) if package_dir is not None else Path(__file__).resolve().parents[1]
+    candidate = package.parent / "vectors"
+    if not candidate.is_dir():
+        raise ConfigError(
+            f"no seed vectors: {candidate} does not exist (capsim does not run from a source "
+            "checkout); pass --vectors DIR, the vectors/ directory of a capsim checkout"
+        )
+    return candidate
 
 
 def seed_corpus(vectors: str | Path, corpus: str | Path, *, target: str = "apdu") -> int:

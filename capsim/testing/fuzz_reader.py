@@ -33,7 +33,7 @@ from hypothesis import strategies as st
 from capsim.cards import EmvCapCard, new_card
 from capsim.errors import CapsimError, ValidationError
 from capsim.testing.findings import Finding, save_finding
-from capsim.testing.fuzz_card import FuzzReport, _FailedError, _Run, run_engine
+from capsim.testing.fuzz_engine import FuzzReport, _FailedError, _Run, run_engine
 from capsim.testing.hostile import HostileCard, Mutation, MutationKind, mutations, random_mutation
 from capsim.testing.model import Violation
 from capsim.testing.strategies import amounts, challenges, currencies, tds_fields

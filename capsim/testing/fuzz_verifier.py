@@ -42,7 +42,7 @@ from capsim.cards import EmvCapCard, new_card
 from capsim.errors import InvalidCode, TemporaryFailure, ValidationError
 from capsim.jsonlimits import loads_limited
 from capsim.testing.findings import Finding, save_finding
-from capsim.testing.fuzz_card import FuzzReport, _FailedError, _Run, run_engine
+from capsim.testing.fuzz_engine import FuzzReport, _FailedError, _Run, run_engine
 from capsim.testing.model import Violation
 from capsim.testing.strategies import adversarial_codes, amounts, challenges, codes, currencies, tds_fields
 from capsim.transports.inprocess import TEST_IMK_AC, TEST_IMK_SMC, TEST_IMK_SMI, TEST_PIN, InProcessTransport

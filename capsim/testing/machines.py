@@ -34,7 +34,7 @@ from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, 
 from capsim.cards import EmvCapCard, new_card
 from capsim.cards.base import CardOS
 from capsim.errors import CapsimError, PinBlockedError, PinError
-from capsim.testing.fuzz_card import CardInfo, _profile_info
+from capsim.testing.fuzz_card_target import CardInfo, _profile_info
 from capsim.testing.model import CardModel
 from capsim.testing.strategies import (
     amounts,

@@ -124,6 +124,9 @@ def _header(cmd: bytes) -> tuple[int, int, int, int, bytes] | None:
 
 
 def _find_tag(data: bytes, tag: bytes) -> bytes | None:
+    n = len(tag)
+    if data[:n] == tag and len(data) > n and data[n] < 0x80 and len(data) == n + 1 + data[n]:
+        return data[n + 1 :]  # the fast path: ``data`` is exactly this one primitive object
     from capsim.tlv import decode, find
 
     try:
@@ -250,9 +253,9 @@ class CardModel:
         self.max_atc_seen = max(self.max_atc_seen, value)
 
     def _get_data(self, p1: int, p2: int, data: bytes, ok: bool) -> None:
-        if not ok:
-            return
         tag = (p1 << 8) | p2
+        if not ok or tag not in (0x9F36, 0x9F17):
+            return
         value = _find_tag(data, bytes((p1, p2)))
         if tag == 0x9F36 and value is not None and len(value) == 2:
             atc = int.from_bytes(value, "big")
@@ -340,11 +343,16 @@ def _parse_gac(data: bytes) -> tuple[int | None, int | None]:
             return None, None
         return value[0], int.from_bytes(value[1:3], "big")
     if len(data) >= 2 and data[0] == 0x77:
-        cid = _find_tag(data, b"\x9f\x27")
-        atc = _find_tag(data, b"\x9f\x36")
-        if cid is None or atc is None or len(cid) != 1 or len(atc) != 2:
+        from capsim.tlv import decode, find
+
+        try:
+            objs = decode(data)  # once for both tags
+            cid, atc = find(objs, 0x9F27), find(objs, 0x9F36)
+        except (ApduFormatError, ValueError):
             return None, None
-        return cid[0], int.from_bytes(atc, "big")
+        if cid is None or atc is None or len(cid.value) != 1 or len(atc.value) != 2:
+            return None, None
+        return cid.value[0], int.from_bytes(atc.value, "big")
     return None, None
 
 

@@ -10,7 +10,7 @@ from hypothesis import strategies as st
 
 from capsim.cli import main
 from capsim.testing.findings import Finding, finding_from_transcript, save_finding
-from capsim.testing.fuzz_card import _FailedError, _Run, run_engine
+from capsim.testing.fuzz_engine import _FailedError, _Run, run_engine
 from capsim.testing.model import Violation
 from capsim.transports.replay import ReplayTransport
 
