@@ -26,10 +26,13 @@ from __future__ import annotations
 
 from typing import Final
 
+from capsim.tags import TAGS
+
 __all__ = ["REDACTED_BYTE", "SENSITIVE_TAGS", "redact_command", "redact_response"]
 
-#: Tags whose values are replaced in traces: PAN, track 2, track 2 (contactless), cardholder name.
-SENSITIVE_TAGS: Final = frozenset({0x5A, 0x57, 0x9F6B, 0x5F20, 0x9F1F, 0x56})
+#: Tags whose values are replaced in traces: the tag table's sensitive tags (PAN, track data,
+#: cardholder name, expiry date, PIN data …), the same list the TLV trees redact.
+SENSITIVE_TAGS: Final = frozenset(tag for tag, info in TAGS.items() if info.sensitive)
 
 #: Every redacted byte becomes this value (a PIN block of all ``FF`` is never a valid block).
 REDACTED_BYTE: Final = 0xFF

@@ -13,18 +13,16 @@ from typing import Any
 
 import click
 
-from capsim.apdu import describe_sw
+from capsim.apdu.describe import describe_exchange
 from capsim.cards import BUILTIN_PROFILES, CardProfile, CardState, builtin_profile, new_card
 from capsim.cards.atr import atr_from_hex
 from capsim.cli._common import deprecated_alias, handle_errors, read_secret
 from capsim.cli._reader import one_card, open_reader, reader_options
 from capsim.cli.card_info import info_command, mask_pan, show_card_info, template_profile
 from capsim.crypto import CVN, KeyDerivation, odd_parity
-from capsim.errors import ApduFormatError, StateFileError, ValidationError
+from capsim.errors import StateFileError, ValidationError
 from capsim.hexinput import parse_command_apdu
 from capsim.storage import IssuerKeys, load_issuer_keys, read_card_file, save_issuer_keys
-from capsim.tags import tag_info
-from capsim.tlv import decode, format_tree, walk
 
 __all__ = ["card", "mask_pan"]
 
@@ -250,25 +248,6 @@ def show_command(
             click.echo(f"{key}: {value}")
 
 
-def _command_text(raw: bytes, *, sensitive: bool) -> str:
-    text = raw.hex().upper()
-    if not sensitive and len(raw) > 5 and raw[1] in (0x20, 0x24) and raw[0] in (0x00, 0x84):
-        return f"{text[:10]} <{len(raw) - 5} data bytes redacted>"
-    return text
-
-
-def _has_sensitive(data: bytes) -> bool:
-    try:
-        objs = decode(data)
-    except ApduFormatError:
-        return True
-    for _, obj in walk(objs):
-        info = tag_info(obj.tag)
-        if info is not None and info.sensitive:
-            return True
-    return False
-
-
 @card.command("apdu")
 @click.argument("args", nargs=-1, required=True, metavar="[CARD] HEX...")
 @reader_options
@@ -292,20 +271,8 @@ def apdu_command(
     try:
         click.echo(f"ATR {link.connect().hex().upper()}")
         for raw in commands:
-            resp = link.transmit(raw)
-            data, sw = resp[:-2], int.from_bytes(resp[-2:], "big")
-            click.echo(f"> {_command_text(raw, sensitive=show_sensitive)}")
-            shown = data.hex().upper()
-            if data and not show_sensitive and _has_sensitive(data):
-                shown = f"<{len(data)} bytes, partly redacted below>"
-            click.echo(f"< {shown + ' ' if data else ''}{sw:04X} ({describe_sw(sw)})".replace("  ", " "))
-            if data:
-                try:
-                    tree = format_tree(decode(data), redact=not show_sensitive)
-                except ApduFormatError:
-                    tree = f"  (not BER-TLV) {data.hex().upper() if show_sensitive else ''}".rstrip()
-                for line in tree.splitlines():
-                    click.echo(f"    {line}")
+            for line in describe_exchange(raw, link.transmit(raw), redact=not show_sensitive):
+                click.echo(line)
     finally:
         link.disconnect()
 

@@ -227,7 +227,7 @@ def _run(
     transport = _open(reader_spec, wait)
     if trace:
         transport = TracingTransport(
-            transport, redact=not show_sensitive, sink=lambda line: click.echo(line, err=True)
+            transport, redact=not show_sensitive, sink=lambda line: click.echo(line, err=True), decode=True
         )
     with transport:
         try:

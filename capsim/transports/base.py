@@ -37,6 +37,7 @@ from collections.abc import Callable
 from types import TracebackType
 from typing import Protocol, Self, runtime_checkable
 
+from capsim.apdu.describe import describe_command, describe_exchange
 from capsim.apdu.redact import REDACTED_BYTE, SENSITIVE_TAGS, redact_command, redact_response
 from capsim.apdu.t0 import transmit_with_t0
 from capsim.transcript import write_transcript
@@ -132,6 +133,10 @@ class TracingTransport(TransportBase):
     sink:
         Optional callable receiving one formatted line per APDU (``"> 00A4…"``/``"< 6F…"``);
         the CLI's ``--trace`` prints them.
+    decode:
+        Also give the sink each exchange decoded (:func:`capsim.apdu.describe.describe_exchange`:
+        the instruction's name, the status word's meaning, the answer as a TLV tree), indented
+        below the same ``>``/``<`` lines.
 
     Attributes
     ----------
@@ -142,11 +147,17 @@ class TracingTransport(TransportBase):
     """
 
     def __init__(
-        self, inner: Transport, *, redact: bool = True, sink: Callable[[str], None] | None = None
+        self,
+        inner: Transport,
+        *,
+        redact: bool = True,
+        sink: Callable[[str], None] | None = None,
+        decode: bool = False,
     ) -> None:
         self.inner = inner
         self.redact = redact
         self.sink = sink
+        self.decode = decode
         self.exchanges: list[tuple[bytes, bytes]] = []
         self.atr: bytes | None = None
 
@@ -169,11 +180,18 @@ class TracingTransport(TransportBase):
         shown_cmd = redact_command(apdu) if self.redact else apdu
         # lines are formatted only for someone who reads them (a sink or the debug log)
         emit = self.sink is not None or _log.isEnabledFor(logging.DEBUG)
-        if emit:
+        decoded = emit and self.decode
+        if decoded:
+            for line in describe_command(apdu, redact=self.redact):
+                self._emit(line)
+        elif emit:
             self._emit(f"> {shown_cmd.hex().upper()}")
         response = self.inner.transmit(apdu)
         shown_rsp = redact_response(response) if self.redact else response
-        if emit:
+        if decoded:
+            for line in describe_exchange(apdu, response, redact=self.redact)[2:]:
+                self._emit(line)
+        elif emit:
             self._emit(f"< {shown_rsp.hex().upper()}")
         self.exchanges.append((shown_cmd, shown_rsp))
         return response

@@ -107,7 +107,8 @@ def test_apdu_trace(tmp_path: Path) -> None:
     assert code == 0, err
     assert "Language Preference" in out
     assert "241234" not in out  # the PIN block is redacted
-    assert "<8 data bytes redacted>" in out
+    assert "> 0020008008FFFFFFFFFFFFFFFF" in out  # the same redaction as --trace
+    assert "    VERIFY" in out
     assert "9F170103" in out.replace(" ", "")
     assert "6D00" in out
     with load_card(path) as card:

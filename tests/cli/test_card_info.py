@@ -119,7 +119,7 @@ def test_card_apdu_on_an_emulated_card_spec(tmp_path: Path, monkeypatch: pytest.
         assert result.exit_code == 0, result.output
         assert result.output.startswith("ATR 3B")
         assert "A0000000048002" in result.output
-        assert " 9000 (" in result.output
+        assert "    9000: normal processing" in result.output
     assert list(tmp_path.iterdir()) == []  # no "inproc:natwest.lock"
 
 

@@ -148,5 +148,5 @@ def test_card_apdu_to_a_pcsc_reader_leaves_no_lock_file(
         result = _capsim("card", "apdu", *args)
         assert result.exit_code == 0, result.output
         assert result.output.startswith(f"ATR {card.atr.hex().upper()}\n")
-        assert " 9000 (" in result.output
+        assert "    9000: normal processing" in result.output
     assert list(work.iterdir()) == []
