@@ -173,7 +173,7 @@ def _cache_switches() -> dict[str, list[tuple[ModuleType, str, object]]]:
     """Configuration name -> (module, attribute, plain function) replacements that turn a cache off."""
     import capsim.reader.selection as selection
     import capsim.reader.transaction as transaction
-    import capsim.tlv as tlv
+    import capsim.tlv.dol as dol
     from capsim.apdu import builders
     from capsim.reader import apdus
 
@@ -184,8 +184,8 @@ def _cache_switches() -> dict[str, list[tuple[ModuleType, str, object]]]:
         (selection, "read_record", builders.read_record),
         (transaction, "read_record", builders.read_record),
     ]
-    dols = [(tlv, "_cached_parse_dol", tlv._parse_dol)]
-    plans = [(tlv, "_cached_fill_plan_of", tlv._fill_plan_of)]
+    dols = [(dol, "_cached_parse_dol", dol._parse_dol)]
+    plans = [(dol, "_cached_fill_plan_of", dol._fill_plan_of)]
     return {
         "every cache": [],
         "no answer cache (reader.apdus.template)": answers,

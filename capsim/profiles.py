@@ -37,12 +37,14 @@ __all__ = [
     "AID_VISA",
     "AID_VISA_DPA",
     "AID_VISA_ELECTRON",
+    "DEFAULT_READER_PROFILE",
     "FALLBACK_IPBS",
     "PSE_NAME",
     "READER_PROFILES",
     "CodeFunction",
     "NoIpbFallback",
     "ReaderProfile",
+    "default_reader_profile",
     "fallback_ipb",
     "get_reader_profile",
     "profile_for_aid",
@@ -286,6 +288,10 @@ def get_reader_profile(name: str) -> ReaderProfile:
         ) from None
 
 
+#: The reader profile used for an application no built-in profile lists (cap-protocol.md §3).
+DEFAULT_READER_PROFILE: Final = "mc-cap"
+
+
 def profile_for_aid(aid: bytes) -> ReaderProfile | None:
     """The first built-in profile whose AID list matches ``aid`` (exactly or as a prefix).
 
@@ -298,3 +304,19 @@ def profile_for_aid(aid: bytes) -> ReaderProfile | None:
         if any(aid.startswith(a) for a in profile.aids):
             return profile
     return None
+
+
+def default_reader_profile(aid: bytes) -> ReaderProfile:
+    """The reader profile a reader uses for application ``aid`` when none is named.
+
+    The first profile in :data:`READER_PROFILES` whose AID list matches (:func:`profile_for_aid`),
+    else :data:`DEFAULT_READER_PROFILE`. A card template names its reader profile
+    (:attr:`capsim.cards.CardProfile.reader_profile`); a card file without that field gets this
+    one, and tests/cards/test_profile.py checks that every built-in template names exactly it.
+
+    >>> default_reader_profile(bytes.fromhex("A0000000048002")).name
+    'mc-cap'
+    >>> default_reader_profile(bytes.fromhex("A0000000999999")).name
+    'mc-cap'
+    """
+    return profile_for_aid(aid) or READER_PROFILES[DEFAULT_READER_PROFILE]

@@ -58,10 +58,20 @@ MODULES: dict[str, list[str]] = {
     "capsim/cap.py": [  # CDOL fill, challenge/amount parsing, TDS
         "tests/reader/test_cap.py", "tests/reader/test_vectors.py", "tests/reader/test_transcripts.py",
     ],
-    "capsim/crypto.py": [  # session keys, AC, ARPC, MACs
+    "capsim/crypto/mac.py": [  # parity, KCV, padding, MACs
         "tests/test_crypto.py", "tests/test_crypto_pyemv.py", "tests/cards/test_vectors.py",
     ],
-    "capsim/tlv.py": ["tests/test_tlv.py", "tests/test_tlv_dol.py"],
+    "capsim/crypto/keys.py": [  # ICC master keys, session keys, the tree
+        "tests/test_crypto.py", "tests/test_crypto_pyemv.py", "tests/cards/test_vectors.py",
+    ],
+    "capsim/crypto/cryptogram.py": [  # the CVN table, AC, ARPC, CVC3
+        "tests/test_crypto.py", "tests/test_crypto_pyemv.py", "tests/cards/test_vectors.py",
+    ],
+    "capsim/crypto/calculator.py": [  # the verifier's fast path
+        "tests/test_crypto.py", "tests/test_crypto_pyemv.py", "tests/cards/test_vectors.py",
+    ],
+    "capsim/tlv/ber.py": ["tests/test_tlv.py", "tests/test_tlv_dol.py"],
+    "capsim/tlv/dol.py": ["tests/test_tlv.py", "tests/test_tlv_dol.py"],
     "capsim/reader/session.py": [  # the reader session over a transport
         "tests/reader/test_inproc.py", "tests/reader/test_graph.py", "tests/reader/test_hostile.py",
         "tests/reader/test_transcripts.py", "tests/reader/test_vectors.py",

@@ -83,6 +83,7 @@ _AIP = bytes.fromhex("1000")
 def _template(
     name: str,
     *,
+    reader_profile: str,
     aid: bytes,
     fci_proprietary: bytes,
     label: str,
@@ -94,9 +95,13 @@ def _template(
     key_derivation: KeyDerivation = KeyDerivation.AUTO,
     psn: str = "00",
 ) -> CardProfile:
-    """A template with capsim's AIP, one record in SFI 1 and the same GPO and GENERATE AC format."""
+    """A template with capsim's AIP, one record in SFI 1 and the same GPO and GENERATE AC format.
+
+    ``reader_profile`` names the reader profile of the bank's terminal (:mod:`capsim.profiles`).
+    """
     return CardProfile(
         name=name,
+        reader_profile=reader_profile,
         aid=aid,
         fci_proprietary=fci_proprietary,
         label=label,
@@ -116,6 +121,7 @@ def _template(
 _PROFILES: dict[str, CardProfile] = {
     "secur-acces": _template(
         "secur-acces",
+        reader_profile="mc-cap",
         aid=bytes.fromhex("A0000000048002"),
         fci_proprietary=encode(0x50, b"SecureCode Aut") + encode(0x87, b"\x01") + encode(0x5F2D, b"fren"),
         label="SecureCode Aut",
@@ -126,6 +132,7 @@ _PROFILES: dict[str, CardProfile] = {
     ),
     "visa-dpa": _template(
         "visa-dpa",
+        reader_profile="visa-dpa",
         aid=bytes.fromhex("A0000000038002"),
         fci_proprietary=encode(0x50, b"VisaRemAuthen") + encode(0x87, b"\x01") + encode(0x5F2D, b"en"),
         label="VisaRemAuthen",
@@ -136,6 +143,7 @@ _PROFILES: dict[str, CardProfile] = {
     ),
     "barclays": _template(
         "barclays",
+        reader_profile="visa-dpa",
         aid=bytes.fromhex("A0000000038002"),
         fci_proprietary=encode(0x50, b"BARCLAYS") + encode(0x87, b"\x01") + encode(0x5F2D, b"en"),
         label="BARCLAYS",
@@ -146,6 +154,7 @@ _PROFILES: dict[str, CardProfile] = {
     ),
     "natwest": _template(
         "natwest",
+        reader_profile="mc-cap",
         aid=bytes.fromhex("A0000000048002"),
         fci_proprietary=encode(0x5F2D, b"en"),
         label="NatWest CAP",
@@ -156,6 +165,7 @@ _PROFILES: dict[str, CardProfile] = {
     ),
     "rabobank": _template(
         "rabobank",
+        reader_profile="mc-cap",
         aid=bytes.fromhex("A0000000048002"),
         fci_proprietary=encode(0x50, b"SecureCode Aut") + encode(0x87, b"\x00") + encode(0x5F2D, b"nlen"),
         label="SecureCode Aut",

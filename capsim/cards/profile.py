@@ -23,6 +23,7 @@ from typing import Any
 from capsim.crypto import CVN, KeyDerivation, derive_icc_mk, key_check_value
 from capsim.errors import ApduFormatError, ValidationError
 from capsim.iad import IadFormat, check_iad_template, iad_format_for_cvn
+from capsim.profiles import READER_PROFILES, default_reader_profile
 from capsim.tlv import Tlv, decode, encode, parse_dol
 
 __all__ = ["CardProfile", "Record", "default_iad_template", "encode_pan"]
@@ -56,6 +57,13 @@ def _check_key(name: str, key: bytes) -> bytes:
     if not isinstance(key, bytes | bytearray) or len(key) != 16:
         raise ValidationError(f"{name}: expected 16 bytes (a double-length TDES key)")
     return bytes(key)
+
+
+def _check_reader_profile(name: str) -> None:
+    if name not in READER_PROFILES:
+        raise ValidationError(
+            f"reader_profile: unknown reader profile {name!r}; expected one of {', '.join(READER_PROFILES)}"
+        )
 
 
 def default_iad_template(cvn: int, dki: int = 0x01) -> bytes:
@@ -135,6 +143,13 @@ class CardProfile:
     ----------
     name:
         Profile name (``secur-acces``, ``natwest`` …).
+    reader_profile:
+        Name of the reader profile (:data:`capsim.profiles.READER_PROFILES`) of the bank's
+        terminal for this card, one that lists :attr:`aid` (a reader profile that does not
+        could not select the card). Left empty, it is the one a reader picks
+        from the AID (:func:`capsim.profiles.default_reader_profile`), as for card files
+        written before the field existed; tests/cards/test_reader_profile.py checks that every
+        built-in template names exactly that one.
     aid:
         Application identifier, 5-16 bytes.
     fci_proprietary:
@@ -176,6 +191,7 @@ class CardProfile:
     """
 
     name: str
+    reader_profile: str = ""
     aid: bytes
     fci_proprietary: bytes
     pdol: bytes = b""
@@ -210,7 +226,7 @@ class CardProfile:
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int):
                 raise ValidationError(f"{name}: expected an integer")
-        for name in ("name", "label", "pan", "psn"):
+        for name in ("name", "reader_profile", "label", "pan", "psn"):
             if not isinstance(getattr(self, name), str):
                 raise ValidationError(f"{name}: expected a string")
         if not isinstance(self.records, tuple) or not all(isinstance(r, Record) for r in self.records):
@@ -223,6 +239,9 @@ class CardProfile:
             raise ValidationError("label: expected ASCII text")
         if not 5 <= len(self.aid) <= 16:
             raise ValidationError("aid: expected 5 to 16 bytes")
+        if not self.reader_profile:
+            object.__setattr__(self, "reader_profile", default_reader_profile(self.aid).name)
+        _check_reader_profile(self.reader_profile)
         if len(self.aip) != 2:
             raise ValidationError("aip: expected 2 bytes")
         if not self.afl or len(self.afl) % 4:
@@ -274,6 +293,7 @@ class CardProfile:
         pan = f"pan_last4={self.pan[-4:]!r}, " if self.pan else ""
         return (
             f"CardProfile(name={self.name!r}, aid={self.aid.hex().upper()!r}, cvn=0x{int(self.cvn):02X}, "
+            f"reader_profile={self.reader_profile!r}, "
             f"{pan}psn={self.psn!r}, personalised={self.is_personalised})"
         )
 
@@ -362,12 +382,15 @@ class CardProfile:
         """Return a copy with fields replaced; ``cvn`` also fixes the IAD template.
 
         Switching to a CVN of the other family (VIS ↔ M/Chip) installs that family's default
-        IAD template with the profile's DKI; within a family only the CVN byte changes.
+        IAD template with the profile's DKI; within a family only the CVN byte changes. A new
+        ``aid`` without a ``reader_profile`` gets the reader profile that AID selects.
         """
         allowed = {f.name for f in fields(self)} - {"mk_ac", "mk_smi", "mk_smc", "pan", "psn", "records"}
         unknown = set(overrides) - allowed
         if unknown:
             raise ValidationError(f"overrides: unknown profile field(s) {sorted(unknown)}")
+        if "aid" in overrides and "reader_profile" not in overrides:
+            overrides["reader_profile"] = ""
         if "cvn" in overrides and "iad_template" not in overrides:
             try:
                 new_cvn = int(overrides["cvn"])
@@ -389,6 +412,7 @@ class CardProfile:
         """JSON-ready dict: binary values as upper-case hex (architecture.md §5)."""
         return {
             "name": self.name,
+            "reader_profile": self.reader_profile,
             "aid": _hex(self.aid),
             "fci_proprietary": _hex(self.fci_proprietary),
             "pdol": _hex(self.pdol),
@@ -418,7 +442,11 @@ class CardProfile:
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> CardProfile:
-        """Inverse of :meth:`to_dict`. Raises ``ValidationError`` naming the bad field."""
+        """Inverse of :meth:`to_dict`. Raises ``ValidationError`` naming the bad field.
+
+        A dict without ``reader_profile`` (a card file written before the field existed) gets
+        the reader profile its AID selects.
+        """
         if not isinstance(data, Mapping):
             raise ValidationError("profile: expected a JSON object")
         known = {f.name for f in fields(cls)}
@@ -446,7 +474,7 @@ class CardProfile:
                     if type(value) is not bool:
                         raise ValidationError(f"profile.{key}: expected true or false")
                     kwargs[key] = value
-                elif key in ("name", "label", "pan", "psn"):
+                elif key in ("name", "reader_profile", "label", "pan", "psn"):
                     if not isinstance(value, str):
                         raise ValidationError(f"profile.{key}: expected a string")
                     kwargs[key] = value

@@ -185,6 +185,7 @@ def _describe(profile: CardProfile, state: CardState, *, sensitive: bool) -> dic
     h = state.history
     out: dict[str, Any] = {
         "profile": profile.name,
+        "reader_profile": profile.reader_profile,
         "aid": profile.aid.hex().upper(),
         "pan": profile.pan if sensitive else mask_pan(profile.pan),
         "psn": profile.psn,
@@ -298,5 +299,5 @@ def _list_templates() -> None:
         p = BUILTIN_PROFILES[name]
         click.echo(
             f"{name:12} AID {p.aid.hex().upper():16} CVN {_CVN_LABEL[p.cvn]:2} IAD {p.iad_format!s:5} "
-            f"format {p.response_format}  {p.label or '-'}"
+            f"format {p.response_format}  reader {p.reader_profile:10} {p.label or '-'}"
         )

@@ -16,8 +16,11 @@ Theory of operation
    first GENERATE AC and the warnings. It does no I/O and decides nothing about phases; the
    handlers decide, the session enforces the graph.
 3. :meth:`Run.start` orders the candidate applications: an explicit AID alone (with its
-   profile, or ``mc-cap`` and a warning when no profile knows it), else every AID of the named
-   profile, or of every built-in profile in preference order.
+   profile, or :data:`~capsim.profiles.DEFAULT_READER_PROFILE` and a warning when no profile
+   knows it), else every AID of the named profile, or of every built-in profile in preference
+   order. Either way a card is read with the profile
+   :func:`capsim.profiles.default_reader_profile` gives for its AID unless one is named, which
+   is the profile its card template names (tests/cards/test_reader_profile.py).
 """
 
 from __future__ import annotations
@@ -30,7 +33,14 @@ from typing import Final, NamedTuple
 
 from capsim.cap import CapMode, canonical_challenge, currency_numeric, parse_amount, validate_tds_fields
 from capsim.errors import LocalProtocolError, ValidationError
-from capsim.profiles import READER_PROFILES, CodeFunction, ReaderProfile, get_reader_profile, profile_for_aid
+from capsim.profiles import (
+    DEFAULT_READER_PROFILE,
+    READER_PROFILES,
+    CodeFunction,
+    ReaderProfile,
+    get_reader_profile,
+    profile_for_aid,
+)
 from capsim.reader.result import Explanation
 from capsim.sm import pin_block_iso2
 from capsim.tlv import DolEntry
@@ -192,8 +202,10 @@ class Run:
         if inputs.aid is not None:
             chosen = inputs.profile or profile_for_aid(inputs.aid)
             if chosen is None:
-                chosen = READER_PROFILES["mc-cap"]
-                message = f"AID {inputs.aid.hex().upper()} is unknown to the built-in profiles: using mc-cap"
+                chosen = READER_PROFILES[DEFAULT_READER_PROFILE]
+                message = (
+                    f"AID {inputs.aid.hex().upper()} is unknown to the built-in profiles: using {chosen.name}"
+                )
                 _log.info("CAP: %s", message)
                 warnings.append(message)
             candidates = [Candidate(inputs.aid, chosen)]

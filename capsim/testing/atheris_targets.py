@@ -206,7 +206,7 @@ def run_atheris(target: str, argv: list[str]) -> None:  # pragma: no cover - exi
 #: The modules whose code atheris instruments for each target (coverage feedback).
 _INSTRUMENTED = {
     "apdu": ("capsim.apdu.command", "capsim.apdu.response"),
-    "tlv": ("capsim.tlv",),
+    "tlv": ("capsim.tlv.ber", "capsim.tlv.dol"),
     "card": ("capsim.cards.base", "capsim.cards.emv_cap", "capsim.iad", "capsim.cards.scripts"),
 }
 

@@ -81,10 +81,11 @@ def credential_profile_from_card(
 
     ``card_profile`` is a :class:`capsim.cards.CardProfile` (a card file's profile, as a
     card-management system would hand it over). The reader profile defaults to the one the
-    card's AID selects (cap-protocol.md §3); the IAD variants are the card's predicted ARQC
+    card template names (its ``reader_profile``), else to the one the card's AID selects
+    (cap-protocol.md §3); the IAD variants are the card's predicted ARQC
     IADs for each history state, most likely first (:func:`capsim.iad.arqc_iad_variants`, V10).
     """
-    from capsim.profiles import get_reader_profile, profile_for_aid
+    from capsim.profiles import default_reader_profile, get_reader_profile
 
     # duck-typed: the verifier does not import the card emulator, only the pure IAD model
     needed = ("aid", "cdol1", "aip", "ipb", "iaf", "cvn", "key_derivation")
@@ -93,10 +94,8 @@ def credential_profile_from_card(
     variants = arqc_iad_variants(card_profile)
     card: Any = card_profile
     if reader_profile is None:
-        chosen = profile_for_aid(card.aid)
-        name = "mc-cap" if chosen is None else chosen.name
-    else:
-        name = get_reader_profile(reader_profile).name
+        reader_profile = getattr(card, "reader_profile", None) or default_reader_profile(card.aid).name
+    name = get_reader_profile(reader_profile).name
     return CredentialProfile(
         reader_profile=name,
         cdol1=card.cdol1,
