@@ -25,6 +25,7 @@ from typing import Any, Final, TypeVar
 import click
 
 from capsim.errors import ValidationError
+from capsim.hexinput import parse_hex
 from capsim.transports import (
     SPEC_FORMS,
     Transport,
@@ -39,6 +40,7 @@ __all__ = [
     "card_or_spec",
     "one_card",
     "open_reader",
+    "parse_aid",
     "reader_options",
     "wait_option",
 ]
@@ -112,3 +114,10 @@ def one_card(card_arg: str | None, reader_spec: str | None) -> tuple[Path | None
 def open_reader(spec: str, *, wait: float | None = None) -> Transport:
     """The transport of ``spec`` (rule 1), waiting ``wait`` seconds for a PC/SC card (rule 3)."""
     return open_transport(spec, wait=wait)
+
+
+def parse_aid(value: str | None) -> bytes | None:
+    """``--aid HEX``: 5 to 16 bytes, in any of the hex forms (:func:`capsim.hexinput.parse_hex`)."""
+    if value is None:
+        return None
+    return parse_hex("--aid", value, min_bytes=5, max_bytes=16)

@@ -29,8 +29,7 @@ import click
 
 from capsim._version import __version__
 from capsim.cli._common import handle_errors
-from capsim.cli._reader import one_card, open_reader, reader_options
-from capsim.errors import ValidationError
+from capsim.cli._reader import one_card, open_reader, parse_aid, reader_options
 from capsim.profiles import READER_PROFILES
 from capsim.reader import CardSummary, ProfileSource, discover
 from capsim.tlv import parse_dol
@@ -161,7 +160,7 @@ def show_card_info(
     template_profile: str | None = None,
 ) -> None:
     """Read the card behind ``spec`` (rule 2) and print the dump (rules 3, 4)."""
-    selected_aid = _aid(aid)
+    selected_aid = parse_aid(aid)
     profile = reader_profile or template_profile
     link = open_reader(spec, wait=wait)
     try:
@@ -180,18 +179,6 @@ def show_card_info(
         _print_text(info)
 
 
-def _aid(value: str | None) -> bytes | None:
-    if value is None:
-        return None
-    try:
-        aid = bytes.fromhex(value)
-    except ValueError:
-        raise ValidationError(f"--aid: expected 5 to 16 bytes of hex, got {value!r}") from None
-    if not 5 <= len(aid) <= 16:
-        raise ValidationError(f"--aid: expected 5 to 16 bytes of hex, got {len(aid)} bytes")
-    return aid
-
-
 def template_profile(path: Path | None, spec: str) -> str | None:
     """The reader profile the card's template names, when capsim knows the template (rule 4):
     a card file's, or the built-in template of ``inproc:TEMPLATE``; ``None`` for any other card
@@ -207,8 +194,7 @@ def template_profile(path: Path | None, spec: str) -> str | None:
         profile = BUILTIN_PROFILES[spec.removeprefix("inproc:")]
     else:
         return None
-    name = getattr(profile, "reader_profile", None)
-    return name if isinstance(name, str) and name in READER_PROFILES else None
+    return profile.reader_profile
 
 
 @click.command("info")

@@ -38,9 +38,8 @@ from capsim.cli._common import (
     secret_reader,
     warn_if_exposed,
 )
-from capsim.cli._reader import READER_HELP, open_reader, wait_option
+from capsim.cli._reader import READER_HELP, open_reader, parse_aid, wait_option
 from capsim.errors import CapsimError, PinBlockedError, PinError, StateFileError
-from capsim.hexinput import parse_hex
 from capsim.profiles import READER_PROFILES
 from capsim.reader import ASK_PIN, CapReader, CapResult, CapSession
 from capsim.transports import TracingTransport, Transport, open_transport
@@ -145,12 +144,6 @@ def _open(reader_spec: str | None, wait: float | None = None) -> Transport:
     return open_reader(reader_spec, wait=wait)
 
 
-def _aid(value: str | None) -> bytes | None:
-    if value is None:
-        return None
-    return parse_hex("--aid", value, min_bytes=5, max_bytes=16)
-
-
 def _common_options(func: F) -> F:
     options = [
         click.option(
@@ -219,7 +212,7 @@ def _run(
     **inputs: Any,
 ) -> None:
     profile = deprecated_alias(reader_profile, profile_alias, new="--reader-profile", old="--profile")
-    selected_aid = _aid(aid)
+    selected_aid = parse_aid(aid)
     # Every input but the PIN is checked before the card is opened; the PIN is asked for only
     # once the card has shown its PIN is not blocked (and a missing terminal fails first).
     session = CapSession(mode, pin=ASK_PIN, profile=profile, aid=selected_aid, **inputs)

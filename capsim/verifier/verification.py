@@ -263,8 +263,7 @@ def _best_effort_audit(
     """V22: the audit of a failed transaction, written in a separate one, best effort."""
     try:
         timeout = core.policy.lock_timeout_s
-        seal_key = getattr(core.provider, "audit_seal_key_id", None)
-        if seal_key is not None and seal_key() is not None:
+        if core.provider.audit_seal_key_id() is not None:
             opened = core.store.transaction(lock_timeout=timeout, sealer=core.provider)
         else:
             opened = core.store.transaction(lock_timeout=timeout)
