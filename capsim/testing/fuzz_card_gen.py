@@ -34,6 +34,8 @@ from __future__ import annotations
 import random
 from typing import TYPE_CHECKING, Final
 
+from capsim.apdu.builders import PSE_NAME
+from capsim.apdu.ins import INS
 from capsim.testing.fuzz_card_target import _GET_PTC, _POWER, Action, CardInfo
 
 if TYPE_CHECKING:
@@ -63,9 +65,9 @@ COMMANDS: Final = (
 )
 _GOOD_TAGS: Final = ((0x9F, 0x17), (0x9F, 0x36), (0x9F, 0x13))
 _RAW_CLAS: Final = (0x00, 0x80, 0x84, 0x0C, 0xFF)
-_SCRIPT_INS: Final = (0x24, 0x1E, 0x18, 0x16)
+#: The issuer-script instructions (EMV Book 3 §10.5), in the order the draws index them.
+_SCRIPT_INS: Final = (INS.PIN_CHANGE_UNBLOCK, INS.APPLICATION_BLOCK, INS.APPLICATION_UNBLOCK, INS.CARD_BLOCK)
 _AC_TYPES: Final = (0x00, 0x40, 0x80)
-_PSE: Final = b"1PAY.SYS.DDF01"
 _MUTATE: Final = 0.05
 _GET_CHALLENGE: Final = bytes.fromhex("0084000008")
 _GET_DATA_PTC: Final = -1  # a transaction's optional GET DATA 9F17 (rule 3)
@@ -154,7 +156,7 @@ class SequenceGenerator:
         if which == 0:  # SELECT
             if good:
                 return self.select
-            name = _PSE if r() < 0.5 else randbytes(int(r() * 17))
+            name = PSE_NAME if r() < 0.5 else randbytes(int(r() * 17))
             return _apdu(0x00, 0xA4, 0x04, int(r() * 256), name)
         if which == 1:  # GET PROCESSING OPTIONS
             if good:

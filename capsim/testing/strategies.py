@@ -24,6 +24,7 @@ from __future__ import annotations
 from hypothesis import strategies as st
 
 from capsim.apdu import CommandApdu
+from capsim.apdu.builders import PSE_NAME
 from capsim.cap import CURRENCIES, MAX_AMOUNT
 from capsim.cards import BUILTIN_PROFILES, CardProfile, EmvCapCard, new_card
 from capsim.tags import TAGS
@@ -148,7 +149,7 @@ def emv_commands(
     name = draw(st.sampled_from(names))
     good = draw(st.integers(0, 99)) < int(valid * 100)
     if name == "select":
-        name_bytes = aid if good else draw(st.one_of(st.binary(max_size=16), st.just(b"1PAY.SYS.DDF01")))
+        name_bytes = aid if good else draw(st.one_of(st.binary(max_size=16), st.just(PSE_NAME)))
         return CommandApdu(0x00, 0xA4, 0x04, 0x00 if good else draw(_BYTE), name_bytes, 256)
     if name == "gpo":
         if good:
