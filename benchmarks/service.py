@@ -338,6 +338,22 @@ def run_http(tmp: Path, dsn: str, workers: int, per_task: int, warmup: int) -> t
 # ------------------------------------------------------------------------------------------------
 
 
+def _server_stack() -> str:
+    """What uvicorn's ``auto`` settings pick in this environment: event loop and HTTP parser."""
+    import importlib.metadata as md
+
+    def version(name: str) -> str | None:
+        try:
+            return md.version(name)
+        except md.PackageNotFoundError:
+            return None
+
+    uvicorn, uvloop, httptools = version("uvicorn"), version("uvloop"), version("httptools")
+    loop = f"uvloop {uvloop}" if uvloop else "asyncio"
+    parser = f"httptools {httptools}" if httptools else "h11"
+    return f"uvicorn {uvicorn}, {loop}, {parser}"
+
+
 def report(results: dict[str, Any]) -> None:
     ncpu = results["cpus"]
     print("\nIdentify logins on PostgreSQL: library beside HTTP (same store, same run)")
@@ -382,8 +398,10 @@ def main(argv: list[str] | None = None) -> int:
     print(f"capsim verifier service benchmark: {' '.join([Path(sys.argv[0]).name, *sys.argv[1:]])}")
     start = machine_line()
     print(f"start: {start}", flush=True)
-    results: dict[str, Any] = {"command": " ".join(sys.argv), "start": start, "cpus": os.cpu_count() or 1,
-                               "levels": []}  # fmt: skip
+    stack = _server_stack()
+    print(f"server: {stack}", flush=True)
+    results: dict[str, Any] = {"command": " ".join(sys.argv), "start": start, "server": stack,
+                               "cpus": os.cpu_count() or 1, "levels": []}  # fmt: skip
     with tempfile.TemporaryDirectory() as tmp, PgCluster.running() as cluster:
         for w in levels:
             lib = run_library(cluster.create_schema(migrated=True), w, per_task * TASKS_PER_WORKER, warmup)
