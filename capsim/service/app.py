@@ -40,7 +40,7 @@ from capsim.errors import CapsimError
 from capsim.service import metrics
 from capsim.service.auth import Caller, runtime
 from capsim.service.common import OPERATOR, ProblemOut
-from capsim.service.openapi import decorate
+from capsim.service.document import decorate
 from capsim.service.problems import PROBLEM_MEDIA_TYPE, HttpProblem, problem_body, problem_for
 from capsim.service.runtime import Runtime, ServiceConfig, open_runtime
 
@@ -272,7 +272,7 @@ def create_app(config: ServiceConfig | None = None) -> FastAPI:
 
 
 def _document(app: FastAPI) -> None:
-    """Serve the document with the API key and the links (:func:`capsim.service.openapi.decorate`)."""
+    """Serve the document with the API key and the links (:func:`capsim.service.document.decorate`)."""
     plain = app.openapi
 
     def openapi() -> dict[str, Any]:
