@@ -4,7 +4,8 @@ Theory of operation
 -------------------
 1. **Inputs** (:func:`analyze`): a card's design (:class:`capsim.cards.CardProfile`: a
    built-in template or a card file's profile; keys are never used), a reader profile
-   (default: the one the card's AID selects, :func:`capsim.profiles.profile_for_aid`) and a
+   (default: the one the card template names, else the one its AID selects,
+   :func:`capsim.profiles.profile_for_aid`) and a
    :class:`~capsim.verifier.policy.VerifierPolicy`. The verifier's view of the card is
    :func:`capsim.verifier.enrolment.credential_profile_from_card`, exactly what an enrolment
    stores.
@@ -86,6 +87,9 @@ def _reader_for(card: CardProfile, reader: ReaderProfile | str | None) -> Reader
         return reader
     if reader is not None:
         return get_reader_profile(reader)
+    named = getattr(card, "reader_profile", None)  # a template that names its reader profile
+    if isinstance(named, str) and named:
+        return get_reader_profile(named)
     chosen = profile_for_aid(card.aid)
     return chosen if chosen is not None else get_reader_profile("mc-cap")
 
