@@ -168,3 +168,18 @@ def test_text_and_json_need_no_matplotlib(monkeypatch: pytest.MonkeyPatch, cli: 
     monkeypatch.setitem(sys.modules, "matplotlib", None)
     assert cli.ok("analyze", "--card", "visa-dpa", "--json").json()["card"] == "visa-dpa"
 
+
+
+def test_the_readme_example_output_is_what_the_command_prints(cli: Cli) -> None:
+    import shlex
+
+    text = (Path(__file__).resolve().parents[2] / "README.md").read_text(encoding="utf-8")
+    start = text.index("\n### Analysing a deployment\n")
+    command, output = re.compile(r"^```\n(.*?)^```$", re.M | re.S).findall(text, start)[:2]
+    args = shlex.split(command.strip())
+    assert args[:2] == ["capsim", "analyze"]
+    printed = cli.ok(*args[1:]).stdout.splitlines()
+    shown = output.splitlines()
+    assert len(shown) >= 5
+    for line in shown:
+        assert line in printed, line
