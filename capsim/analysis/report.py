@@ -4,8 +4,8 @@ Theory of operation
 -------------------
 1. **Inputs** (:func:`analyze`): a card's design (:class:`capsim.cards.CardProfile`: a
    built-in template or a card file's profile; keys are never used), a reader profile
-   (default: the one the card template names, else the one its AID selects,
-   :func:`capsim.profiles.profile_for_aid`) and a
+   (default: the one the card template names, :attr:`capsim.cards.CardProfile.reader_profile`,
+   which defaults to the one its AID selects) and a
    :class:`~capsim.verifier.policy.VerifierPolicy`. The verifier's view of the card is
    :func:`capsim.verifier.enrolment.credential_profile_from_card`, exactly what an enrolment
    stores.
@@ -34,7 +34,7 @@ from capsim.analysis.guessing import Guessing, guessing
 from capsim.analysis.model import SOURCE_TEXT, Finding, Source
 from capsim.cards import CardProfile
 from capsim.errors import ValidationError
-from capsim.profiles import ReaderProfile, get_reader_profile, profile_for_aid
+from capsim.profiles import ReaderProfile, get_reader_profile
 from capsim.verifier.enrolment import credential_profile_from_card
 from capsim.verifier.policy import VerifierPolicy
 
@@ -87,11 +87,7 @@ def _reader_for(card: CardProfile, reader: ReaderProfile | str | None) -> Reader
         return reader
     if reader is not None:
         return get_reader_profile(reader)
-    named = getattr(card, "reader_profile", None)  # a template that names its reader profile
-    if isinstance(named, str) and named:
-        return get_reader_profile(named)
-    chosen = profile_for_aid(card.aid)
-    return chosen if chosen is not None else get_reader_profile("mc-cap")
+    return get_reader_profile(card.reader_profile)  # the template's (else the AID's, CardProfile)
 
 
 def analyze(

@@ -210,7 +210,7 @@ def test_freshness_identify_and_tds_ahead_by_the_window() -> None:
 @pytest.mark.parametrize("name", sorted(BUILTIN_PROFILES))
 def test_verify_answers_reveal_the_pin_and_no_pin_codes_are_rejected(name: str) -> None:
     card = throwaway_profile(builtin_profile(name))
-    reader = get_reader_profile("mc-cap" if card.aid.hex().upper() == "A0000000048002" else "visa-dpa")
+    reader = get_reader_profile(card.reader_profile)
     answers = verify_answers(card, reader)
     assert answers["wrong_pin_sw"] == "63C2"  # 3 tries, one spent
     assert answers["right_pin_sw"] == "9000"
