@@ -45,7 +45,7 @@ from capsim.analysis.model import Change, Lever, Severity, Source
 from capsim.cap import IAF_AMOUNT
 from capsim.verifier.engine import MatchRequest
 from capsim.verifier.model import CredentialProfile, OperationMode
-from capsim.verifier.separation import cryptogram_input, separation_refusal
+from capsim.verifier.separation import colliding_modes, cryptogram_input, separation_refusal
 
 __all__ = ["CHALLENGE", "ConfusionCase", "confusion_cases", "derive", "describe"]
 
@@ -210,13 +210,17 @@ def confusion_cases(profile: CredentialProfile) -> tuple[ConfusionCase, ...]:
 def derive(profile: CredentialProfile, case: ConfusionCase) -> dict[str, Any]:
     """The derived verdict of one pair (module docstring, steps 2 and 4).
 
-    Returns ``{"collides": bool, "verifier_refuses": bool}``: whether the two cryptogram inputs
-    are equal, and whether capsim's verifier refuses to issue the higher-ranked run of the two.
+    Returns ``{"collides": bool, "verifier_refuses": bool, "second_reachable_from": [mode, …]}``:
+    whether the two cryptogram inputs are equal, whether capsim's verifier refuses to issue the
+    higher-ranked run of the two, and every other mode whose runs (with *any* input a reader
+    accepts) can produce the second run's input (:func:`capsim.verifier.separation.colliding_modes`,
+    a witness search over the card's CDOL1, not only the representative inputs).
     """
     first = cryptogram_input(profile, case.first)
     second = cryptogram_input(profile, case.second)
     # public reader input (CDOL1 data and TDS digits), never a code or a MAC: plain equality
     collides = first == second
     refuses = any(separation_refusal(profile, r) is not None for r in (case.first, case.second))
-    return {"collides": collides, "verifier_refuses": refuses}
+    reachable = [m.value for m in colliding_modes(profile, case.second)]
+    return {"collides": collides, "verifier_refuses": refuses, "second_reachable_from": reachable}
 

@@ -130,6 +130,7 @@ def analyze(
                 "collides": derived["collides"],
                 "confirmed_by_emulator": confirmed,
                 "verifier_refuses": derived["verifier_refuses"],
+                "second_reachable_from": derived["second_reachable_from"],
             }
         )
     fresh = freshness(cred, policy)

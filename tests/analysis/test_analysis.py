@@ -152,6 +152,9 @@ def test_secur_acces_does_not_report_the_currency_collision() -> None:
     rows = _rows("secur-acces")
     assert rows["currency-not-signed"]["collides"] is False
     assert rows["currency-not-signed"]["confirmed_by_emulator"] is False
+    # no other mode reaches a secur-acces Sign(12345678, 0.00 EUR); on natwest Respond(12345678) does
+    assert rows["sign-zero-equals-respond"]["second_reachable_from"] == []
+    assert _rows("natwest")["sign-zero-equals-respond"]["second_reachable_from"] == ["respond"]
 
 
 @pytest.mark.parametrize("name", sorted(BUILTIN_PROFILES))
