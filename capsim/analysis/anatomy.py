@@ -10,7 +10,7 @@ Theory of operation
 2. Only the AC bits (the TDS MAC's in TDS mode) are secret. The ATC bits are a counter an
    observer can read off the previous code; the PSN, the CID and the IAD (CVR) bits are fixed
    or nearly fixed per card. So the code's strength is its AC bits, not its width in digits
-   ("Optimised to Fail" §4, EPCI).
+   ("Optimised to Fail", EPCI).
 3. :class:`Anatomy` is the per-field count and the bit map (most significant bit first); the
    decimal digits a reader shows are ``ceil(total_bits · log10 2)`` at most.
 4. Pure: no card, no key.

@@ -6,7 +6,7 @@ Theory of operation
    Respond and Sign, the unpredictable number ``9F37`` when the card's CDOL1 asks for it.
    Identify and TDS runs send UN 0 (cap-protocol.md §4): anyone who holds the card and knows
    the PIN for a moment can make codes for the next ATCs and use them later ("Optimised to
-   Fail" §5).
+   Fail").
 2. **How far ahead.** The verifier accepts an ATC in ``last_atc + 1 … last_atc + W`` (V1,
    V4; W = ``atc_window``, or ``sync_window`` with auto-resync, V35); a code made ahead stays
    good until the card's own later code is accepted. An Identify login without an operation

@@ -68,7 +68,7 @@ SOURCE_TEXT: dict[Source, str] = {
     ),
     Source.NIST_800_63B: (
         "NIST SP 800-63B, Digital Identity Guidelines: OTP output of at least 6 digits (~20 bits, "
-        "rev. 3 §5.1.4.1) and at most 100 consecutive failed attempts (rev. 3 §5.2.2)"
+        "rev. 3 §5.1.4 and §5.1.5, OTP devices) and at most 100 consecutive failed attempts (rev. 3 §5.2.2)"
     ),
     Source.CAPSIM_V5: "capsim verifier.md V5: false-accept bound P = max_fail × C × V / 2^a per lock period",
 }
