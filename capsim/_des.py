@@ -361,9 +361,10 @@ def _cached_ecb(key: bytes) -> EcbCipher:
     return c
 
 
-def _check(key: bytes, data: bytes, iv: bytes | None = None) -> None:
-    if len(key) not in (8, 16):
-        raise ValidationError(f"key: expected 8 or 16 bytes, got {len(key)}")
+def _check(key: bytes, data: bytes, iv: bytes | None = None, *, three_key: bool = False) -> None:
+    if len(key) not in ((8, 16, 24) if three_key else (8, 16)):
+        wanted = "8, 16 or 24" if three_key else "8 or 16"
+        raise ValidationError(f"key: expected {wanted} bytes, got {len(key)}")
     if len(data) % 8:
         raise ValidationError(f"data: expected a multiple of 8 bytes, got {len(data)}")
     if iv is not None and len(iv) != 8:
@@ -381,15 +382,24 @@ def ecb(key: bytes) -> EcbCipher:
 
 
 def ecb_encrypt(key: bytes, data: bytes) -> bytes:
-    """ECB-encrypt whole blocks under single DES (8-byte key) or two-key TDES (16-byte key)."""
-    _check(key, data)
-    return _cached_ecb(bytes(key)).encrypt(bytes(data))
+    """ECB-encrypt whole blocks under single DES (8-byte key), two-key TDES (16-byte key) or
+    three-key TDES (24-byte key: E(K3)[D(K2)[E(K1)[x]]], the PIV card management key)."""
+    _check(key, data, three_key=True)
+    key, data = bytes(key), bytes(data)
+    if len(key) == 24:
+        middle = _cached_ecb(key[8:16]).decrypt(_cached_ecb(key[:8]).encrypt(data))
+        return _cached_ecb(key[16:]).encrypt(middle)
+    return _cached_ecb(key).encrypt(data)
 
 
 def ecb_decrypt(key: bytes, data: bytes) -> bytes:
-    """ECB-decrypt whole blocks under single DES (8-byte key) or two-key TDES (16-byte key)."""
-    _check(key, data)
-    return _cached_ecb(bytes(key)).decrypt(bytes(data))
+    """ECB-decrypt whole blocks under single DES, two-key or three-key TDES (8, 16, 24 bytes)."""
+    _check(key, data, three_key=True)
+    key, data = bytes(key), bytes(data)
+    if len(key) == 24:
+        middle = _cached_ecb(key[8:16]).encrypt(_cached_ecb(key[16:]).decrypt(data))
+        return _cached_ecb(key[:8]).decrypt(middle)
+    return _cached_ecb(key).decrypt(data)
 
 
 def cbc_encrypt(key: bytes, data: bytes, iv: bytes = _ZERO8) -> bytes:

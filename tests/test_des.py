@@ -159,7 +159,8 @@ def test_automatic_choice_prefers_cryptography() -> None:
 @pytest.mark.parametrize(
     ("call", "name"),
     [
-        (lambda: _des.ecb_encrypt(bytes(24), bytes(8)), "key"),
+        (lambda: _des.ecb_encrypt(bytes(32), bytes(8)), "key"),
+        (lambda: _des.cbc_encrypt(bytes(24), bytes(8)), "key"),
         (lambda: _des.ecb_encrypt(bytes(7), bytes(8)), "key"),
         (lambda: _des.ecb_decrypt(bytes(16), bytes(7)), "data"),
         (lambda: _des.cbc_encrypt(bytes(16), bytes(8), bytes(7)), "iv"),
@@ -313,3 +314,17 @@ def test_siv_seal_known_answer_and_open() -> None:
         _des._siv_open(key, header, sealed[:-1] + bytes([sealed[-1] ^ 1]))
     with pytest.raises(ValueError, match="16-byte"):
         _des._siv_open(key, header, sealed[:15])
+
+
+def test_three_key_tdes_is_the_sp_800_67_example_on_every_backend() -> None:
+    """NIST SP 800-67 Rev. 1, appendix B: keys K1 ‖ K2 ‖ K3 and "The qufck brown fox jump"
+    (sic); the PIV card management key is 3-key TDES in ECB, one block at a time."""
+    key = bytes.fromhex("0123456789ABCDEF" "23456789ABCDEF01" "456789ABCDEF0123")
+    plain = b"The qufck brown fox jump"
+    cipher = bytes.fromhex("A826FD8CE53B855F" "CCE21C8112256FE6" "68D5C05DD9B6B900")
+    for backend in _des.available_backends():
+        with _des.use_backend(backend):
+            assert _des.ecb_encrypt(key, plain) == cipher
+            assert _des.ecb_decrypt(key, cipher) == plain
+    with pytest.raises(ValidationError, match="8, 16 or 24 bytes"):
+        _des.ecb_encrypt(bytes(23), bytes(8))

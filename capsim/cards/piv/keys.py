@@ -16,7 +16,8 @@ Theory of operation
 4. :func:`public_template` is the body of the ``7F49`` answer to GENERATE ASYMMETRIC KEY PAIR:
    ``81`` modulus and ``82`` exponent for RSA, ``86`` the uncompressed point for ECC.
 5. The management key is 3-key 3DES, used one block at a time (ECB) for the witness and
-   challenge of GENERAL AUTHENTICATE.
+   challenge of GENERAL AUTHENTICATE, through :mod:`capsim._des` (capsim's one block-cipher
+   import site).
 
 Every failure is a :class:`~capsim.errors.ValidationError`: the card turns it into a status
 word at one point.
@@ -30,12 +31,11 @@ from enum import IntEnum
 from typing import Final
 
 from cryptography.exceptions import UnsupportedAlgorithm
-from cryptography.hazmat.decrepit.ciphers.algorithms import TripleDES
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.hazmat.primitives.asymmetric.utils import Prehashed
-from cryptography.hazmat.primitives.ciphers import Cipher, modes
 
+from capsim import _des
 from capsim.errors import ValidationError
 from capsim.tlv import encode
 
@@ -177,23 +177,19 @@ def public_template(key: PivKey) -> bytes:
     return encode(0x7F49, body)
 
 
-def _mgmt_cipher(key: bytes) -> Cipher[modes.ECB]:
+def mgmt_encrypt(key: bytes, block: bytes) -> bytes:
+    """One 3DES block encrypted under the 24-byte management key (:mod:`capsim._des`)."""
     if len(key) != 24:
         raise ValidationError("management key: expected 24 bytes (3-key 3DES)")
-    return Cipher(TripleDES(key), modes.ECB())  # noqa: S305 - one block at a time (SP 800-73-4)
-
-
-def mgmt_encrypt(key: bytes, block: bytes) -> bytes:
-    """One 3DES block encrypted under the management key."""
     if len(block) != MGMT_BLOCK:
         raise ValidationError("data: expected one 8-byte block")
-    enc = _mgmt_cipher(key).encryptor()
-    return enc.update(block) + enc.finalize()
+    return _des.ecb_encrypt(key, block)
 
 
 def mgmt_decrypt(key: bytes, block: bytes) -> bytes:
-    """One 3DES block decrypted under the management key."""
+    """One 3DES block decrypted under the 24-byte management key (:mod:`capsim._des`)."""
+    if len(key) != 24:
+        raise ValidationError("management key: expected 24 bytes (3-key 3DES)")
     if len(block) != MGMT_BLOCK:
         raise ValidationError("data: expected one 8-byte block")
-    dec = _mgmt_cipher(key).decryptor()
-    return dec.update(block) + dec.finalize()
+    return _des.ecb_decrypt(key, block)
