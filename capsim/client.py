@@ -6,10 +6,14 @@ Theory of operation
    as an argument (the client never reads it from a file or the environment; the command line
    takes it from ``CAPSIM_API_KEY``). The key travels only in the ``Authorization: Bearer``
    header; neither it nor any code, PIN or PAN is ever logged or put into an error message.
-2. Every method is one request; the answer is the service's JSON object (or list), as
-   documented in docs/openapi.json. Request ids become the ``Idempotency-Key`` header, so a
-   retry with the same id returns the recorded answer (and another request under the same id
-   is refused).
+2. Every method is one request; the answer is a **typed, frozen value** mirroring the API's
+   response model of docs/openapi.json (:class:`Operation`, :class:`VerifyResult`,
+   :class:`Credential`, :class:`User`, :class:`ActivationCode`, :class:`AuditReport`, and the
+   library's own :class:`~capsim.verifier.audit.AuditTip`), with times as aware
+   :class:`~datetime.datetime`; an answer that does not have the documented shape is a
+   :class:`~capsim.errors.CapsimError`, never a ``KeyError``. ``to_dict()`` gives the JSON
+   object back. Request ids become the ``Idempotency-Key`` header, so a retry with the same id
+   returns the recorded answer (and another request under the same id is refused).
 3. An error answer (RFC 9457 ``application/problem+json``) becomes the capsim error of its
    ``type`` (:func:`error_for`): ``invalid-code`` → :class:`~capsim.errors.InvalidCode` (the one
    uniform reject), ``request-conflict`` → :class:`~capsim.errors.RequestConflict`,
@@ -25,8 +29,14 @@ Theory of operation
 
 from __future__ import annotations
 
+import json
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, fields
+from datetime import datetime
 from types import TracebackType
-from typing import Any, Final
+from typing import Any, Final, TypeVar
+from urllib.parse import quote
 
 import httpx
 
@@ -39,8 +49,20 @@ from capsim.errors import (
     TemporaryFailure,
     ValidationError,
 )
+from capsim.verifier.audit import AuditProblem, AuditTip
 
-__all__ = ["PROBLEM_PREFIX", "RetryLater", "VerifierClient", "error_for"]
+__all__ = [
+    "PROBLEM_PREFIX",
+    "ActivationCode",
+    "AuditReport",
+    "Credential",
+    "Operation",
+    "RetryLater",
+    "User",
+    "VerifierClient",
+    "VerifyResult",
+    "error_for",
+]
 
 #: The prefix of every problem ``type`` the service answers with.
 PROBLEM_PREFIX: Final = "urn:capsim:problem:"
@@ -48,6 +70,7 @@ _INPUT: Final = frozenset(
     {"validation-error", "not-found", "payload-too-large", "method-not-allowed", "unsupported-media-type"}
 )
 _REFUSED: Final = frozenset({"config-error", "unauthenticated", "forbidden"})
+_IDENT: Final = re.compile(r"[A-Za-z0-9@._-]{1,64}")
 
 
 class RetryLater(TemporaryFailure):
@@ -100,6 +123,197 @@ def error_for(response: httpx.Response) -> CapsimError:
     if slug == "server-state":
         return StateFileError(said)
     return CapsimError(said)
+
+
+# ------------------------------------------------------------------------------------------------
+# Typed answers (rule 2): one frozen dataclass per response model of the API
+
+_T = TypeVar("_T", bound="_Answer")
+
+
+def _shape(what: str) -> CapsimError:
+    return CapsimError(f"the service answered with an unexpected shape ({what})")
+
+
+def _field(obj: Mapping[str, Any], name: str, kind: str) -> Any:
+    if name not in obj:
+        raise _shape(f"no {name!r}")
+    value = obj[name]
+    optional = kind.endswith("?")
+    kind = kind.rstrip("?")
+    if value is None and optional:
+        return None
+    if kind == "datetime" and isinstance(value, str):
+        try:
+            parsed = datetime.fromisoformat(value)
+        except ValueError:
+            raise _shape(f"{name!r} is not an ISO 8601 time") from None
+        if parsed.tzinfo is None:
+            raise _shape(f"{name!r} has no time zone")
+        return parsed
+    if kind == "strs" and isinstance(value, list) and all(isinstance(x, str) for x in value):
+        return tuple(value)
+    expected = {"str": str, "int": int, "bool": bool}.get(kind)
+    if expected is not None and isinstance(value, expected) and (kind == "bool") == isinstance(value, bool):
+        return value
+    raise _shape(f"{name!r} is not a {kind}")
+
+
+def _json_value(value: Any) -> Any:
+    if isinstance(value, datetime):
+        return value.isoformat().replace("+00:00", "Z")
+    if isinstance(value, tuple):
+        return list(value)
+    return value
+
+
+def _kind(annotation: object) -> str:
+    """A field's kind from its annotation: ``str``, ``int``, ``bool``, ``datetime``, ``strs``
+    (a tuple of strings), with ``?`` when ``None`` is allowed."""
+    text = str(annotation)
+    base = text.removesuffix(" | None")
+    base = "strs" if base == "tuple[str, ...]" else base
+    return base + ("?" if base != text else "")
+
+
+class _Answer:
+    """Parsing from and back to the JSON object, by the dataclass's own fields."""
+
+    @classmethod
+    def from_json(cls: type[_T], obj: object) -> _T:
+        """The value of a JSON object of the API; :class:`~capsim.errors.CapsimError` if malformed."""
+        if not isinstance(obj, Mapping):
+            raise _shape(f"expected a {cls.__name__} object")
+        names = fields(cls)  # type: ignore[arg-type]
+        return cls(**{f.name: _field(obj, f.name, _kind(f.type)) for f in names})
+
+    def to_dict(self) -> dict[str, Any]:
+        """The JSON object of the API (times in ISO 8601, UTC as ``Z``)."""
+        return {f.name: _json_value(getattr(self, f.name)) for f in fields(self)}  # type: ignore[arg-type]
+
+
+@dataclass(frozen=True, slots=True)
+class Operation(_Answer):
+    """An operation (challenge) as ``POST /v1/credentials/{id}/operations`` answers it."""
+
+    operation_id: str
+    credential_id: str
+    mode: str
+    challenge: str
+    created_at: datetime
+    expires_at: datetime
+    amount_minor: int | None
+    currency: str | None
+    payee: str | None
+    fields: tuple[str, ...]
+    payment: bool
+    attempts: int
+    max_attempts: int
+    consumed: bool
+
+
+@dataclass(frozen=True, slots=True)
+class VerifyResult(_Answer):
+    """An accepted code (verify, login, activate): its ledger row. A refusal is never a value:
+    it is :class:`~capsim.errors.InvalidCode`."""
+
+    credential_id: str
+    operation_id: str | None
+    atc: int
+    mode: str
+    accepted_at: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class Credential(_Answer):
+    """A credential (a card bound to a user); the PAN's last four digits only."""
+
+    credential_id: str
+    user_id: str
+    customer_id: str
+    state: str
+    pan_last4: str
+    psn: str
+    reader_profile: str
+    last_atc: int
+    fail_count: int
+    max_fail: int
+    locked_until: datetime | None
+    label: str
+    created_at: datetime
+    replaces: str | None
+    replaced_by: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class User(_Answer):
+    """A user of a customer account (``role``: user or admin)."""
+
+    user_id: str
+    customer_id: str
+    role: str
+    created_at: datetime
+    created_by: str | None
+    disabled: bool
+
+
+@dataclass(frozen=True, slots=True)
+class ActivationCode(_Answer):
+    """A single-use activation code, shown once (the service keeps only its digest)."""
+
+    code: str
+    user_id: str
+    expires_at: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class AuditReport:
+    """``POST /v1/audit/check``: the chain's records, whether it is intact, where sealing starts
+    and every defect found (the library's :class:`~capsim.verifier.audit.AuditProblem`)."""
+
+    records: int
+    intact: bool
+    sealed_from: int | None
+    problems: tuple[AuditProblem, ...]
+
+    @classmethod
+    def from_json(cls, obj: object) -> AuditReport:
+        if not isinstance(obj, Mapping) or not isinstance(obj.get("problems"), list):
+            raise _shape("expected an audit report")
+        problems = []
+        for p in obj["problems"]:
+            if not isinstance(p, Mapping):
+                raise _shape("expected an audit problem")
+            problems.append(
+                AuditProblem(
+                    seq=_field(p, "seq", "int"),
+                    kind=_field(p, "kind", "str"),
+                    detail=_field(p, "detail", "str"),
+                )
+            )
+        return cls(
+            records=_field(obj, "records", "int"),
+            intact=_field(obj, "intact", "bool"),
+            sealed_from=_field(obj, "sealed_from", "int?"),
+            problems=tuple(problems),
+        )
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "records": self.records,
+            "intact": self.intact,
+            "sealed_from": self.sealed_from,
+            "problems": [{"seq": p.seq, "kind": p.kind, "detail": p.detail} for p in self.problems],
+        }
+
+
+def _seg(value: str) -> str:
+    """An identifier as one path segment. It must be an identifier (1..64 letters, digits,
+    ``-``, ``_``, ``.``, ``@``; not ``.`` or ``..``): anything else could change the route the
+    service matches (it decodes ``%2F`` before routing), so it is refused before sending."""
+    if value in (".", "..") or not _IDENT.fullmatch(value):
+        raise ValidationError("identifier: expected 1..64 ASCII letters, digits, '-', '_', '.' or '@'")
+    return quote(value, safe="@")
 
 
 def _drop_none(body: dict[str, Any]) -> dict[str, Any]:
@@ -180,22 +394,25 @@ class VerifierClient:
     # -- users and activation codes -------------------------------------------------------------
     def add_user(
         self, user_id: str, *, customer_id: str | None = None, admin: bool | None = None, name: str = ""
-    ) -> dict[str, Any]:
+    ) -> User:
         body = _drop_none({"user_id": user_id, "customer_id": customer_id, "admin": admin, "name": name})
-        return self._object("POST", "/v1/users", body=body)
+        return User.from_json(self._call("POST", "/v1/users", body=body))
 
-    def list_users(self, customer_id: str | None = None) -> list[dict[str, Any]]:
-        return self._list("/v1/users", params=None if customer_id is None else {"customer_id": customer_id})
+    def list_users(self, customer_id: str | None = None) -> list[User]:
+        params = None if customer_id is None else {"customer_id": customer_id}
+        return [User.from_json(x) for x in self._list("/v1/users", params=params)]
 
-    def get_user(self, user_id: str) -> dict[str, Any]:
-        return self._object("GET", f"/v1/users/{user_id}")
+    def get_user(self, user_id: str) -> User:
+        return User.from_json(self._call("GET", f"/v1/users/{_seg(user_id)}"))
 
-    def list_credentials(self, user_id: str) -> list[dict[str, Any]]:
-        return self._list(f"/v1/users/{user_id}/credentials")
+    def list_credentials(self, user_id: str) -> list[Credential]:
+        return [Credential.from_json(x) for x in self._list(f"/v1/users/{_seg(user_id)}/credentials")]
 
-    def issue_activation_code(self, user_id: str, *, ttl_s: int | None = None) -> dict[str, Any]:
+    def issue_activation_code(self, user_id: str, *, ttl_s: int | None = None) -> ActivationCode:
         body = _drop_none({"ttl_s": ttl_s})
-        return self._object("POST", f"/v1/users/{user_id}/activation-codes", body=body)
+        return ActivationCode.from_json(
+            self._call("POST", f"/v1/users/{_seg(user_id)}/activation-codes", body=body)
+        )
 
     # -- enrolment and credentials ----------------------------------------------------------------
     def enroll(
@@ -209,7 +426,7 @@ class VerifierClient:
         first_code: str | None = None,
         label: str = "",
         request_id: str | None = None,
-    ) -> dict[str, Any]:
+    ) -> Credential:
         body = _drop_none(
             {
                 "activation_code": activation_code,
@@ -221,23 +438,26 @@ class VerifierClient:
                 "label": label,
             }
         )
-        return self._object("POST", "/v1/enrolments", body=body, request_id=request_id)
+        return Credential.from_json(self._call("POST", "/v1/enrolments", body=body, request_id=request_id))
 
-    def get_credential(self, credential_id: str) -> dict[str, Any]:
-        return self._object("GET", f"/v1/credentials/{credential_id}")
+    def get_credential(self, credential_id: str) -> Credential:
+        return Credential.from_json(self._call("GET", f"/v1/credentials/{_seg(credential_id)}"))
 
-    def lifecycle(self, credential_id: str, action: str, *, reason: str = "") -> dict[str, Any]:
+    def lifecycle(self, credential_id: str, action: str, *, reason: str = "") -> Credential:
         """``action`` is ``suspend``, ``resume``, ``revoke`` or ``unlock``."""
         if action not in ("suspend", "resume", "revoke", "unlock"):
             raise ValidationError("action: expected suspend, resume, revoke or unlock")
-        return self._object("POST", f"/v1/credentials/{credential_id}/{action}", body={"reason": reason})
+        path = f"/v1/credentials/{_seg(credential_id)}/{action}"
+        return Credential.from_json(self._call("POST", path, body={"reason": reason}))
 
-    def admin_activate(self, credential_id: str) -> dict[str, Any]:
-        return self._object("POST", f"/v1/credentials/{credential_id}/admin-activate")
+    def admin_activate(self, credential_id: str) -> Credential:
+        return Credential.from_json(
+            self._call("POST", f"/v1/credentials/{_seg(credential_id)}/admin-activate")
+        )
 
-    def activate(self, credential_id: str, code: str, *, request_id: str | None = None) -> dict[str, Any]:
-        path = f"/v1/credentials/{credential_id}/activate"
-        return self._object("POST", path, body={"code": code}, request_id=request_id)
+    def activate(self, credential_id: str, code: str, *, request_id: str | None = None) -> VerifyResult:
+        path = f"/v1/credentials/{_seg(credential_id)}/activate"
+        return VerifyResult.from_json(self._call("POST", path, body={"code": code}, request_id=request_id))
 
     def report_lost(
         self,
@@ -247,7 +467,8 @@ class VerifierClient:
         replacement_psn: str | None = None,
         issuer_key_id: str | None = None,
         profile: dict[str, Any] | None = None,
-    ) -> dict[str, Any]:
+    ) -> Credential | None:
+        """The replacement credential when a replacement card was given, else ``None``."""
         body = _drop_none(
             {
                 "replacement_pan": replacement_pan,
@@ -256,21 +477,26 @@ class VerifierClient:
                 "profile": profile,
             }
         )
-        return self._object("POST", f"/v1/credentials/{credential_id}/report-lost", body=body)
+        out = self._object("POST", f"/v1/credentials/{_seg(credential_id)}/report-lost", body=body)
+        new = out.get("replacement")
+        return None if new is None else Credential.from_json(new)
 
     def replace(
         self, credential_id: str, *, pan: str, psn: str, issuer_key_id: str, profile: dict[str, Any] | None
-    ) -> dict[str, Any]:
+    ) -> Credential:
         body = _drop_none({"pan": pan, "psn": psn, "issuer_key_id": issuer_key_id, "profile": profile})
-        return self._object("POST", f"/v1/credentials/{credential_id}/replace", body=body)
+        return Credential.from_json(
+            self._call("POST", f"/v1/credentials/{_seg(credential_id)}/replace", body=body)
+        )
 
     def resync(self, credential_id: str, codes: list[str], *, request_id: str | None = None) -> int:
-        path = f"/v1/credentials/{credential_id}/resync"
-        return int(self._object("POST", path, body={"codes": codes}, request_id=request_id)["last_atc"])
+        path = f"/v1/credentials/{_seg(credential_id)}/resync"
+        out = self._object("POST", path, body={"codes": codes}, request_id=request_id)
+        return int(_field(out, "last_atc", "int"))
 
     def advance_floor(self, credential_id: str, atc: int) -> int:
-        path = f"/v1/credentials/{credential_id}/advance-floor"
-        return int(self._object("POST", path, body={"atc": atc})["last_atc"])
+        path = f"/v1/credentials/{_seg(credential_id)}/advance-floor"
+        return int(_field(self._object("POST", path, body={"atc": atc}), "last_atc", "int"))
 
     # -- operations and verification ----------------------------------------------------------------
     def issue_operation(
@@ -285,7 +511,7 @@ class VerifierClient:
         fields: list[str] | None = None,
         payment: bool = False,
         ttl_s: int | None = None,
-    ) -> dict[str, Any]:
+    ) -> Operation:
         body = _drop_none(
             {
                 "mode": mode,
@@ -298,22 +524,30 @@ class VerifierClient:
                 "ttl_s": ttl_s,
             }
         )
-        return self._object("POST", f"/v1/credentials/{credential_id}/operations", body=body)
+        return Operation.from_json(
+            self._call("POST", f"/v1/credentials/{_seg(credential_id)}/operations", body=body)
+        )
 
-    def get_operation(self, operation_id: str) -> dict[str, Any]:
-        return self._object("GET", f"/v1/operations/{operation_id}")
+    def get_operation(self, operation_id: str) -> Operation:
+        return Operation.from_json(self._call("GET", f"/v1/operations/{_seg(operation_id)}"))
 
-    def verify(self, operation_id: str, code: str, *, request_id: str | None = None) -> dict[str, Any]:
-        path = f"/v1/operations/{operation_id}/verify"
-        return self._object("POST", path, body={"code": code}, request_id=request_id)
+    def verify(self, operation_id: str, code: str, *, request_id: str | None = None) -> VerifyResult:
+        """The code of an operation; a refusal raises :class:`~capsim.errors.InvalidCode`."""
+        path = f"/v1/operations/{_seg(operation_id)}/verify"
+        return VerifyResult.from_json(self._call("POST", path, body={"code": code}, request_id=request_id))
 
-    def login(self, credential_id: str, code: str, *, request_id: str | None = None) -> dict[str, Any]:
-        path = f"/v1/credentials/{credential_id}/login"
-        return self._object("POST", path, body={"code": code}, request_id=request_id)
+    def login(self, credential_id: str, code: str, *, request_id: str | None = None) -> VerifyResult:
+        """An Identify code without an operation; a refusal raises :class:`~capsim.errors.InvalidCode`."""
+        path = f"/v1/credentials/{_seg(credential_id)}/login"
+        return VerifyResult.from_json(self._call("POST", path, body={"code": code}, request_id=request_id))
 
     # -- audit ------------------------------------------------------------------------------------
-    def audit_check(self, tip: dict[str, Any] | None = None) -> dict[str, Any]:
-        return self._object("POST", "/v1/audit/check", body={"tip": tip})
+    def audit_check(self, tip: AuditTip | None = None) -> AuditReport:
+        body = {"tip": None if tip is None else json.loads(tip.to_json())}
+        return AuditReport.from_json(self._call("POST", "/v1/audit/check", body=body))
 
-    def audit_tip(self) -> dict[str, Any]:
-        return self._object("GET", "/v1/audit/tip")
+    def audit_tip(self) -> AuditTip:
+        try:
+            return AuditTip.from_json(json.dumps(self._object("GET", "/v1/audit/tip")))
+        except ValidationError:
+            raise _shape("expected an audit tip") from None

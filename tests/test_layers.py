@@ -44,7 +44,8 @@ LAYERS: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("emv", ("capsim.cap", "capsim.profiles")),
     ("roles", ("capsim.cards", "capsim.storage", "capsim.reader", "capsim.verifier")),
     ("transports", ("capsim.transports",)),
-    ("applications", ("capsim.service", "capsim.client", "capsim.testing", "capsim.cli", "capsim.__main__")),
+    ("applications", ("capsim.service", "capsim.client", "capsim.testing", "capsim.cli", "capsim.__main__",
+                      "capsim.analysis")),
 )
 
 #: Roles of one layer that must not import each other (the card, the reader and the bank).

@@ -56,6 +56,7 @@ COMMANDS: Final[Mapping[str, LazyCommand]] = {
     "verify": LazyCommand("capsim.cli.verifier", "verify", "Verify CODE ('-': one line of stdin) for OPERATION (or, for an Identify login, a credential id)."),  # noqa: E501
     "demo": LazyCommand("capsim.cli.demo", "demo", "[!] Card, reader and verifier end to end: enrol, log in, respond, sign, TDS, a replay and a wrong amount refused, three wrong PINs, a PIN UNBLOCK script."),  # noqa: E501
     "fuzz": LazyCommand("capsim.cli.fuzz", "fuzz", "Fuzz cards, readers and verifiers; findings are saved as replayable transcripts."),  # noqa: E501
+    "analyze": LazyCommand("capsim.cli.analyze", "analyze_command", "Measure a CAP deployment: code anatomy, guessing, mode confusion, freshness, PIN handling."),  # noqa: E501
 }
 
 

@@ -35,7 +35,7 @@ import click
 
 from capsim.cap import validate_tds_fields
 from capsim.cli._common import JSON_ERROR_EXTRA, handle_errors, write_tip
-from capsim.client import VerifierClient
+from capsim.client import Credential, VerifierClient
 from capsim.errors import AuditTampered, ConfigError, InvalidCode, StateFileError, ValidationError
 from capsim.storage import read_card_file
 from capsim.verifier.audit import AuditTip
@@ -134,7 +134,8 @@ def _card(card_path: Path, reader_profile: str | None) -> dict[str, Any]:
     }
 
 
-def _credential_line(c: dict[str, Any]) -> str:
+def _credential_line(credential: Credential) -> str:
+    c = credential.to_dict()
     lock = f" locked until {c['locked_until']}" if c.get("locked_until") else ""
     return (
         f"{c['credential_id']}  {c['state']:9} user {c['user_id']}  card ****{c['pan_last4']} PSN {c['psn']}"
@@ -150,19 +151,19 @@ def _user_add(c: VerifierClient, kw: dict[str, Any]) -> None:
     user = c.add_user(kw["user_id"], customer_id=kw["customer_id"], admin=True if kw["admin"] else None)
     _emit(
         kw,
-        user,
-        [f"user {user['user_id']} created in customer account {user['customer_id']} ({user['role']})"],
+        user.to_dict(),
+        [f"user {user.user_id} created in customer account {user.customer_id} ({user.role})"],
     )
 
 
 def _user_list(c: VerifierClient, kw: dict[str, Any]) -> None:
     users = c.list_users(kw["customer_id"])
-    lines = [f"{u['user_id']}  account {u['customer_id']}  {u['role']}" for u in users]
-    _emit(kw, {"users": users}, lines or ["no users"])
+    lines = [f"{u.user_id}  account {u.customer_id}  {u.role}" for u in users]
+    _emit(kw, {"users": [u.to_dict() for u in users]}, lines or ["no users"])
 
 
 def _activation_code(c: VerifierClient, kw: dict[str, Any]) -> None:
-    act = c.issue_activation_code(kw["user_id"], ttl_s=kw["ttl_s"])
+    act = c.issue_activation_code(kw["user_id"], ttl_s=kw["ttl_s"]).to_dict()
     obj = {"activation_code": act["code"], "user_id": act["user_id"], "expires_at": act["expires_at"]}
     line = f"activation code for {act['user_id']}: {act['code']} (single use, expires {act['expires_at']})"
     _emit(kw, obj, [line])
@@ -175,15 +176,15 @@ def _enroll(c: VerifierClient, kw: dict[str, Any]) -> None:
     rid = None if first is None else _request_id(kw["request_id"])
     with _json_rejection(kw, "enrolled"):
         cred = c.enroll(activation, first_code=first, label=kw["label"], request_id=rid, **card)
-    tail = f" (ATC {cred['last_atc']})" if first is not None else " (needs its first code)"
-    _emit(kw, cred, [f"credential {cred['credential_id']} for user {cred['user_id']}: card "
-                     f"****{cred['pan_last4']} PSN {cred['psn']}, {cred['state']}{tail}"])  # fmt: skip
+    tail = f" (ATC {cred.last_atc})" if first is not None else " (needs its first code)"
+    _emit(kw, cred.to_dict(), [f"credential {cred.credential_id} for user {cred.user_id}: card "
+                               f"****{cred.pan_last4} PSN {cred.psn}, {cred.state}{tail}"])  # fmt: skip
 
 
 def _operation_new(c: VerifierClient, kw: dict[str, Any]) -> None:
     if kw["fields"]:
         validate_tds_fields(kw["fields"], option="--field")  # named as typed: "--field #2"
-    op = c.issue_operation(
+    operation = c.issue_operation(
         kw["credential_id"],
         mode=kw["mode"],
         reference=kw["reference"],
@@ -194,6 +195,7 @@ def _operation_new(c: VerifierClient, kw: dict[str, Any]) -> None:
         payment=kw["payment"],
         ttl_s=kw["ttl_s"],
     )
+    op = operation.to_dict()
     lines = [f"operation {op['operation_id']} ({op['mode']}), expires {op['expires_at']}"]
     if op["challenge"]:
         lines.append(f"challenge: {op['challenge']}")
@@ -205,16 +207,20 @@ def _operation_new(c: VerifierClient, kw: dict[str, Any]) -> None:
 
 
 def _credential_list(c: VerifierClient, kw: dict[str, Any]) -> None:
-    users = [kw["user_id"]] if kw["user_id"] is not None else [u["user_id"] for u in c.list_users()]
+    users = [kw["user_id"]] if kw["user_id"] is not None else [u.user_id for u in c.list_users()]
     creds = [cred for u in users for cred in c.list_credentials(u)]
-    creds.sort(key=lambda x: (x["user_id"], x["created_at"], x["credential_id"]))
-    _emit(kw, {"credentials": creds}, [_credential_line(x) for x in creds] or ["no credentials"])
+    creds.sort(key=lambda x: (x.user_id, x.created_at, x.credential_id))
+    _emit(
+        kw,
+        {"credentials": [x.to_dict() for x in creds]},
+        [_credential_line(x) for x in creds] or ["no credentials"],
+    )
 
 
 def _lifecycle(action: str) -> Handler:
     def handler(c: VerifierClient, kw: dict[str, Any]) -> None:
         cred = c.lifecycle(kw["credential_id"], action, reason=kw["reason"])
-        _emit(kw, cred, [f"credential {cred['credential_id']}: {cred['state']}"])
+        _emit(kw, cred.to_dict(), [f"credential {cred.credential_id}: {cred.state}"])
 
     return handler
 
@@ -228,37 +234,36 @@ def _activate(c: VerifierClient, kw: dict[str, Any]) -> None:
         with _json_rejection(kw, "activated"):
             c.activate(cid, code, request_id=_request_id(kw["request_id"]))
         cred = c.get_credential(cid)
-    _emit(kw, cred, [f"credential {cred['credential_id']}: {cred['state']}"])
+    _emit(kw, cred.to_dict(), [f"credential {cred.credential_id}: {cred.state}"])
 
 
 def _replace(c: VerifierClient, kw: dict[str, Any]) -> None:
     new = c.replace(kw["credential_id"], **_card(kw["card_path"], kw["reader_profile"]))
-    _emit(kw, new, [f"credential {kw['credential_id']}: replaced by {new['credential_id']} (card "
-                    f"****{new['pan_last4']} PSN {new['psn']}, {new['state']})"])  # fmt: skip
+    _emit(kw, new.to_dict(), [f"credential {kw['credential_id']}: replaced by {new.credential_id} (card "
+                              f"****{new.pan_last4} PSN {new.psn}, {new.state})"])  # fmt: skip
 
 
 def _lost(c: VerifierClient, kw: dict[str, Any]) -> None:
     cid = kw["credential_id"]
     if kw["card_path"] is None:
         c.report_lost(cid)
-        state = c.get_credential(cid)["state"]
+        state = c.get_credential(cid).state
         _emit(kw, {"credential_id": cid, "state": state, "replacement": None}, [f"credential {cid}: {state}"])
         return
     card = _card(kw["card_path"], kw["reader_profile"])
-    out = c.report_lost(
+    new = c.report_lost(
         cid,
         replacement_pan=card["pan"],
         replacement_psn=card["psn"],
         issuer_key_id=card["issuer_key_id"],
         profile=card["profile"],
     )
-    new = out.get("replacement")
-    if not isinstance(new, dict):
+    if new is None:
         raise ValidationError("--replacement-card: no replacement was created")
     _emit(
         kw,
-        {"credential_id": cid, "state": "replaced", "replacement": new},
-        [f"credential {cid}: lost, replaced by {new['credential_id']} ({new['state']})"],
+        {"credential_id": cid, "state": "replaced", "replacement": new.to_dict()},
+        [f"credential {cid}: lost, replaced by {new.credential_id} ({new.state})"],
     )
 
 
@@ -291,31 +296,29 @@ def _audit(c: VerifierClient, kw: dict[str, Any]) -> None:
     tip = None
     if tip_file is not None:
         try:
-            tip = json.loads(AuditTip.from_json(tip_file.read_text(encoding="utf-8")).to_json())
+            tip = AuditTip.from_json(tip_file.read_text(encoding="utf-8"))
         except (OSError, UnicodeDecodeError) as exc:
             raise StateFileError(f"--tip: cannot read {tip_file} ({exc})") from None
     report = c.audit_check(tip)
-    problems: list[dict[str, Any]] = report["problems"]
+    problems = report.problems
     if check:
-        obj = {**report, "tip": None if tip is None else tip["seq"]}
-        lines = [
-            f"record {p['seq']}: {p['kind']}" + (f" ({p['detail']})" if p["detail"] else "") for p in problems
-        ]
+        obj = {**report.to_dict(), "tip": None if tip is None else tip.seq}
+        lines = [f"record {p.seq}: {p.kind}" + (f" ({p.detail})" if p.detail else "") for p in problems]
         if not problems:
-            lines = [f"audit chain intact: {report['records']} records"]
-            sealed = report["sealed_from"]
+            lines = [f"audit chain intact: {report.records} records"]
+            sealed = report.sealed_from
             lines.append("the audit is not sealed" if sealed is None else f"sealed from record {sealed}")
             if tip is not None:
-                lines.append(f"the exported tip (record {tip['seq']}) is present and unchanged")
+                lines.append(f"the exported tip (record {tip.seq}) is present and unchanged")
         if kw["as_json"] and problems:  # one object: handle_errors adds the error to the report
             click.get_current_context().meta[JSON_ERROR_EXTRA] = obj
         else:
             _emit(kw, obj, lines)
     if problems:
-        seqs = ", ".join(str(s) for s in sorted({p["seq"] for p in problems}))
+        seqs = ", ".join(str(s) for s in sorted({p.seq for p in problems}))
         raise AuditTampered(f"the audit chain is broken ({len(problems)} problem(s); records {seqs})")
     if export is not None:
-        text = AuditTip.from_json(json.dumps(c.audit_tip())).to_json()
+        text = c.audit_tip().to_json()
         path = write_tip(text, export)
         if path is None:
             return
@@ -337,8 +340,8 @@ def _verify(c: VerifierClient, kw: dict[str, Any]) -> None:
             acc = c.verify(target, code, request_id=rid)
         else:
             acc = c.login(target, code, request_id=rid)
-    obj = {"accepted": True, **acc, "request_id": rid}
-    _emit(kw, obj, [f"accepted: {acc['mode']} for credential {acc['credential_id']} (ATC {acc['atc']})"])
+    obj = {"accepted": True, **acc.to_dict(), "request_id": rid}
+    _emit(kw, obj, [f"accepted: {acc.mode} for credential {acc.credential_id} (ATC {acc.atc})"])
 
 
 #: Every command the HTTP API covers, by command path (rule 2).

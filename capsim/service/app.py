@@ -40,6 +40,7 @@ from capsim.errors import CapsimError
 from capsim.service import metrics
 from capsim.service.auth import Caller, runtime
 from capsim.service.common import OPERATOR, ProblemOut
+from capsim.service.document import decorate
 from capsim.service.problems import PROBLEM_MEDIA_TYPE, HttpProblem, problem_body, problem_for
 from capsim.service.runtime import Runtime, ServiceConfig, open_runtime
 
@@ -266,30 +267,18 @@ def create_app(config: ServiceConfig | None = None) -> FastAPI:
         return cfg.max_body if cfg is not None else 64 * 1024
 
     app.add_middleware(_Edge, max_body=max_body)
-    _document_security(app)
+    _document(app)
     return app
 
 
-_OPEN_PATHS = frozenset({"/healthz", "/readyz"})
-
-
-def _document_security(app: FastAPI) -> None:
-    """Declare the API key (``Authorization: Bearer``) on every route but the probes."""
+def _document(app: FastAPI) -> None:
+    """Serve the document with the API key and the links (:func:`capsim.service.document.decorate`)."""
     plain = app.openapi
 
     def openapi() -> dict[str, Any]:
-        if app.openapi_schema is not None:
-            return app.openapi_schema
-        doc = plain()
-        doc.setdefault("components", {})["securitySchemes"] = {
-            "apiKey": {"type": "http", "scheme": "bearer", "description": "capsim_<client id>_<secret>"}
-        }
-        for path, ops in doc.get("paths", {}).items():
-            for op in ops.values():
-                if path not in _OPEN_PATHS:
-                    op["security"] = [{"apiKey": []}]
-        app.openapi_schema = doc
-        return doc
+        if app.openapi_schema is None:
+            app.openapi_schema = decorate(plain())
+        return app.openapi_schema
 
     app.openapi = openapi  # type: ignore[method-assign]
 

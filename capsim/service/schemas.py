@@ -10,7 +10,7 @@ code, a PIN, a key or a full PAN (credentials show the last four digits only).
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -45,6 +45,8 @@ __all__ = [
 ]
 
 _Id = Field(min_length=1, max_length=64)
+_PAN = r"^[0-9]{12,19}$"
+_PSN = r"^[0-9]{2}$"
 
 
 class _In(BaseModel):
@@ -84,12 +86,14 @@ class BatchItemIn(_In):
 class OperationIn(_In):
     """A new operation on a credential (verifier.md V8–V17)."""
 
-    mode: str = Field(min_length=1, max_length=16, description="identify, respond, sign or tds")
-    reference: str | None = Field(default=None, min_length=1, max_length=8)
+    mode: Literal["identify", "respond", "sign", "tds"]
+    reference: str | None = Field(default=None, pattern=r"^[0-9]{1,8}$", description="sign only: 1-8 digits")
     amount: int | str | None = Field(
         default=None, description="minor units (integer) or a decimal string in major units"
     )
-    currency: str | None = Field(default=None, min_length=1, max_length=3)
+    currency: str | None = Field(
+        default=None, pattern=r"^([A-Za-z]{3}|[0-9]{3})$", description="ISO 4217, alphabetic or numeric"
+    )
     payee: str | None = Field(default=None, max_length=128)
     fields: list[str] | None = Field(default=None, max_length=10)
     batch: list[BatchItemIn] | None = Field(default=None, max_length=100)
@@ -202,8 +206,8 @@ class LockIn(ReasonIn):
 class LostIn(_In):
     """A lost card, with the replacement card's PSN (and PAN when it changes) when reissued."""
 
-    replacement_psn: str | None = Field(default=None, min_length=2, max_length=2)
-    replacement_pan: str | None = Field(default=None, min_length=12, max_length=19)
+    replacement_psn: str | None = Field(default=None, pattern=_PSN)
+    replacement_pan: str | None = Field(default=None, pattern=_PAN)
     issuer_key_id: str | None = Field(default=None, max_length=64)
     profile: dict[str, Any] | None = None
 
@@ -213,8 +217,8 @@ class LostOut(BaseModel):
 
 
 class ReplaceIn(_In):
-    pan: str = Field(min_length=12, max_length=19)
-    psn: str = Field(min_length=2, max_length=2)
+    pan: str = Field(pattern=_PAN)
+    psn: str = Field(pattern=_PSN)
     issuer_key_id: str = _Id
     profile: dict[str, Any] | None = None
 
@@ -279,8 +283,8 @@ class EnrolmentIn(_In):
     """A card bound to the activation code's user, as the card-management system hands it over."""
 
     activation_code: str = Field(min_length=1, max_length=32)
-    pan: str = Field(min_length=12, max_length=19)
-    psn: str = Field(default="00", min_length=2, max_length=2)
+    pan: str = Field(pattern=_PAN)
+    psn: str = Field(default="00", pattern=_PSN)
     profile: dict[str, Any] = Field(description="capsim CredentialProfile.to_dict()")
     issuer_key_id: str = _Id
     first_code: str | None = Field(default=None, min_length=1, max_length=32)

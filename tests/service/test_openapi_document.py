@@ -26,3 +26,29 @@ def test_document_is_openapi_3_1_with_problems_and_a_key() -> None:
     assert "application/problem+json" in verify["responses"]["422"]["content"]
     assert verify["security"] == [{"apiKey": []}]
     assert "security" not in doc["paths"]["/healthz"]["get"]
+
+
+def test_links_chain_operations_users_enrolment_and_credentials() -> None:
+    """OpenAPI links: operation → read/verify, user → activation code → enrolment, credential →
+    its lifecycle; every link names an existing operationId and a runtime expression."""
+    doc = create_app().openapi()
+    ids = {op["operationId"]: (m, p) for p, ops in doc["paths"].items() for m, op in ops.items()}
+
+    def links(method: str, path: str, status: str) -> dict[str, dict[str, object]]:
+        found: dict[str, dict[str, object]] = doc["paths"][path][method]["responses"][status]["links"]
+        for link in found.values():
+            assert link["operationId"] in ids
+        return found
+
+    new_op = links("post", "/v1/credentials/{credential_id}/operations", "201")
+    assert ids[str(new_op["GetOperation"]["operationId"])] == ("get", "/v1/operations/{operation_id}")
+    verify = new_op["VerifyOperation"]
+    assert ids[str(verify["operationId"])] == ("post", "/v1/operations/{operation_id}/verify")
+    assert verify["parameters"] == {"operation_id": "$response.body#/operation_id"}
+    code = links("post", "/v1/users/{user_id}/activation-codes", "201")["Enrol"]
+    assert code["requestBody"] == {"activation_code": "$response.body#/code"}
+    assert {"GetUser", "IssueActivationCode", "ListCredentials"} <= set(links("post", "/v1/users", "201"))
+    enrolled = links("post", "/v1/enrolments", "201")
+    assert {"Suspend", "Resume", "Revoke", "ReportLost", "CreateOperation", "Login"} <= set(enrolled)
+    assert enrolled["Suspend"]["parameters"] == {"credential_id": "$response.body#/credential_id"}
+    assert set(links("post", "/v1/credentials/{credential_id}/suspend", "200")) >= {"Resume", "Revoke"}
