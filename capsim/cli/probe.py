@@ -36,8 +36,8 @@ _TEMPLATES = ("secur-acces", "natwest", "visa-dpa", "barclays", "rabobank")
 def _limits(base: Any, max_fail: int | None, atc_window: int | None, max_atc_gap: int | None) -> Any:
     from dataclasses import replace
 
-    changes = {k: v for k, v in (("max_fail", max_fail), ("atc_window", atc_window), ("max_atc_gap", max_atc_gap))
-               if v is not None}  # fmt: skip
+    given = {"max_fail": max_fail, "atc_window": atc_window, "max_atc_gap": max_atc_gap}
+    changes = {k: v for k, v in given.items() if v is not None}
     return replace(base, **changes)
 
 
@@ -58,13 +58,16 @@ def _keys_for_db(session: Any, issuer_keys: Path | None) -> tuple[Any, str]:
     entries = list(session.keyring.values())
     if len(entries) != 1:
         raise ConfigError(
-            f"--issuer-keys: the database has {len(entries)} registered issuer-keys files; name the one to use"
+            f"--issuer-keys: the database has {len(entries)} registered issuer-keys files; "
+            "name the one to use"
         )
     return load_issuer_keys(entries[0].path), entries[0].key_id
 
 
 @contextmanager
-def _adapter(db: str, issuer_keys: Path | None, privacyidea: bool, claimed: dict[str, int | None]) -> Iterator[tuple[Any, Any]]:  # noqa: E501
+def _adapter(
+    db: str, issuer_keys: Path | None, privacyidea: bool, claimed: dict[str, int | None]
+) -> Iterator[tuple[Any, Any]]:
     """The adapter for ``--db`` and the issuer keys of the probe's cards."""
     from capsim.probe.adapter import Limits
 
@@ -76,9 +79,13 @@ def _adapter(db: str, issuer_keys: Path | None, privacyidea: bool, claimed: dict
 
             key = os.environ.get("CAPSIM_API_KEY", "")
             if not key:
-                raise ConfigError("CAPSIM_API_KEY: an operator client's API key is needed for an http(s):// --db")
+                raise ConfigError(
+                    "CAPSIM_API_KEY: an operator client's API key is needed for an http(s):// --db"
+                )
             if issuer_keys is None:
-                raise ConfigError("--issuer-keys: an http(s):// --db needs the issuer-keys file the service holds")
+                raise ConfigError(
+                    "--issuer-keys: an http(s):// --db needs the issuer-keys file the service holds"
+                )
             keys = load_issuer_keys(issuer_keys)
             limits = _limits(Limits(), **claimed)
             native = CapsimHttpAdapter(db, key, issuer_key_id=issuer_key_id(keys), limits=limits)
@@ -106,33 +113,60 @@ def _adapter(db: str, issuer_keys: Path | None, privacyidea: bool, claimed: dict
             keys, kid = _keys_for_db(session, issuer_keys)
             verifier = session.verifier
             name = f"capsim verifier (library, {session.shown_url})"
-        adapter = LibraryAdapter(verifier, issuer_key_id=kid, name=name, limits=_limits(limits_of(verifier), **claimed))
+        adapter = LibraryAdapter(
+            verifier, issuer_key_id=kid, name=name, limits=_limits(limits_of(verifier), **claimed)
+        )
         yield adapter, keys
 
 
 @click.command("probe")
-@click.option("--db", default="memory:", show_default=True, metavar="URL",
-              help="The verifier: memory:, a SQLite file, postgresql://…, or http(s):// (capsim verifier serve; "
-                   "key in CAPSIM_API_KEY).")
-@click.option("--issuer-keys", type=click.Path(dir_okay=False, path_type=Path),
-              help="The issuer-keys file the verifier holds (default for a database: its only registered one).")
-@click.option("--privacyidea", is_flag=True,
-              help="Probe the service's privacyIDEA-compatible /validate routes (enrolment through /v1).")
-@click.option("--template", type=click.Choice(_TEMPLATES), default="secur-acces", show_default=True,
-              help="Card template of the probe's cards.")
+@click.option(
+    "--db",
+    default="memory:",
+    show_default=True,
+    metavar="URL",
+    help="The verifier: memory:, a SQLite file, postgresql://…, or http(s):// (capsim verifier serve; "
+    "key in CAPSIM_API_KEY).",
+)
+@click.option(
+    "--issuer-keys",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="The issuer-keys file the verifier holds (default for a database: its only registered one).",
+)
+@click.option(
+    "--privacyidea",
+    is_flag=True,
+    help="Probe the service's privacyIDEA-compatible /validate routes (enrolment through /v1).",
+)
+@click.option(
+    "--template",
+    type=click.Choice(_TEMPLATES),
+    default="secur-acces",
+    show_default=True,
+    help="Card template of the probe's cards.",
+)
 @click.option("--check", "checks", multiple=True, metavar="NAME", help="Run only this check (repeatable).")
-@click.option("--max-fail", type=click.IntRange(1, 100), help="The claimed lockout count [default: the policy's].")
-@click.option("--atc-window", type=click.IntRange(1, 1000), help="The claimed ATC window [default: the policy's].")
-@click.option("--max-atc-gap", type=click.IntRange(1, 1000), help="The claimed login ATC gap [default: the policy's].")
+@click.option(
+    "--max-fail", type=click.IntRange(1, 100), help="The claimed lockout count [default: the policy's]."
+)
+@click.option(
+    "--atc-window", type=click.IntRange(1, 1000), help="The claimed ATC window [default: the policy's]."
+)
+@click.option(
+    "--max-atc-gap", type=click.IntRange(1, 1000), help="The claimed login ATC gap [default: the policy's]."
+)
 @click.option("--strict-timing", is_flag=True, help="A timing difference fails instead of warning.")
-@click.option("--timing-samples", type=click.IntRange(10, 10000), default=50, show_default=True,
-              help="Samples per reject class of the timing check.")
+@click.option(
+    "--timing-samples",
+    type=click.IntRange(10, 10000),
+    default=50,
+    show_default=True,
+    help="Samples per reject class of the timing check.",
+)
 @click.option("--seed", type=click.IntRange(0, 2**31 - 1), help="Seed of the timing check's interleaving.")
 @click.option("--json", "as_json", is_flag=True, help="One JSON report on stdout.")
 @handle_errors
-def probe(db: str, issuer_keys: Path | None, privacyidea: bool, template: str, checks: tuple[str, ...],
-          max_fail: int | None, atc_window: int | None, max_atc_gap: int | None, strict_timing: bool,
-          timing_samples: int, seed: int | None, as_json: bool) -> None:  # fmt: skip
+def probe(**kw: Any) -> None:
     """Run the CAP attack battery against a verifier and report each check with its evidence.
 
     Checks: replay, cross-credential, cross-mode, ___domain separation, wrong amount and payee,
@@ -143,12 +177,14 @@ def probe(db: str, issuer_keys: Path | None, privacyidea: bool, template: str, c
     from capsim.probe.model import ProbeOptions
     from capsim.probe.run import run_probe, select_checks
 
-    selected = select_checks(checks)
-    options = ProbeOptions(strict_timing=strict_timing, timing_samples=timing_samples, seed=seed)
-    claimed = {"max_fail": max_fail, "atc_window": atc_window, "max_atc_gap": max_atc_gap}
-    with _adapter(db, issuer_keys, privacyidea, claimed) as (adapter, keys):
-        report = run_probe(Lab(adapter, keys, template=template), selected, options)
-    if as_json:
+    selected = select_checks(kw["checks"])
+    options = ProbeOptions(
+        strict_timing=kw["strict_timing"], timing_samples=kw["timing_samples"], seed=kw["seed"]
+    )
+    claimed = {"max_fail": kw["max_fail"], "atc_window": kw["atc_window"], "max_atc_gap": kw["max_atc_gap"]}
+    with _adapter(kw["db"], kw["issuer_keys"], kw["privacyidea"], claimed) as (adapter, keys):
+        report = run_probe(Lab(adapter, keys, template=kw["template"]), selected, options)
+    if kw["as_json"]:
         doc = report.to_dict()
         doc["exit_code"] = int(ExitCode.INVARIANT_BROKEN if report.failed else ExitCode.OK)
         click.echo(json.dumps(doc, indent=2))

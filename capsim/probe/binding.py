@@ -21,6 +21,7 @@ Theory of operation
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import Final
 
 from capsim.errors import ConfigError
@@ -87,12 +88,19 @@ def check_replay_other_operation(lab: Lab, options: ProbeOptions) -> Outcome:
     first = issue(lab, s, _respond())
     second = issue(lab, s, _respond())
     code = s.code_for(first)
-    t.submit(f"operation 1's code for operation 2 (ATC {code.atc})", second.target, code.code, expect=Verdict.REJECT)
+    t.submit(
+        f"operation 1's code for operation 2 (ATC {code.atc})",
+        second.target,
+        code.code,
+        expect=Verdict.REJECT,
+    )
     t.submit("operation 1's code for operation 1", first.target, code.code, expect=Verdict.ACCEPT)
     t.submit("operation 1's accepted code for operation 2", second.target, code.code, expect=Verdict.REJECT)
     _honest(t, s, second, "operation 2's own code")
     return from_trail(
-        t, passed="codes were accepted only for their own operation", failed="a code was accepted for another operation"
+        t,
+        passed="codes were accepted only for their own operation",
+        failed="a code was accepted for another operation",
     )
 
 
@@ -103,11 +111,23 @@ def check_cross_credential(lab: Lab, options: ProbeOptions) -> Outcome:
     t = lab.trail()
     op = issue(lab, a, _respond())
     other = b.respond(op.challenge)
-    t.submit(f"card B's respond code for card A's operation (ATC {other.atc})", op.target, other.code, expect=Verdict.REJECT)
+    t.submit(
+        f"card B's respond code for card A's operation (ATC {other.atc})",
+        op.target,
+        other.code,
+        expect=Verdict.REJECT,
+    )
     login = b.identify()
-    t.submit(f"card B's identify code as card A's login (ATC {login.atc})", a.login, login.code, expect=Verdict.REJECT)
+    t.submit(
+        f"card B's identify code as card A's login (ATC {login.atc})",
+        a.login,
+        login.code,
+        expect=Verdict.REJECT,
+    )
     _honest(t, a, op, "card A's own code")
-    return from_trail(t, passed="codes were accepted only for their own card", failed="another card's code was accepted")
+    return from_trail(
+        t, passed="codes were accepted only for their own card", failed="another card's code was accepted"
+    )
 
 
 def _foreign_code(subject: Subject, mode: str, issued: Issued | None) -> tuple[str, int]:
@@ -148,16 +168,25 @@ def check_cross_mode(lab: Lab, options: ProbeOptions) -> Outcome:
                 continue
             if target_mode == "login":
                 code, atc = _foreign_code(s, code_mode, None)
-                t.submit(f"{code_mode} code as an identify login (ATC {atc})", s.login, code, expect=Verdict.REJECT)
+                t.submit(
+                    f"{code_mode} code as an identify login (ATC {atc})", s.login, code, expect=Verdict.REJECT
+                )
                 honest = s.identify()
                 t.submit(f"identify login (ATC {honest.atc})", s.login, honest.code, expect=Verdict.ACCEPT)
                 continue
             op = issue(lab, s, _mode_request(target_mode))
             code, atc = _foreign_code(s, code_mode, op)
-            t.submit(f"{code_mode} code for a {target_mode} operation (ATC {atc})", op.target, code, expect=Verdict.REJECT)
+            t.submit(
+                f"{code_mode} code for a {target_mode} operation (ATC {atc})",
+                op.target,
+                code,
+                expect=Verdict.REJECT,
+            )
             _honest(t, s, op, f"the {target_mode} operation's own code")
     return from_trail(
-        t, passed="every cross-mode code was refused", failed="a code was accepted for an operation of another mode"
+        t,
+        passed="every cross-mode code was refused",
+        failed="a code was accepted for an operation of another mode",
     )
 
 
@@ -179,11 +208,13 @@ def check_domain_separation(lab: Lab, options: ProbeOptions) -> Outcome:
     template = _separation_template(lab)
     s = lab.subject(template=template)
     t = lab.trail()
-    t.note(f"card template {template} (IAF {s.card.profile.iaf.hex().upper()}): sign 0.00 collides with lesser modes")
+    iaf = s.card.profile.iaf.hex().upper()
+    t.note(f"card template {template} (IAF {iaf}): sign 0.00 collides with lesser modes")
+    zero = OperationRequest(mode="sign", amount_minor=0, currency="EUR")
     attempts = (
-        ("sign 0.00 with reference 0 (= identify)", OperationRequest(mode="sign", amount_minor=0, currency="EUR", reference="0"), "identify"),
-        ("sign 0.00 over a drawn challenge (= respond)", OperationRequest(mode="sign", amount_minor=0, currency="EUR"), "respond"),
-    )  # fmt: skip
+        ("sign 0.00 with reference 0 (= identify)", replace(zero, reference="0"), "identify"),
+        ("sign 0.00 over a drawn challenge (= respond)", zero, "respond"),
+    )
     issued_any = False
     for label, request, lesser in attempts:
         got = lab.adapter.issue(s.credential, request)
@@ -194,14 +225,17 @@ def check_domain_separation(lab: Lab, options: ProbeOptions) -> Outcome:
         t.note(f"{label}: issued")
         code = s.identify() if lesser == "identify" else s.respond(got.challenge)
         article = "an" if lesser == "identify" else "a"
-        verdict = t.submit(f"{article} {lesser} code for it (ATC {code.atc})", got.target, code.code, expect=Verdict.REJECT)
+        verdict = t.submit(
+            f"{article} {lesser} code for it (ATC {code.atc})", got.target, code.code, expect=Verdict.REJECT
+        )
         if verdict is not Verdict.ACCEPT:
             _honest(t, s, got, "its own sign code")
     control = issue(lab, s, OperationRequest(mode="sign", amount_minor=1, currency="EUR", payee=PAYEE))
     _honest(t, s, control, "control: sign 0.01, its own code")
     return from_trail(
         t,
-        passed="no lesser mode's code approved a sign" + ("" if issued_any else " (the colliding operations were not issued)"),
+        passed="no lesser mode's code approved a sign"
+        + ("" if issued_any else " (the colliding operations were not issued)"),
         failed="a login or respond code approved a sign operation (no ___domain separation)",
         template=template,
     )
@@ -213,15 +247,27 @@ def check_wrong_amount(lab: Lab, options: ProbeOptions) -> Outcome:
     t = lab.trail()
     op = issue(lab, s, _mode_request("sign"))
     wrong = s.sign(op.challenge, AMOUNT + 1, "EUR")
-    t.submit(f"code over amount {AMOUNT + 1} for a {AMOUNT} operation (ATC {wrong.atc})", op.target, wrong.code, expect=Verdict.REJECT)
+    t.submit(
+        f"code over amount {AMOUNT + 1} for a {AMOUNT} operation (ATC {wrong.atc})",
+        op.target,
+        wrong.code,
+        expect=Verdict.REJECT,
+    )
     iaf0 = s.card.profile.iaf[0] if s.card.profile.iaf else 0
     if iaf0 & 0x80 and not iaf0 & 0x20:
         other = s.sign(op.challenge, AMOUNT, "USD")
-        t.submit(f"code over the amount in USD for a EUR operation (ATC {other.atc})", op.target, other.code, expect=Verdict.REJECT)
+        t.submit(
+            f"code over the amount in USD for a EUR operation (ATC {other.atc})",
+            op.target,
+            other.code,
+            expect=Verdict.REJECT,
+        )
     else:
         t.note("this card does not sign the currency: no currency step")
     _honest(t, s, op, "the operation's own code")
-    return from_trail(t, passed="only the signed amount was accepted", failed="a code over another amount was accepted")
+    return from_trail(
+        t, passed="only the signed amount was accepted", failed="a code over another amount was accepted"
+    )
 
 
 def check_wrong_payee(lab: Lab, options: ProbeOptions) -> Outcome:
@@ -229,17 +275,29 @@ def check_wrong_payee(lab: Lab, options: ProbeOptions) -> Outcome:
     s = lab.subject()
     t = lab.trail()
     mine = issue(lab, s, _mode_request("sign"))
-    theirs = issue(lab, s, OperationRequest(mode="sign", amount_minor=AMOUNT, currency="EUR", payee=_OTHER_PAYEE))
+    theirs = issue(
+        lab, s, OperationRequest(mode="sign", amount_minor=AMOUNT, currency="EUR", payee=_OTHER_PAYEE)
+    )
     code = s.code_for(mine)
-    t.submit(f"code for payee ...4300 presented for payee ...4399 (ATC {code.atc})", theirs.target, code.code, expect=Verdict.REJECT)
+    t.submit(
+        f"code for payee ...4300 presented for payee ...4399 (ATC {code.atc})",
+        theirs.target,
+        code.code,
+        expect=Verdict.REJECT,
+    )
     t.submit("the same code for its own operation", mine.target, code.code, expect=Verdict.ACCEPT)
     if "tds" in lab.adapter.modes:
         tds = issue(lab, s, OperationRequest(mode="tds", fields=(str(AMOUNT), _PAYEE_DIGITS)))
         wrong = s.tds((str(AMOUNT), _OTHER_PAYEE_DIGITS))
-        t.submit(f"tds code over payee digits ...4399 for ...4300 (ATC {wrong.atc})", tds.target, wrong.code, expect=Verdict.REJECT)
+        t.submit(
+            f"tds code over payee digits ...4399 for ...4300 (ATC {wrong.atc})",
+            tds.target,
+            wrong.code,
+            expect=Verdict.REJECT,
+        )
         _honest(t, s, tds, "the tds operation's own code")
     else:
         t.note("the adapter cannot issue tds operations: no tds step")
-    return from_trail(t, passed="codes were accepted only for their payee", failed="a code was accepted for another payee")
-
-
+    return from_trail(
+        t, passed="codes were accepted only for their payee", failed="a code was accepted for another payee"
+    )

@@ -55,12 +55,13 @@ CHECKS: Final[tuple[Check, ...]] = (
     Check(
         name="cross-mode",
         title="a code of another CAP mode",
-        proves="for every pair of modes, a code of one mode is refused for an operation or login of the other",
+        proves="for every pair of modes, a code of one mode is refused for an operation or a login of "
+        "the other",
         sources=("V8", "V12"),
         run=binding.check_cross_mode,
     ),
     Check(
-        name="___domain-separation",
+        name="separation",
         title="___domain separation (mode confusion)",
         proves="no Sign operation exists that a login or Respond code satisfies (Sign 0.00 on a card "
         "that does not sign the currency)",
@@ -108,14 +109,16 @@ CHECKS: Final[tuple[Check, ...]] = (
     Check(
         name="sibling-lock-bypass",
         title="lock bypass through a sibling card",
-        proves="a locked card's code does not get in through a card of the same user and PAN with another PSN",
+        proves="a locked card's code does not get in through a card of the same user and PAN with "
+        "another PSN",
         sources=("V11", "V29"),
         run=counters.check_sibling_lock_bypass,
     ),
     Check(
         name="request-id-reuse",
         title="request-id reuse",
-        proves="a request id replays its recorded verdict, and with another code neither accepts nor changes state",
+        proves="a request id replays its recorded verdict, and with another code neither accepts "
+        "nor changes state",
         sources=("V24",),
         run=counters.check_request_id_reuse,
         needs=Capabilities(request_ids=True),

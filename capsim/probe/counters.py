@@ -50,7 +50,7 @@ def wrong_codes(code: str) -> Iterator[str]:
 
     >>> from itertools import islice
     >>> list(islice(wrong_codes("12345678"), 3))
-    ['12345679', '12345670', '12345671']
+    ['12345679', '12345680', '12345681']
     """
     base = int(code[-2:])
     for step in range(1, 100):
@@ -88,8 +88,15 @@ def check_stale_atc(lab: Lab, options: ProbeOptions) -> Outcome:
         )
         control = issue(lab, s, OperationRequest(mode="respond"))
         fresh = s.code_for(control)
-        t.submit(f"control: a new operation's own code (ATC {fresh.atc})", control.target, fresh.code, expect=Verdict.ACCEPT)
-    return from_trail(t, passed="codes below the last accepted ATC were refused", failed="a stale ATC was accepted")
+        t.submit(
+            f"control: a new operation's own code (ATC {fresh.atc})",
+            control.target,
+            fresh.code,
+            expect=Verdict.ACCEPT,
+        )
+    return from_trail(
+        t, passed="codes below the last accepted ATC were refused", failed="a stale ATC was accepted"
+    )
 
 
 def _window(t: Trail, lab: Lab, s: Subject, width: int, *, login: bool) -> None:
@@ -112,7 +119,7 @@ def check_far_future_atc(lab: Lab, options: ProbeOptions) -> Outcome:
     """Codes are accepted up to the claimed ATC window and refused one beyond it (V1, V18)."""
     limits = lab.adapter.limits
     t = lab.trail()
-    t.note(f"claimed windows: atc_window {limits.atc_window} (operations), max_atc_gap {limits.max_atc_gap} (login)")
+    t.note(f"claimed: atc_window {limits.atc_window} (operations), max_atc_gap {limits.max_atc_gap} (login)")
     if "respond" in lab.adapter.modes:
         _window(t, lab, lab.subject(), limits.atc_window, login=False)
     _window(t, lab, lab.subject(), limits.max_atc_gap, login=True)
@@ -131,11 +138,21 @@ def check_lockout_count(lab: Lab, options: ProbeOptions) -> Outcome:
     early = lab.subject()
     present_wrong(t, early, n - 1, f"card A, {n - 1} wrong codes")
     ok = early.identify()
-    t.submit(f"card A's right code after {n - 1} wrong ones (ATC {ok.atc})", early.login, ok.code, expect=Verdict.ACCEPT)
+    t.submit(
+        f"card A's right code after {n - 1} wrong ones (ATC {ok.atc})",
+        early.login,
+        ok.code,
+        expect=Verdict.ACCEPT,
+    )
     locked = lab.subject()
     present_wrong(t, locked, n, f"card B, {n} wrong codes")
     late = locked.identify()
-    t.submit(f"card B's right code after {n} wrong ones (ATC {late.atc})", locked.login, late.code, expect=Verdict.REJECT)
+    t.submit(
+        f"card B's right code after {n} wrong ones (ATC {late.atc})",
+        locked.login,
+        late.code,
+        expect=Verdict.REJECT,
+    )
     return from_trail(
         t,
         passed=f"locked after exactly {n} wrong codes",
@@ -153,12 +170,19 @@ def check_sibling_lock_bypass(lab: Lab, options: ProbeOptions) -> Outcome:
     b = lab.subject(user=a.user, pan=a.pan, psn="01")
     t.note(f"card B enrolled after the lock: same user and PAN, PSN {b.psn}")
     code = a.identify()
-    t.submit(f"locked card A's right code through card B (ATC {code.atc})", b.login, code.code, expect=Verdict.REJECT)
+    t.submit(
+        f"locked card A's right code through card B (ATC {code.atc})",
+        b.login,
+        code.code,
+        expect=Verdict.REJECT,
+    )
     t.submit("the same code through card A", a.login, code.code, expect=Verdict.REJECT)
     own = b.identify()
     t.submit(f"card B's own code (ATC {own.atc})", b.login, own.code, expect=Verdict.ACCEPT)
     return from_trail(
-        t, passed="the lock held through the sibling card", failed="a locked card's code was accepted through a sibling"
+        t,
+        passed="the lock held through the sibling card",
+        failed="a locked card's code was accepted through a sibling",
     )
 
 
@@ -168,8 +192,20 @@ def check_request_id_reuse(lab: Lab, options: ProbeOptions) -> Outcome:
     t = lab.trail()
     rid = lab.rid()
     first = s.identify()
-    t.submit(f"identify login (ATC {first.atc}) under id R", s.login, first.code, expect=Verdict.ACCEPT, request_id=rid)
-    t.submit("the same request under R again (recorded verdict)", s.login, first.code, expect=Verdict.ACCEPT, request_id=rid)
+    t.submit(
+        f"identify login (ATC {first.atc}) under id R",
+        s.login,
+        first.code,
+        expect=Verdict.ACCEPT,
+        request_id=rid,
+    )
+    t.submit(
+        "the same request under R again (recorded verdict)",
+        s.login,
+        first.code,
+        expect=Verdict.ACCEPT,
+        request_id=rid,
+    )
     second = s.identify()
     t.submit(
         f"another code (ATC {second.atc}) under R",
@@ -181,5 +217,7 @@ def check_request_id_reuse(lab: Lab, options: ProbeOptions) -> Outcome:
     t.submit("that code under a new id (nothing was changed)", s.login, second.code, expect=Verdict.ACCEPT)
     t.submit("the first code under a new id (a replay)", s.login, first.code, expect=Verdict.REJECT)
     return from_trail(
-        t, passed="request ids replay their verdict and bind to their request", failed="a request id was misused"
+        t,
+        passed="request ids replay their verdict and bind to their request",
+        failed="a request id was misused",
     )

@@ -29,7 +29,14 @@ import re
 import secrets
 from typing import TYPE_CHECKING, Any
 
-from capsim.errors import CapsimError, ConfigError, InvalidCode, RequestConflict, TemporaryFailure, ValidationError
+from capsim.errors import (
+    CapsimError,
+    ConfigError,
+    InvalidCode,
+    RequestConflict,
+    TemporaryFailure,
+    ValidationError,
+)
 from capsim.probe.adapter import (
     ALL_MODES,
     Enroller,
@@ -82,8 +89,15 @@ class CapsimHttpAdapter:
         The service's policy (it does not publish it; default: capsim's defaults).
     """
 
-    def __init__(self, base_url: str, api_key: str, *, issuer_key_id: str, limits: Limits | None = None,
-                 timeout: float = 30.0) -> None:  # fmt: skip
+    def __init__(
+        self,
+        base_url: str,
+        api_key: str,
+        *,
+        issuer_key_id: str,
+        limits: Limits | None = None,
+        timeout: float = 30.0,
+    ) -> None:
         from capsim.client import VerifierClient
 
         self._client = VerifierClient(base_url, api_key, timeout=timeout)
@@ -175,8 +189,15 @@ class PrivacyIdeaAdapter:
         The server's policy (default: capsim's defaults).
     """
 
-    def __init__(self, base_url: str, api_key: str | None, *, enroller: Enroller, limits: Limits | None = None,
-                 timeout: float = 30.0) -> None:  # fmt: skip
+    def __init__(
+        self,
+        base_url: str,
+        api_key: str | None,
+        *,
+        enroller: Enroller,
+        limits: Limits | None = None,
+        timeout: float = 30.0,
+    ) -> None:
         import httpx
 
         if not base_url.startswith(("http://", "https://")):
@@ -220,7 +241,9 @@ class PrivacyIdeaAdapter:
         try:
             response = self._http.post(f"/validate/{route}", data=params)
         except httpx.HTTPError as exc:
-            raise TemporaryFailure(f"/validate/{route}: the server is unreachable ({type(exc).__name__})") from None
+            raise TemporaryFailure(
+                f"/validate/{route}: the server is unreachable ({type(exc).__name__})"
+            ) from None
         if response.status_code in (429, 503):
             raise TemporaryFailure(f"/validate/{route}: the server answered {response.status_code}")
         try:
@@ -228,7 +251,9 @@ class PrivacyIdeaAdapter:
         except ValueError:
             doc = None
         if not isinstance(doc, dict) or not isinstance(doc.get("result"), dict):
-            raise CapsimError(f"/validate/{route}: answered {response.status_code} without privacyIDEA's envelope")
+            raise CapsimError(
+                f"/validate/{route}: answered {response.status_code} without privacyIDEA's envelope"
+            )
         result = doc["result"]
         if response.status_code != 200 or result.get("status") is not True:
             error = result.get("error")

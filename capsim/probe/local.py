@@ -21,7 +21,16 @@ import secrets
 from typing import TYPE_CHECKING
 
 from capsim.errors import ConfigError, InvalidCode, RequestConflict, ValidationError
-from capsim.probe.adapter import ALL_MODES, Issued, Limits, OperationRequest, Refused, Target, TargetKind, Verdict
+from capsim.probe.adapter import (
+    ALL_MODES,
+    Issued,
+    Limits,
+    OperationRequest,
+    Refused,
+    Target,
+    TargetKind,
+    Verdict,
+)
 
 if TYPE_CHECKING:
     from capsim.cards import EmvCapCard
@@ -49,7 +58,9 @@ def memory_verifier() -> tuple[Verifier, IssuerKeys, str]:
     from capsim.verifier.provider import SoftwareProvider
     from capsim.verifier.service import Verifier
 
-    keys = IssuerKeys(imk_ac=secrets.token_bytes(16), imk_smi=secrets.token_bytes(16), imk_smc=secrets.token_bytes(16))
+    keys = IssuerKeys(
+        imk_ac=secrets.token_bytes(16), imk_smi=secrets.token_bytes(16), imk_smc=secrets.token_bytes(16)
+    )
     provider = SoftwareProvider()
     provider.add_issuer_keys("probe", imk_ac=keys.imk_ac, imk_smi=keys.imk_smi, imk_smc=keys.imk_smc)
     return Verifier(MemoryStore(), provider), keys, "probe"
@@ -70,8 +81,14 @@ class LibraryAdapter:
         The claimed policy (default: the verifier's own, rule 3).
     """
 
-    def __init__(self, verifier: Verifier, *, issuer_key_id: str, name: str = "capsim verifier (library)",
-                 limits: Limits | None = None) -> None:  # fmt: skip
+    def __init__(
+        self,
+        verifier: Verifier,
+        *,
+        issuer_key_id: str,
+        name: str = "capsim verifier (library)",
+        limits: Limits | None = None,
+    ) -> None:
         self._verifier = verifier
         self._key_id = issuer_key_id
         self._name = name
@@ -97,7 +114,9 @@ class LibraryAdapter:
         if self._verifier.get_user(user) is None:
             self._verifier.add_user(user)
         activation = self._verifier.issue_activation_code(user)
-        cred = self._verifier.enroll_card(activation.code, card.profile, issuer_key_id=self._key_id, first_code=first_code)
+        cred = self._verifier.enroll_card(
+            activation.code, card.profile, issuer_key_id=self._key_id, first_code=first_code
+        )
         return cred.credential_id
 
     def issue(self, credential: str, request: OperationRequest) -> Issued | Refused:

@@ -75,10 +75,16 @@ class ProbeReport:
 
     def text(self) -> str:
         limits = ", ".join(f"{k} {v}" for k, v in self.limits.items())
-        lines = [f"capsim probe: {self.target}", f"card template {self.template}; claimed policy: {limits}", ""]
+        lines = [
+            f"capsim probe: {self.target}",
+            f"card template {self.template}; claimed policy: {limits}",
+            "",
+        ]
         for r in self.results:
             sources = ", ".join(r.check.sources)
-            lines.append(f"{r.outcome.status.value.upper():5}  {r.check.name}: {r.outcome.summary} [{sources}]")
+            lines.append(
+                f"{r.outcome.status.value.upper():5}  {r.check.name}: {r.outcome.summary} [{sources}]"
+            )
             lines.extend(f"         {line}" for line in r.outcome.evidence)
         c = self.counts()
         lines += [
@@ -105,7 +111,9 @@ def select_checks(names: Sequence[str] = ()) -> tuple[Check, ...]:
         return CHECKS
     unknown = sorted(set(names) - set(CHECKS_BY_NAME))
     if unknown:
-        raise ValidationError(f"--check: unknown check(s) {', '.join(unknown)}; known: {', '.join(CHECKS_BY_NAME)}")
+        raise ValidationError(
+            f"--check: unknown check(s) {', '.join(unknown)}; known: {', '.join(CHECKS_BY_NAME)}"
+        )
     wanted = set(names)
     return tuple(c for c in CHECKS if c.name in wanted)
 

@@ -3,6 +3,8 @@ only the checks that can see it fail; capsim's own verifier passes the same chec
 
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
 
 import capsim.verifier.separation as separation
@@ -16,11 +18,13 @@ from tests.probe.weak import ForgetfulRequestIds, ReplayingVerifier, SiblingBypa
 FAST = ProbeOptions(timing_samples=20, seed=7)
 
 
-def _report(verifier: Verifier, names: list[str], *, limits: Limits | None = None, options: ProbeOptions = FAST):
+def _report(
+    verifier: Verifier, names: list[str], *, limits: Limits | None = None, options: ProbeOptions = FAST
+):
     return run_probe(lab_for(verifier, limits=limits), select_checks(names), options)
 
 
-def _verifier(cls: type[Verifier] = Verifier, **policy: int) -> Verifier:
+def _verifier(cls: type[Verifier] = Verifier, **policy: Any) -> Verifier:
     return cls(MemoryStore(), provider(), policy=VerifierPolicy(**policy))
 
 
@@ -30,24 +34,31 @@ def test_replay_allowed_is_reported_by_the_replay_check() -> None:
     assert report.failed
     # the code accepted twice is named in the evidence (as a step, never the code itself)
     (result,) = [r for r in report.results if r.check.name == "replay-same-operation"]
-    assert "the same code again, new request id: ACCEPT (expected REJECT) UNEXPECTED" in result.outcome.evidence
+    assert (
+        "the same code again, new request id: ACCEPT (expected REJECT) UNEXPECTED" in result.outcome.evidence
+    )
     assert _report(_verifier(), ["replay-same-operation"]).status("replay-same-operation") is Status.PASS
 
 
 def test_no_domain_separation_is_reported_by_the_separation_check(monkeypatch: pytest.MonkeyPatch) -> None:
-    assert _report(_verifier(), ["___domain-separation"]).status("___domain-separation") is Status.PASS
+    assert _report(_verifier(), ["separation"]).status("separation") is Status.PASS
     monkeypatch.setattr(separation, "check_operation", lambda profile, request: None)
-    report = _report(_verifier(), ["___domain-separation", "cross-mode", "wrong-amount"])
-    assert report.status("___domain-separation") is Status.FAIL
+    report = _report(_verifier(), ["separation", "cross-mode", "wrong-amount"])
+    assert report.status("separation") is Status.FAIL
     assert report.status("cross-mode") is Status.PASS  # a non-zero amount is still bound
     assert report.status("wrong-amount") is Status.PASS
-    (result,) = [r for r in report.results if r.check.name == "___domain-separation"]
-    assert any("an identify code for it" in line and "ACCEPT (expected REJECT)" in line for line in result.outcome.evidence)
+    (result,) = [r for r in report.results if r.check.name == "separation"]
+    assert any(
+        "an identify code for it" in line and "ACCEPT (expected REJECT)" in line
+        for line in result.outcome.evidence
+    )
 
 
 @pytest.mark.parametrize("real", [4, 6])
 def test_a_lockout_off_by_one_is_reported_by_the_lockout_check(real: int) -> None:
-    report = _report(_verifier(max_fail=real), ["lockout-count", "replay-same-operation"], limits=Limits(max_fail=5))
+    report = _report(
+        _verifier(max_fail=real), ["lockout-count", "replay-same-operation"], limits=Limits(max_fail=5)
+    )
     assert report.status("lockout-count") is Status.FAIL
     assert report.status("replay-same-operation") is Status.PASS
     exact = _report(_verifier(max_fail=real), ["lockout-count"])  # claimed = real: exact
@@ -78,7 +89,11 @@ def test_a_timing_leak_warns_and_fails_only_when_strict() -> None:
     lenient = _report(verifier, ["uniform-reject-timing"])
     assert lenient.status("uniform-reject-timing") is Status.WARN
     assert not lenient.failed
-    strict = _report(verifier, ["uniform-reject-timing"], options=ProbeOptions(timing_samples=20, seed=7, strict_timing=True))
+    strict = _report(
+        verifier,
+        ["uniform-reject-timing"],
+        options=ProbeOptions(timing_samples=20, seed=7, strict_timing=True),
+    )
     assert strict.status("uniform-reject-timing") is Status.FAIL
     assert strict.failed
     (result,) = strict.results

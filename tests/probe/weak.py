@@ -59,7 +59,9 @@ class SlowOnKnownTargets(Verifier):
     """Refuses a code for a target it knows 3 ms later than for one it does not (V30)."""
 
     def verify(self, target: str, code: str, *, request_id: str) -> Acceptance:
-        known = (self.get_credential(target) if target.startswith("cr-") else self.get_operation(target)) is not None
+        known = (
+            self.get_credential(target) if target.startswith("cr-") else self.get_operation(target)
+        ) is not None
         try:
             return super().verify(target, code, request_id=request_id)
         except InvalidCode:
