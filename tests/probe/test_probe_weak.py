@@ -8,11 +8,22 @@ from typing import Any
 import pytest
 
 import capsim.verifier.separation as separation
-from capsim.probe import Limits, ProbeOptions, Status, run_probe, select_checks
+from capsim.probe import (
+    CHECKS,
+    Lab,
+    LibraryAdapter,
+    Limits,
+    ProbeOptions,
+    Status,
+    Target,
+    Verdict,
+    run_probe,
+    select_checks,
+)
 from capsim.verifier.memory import MemoryStore
 from capsim.verifier.policy import VerifierPolicy
 from capsim.verifier.service import Verifier
-from tests.probe.conftest import lab_for, provider
+from tests.probe.conftest import KEYS, lab_for, provider
 from tests.probe.weak import ForgetfulRequestIds, ReplayingVerifier, SiblingBypass, SlowOnKnownTargets
 
 FAST = ProbeOptions(timing_samples=20, seed=7)
@@ -98,3 +109,28 @@ def test_a_timing_leak_warns_and_fails_only_when_strict() -> None:
     assert strict.failed
     (result,) = strict.results
     assert result.outcome.data["comparisons"][0]["p_value"] < 0.005
+
+
+class _Always(LibraryAdapter):
+    """A verifier front that answers every code with one verdict (enrolment and issue are real)."""
+
+    def __init__(self, verdict: Verdict) -> None:
+        verifier = _verifier()
+        super().__init__(verifier, issuer_key_id="bank")
+        self.verdict = verdict
+
+    def submit(self, target: Target, code: str, *, request_id: str | None = None) -> Verdict:
+        return self.verdict
+
+
+@pytest.mark.parametrize("verdict", [Verdict.ACCEPT, Verdict.REJECT])
+def test_no_check_passes_a_verifier_that_answers_everything_alike(verdict: Verdict) -> None:
+    """Every check has a step that must be refused and one that must be accepted (its control)."""
+    report = run_probe(Lab(_Always(verdict), KEYS), CHECKS, FAST)
+    statuses = {r.check.name: r.outcome.status for r in report.results}
+    if verdict is Verdict.ACCEPT:
+        # the real verifier behind the front refuses to issue the colliding Sign 0.00: with
+        # nothing lesser to present, the separation check has nothing to catch
+        assert statuses.pop("separation") is Status.PASS
+    assert all(s.failed for s in statuses.values()), statuses
+    assert report.failed
