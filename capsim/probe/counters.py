@@ -46,15 +46,15 @@ __all__ = [
 
 
 def wrong_codes(code: str) -> Iterator[str]:
-    """Distinct well-formed codes other than ``code``: its last two digits changed.
+    """Distinct well-formed codes other than ``code`` (999 of them): its last three digits changed.
 
     >>> from itertools import islice
     >>> list(islice(wrong_codes("12345678"), 3))
     ['12345679', '12345680', '12345681']
     """
-    base = int(code[-2:])
-    for step in range(1, 100):
-        yield code[:-2] + f"{(base + step) % 100:02d}"
+    base = int(code[-3:])
+    for step in range(1, 1000):
+        yield code[:-3] + f"{(base + step) % 1000:03d}"
 
 
 def present_wrong(t: Trail, s: Subject, count: int, label: str) -> None:
