@@ -45,7 +45,7 @@ LAYERS: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("roles", ("capsim.cards", "capsim.storage", "capsim.reader", "capsim.verifier")),
     ("transports", ("capsim.transports",)),
     ("applications", ("capsim.service", "capsim.client", "capsim.testing", "capsim.cli", "capsim.__main__",
-                      "capsim.analysis")),
+                      "capsim.analysis", "capsim.probe")),
 )
 
 #: Roles of one layer that must not import each other (the card, the reader and the bank).
