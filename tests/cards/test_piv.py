@@ -282,6 +282,23 @@ def test_management_key_mutual_and_external_authentication() -> None:
     assert card.process(apdu(0, 0x87, 0x03, 0x9B, answer)) == OK
 
 
+def test_random_bytes_for_opensc_with_the_default_algorithm_reference_of_the_management_key() -> None:
+    """OpenSC's C_GenerateRandom asks the 9B key for a challenge with algorithm reference 00
+    (3-key 3DES in SP 800-78-4) and gave CKR_FUNCTION_NOT_SUPPORTED on a 6A86."""
+    card = new_piv_card()
+    first = card.process(h("0087009B047C02810000"))
+    assert sw(first) == 0x9000
+    assert first[:4] == h("7C0A8108")
+    second = card.process(h("0087009B047C02810000"))
+    assert second[4:-2] != first[4:-2]
+    assert sw(card.process(h("0087079B047C02810000"))) == 0x6A86  # not a 3DES reference
+    # 00 authenticates with the 3DES key like 03
+    resp = card.process(h("0087009B047C028000"))
+    witness = _tdes(DEFAULT_MGMT_KEY, resp[4:12], decrypt=True)
+    body = encode(0x7C, encode(0x80, witness) + encode(0x81, bytes(8)))
+    assert sw(card.process(apdu(0, 0x87, 0x00, 0x9B, body, 0))) == 0x9000
+
+
 def test_p256_key_generated_on_card_signs_after_the_pin_and_the_signature_verifies() -> None:
     card = new_piv_card()
     assert mgmt_auth(card) == 0x9000

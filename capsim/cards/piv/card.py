@@ -81,6 +81,9 @@ _PIN_REF: Final = 0x80
 _PUK_REF: Final = 0x81
 _MGMT_REF: Final = 0x9B
 _MAX_CHAIN: Final = 8192
+#: Algorithm references of the 3DES management key: ``03``, and ``00`` ("3-key 3DES, ECB" in
+#: SP 800-78-4 table 6-2), which OpenSC sends when it asks the card for random bytes.
+_TDES_REFS: Final = frozenset({0x00, int(PivAlgorithm.TDES)})
 
 
 class PivIns(IntEnum):
@@ -479,7 +482,7 @@ class PivCard:
             raise StatusError(SW.SECURITY_STATUS_NOT_SATISFIED)
 
     def _mgmt_authenticate(self, alg: int, items: dict[int, bytes]) -> bytes:
-        if alg != PivAlgorithm.TDES:
+        if alg not in _TDES_REFS:
             raise StatusError(SW.INCORRECT_P1_P2)
         key = self._state.mgmt_key
         witness, self._witness = self._witness, None
