@@ -9,7 +9,14 @@ pyca/cryptography, signatures and the management key through the card's APDUs).
 from __future__ import annotations
 
 import datetime
+import os
+import pty
+import select
+import signal
 import stat
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -26,6 +33,7 @@ from capsim.cli._common import ExitCode
 from tests.cards.test_piv import mgmt_auth, sign, verify
 from tests.cli.helpers import Cli
 
+ROOT = Path(__file__).resolve().parents[2]
 MGMT_KEY = "0F1E2D3C4B5A69788796A5B4C3D2E1F00112233445566778"
 
 
@@ -312,3 +320,83 @@ def test_pin_commands_refuse_what_does_not_fit_the_card(cli: Cli, tmp_path: Path
     assert "only PIV cards have a PUK" in run.stderr
     run = cli("card", "unblock", str(emv), "--pin-stdin")
     assert run.exit_code == ExitCode.INVALID_INPUT
+
+
+# ------------------------------------------------------------------ hidden prompts
+
+
+def _on_a_terminal(args: list[str], answers: list[str], cwd: Path, timeout: float = 30) -> tuple[int, str]:
+    """Run ``capsim ARGS`` with a pseudo-terminal as its controlling terminal, answering each
+    prompt (a line ending in ``: ``) in turn; its exit status and everything the terminal showed."""
+    pid, fd = pty.fork()
+    if pid == 0:  # the child: the pty is its controlling terminal
+        os.chdir(cwd)
+        os.environ["PYTHONPATH"] = str(ROOT)
+        os.execv(sys.executable, [sys.executable, "-m", "capsim", *args])
+    shown, pending, answered_at = b"", list(answers), 0
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        ready, _, _ = select.select([fd], [], [], 0.5)
+        if not ready:
+            continue
+        try:
+            chunk = os.read(fd, 4096)
+        except OSError:  # the child exited and closed the terminal
+            break
+        if not chunk:
+            break
+        shown += chunk
+        if pending and shown[answered_at:].rstrip().endswith(b":"):  # a new prompt
+            os.write(fd, pending.pop(0).encode() + b"\n")
+            answered_at = len(shown)
+    done, status = os.waitpid(pid, os.WNOHANG)
+    grace = time.monotonic() + 5
+    while done == 0 and time.monotonic() < grace:  # the terminal closes just before the exit
+        time.sleep(0.05)
+        done, status = os.waitpid(pid, os.WNOHANG)
+    if done == 0:  # still waiting for something: end it, the assertions will say what it showed
+        os.kill(pid, signal.SIGKILL)
+        _, status = os.waitpid(pid, 0)
+    os.close(fd)
+    return os.waitstatus_to_exitcode(status), shown.decode(errors="replace")
+
+
+@pytest.mark.timeout(120)
+def test_unblock_and_change_puk_ask_with_hidden_prompts(cli: Cli, tmp_path: Path) -> None:
+    path = tmp_path / "token.json"
+    _new(cli, path)
+    code, shown = _on_a_terminal(
+        ["card", "unblock", str(path)], ["12345678", "24681357", "24681357"], tmp_path
+    )
+    assert code == 0, shown
+    assert "PUK:" in shown
+    assert "New PIN:" in shown
+    assert "Repeat the new PIN:" in shown
+    assert "PIN unblocked" in shown
+    for secret in ("12345678", "24681357"):
+        assert secret not in shown  # never echoed
+    code, shown = _on_a_terminal(
+        ["card", "change-puk", str(path)], ["12345678", "11223344", "44332211"], tmp_path
+    )
+    assert code == ExitCode.INVALID_INPUT, shown
+    assert "the two entries differ; nothing was changed" in shown
+    assert read_piv_card_file(path)[1].puk == "12345678"
+    with load_piv_card(path) as card:
+        assert verify(card, "24681357") == 0x9000
+
+
+def test_no_terminal_for_a_chosen_secret_fails_before_anything_is_written(tmp_path: Path) -> None:
+    done = subprocess.run(
+        [sys.executable, "-m", "capsim", "card", "new", "token.json", "--template", "piv", "--choose", "puk"],
+        check=False,
+        stdin=subprocess.DEVNULL,
+        capture_output=True,
+        text=True,
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+        cwd=tmp_path,
+        start_new_session=True,  # no controlling terminal
+        timeout=60,
+    )
+    assert done.returncode == ExitCode.INVALID_INPUT
+    assert "there is no terminal to ask for it; give it on standard input with --pin-stdin" in done.stderr
+    assert list(tmp_path.iterdir()) == []
