@@ -322,8 +322,10 @@ def profiles_command() -> None:
 
 
 def _list_templates() -> None:
-    click.echo(f"{PIV_TEMPLATE:12} AID A000000308     PIV certificate token (NIST SP 800-73-4)")
-    for name in sorted(BUILTIN_PROFILES):
+    for name in sorted([*BUILTIN_PROFILES, PIV_TEMPLATE]):
+        if name == PIV_TEMPLATE:
+            click.echo(f"{name:12} AID A000000308     PIV certificate token (NIST SP 800-73-4)")
+            continue
         p = BUILTIN_PROFILES[name]
         click.echo(
             f"{name:12} AID {p.aid.hex().upper():16} CVN {_CVN_LABEL[p.cvn]:2} IAD {p.iad_format!s:5} "
