@@ -403,6 +403,18 @@ def test_put_data_with_command_chaining_stores_a_certificate_behind_the_manageme
     assert sw(fresh.process(apdu(0, 0xDB, 0x3F, 0xFF, body[:200]))) == 0x6982  # no management key
 
 
+def test_put_data_of_an_empty_object_deletes_it() -> None:
+    """yubico-piv-tool's delete-certificate writes ``53 00``; an empty certificate object left
+    behind made its status print "Slot 9c: Parse error." instead of leaving the slot out."""
+    card = new_piv_card(objects={0x5FC10A: certificate_object(b"\x30\x00"), 0x5FC105: b"\x70\x00"})
+    assert mgmt_auth(card) == 0x9000
+    assert card.process(h("00DB3FFF07 5C035FC10A 5300")) == OK
+    assert get_data(card, 0x5FC10A) == h("6A82")
+    assert 0x5FC10A not in card.state.objects
+    assert get_data(card, 0x5FC105) == h("53027000 9000")  # the others stay
+    assert card.process(h("00DB3FFF07 5C035FC10B 5300")) == OK  # deleting an absent object: fine
+
+
 def test_chaining_interrupted_by_another_command_is_refused() -> None:
     card = new_piv_card()
     assert card.process(h("10DB3FFF03") + h("5C0100")) == OK

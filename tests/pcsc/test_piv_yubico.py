@@ -108,3 +108,13 @@ def test_generate_a_key_and_import_its_certificate_with_the_default_management_k
     wrong = _ypt(reader, f"--key={'00' * 24}", "-a", "generate", "-s", "9e", ok=False)
     assert wrong.returncode == 1
     assert 0x9E not in served.state.keys
+
+
+def test_delete_certificate_removes_the_slot_from_status_and_pkcs11(served: PivCard, reader: str) -> None:
+    _ypt(reader, "-a", "delete-certificate", "-s", "9c")
+    assert 0x5FC10A not in served.state.objects
+    status = _ypt(reader, "-a", "status").stdout
+    assert "Slot 9c" not in status
+    assert "Parse error" not in status
+    assert "Slot 9a:\t\n\tAlgorithm:\tRSA2048" in status
+    assert run("pkcs11-tool", "-O").stdout.count("Certificate Object") == 1

@@ -26,7 +26,9 @@ Theory of operation
    and nothing unblocks the PUK.
 6. **Keys never leave.** Private keys are used for GENERAL AUTHENTICATE (raw RSA, ECDSA, ECDH)
    only; GENERATE ASYMMETRIC KEY PAIR returns the public key; no command returns key material.
-   Generating keys and writing objects (PUT DATA) need the management key.
+   Generating keys and writing objects (PUT DATA) need the management key; writing an empty
+   object (``53 00``) deletes it, as yubico-piv-tool's ``delete-certificate`` expects (GET DATA
+   then answers ``6A82``).
 
 See docs/certificate.md for the command set and the answers OpenSC and yubico-piv-tool expect.
 """
@@ -370,7 +372,8 @@ class PivCard:
         if len(objs) != 1 or objs[0].tag != 0x53:
             raise StatusError(SW.WRONG_DATA)
         try:
-            new = self._state.with_object(tag, objs[0].value)
+            value = objs[0].value
+            new = self._state.with_object(tag, value) if value else self._state.without_object(tag)
         except ValidationError:
             raise StatusError(SW.NOT_ENOUGH_MEMORY) from None
         self._commit(new)
