@@ -143,8 +143,21 @@ def test_an_unknown_aid_is_6a82_and_keeps_the_selection_and_the_pin() -> None:
     assert verify(card, "123456") == 0x9000
     assert card.process(apdu(0, 0xA4, 4, 0, h("A0000000048002"), 0)) == h("6A82")
     assert card.process(apdu(0, 0x20, 0, 0x80)) == OK  # still verified
+
+
+
+def test_selecting_piv_clears_the_pin_and_the_management_key_status() -> None:
+    """A YubiKey forgets both on SELECT; yubico-piv-tool's status re-selects, then reads the
+    PIN tries with VERIFY and printed "PIN tries left: -1" after an OpenSC session had left the
+    PIN verified (the next program inherited it)."""
+    card = new_piv_card()
+    assert verify(card, "123456") == 0x9000
+    assert mgmt_auth(card) == 0x9000
     assert card.process(apdu(0, 0xA4, 4, 0, PIV_AID[:5], 0))[-2:] == OK
-    assert card.process(apdu(0, 0x20, 0, 0x80)) == OK  # re-selecting PIV keeps the status
+    assert card.process(apdu(0, 0x20, 0, 0x80)) == h("63C3")
+    put = encode(0x5C, h("5FC102")) + encode(0x53, b"x")
+    assert card.process(apdu(0, 0xDB, 0x3F, 0xFF, put)) == h("6982")
+    assert card.state.pin_tries == 3  # a status, not a try
 
 
 def test_piv_is_selected_at_power_on_and_the_discovery_object_is_exact() -> None:

@@ -118,3 +118,15 @@ def test_delete_certificate_removes_the_slot_from_status_and_pkcs11(served: PivC
     assert "Parse error" not in status
     assert "Slot 9a:\t\n\tAlgorithm:\tRSA2048" in status
     assert run("pkcs11-tool", "-O").stdout.count("Certificate Object") == 1
+
+
+def test_status_after_an_opensc_session_reads_the_pin_tries(
+    served: PivCard, reader: str, tmp_path: Path
+) -> None:
+    """pkcs11-tool leaves the card with the PIN verified; yubico-piv-tool selects PIV to forget
+    it and then reads the tries (a SELECT that kept the status made it print "PIN tries left: -1")."""
+    message, signature = tmp_path / "message.bin", tmp_path / "signature.bin"
+    message.write_bytes(b"approve")
+    run("pkcs11-tool", "--login", "--pin", PIN, "--sign", "--id", "01", "-m", "SHA256-RSA-PKCS",
+        "-i", str(message), "-o", str(signature))  # fmt: skip
+    assert "PIN tries left:\t3" in _ypt(reader, "-a", "status").stdout

@@ -6,7 +6,10 @@ Theory of operation
    the AID or any prefix of it of at least 5 bytes (``A000000308``, the 9-byte AID, the full
    11-byte one) answers the application property template ``61{4F PIX, 79{4F RID}, AC{…}}``;
    any other AID answers ``6A82`` and leaves the selection and the security status as they
-   were. Selecting PIV again keeps the security status (a host re-selects every transaction).
+   were (OpenSC probes other applications' AIDs when it connects). Selecting PIV clears the
+   security status, as a YubiKey does: yubico-piv-tool selects PIV to forget a PIN verified
+   earlier and then reads the PIN tries left with VERIFY. OpenSC never re-selects while the
+   discovery object answers: it checks with GET DATA ``7E`` that PIV is still selected.
 2. **One dispatcher.** Commands go through :class:`capsim.cards.base.Dispatcher` (one phase:
    selected); every refusal is a ``StatusError`` turned into a status word at one point.
    Unexpected exceptions answer ``6F00`` and are logged by type only.
@@ -16,7 +19,7 @@ Theory of operation
    bytes go with ``61xx`` and GET RESPONSE (``00 C0``) returns the rest, ``xx`` at a time. Any
    other command drops an unread remainder. (OpenSC reads answers of at most 256 bytes and
    probes objects with Le ``08``.)
-4. **Security status** (volatile; cleared at power-on and reset): the PIN verified, the PIN
+4. **Security status** (volatile; cleared at power-on, reset and SELECT): the PIN verified, the PIN
    verified right before this command (slot ``9C``, "PIN always", consumed by one use), and the
    card management key authenticated (GENERAL AUTHENTICATE with key ``9B``).
 5. **Counters persist before the answer.** A wrong PIN or PUK lowers its counter in the state
@@ -340,6 +343,8 @@ class PivCard:
             raise StatusError(SW.INCORRECT_P1_P2)
         if not 5 <= len(cmd.data) <= len(PIV_AID) or not PIV_AID.startswith(cmd.data):
             raise StatusError(SW.FILE_NOT_FOUND)
+        self._pin_ok = self._pin_just_verified = self._mgmt_ok = False  # rule 1
+        self._witness = self._challenge = None
         return _APT
 
     def _get_data(self, cmd: Command) -> bytes:
