@@ -26,9 +26,9 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.asymmetric.utils import Prehashed
 from cryptography.x509.oid import NameOID
 
-from capsim.cards.piv import PivAlgorithm, certificate_of, load_piv_card, read_piv_card_file
+from capsim.cards.piv import PivAlgorithm, certificate_of, load_piv_card, new_piv_card, read_piv_card_file
 from capsim.cards.piv.keys import private_key
-from capsim.cards.piv.personalise import chuid_guid
+from capsim.cards.piv.personalise import chuid_guid, personalise
 from capsim.cli._common import ExitCode
 from tests.cards.test_piv import mgmt_auth, sign, verify
 from tests.cli.helpers import Cli
@@ -403,3 +403,15 @@ def test_no_terminal_for_a_chosen_secret_fails_before_anything_is_written(tmp_pa
     assert done.returncode == ExitCode.INVALID_INPUT
     assert "there is no terminal to ask for it; give it on standard input with --pin-stdin" in done.stderr
     assert list(tmp_path.iterdir()) == []
+
+
+def test_show_marks_an_expired_certificate(cli: Cli, tmp_path: Path) -> None:
+    long_ago = datetime.datetime.now(datetime.UTC) - datetime.timedelta(days=800)
+    made = personalise(holder="Old Holder", algorithm=PivAlgorithm.ECC_P256, now=lambda: long_ago)
+    path = tmp_path / "old.json"
+    new_piv_card(made.state, path=path).close()
+    run = cli.ok("card", "show", str(path))
+    assert run.stdout.count("(EXPIRED)") == 2
+    assert cli.ok("card", "show", str(path), "--json").json()["slots"]["9A (PIV authentication)"][
+        "certificate"
+    ]["expired"]
