@@ -14,9 +14,9 @@ Theory of operation
    file cannot be written, the CA files just written are removed.
 2. **Secrets are read like PINs**, never from an option: each one named by ``--choose``
    (``pin``, ``puk``, ``mgmt-key``) is asked with a hidden prompt, twice; with ``--pin-stdin``
-   they come from standard input, one line each, in the order PIN, PUK, management key
-   (``--pin-stdin`` alone chooses the PIN). The others keep the well-known defaults, and
-   ``card show`` warns while one is in place.
+   they come from standard input, one line each: the PIN (``--pin-stdin`` always chooses it, as
+   for an EMV card), then the PUK, then the management key. The others keep the well-known
+   defaults, and ``card show`` warns while one is in place.
 3. **PIN commands go through the card's APDUs**, as a host would (:class:`PivHost`): SELECT,
    VERIFY (status or PIN), CHANGE REFERENCE DATA (PIN ``80``, PUK ``81``), RESET RETRY
    COUNTER (PUK and new PIN). The card counts and blocks; the status words become typed errors
@@ -241,7 +241,8 @@ _PIV_OPTIONS: Final = (
         type=click.Choice(_SECRETS),
         multiple=True,
         help="PIV: choose this secret instead of its well-known default (repeatable); asked with a "
-        "hidden prompt, or read from standard input with --pin-stdin (order: pin, puk, mgmt-key).",
+        "hidden prompt, or with --pin-stdin read from standard input, one line each: the PIN (always), "
+        "then the PUK, then the management key.",
     ),
     click.option(
         "--import-key",
