@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The whole capsim test suite on a fresh Debian machine:
-#   1. installs the system packages the tests need (pcscd, the vpcd driver, opensc, PostgreSQL,
-#      PgBouncer, SoftHSM2) when running as root and they are missing;
+#   1. installs the system packages the tests need (pcscd, the vpcd driver, opensc and
+#      yubico-piv-tool, PostgreSQL, PgBouncer, SoftHSM2) when running as root and they are missing;
 #   2. creates .venv and installs capsim with every extra and the test tools, and once, in
 #      .cache/emvtool-venv, python-emv's emvtool (PyPI emv 1.0.14, which builds pyscard 2.0.0
 #      with swig) for the interop tests: pytest runs without a network, so it is made here;
@@ -12,7 +12,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$(pwd)
 
-APT_PACKAGES=(strace pcscd libpcsclite-dev vsmartcard-vpcd pcsc-tools opensc postgresql pgbouncer softhsm2 iproute2 util-linux gcc python3-dev swig)
+APT_PACKAGES=(strace pcscd libpcsclite-dev vsmartcard-vpcd pcsc-tools opensc yubico-piv-tool postgresql pgbouncer softhsm2 iproute2 util-linux gcc python3-dev swig)
 need_apt=()
 for p in "${APT_PACKAGES[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || need_apt+=("$p")

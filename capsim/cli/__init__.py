@@ -37,7 +37,7 @@ __all__ = ["COMMANDS", "main"]
 COMMANDS: Final[Mapping[str, LazyCommand]] = {
     "tlv": LazyCommand("capsim.cli.tlv", "tlv", "Decode BER-TLV data and DOLs."),
     "card": LazyCommand("capsim.cli.card", "card", "Emulated EMV-CAP cards: create, inspect and drive card files."),  # noqa: E501
-    "card serve": LazyCommand("capsim.cli.serve", "serve", "[!] Serve CARD_FILES to pcscd through vpcd until interrupted (Ctrl-C or SIGTERM)."),  # noqa: E501
+    "card serve": LazyCommand("capsim.cli.serve", "serve", "[!] Serve EMV or PIV CARD_FILES to pcscd through vpcd until interrupted (Ctrl-C or SIGTERM)."),  # noqa: E501
     "code": LazyCommand("capsim.cli.code", "code", "[!] Compute CAP codes with a card: identify, respond, sign, tds."),  # noqa: E501
     "cap": LazyCommand("capsim.cli.cap", "cap", "[!] A CAP code, the mode chosen from the arguments: none → Identify, -c → Respond, -c and -a → Sign."),  # noqa: E501
     "card unblock": LazyCommand("capsim.cli.card_pin", "unblock_command", "[!] Unblock the card's PIN with the issuer's PIN UNBLOCK script (default card: the one of `capsim code`)."),  # noqa: E501

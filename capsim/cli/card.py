@@ -19,6 +19,7 @@ from capsim.cards.atr import atr_from_hex
 from capsim.cli._common import deprecated_alias, handle_errors, read_secret
 from capsim.cli._reader import one_card, open_reader, reader_options
 from capsim.cli.card_info import info_command, mask_pan, show_card_info, template_profile
+from capsim.cli.card_piv import PIV_TEMPLATE, piv_new_options
 from capsim.crypto import CVN, KeyDerivation, odd_parity
 from capsim.errors import StateFileError, ValidationError
 from capsim.hexinput import parse_command_apdu
@@ -86,8 +87,8 @@ def card() -> None:
 @click.option(
     "--template",
     "template_name",
-    type=click.Choice(sorted(BUILTIN_PROFILES)),
-    help="Built-in card template (`capsim card templates`) [secur-acces].",
+    type=click.Choice(sorted([*BUILTIN_PROFILES, PIV_TEMPLATE])),
+    help="Built-in card template (`capsim card templates`) [secur-acces]; piv: a PIV certificate token.",
 )
 @click.option("--profile", "profile_name", type=click.Choice(sorted(BUILTIN_PROFILES)), hidden=True)
 @click.option("--pan", help="Card PAN (12-19 digits, Luhn-valid); default: a random Luhn-valid test PAN.")
@@ -107,6 +108,7 @@ def card() -> None:
     "--cvn", type=click.Choice(list(_CVN_NAMES)), help="Cryptogram version (default: the template's)."
 )
 @click.option("--atr", metavar="HEX", help="Answer to reset (default: the template's; built-in: T=0).")
+@piv_new_options
 @handle_errors
 def new_command(
     *,
@@ -120,9 +122,18 @@ def new_command(
     issuer_keys: Path | None,
     cvn: str | None,
     atr: str | None,
+    **piv_options: Any,
 ) -> None:
     """[!] Create a new card file at PATH (mode 0600; it holds the card's keys)."""
     name = deprecated_alias(template_name, profile_name, new="--template", old="--profile")
+    from capsim.cli import card_piv
+
+    if name == PIV_TEMPLATE:
+        emv: dict[str, object] = {"--pan": pan, "--psn": psn, "--issuer-keys": issuer_keys, "--cvn": cvn}
+        emv["--allow-non-luhn"] = allow_non_luhn
+        card_piv.new_piv(path, pin_stdin=pin_stdin, atr=atr, emv_options=emv, **piv_options)
+        return
+    card_piv.refuse_piv_options(piv_options)
     template = builtin_profile(name or "secur-acces")
     atr_bytes = None if atr is None else atr_from_hex(atr, "--atr")  # checked before anything is written
     if path.exists():
@@ -223,8 +234,11 @@ def _describe(profile: CardProfile, state: CardState, *, sensitive: bool) -> dic
 def show_command(
     *, card_arg: str | None, reader_spec: str | None, wait: float | None, show_sensitive: bool, as_json: bool
 ) -> None:
-    """Show a card file (PAN, PIN and keys redacted unless --show-sensitive); for a card in a
-    reader (CARD or --reader SPEC), what `card info` shows."""
+    """Show a card file (PAN, PIN and keys redacted unless --show-sensitive); a PIV card file:
+    its slots, certificates and PIN/PUK tries, with a warning while a default secret is in place;
+    for a card in a reader (CARD or --reader SPEC), what `card info` shows."""
+    from capsim.cli import card_piv
+
     path, spec = one_card(card_arg, reader_spec)
     if path is None:
         show_card_info(
@@ -234,6 +248,9 @@ def show_command(
             as_json=as_json,
             template_profile=template_profile(None, spec),
         )
+        return
+    if card_piv.is_piv(path):
+        card_piv.show_piv(path, sensitive=show_sensitive, as_json=as_json)
         return
     profile, state = read_card_file(path)
     info = _describe(profile, state, sensitive=show_sensitive)
@@ -295,7 +312,10 @@ def profiles_command() -> None:
 
 
 def _list_templates() -> None:
-    for name in sorted(BUILTIN_PROFILES):
+    for name in sorted([*BUILTIN_PROFILES, PIV_TEMPLATE]):
+        if name == PIV_TEMPLATE:
+            click.echo(f"{name:12} AID A000000308     PIV certificate token (NIST SP 800-73-4)")
+            continue
         p = BUILTIN_PROFILES[name]
         click.echo(
             f"{name:12} AID {p.aid.hex().upper():16} CVN {_CVN_LABEL[p.cvn]:2} IAD {p.iad_format!s:5} "

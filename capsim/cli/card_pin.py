@@ -1,4 +1,5 @@
-"""``capsim card unblock`` and ``capsim card change-pin``: the issuer's PIN scripts for a card file.
+"""``capsim card unblock``, ``change-pin`` and ``change-puk``: the issuer's PIN scripts for a card
+file, and a PIV card's PUK.
 
 A card whose PIN is blocked (three wrong PINs) refuses every code until its issuer unblocks
 it. For a real card only the bank can; for a capsim card file these commands do what the bank
@@ -47,14 +48,14 @@ from capsim.cli._common import handle_errors, secret_reader, warn_if_exposed
 from capsim.cli.card import card
 from capsim.cli.code import default_card_path
 from capsim.crypto import derive_icc_mk
-from capsim.errors import KeyFileMismatch, ValidationError
+from capsim.errors import KeyFileMismatch, StateFileError, ValidationError
 from capsim.issuerkeys import IssuerKeys, load_issuer_keys
 from capsim.reader import CapReader
 from capsim.sm import build_pin_change
 from capsim.storage import read_card_file
 from capsim.transports import open_transport
 
-__all__ = ["change_pin_command", "default_keys_path", "unblock_command"]
+__all__ = ["change_pin_command", "change_puk_command", "default_keys_path", "unblock_command"]
 
 _OK: Final = 0x9000
 
@@ -134,14 +135,41 @@ _KEYS_OPT = click.option(
 )
 
 
+def _piv(path: Path, keys_file: Path | None) -> bool:
+    """Whether ``path`` is a PIV card file (rule 5); they have no issuer keys."""
+    from capsim.cli.card_piv import is_piv
+
+    if not is_piv(path):
+        return False
+    if keys_file is not None:
+        raise ValidationError("--issuer-keys: a PIV card has no issuer keys; its PUK unblocks the PIN")
+    return True
+
+
+_PIN_STDIN = click.option(
+    "--pin-stdin",
+    is_flag=True,
+    help="Read the PINs from standard input, one line each (PIV unblock: the PUK, then the new PIN; "
+    "PIV change-pin: the current PIN, then the new one).",
+)
+
+
 @card.command("unblock")
 @_CARD_ARG
 @_KEYS_OPT
+@_PIN_STDIN
 @handle_errors
-def unblock_command(card_file: Path | None, keys_file: Path | None) -> None:
+def unblock_command(card_file: Path | None, keys_file: Path | None, pin_stdin: bool) -> None:
     """[!] Unblock the card's PIN with the issuer's PIN UNBLOCK script (default card: the one of
-    `capsim code`)."""
+    `capsim code`); a PIV card: with its PUK (RESET RETRY COUNTER), setting a new PIN."""
     path = _card_file(card_file)
+    if _piv(path, keys_file):
+        from capsim.cli.card_piv import piv_unblock
+
+        click.echo(piv_unblock(path, pin_stdin=pin_stdin))
+        return
+    if pin_stdin:
+        raise ValidationError("--pin-stdin: an EMV card's unblock asks for no PIN (the issuer's script)")
     warn_if_exposed(path)
     profile, keys = _card_keys(path, keys_file)
     atc = _run_script(path, profile, keys, None)
@@ -151,13 +179,34 @@ def unblock_command(card_file: Path | None, keys_file: Path | None) -> None:
 @card.command("change-pin")
 @_CARD_ARG
 @_KEYS_OPT
-@click.option("--pin-stdin", is_flag=True, help="Read the new PIN from one line of standard input.")
+@_PIN_STDIN
 @handle_errors
 def change_pin_command(card_file: Path | None, keys_file: Path | None, pin_stdin: bool) -> None:
-    """[!] Set a new PIN with the issuer's PIN CHANGE script (it also unblocks the PIN)."""
+    """[!] Set a new PIN with the issuer's PIN CHANGE script (it also unblocks the PIN); a PIV
+    card: with the current PIN (CHANGE REFERENCE DATA)."""
     path = _card_file(card_file)
+    if _piv(path, keys_file):
+        from capsim.cli.card_piv import piv_change_pin
+
+        click.echo(piv_change_pin(path, pin_stdin=pin_stdin))
+        return
     warn_if_exposed(path)
     profile, keys = _card_keys(path, keys_file)
     new_pin = _new_pin(pin_stdin)
     atc = _run_script(path, profile, keys, new_pin)
     click.echo(f"PIN changed: card {path} accepted the issuer's PIN CHANGE script (ATC {atc})")
+
+
+@card.command("change-puk")
+@click.argument("card_file", metavar="CARD.json", type=click.Path(dir_okay=False, path_type=Path))
+@click.option("--pin-stdin", is_flag=True, help="Read the current PUK, then the new one, from stdin.")
+@handle_errors
+def change_puk_command(card_file: Path, pin_stdin: bool) -> None:
+    """[!] Set a new PUK on a PIV card (CHANGE REFERENCE DATA with the current PUK)."""
+    if not card_file.exists():
+        raise StateFileError(f"card file {card_file} does not exist")
+    if not _piv(card_file, None):
+        raise ValidationError(f"card {card_file}: not a PIV card file; only PIV cards have a PUK")
+    from capsim.cli.card_piv import piv_change_puk
+
+    click.echo(piv_change_puk(card_file, pin_stdin=pin_stdin))

@@ -8,6 +8,9 @@ shown by pcscd as ``"<FRIENDLYNAME> 00 00"`` and ``"… 00 01"``. Serve one card
 Without a vpcd to connect to, the server says so at once with what to check (pcscd running
 with the vpcd driver?), then every ``--report-interval`` seconds what it is still waiting for.
 
+A PIV card file (``capsim card new --template piv``) is served the same way: OpenSC,
+yubico-piv-tool and every PKCS#11 consumer see a PIV token (docs/certificate.md).
+
 The card files stay locked while they are served; every ATC and PIN-try change is written
 before the card answers, exactly as in process. SIGINT or SIGTERM unplugs the cards and
 exits with status 0.
@@ -22,14 +25,20 @@ import threading
 from contextlib import ExitStack
 from pathlib import Path
 from types import FrameType
+from typing import TYPE_CHECKING
 
 import click
 
-from capsim.cards import EmvCapCard, load_card
+from capsim.cards import load_card
+from capsim.cards.base import CardOS
 from capsim.cli._common import handle_errors
 from capsim.cli.card import card
 from capsim.errors import ValidationError
 from capsim.transports.vpcd import DEFAULT_HOST, DEFAULT_PORT, VPCD_SLOTS, VpcdCardServer, parse_vpcd_address
+
+if TYPE_CHECKING:
+    from capsim.cards import EmvCapCard
+    from capsim.cards.piv import PivCard
 
 __all__ = ["serve"]
 
@@ -85,7 +94,7 @@ def serve(
     show_sensitive: bool,
     report_interval: float,
 ) -> None:
-    """[!] Serve CARD_FILES to pcscd through vpcd until interrupted (Ctrl-C or SIGTERM)."""
+    """[!] Serve EMV or PIV CARD_FILES to pcscd through vpcd until interrupted (Ctrl-C or SIGTERM)."""
     if len(card_files) > VPCD_SLOTS:
         raise ValidationError(
             f"card_files: at most {VPCD_SLOTS} cards (one per vpcd slot), got {len(card_files)}"
@@ -100,9 +109,9 @@ def serve(
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
     with ExitStack() as stack:
-        cards: list[EmvCapCard] = []
+        cards: list[CardOS] = []
         for path in card_files:
-            loaded = load_card(path)
+            loaded = _load_any(path)
             stack.callback(loaded.close)
             cards.append(loaded)
         servers = [
@@ -117,6 +126,13 @@ def serve(
         ]
         _run(servers, messages)
     click.echo("stopped; card files closed", err=True)
+
+
+def _load_any(path: Path) -> EmvCapCard | PivCard:
+    """The card in an EMV card file or a PIV card file (told apart by the file's format)."""
+    from capsim.cards.piv import is_piv_card_file, load_piv_card
+
+    return load_piv_card(path) if is_piv_card_file(path) else load_card(path)
 
 
 def _run(servers: list[VpcdCardServer], messages: list[str]) -> None:

@@ -123,7 +123,7 @@ def test_profiles_lists_every_builtin() -> None:
     code, out, _ = _run("card", "profiles")
     assert code == 0
     names = [line.split()[0] for line in out.splitlines()]
-    assert names == ["barclays", "natwest", "rabobank", "secur-acces", "visa-dpa"]
+    assert names == ["barclays", "natwest", "piv", "rabobank", "secur-acces", "visa-dpa"]
 
 
 def test_new_psn_defaults_to_the_profile(tmp_path: Path) -> None:

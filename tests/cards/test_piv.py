@@ -143,8 +143,21 @@ def test_an_unknown_aid_is_6a82_and_keeps_the_selection_and_the_pin() -> None:
     assert verify(card, "123456") == 0x9000
     assert card.process(apdu(0, 0xA4, 4, 0, h("A0000000048002"), 0)) == h("6A82")
     assert card.process(apdu(0, 0x20, 0, 0x80)) == OK  # still verified
+
+
+
+def test_selecting_piv_clears_the_pin_and_the_management_key_status() -> None:
+    """A YubiKey forgets both on SELECT; yubico-piv-tool's status re-selects, then reads the
+    PIN tries with VERIFY and printed "PIN tries left: -1" after an OpenSC session had left the
+    PIN verified (the next program inherited it)."""
+    card = new_piv_card()
+    assert verify(card, "123456") == 0x9000
+    assert mgmt_auth(card) == 0x9000
     assert card.process(apdu(0, 0xA4, 4, 0, PIV_AID[:5], 0))[-2:] == OK
-    assert card.process(apdu(0, 0x20, 0, 0x80)) == OK  # re-selecting PIV keeps the status
+    assert card.process(apdu(0, 0x20, 0, 0x80)) == h("63C3")
+    put = encode(0x5C, h("5FC102")) + encode(0x53, b"x")
+    assert card.process(apdu(0, 0xDB, 0x3F, 0xFF, put)) == h("6982")
+    assert card.state.pin_tries == 3  # a status, not a try
 
 
 def test_piv_is_selected_at_power_on_and_the_discovery_object_is_exact() -> None:
@@ -282,6 +295,23 @@ def test_management_key_mutual_and_external_authentication() -> None:
     assert card.process(apdu(0, 0x87, 0x03, 0x9B, answer)) == OK
 
 
+def test_random_bytes_for_opensc_with_the_default_algorithm_reference_of_the_management_key() -> None:
+    """OpenSC's C_GenerateRandom asks the 9B key for a challenge with algorithm reference 00
+    (3-key 3DES in SP 800-78-4) and gave CKR_FUNCTION_NOT_SUPPORTED on a 6A86."""
+    card = new_piv_card()
+    first = card.process(h("0087009B047C02810000"))
+    assert sw(first) == 0x9000
+    assert first[:4] == h("7C0A8108")
+    second = card.process(h("0087009B047C02810000"))
+    assert second[4:-2] != first[4:-2]
+    assert sw(card.process(h("0087079B047C02810000"))) == 0x6A86  # not a 3DES reference
+    # 00 authenticates with the 3DES key like 03
+    resp = card.process(h("0087009B047C028000"))
+    witness = _tdes(DEFAULT_MGMT_KEY, resp[4:12], decrypt=True)
+    body = encode(0x7C, encode(0x80, witness) + encode(0x81, bytes(8)))
+    assert sw(card.process(apdu(0, 0x87, 0x00, 0x9B, body, 0))) == 0x9000
+
+
 def test_p256_key_generated_on_card_signs_after_the_pin_and_the_signature_verifies() -> None:
     card = new_piv_card()
     assert mgmt_auth(card) == 0x9000
@@ -384,6 +414,18 @@ def test_put_data_with_command_chaining_stores_a_certificate_behind_the_manageme
     assert x509.load_der_x509_certificate(cert_tlv.value).public_key() == public
     fresh = new_piv_card()
     assert sw(fresh.process(apdu(0, 0xDB, 0x3F, 0xFF, body[:200]))) == 0x6982  # no management key
+
+
+def test_put_data_of_an_empty_object_deletes_it() -> None:
+    """yubico-piv-tool's delete-certificate writes ``53 00``; an empty certificate object left
+    behind made its status print "Slot 9c: Parse error." instead of leaving the slot out."""
+    card = new_piv_card(objects={0x5FC10A: certificate_object(b"\x30\x00"), 0x5FC105: b"\x70\x00"})
+    assert mgmt_auth(card) == 0x9000
+    assert card.process(h("00DB3FFF07 5C035FC10A 5300")) == OK
+    assert get_data(card, 0x5FC10A) == h("6A82")
+    assert 0x5FC10A not in card.state.objects
+    assert get_data(card, 0x5FC105) == h("53027000 9000")  # the others stay
+    assert card.process(h("00DB3FFF07 5C035FC10B 5300")) == OK  # deleting an absent object: fine
 
 
 def test_chaining_interrupted_by_another_command_is_refused() -> None:

@@ -18,7 +18,7 @@ from typing import Any
 
 from capsim.cards.cardfile import LOCK_TIMEOUT_S
 from capsim.cards.piv.card import PIV_AID, PIV_ATR, PivCard, PivIns, certificate_object, certificate_of
-from capsim.cards.piv.cardfile import PivCardFile, create_piv_card_file, read_piv_card_file
+from capsim.cards.piv.cardfile import PivCardFile, create_piv_card_file, is_piv_card_file, read_piv_card_file
 from capsim.cards.piv.keys import PivAlgorithm, PivKey, generate_key
 from capsim.cards.piv.state import (
     CERT_OBJECT,
@@ -50,6 +50,7 @@ __all__ = [
     "certificate_object",
     "certificate_of",
     "generate_key",
+    "is_piv_card_file",
     "load_piv_card",
     "new_piv_card",
     "pad_reference",

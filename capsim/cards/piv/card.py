@@ -6,7 +6,10 @@ Theory of operation
    the AID or any prefix of it of at least 5 bytes (``A000000308``, the 9-byte AID, the full
    11-byte one) answers the application property template ``61{4F PIX, 79{4F RID}, AC{…}}``;
    any other AID answers ``6A82`` and leaves the selection and the security status as they
-   were. Selecting PIV again keeps the security status (a host re-selects every transaction).
+   were (OpenSC probes other applications' AIDs when it connects). Selecting PIV clears the
+   security status, as a YubiKey does: yubico-piv-tool selects PIV to forget a PIN verified
+   earlier and then reads the PIN tries left with VERIFY. OpenSC never re-selects while the
+   discovery object answers: it checks with GET DATA ``7E`` that PIV is still selected.
 2. **One dispatcher.** Commands go through :class:`capsim.cards.base.Dispatcher` (one phase:
    selected); every refusal is a ``StatusError`` turned into a status word at one point.
    Unexpected exceptions answer ``6F00`` and are logged by type only.
@@ -16,7 +19,7 @@ Theory of operation
    bytes go with ``61xx`` and GET RESPONSE (``00 C0``) returns the rest, ``xx`` at a time. Any
    other command drops an unread remainder. (OpenSC reads answers of at most 256 bytes and
    probes objects with Le ``08``.)
-4. **Security status** (volatile; cleared at power-on and reset): the PIN verified, the PIN
+4. **Security status** (volatile; cleared at power-on, reset and SELECT): the PIN verified, the PIN
    verified right before this command (slot ``9C``, "PIN always", consumed by one use), and the
    card management key authenticated (GENERAL AUTHENTICATE with key ``9B``).
 5. **Counters persist before the answer.** A wrong PIN or PUK lowers its counter in the state
@@ -26,7 +29,9 @@ Theory of operation
    and nothing unblocks the PUK.
 6. **Keys never leave.** Private keys are used for GENERAL AUTHENTICATE (raw RSA, ECDSA, ECDH)
    only; GENERATE ASYMMETRIC KEY PAIR returns the public key; no command returns key material.
-   Generating keys and writing objects (PUT DATA) need the management key.
+   Generating keys and writing objects (PUT DATA) need the management key; writing an empty
+   object (``53 00``) deletes it, as yubico-piv-tool's ``delete-certificate`` expects (GET DATA
+   then answers ``6A82``).
 
 See docs/certificate.md for the command set and the answers OpenSC and yubico-piv-tool expect.
 """
@@ -81,6 +86,9 @@ _PIN_REF: Final = 0x80
 _PUK_REF: Final = 0x81
 _MGMT_REF: Final = 0x9B
 _MAX_CHAIN: Final = 8192
+#: Algorithm references of the 3DES management key: ``03``, and ``00`` ("3-key 3DES, ECB" in
+#: SP 800-78-4 table 6-2), which OpenSC sends when it asks the card for random bytes.
+_TDES_REFS: Final = frozenset({0x00, int(PivAlgorithm.TDES)})
 
 
 class PivIns(IntEnum):
@@ -335,6 +343,8 @@ class PivCard:
             raise StatusError(SW.INCORRECT_P1_P2)
         if not 5 <= len(cmd.data) <= len(PIV_AID) or not PIV_AID.startswith(cmd.data):
             raise StatusError(SW.FILE_NOT_FOUND)
+        self._pin_ok = self._pin_just_verified = self._mgmt_ok = False  # rule 1
+        self._witness = self._challenge = None
         return _APT
 
     def _get_data(self, cmd: Command) -> bytes:
@@ -367,7 +377,8 @@ class PivCard:
         if len(objs) != 1 or objs[0].tag != 0x53:
             raise StatusError(SW.WRONG_DATA)
         try:
-            new = self._state.with_object(tag, objs[0].value)
+            value = objs[0].value
+            new = self._state.with_object(tag, value) if value else self._state.without_object(tag)
         except ValidationError:
             raise StatusError(SW.NOT_ENOUGH_MEMORY) from None
         self._commit(new)
@@ -479,7 +490,7 @@ class PivCard:
             raise StatusError(SW.SECURITY_STATUS_NOT_SATISFIED)
 
     def _mgmt_authenticate(self, alg: int, items: dict[int, bytes]) -> bytes:
-        if alg != PivAlgorithm.TDES:
+        if alg not in _TDES_REFS:
             raise StatusError(SW.INCORRECT_P1_P2)
         key = self._state.mgmt_key
         witness, self._witness = self._witness, None

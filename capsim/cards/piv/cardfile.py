@@ -29,6 +29,7 @@ __all__ = [
     "PIV_CARD_FILE_VERSION",
     "PivCardFile",
     "create_piv_card_file",
+    "is_piv_card_file",
     "read_piv_card_file",
 ]
 
@@ -67,6 +68,16 @@ def read_piv_card_file(path: str | os.PathLike[str]) -> tuple[bytes, PivState]:
     """Read and validate a PIV card file (no lock). Raises :class:`StateFileError`."""
     p = Path(path)
     return _parse(read_json(p, "PIV card file"), p)
+
+
+def is_piv_card_file(path: str | os.PathLike[str]) -> bool:
+    """Whether ``path`` is a JSON document with the PIV card file's ``format`` (no lock, no
+    validation beyond that: opening it checks the rest). An unreadable file is not one."""
+    try:
+        doc = read_json(Path(path), "card file")
+    except StateFileError:
+        return False
+    return isinstance(doc, dict) and doc.get("format") == PIV_CARD_FILE_FORMAT
 
 
 def create_piv_card_file(path: str | os.PathLike[str], atr: bytes, state: PivState) -> None:

@@ -145,6 +145,10 @@ class PivState:
     def with_object(self, tag: int, value: bytes) -> PivState:
         return self.replace(objects={**self.objects, tag: value})
 
+    def without_object(self, tag: int) -> PivState:
+        """A copy without the object ``tag`` (the same state when there is none)."""
+        return self.replace(objects={t: v for t, v in self.objects.items() if t != tag})
+
     def defaults_in_place(self) -> tuple[str, ...]:
         """Which well-known defaults the card still has (``card show`` warns about them)."""
         names = []
