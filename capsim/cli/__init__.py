@@ -31,5 +31,6 @@ from capsim.cli.verifier import verifier as _verifier; main.add_command(_verifie
 from capsim.cli.verifier import verify as _verify; main.add_command(_verify)  # noqa: E402, E702, I001
 from capsim.cli.demo import demo as _demo; main.add_command(_demo)  # noqa: E402, E702, I001
 from capsim.cli.fuzz import fuzz as _fuzz; main.add_command(_fuzz)  # noqa: E402, E702, I001
+from capsim.cli import verifier_certs as _verifier_certs  # noqa: E402, F401  (adds "cert")
 from capsim.cli import verifier_keys as _verifier_keys  # noqa: E402, F401  (adds "keys", "init --pkcs11")
 from capsim.cli import verifier_serve as _verifier_serve  # noqa: E402, F401  (adds "serve", "client")

@@ -216,6 +216,16 @@ class CertificateVerifier:
         self._audit(tx, "cert-challenge", "ok", cert_id=cert_id, challenge=ch, purpose=purpose.value)
         return ch
 
+    def record_trust(self, setting: str) -> None:
+        """Record the trust files (a :func:`capsim.verifier.certtrust.trust_setting` value) in the
+        store, audited; readers of the setting load the files again each time."""
+        from capsim.verifier.certtrust import TRUST_SETTING, trust_from_setting
+
+        trust_from_setting(setting)  # refuse what would not load
+        with self._core.tx() as tx:
+            tx.set_setting(TRUST_SETTING, setting)
+            self._audit(tx, "cert-trust", "ok", trust=setting)
+
     # -- organisations (rule 1) ------------------------------------------------------------------
     def create_organisation(self, name: str, *, kind: OrgKind | str = OrgKind.SUPPLIER) -> MasterCode:
         """A new organisation (the bank's act) and its master code, shown once."""

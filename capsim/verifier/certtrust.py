@@ -34,6 +34,7 @@ from __future__ import annotations
 
 import datetime as _dt
 import hashlib
+import json
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -53,8 +54,10 @@ from cryptography.x509.verification import (
 )
 
 from capsim.errors import ConfigError, ValidationError
+from capsim.jsonlimits import loads_limited
 
 __all__ = [
+    "TRUST_SETTING",
     "CertTrust",
     "ValidatedCert",
     "check_certificate",
@@ -62,10 +65,15 @@ __all__ = [
     "parse_certificate",
     "spki_digest",
     "token_input",
+    "trust_from_setting",
+    "trust_setting",
     "verify_signature",
 ]
 
 PublicKey = ec.EllipticCurvePublicKey | rsa.RSAPublicKey
+
+#: The store setting where the trust files are recorded (paths only, rule 1).
+TRUST_SETTING: Final = "cert.trust"
 
 _MAX_CERT: Final = 16_384
 _MAX_FILE: Final = 4 * 1024 * 1024
@@ -141,6 +149,43 @@ def load_trust(
     return CertTrust(
         anchors=tuple(roots), intermediates=tuple(middle), crls=tuple(lists), require_crl=require_crl
     )
+
+
+def trust_setting(
+    anchors: Sequence[str | Path],
+    *,
+    intermediates: Sequence[str | Path] = (),
+    crls: Sequence[str | Path] = (),
+    require_crl: bool = True,
+) -> str:
+    """The :data:`TRUST_SETTING` value for these files (absolute paths; each file is read once
+    here, so a wrong path is refused when it is recorded, not at the first registration)."""
+    if not anchors:
+        raise ConfigError("trust anchor: at least one trust anchor file is needed")
+    load_trust(anchors, intermediates=intermediates, crls=crls, require_crl=require_crl)
+    doc = {
+        "anchors": [str(Path(p).resolve()) for p in anchors],
+        "intermediates": [str(Path(p).resolve()) for p in intermediates],
+        "crls": [str(Path(p).resolve()) for p in crls],
+        "require_crl": bool(require_crl),
+    }
+    return json.dumps(doc, sort_keys=True)
+
+
+def trust_from_setting(text: str | None) -> CertTrust:
+    """Read the files a :data:`TRUST_SETTING` value names (again, each time: rule 1)."""
+    if text is None:
+        raise ConfigError("no trust anchors configured: run 'capsim verifier cert trust --anchor FILE'")
+    doc = loads_limited(text, what="certificate trust setting", error=ConfigError)
+    try:
+        return load_trust(
+            [str(p) for p in doc["anchors"]],
+            intermediates=[str(p) for p in doc["intermediates"]],
+            crls=[str(p) for p in doc["crls"]],
+            require_crl=bool(doc["require_crl"]),
+        )
+    except (KeyError, TypeError):
+        raise ConfigError("certificate trust setting: malformed") from None
 
 
 def parse_certificate(data: object) -> x509.Certificate:

@@ -51,6 +51,8 @@ class Ca:
     name: str
     key: ec.EllipticCurvePrivateKey = field(default_factory=lambda: ec.generate_private_key(ec.SECP256R1()))
     serial: int = 100
+    #: The time its certificates and CRLs are dated around (the tests' store clock by default).
+    at: dt.datetime = T0
 
     def __post_init__(self) -> None:
         public = self.key.public_key()
@@ -60,8 +62,8 @@ class Ca:
             .issuer_name(_name(self.name))
             .public_key(public)
             .serial_number(1)
-            .not_valid_before(T0 - 365 * DAY)
-            .not_valid_after(T0 + 3650 * DAY)
+            .not_valid_before(self.at - 365 * DAY)
+            .not_valid_after(self.at + 3650 * DAY)
             .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
             .add_extension(_usage(ca=True), critical=True)
             .add_extension(x509.SubjectKeyIdentifier.from_public_key(public), critical=False)
@@ -73,12 +75,14 @@ class Ca:
         public: ec.EllipticCurvePublicKey | rsa.RSAPublicKey,
         *,
         cn: str = "Alice Martin",
-        not_before: dt.datetime = T0 - 30 * DAY,
-        not_after: dt.datetime = T0 + 365 * DAY,
+        not_before: dt.datetime | None = None,
+        not_after: dt.datetime | None = None,
         signature: bool = True,
     ) -> x509.Certificate:
         """A token certificate (no subjectAltName, as tokens have)."""
         self.serial += 1
+        not_before = self.at - 30 * DAY if not_before is None else not_before
+        not_after = self.at + 365 * DAY if not_after is None else not_after
         return (
             x509.CertificateBuilder()
             .subject_name(_name(cn))
@@ -101,12 +105,12 @@ class Ca:
         builder = (
             x509.CertificateRevocationListBuilder()
             .issuer_name(self.cert.subject)
-            .last_update(T0 - DAY)
-            .next_update(T0 + 30 * DAY)
+            .last_update(self.at - DAY)
+            .next_update(self.at + 30 * DAY)
         )
         for serial in revoked:
             builder = builder.add_revoked_certificate(
-                x509.RevokedCertificateBuilder().serial_number(serial).revocation_date(T0 - DAY).build()
+                x509.RevokedCertificateBuilder().serial_number(serial).revocation_date(self.at - DAY).build()
             )
         return builder.sign(signer or self.key, hashes.SHA256())
 
