@@ -1,6 +1,6 @@
 """``capsim verifier cert …``: certificate credentials (USB keys and smart cards) in the verifier.
 
-Reference: ``docs/cli.md`` and ``docs/certificate-verifier.md``; the rules are the library's
+Reference: ``docs/cli.md`` and ``docs/certificate.md``; the rules are the library's
 (:mod:`capsim.verifier.certificates`).
 
 Theory of operation

@@ -1,4 +1,4 @@
-"""``capsim verifier cert …`` (docs/cli.md, docs/certificate-verifier.md): a certificate token
+"""``capsim verifier cert …`` (docs/cli.md, docs/certificate.md): a certificate token
 registered and signing operations through the command line, with the emulated PIV card signing
 the messages the commands write, through its APDUs."""
 
