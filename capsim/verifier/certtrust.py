@@ -242,7 +242,11 @@ def _revocation(chain: Sequence[x509.Certificate], trust: CertTrust, now: _dt.da
                 continue
             if not isinstance(issuer_key, ec.EllipticCurvePublicKey | rsa.RSAPublicKey):
                 continue
-            if not crl.is_signature_valid(issuer_key):
+            try:
+                signed = crl.is_signature_valid(issuer_key)
+            except (TypeError, ValueError):  # a signature algorithm that does not fit the key
+                signed = False
+            if not signed:
                 continue  # a CRL the issuer did not sign says nothing
             nxt = crl.next_update_utc
             if crl.last_update_utc > now or (nxt is not None and now >= nxt):

@@ -54,21 +54,32 @@ class Ca:
     #: The time its certificates and CRLs are dated around (the tests' store clock by default).
     at: dt.datetime = T0
 
+    #: The CA that certifies this one (``None``: a self-signed root).
+    parent: Ca | None = None
+
     def __post_init__(self) -> None:
         public = self.key.public_key()
-        self.cert = (
+        signer = self if self.parent is None else self.parent
+        if self.parent is not None:
+            self.parent.serial += 1
+        builder = (
             x509.CertificateBuilder()
             .subject_name(_name(self.name))
-            .issuer_name(_name(self.name))
+            .issuer_name(_name(signer.name))
             .public_key(public)
-            .serial_number(1)
+            .serial_number(1 if self.parent is None else self.parent.serial)
             .not_valid_before(self.at - 365 * DAY)
             .not_valid_after(self.at + 3650 * DAY)
             .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
             .add_extension(_usage(ca=True), critical=True)
             .add_extension(x509.SubjectKeyIdentifier.from_public_key(public), critical=False)
-            .sign(self.key, hashes.SHA256())
         )
+        if self.parent is not None:
+            builder = builder.add_extension(
+                x509.AuthorityKeyIdentifier.from_issuer_public_key(self.parent.key.public_key()),
+                critical=False,
+            )
+        self.cert = builder.sign(signer.key, hashes.SHA256())
 
     def issue(
         self,

@@ -13,6 +13,7 @@ import hashlib
 import secrets
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import pytest
 
@@ -21,12 +22,12 @@ from capsim.errors import ConfigError, InvalidCode, ValidationError
 from capsim.verifier.audit import check_chain
 from capsim.verifier.certificates import CertificateVerifier, MasterCode
 from capsim.verifier.certmodel import CertChallenge, CertCredential, CertState, ChallengePurpose, OrgUser
-from capsim.verifier.certtrust import CertTrust
+from capsim.verifier.certtrust import CertTrust, trust_from_setting, trust_setting
 from capsim.verifier.model import UserRole
 from capsim.verifier.policy import VerifierPolicy
 from capsim.verifier.provider import SoftwareProvider
 from capsim.verifier.store import Store
-from tests.verifier.certpki import DAY, T0, Ca, Token, new_token
+from tests.verifier.certpki import DAY, T0, Ca, Token, new_token, write_pem
 from tests.verifier.conftest import Clock, StoreFactory
 
 POLICY = VerifierPolicy(
@@ -326,6 +327,22 @@ def test_crl_revocation_signature_and_presence(bank: Bank) -> None:
     assert bank.cv.get_certificate(cred.cert_id).fail_count == 0
 
 
+def test_a_chain_through_an_intermediate_and_its_revocation(bank: Bank) -> None:
+    mc = bank.org()
+    sub = Ca("capsim issuing CA", parent=bank.ca)
+    token = new_token(sub)
+    root_crl, sub_crl = bank.ca.crl(), sub.crl()
+    # without the intermediate no path reaches the anchor
+    bank.trust = CertTrust(anchors=(bank.ca.cert,), crls=(root_crl, sub_crl))
+    _refused(bank, "cert-register", "certificate-chain", lambda: bank.register(mc, token))
+    # the intermediate revoked by the root's CRL: refused although the leaf is not listed
+    revoked_sub = bank.ca.crl([sub.cert.serial_number])
+    bank.trust = CertTrust(anchors=(bank.ca.cert,), intermediates=(sub.cert,), crls=(revoked_sub, sub_crl))
+    _refused(bank, "cert-register", "certificate-issuer-revoked", lambda: bank.register(mc, token))
+    bank.trust = CertTrust(anchors=(bank.ca.cert,), intermediates=(sub.cert,), crls=(root_crl, sub_crl))
+    assert bank.register(mc, token).state is CertState.ACTIVE
+
+
 def test_expiry_after_registration_refuses_authentication(bank: Bank) -> None:
     mc = bank.org()
     token = new_token(bank.ca, not_after=T0 + DAY)
@@ -480,3 +497,30 @@ def test_expired_and_unknown_challenges_are_the_uniform_reject(bank: Bank) -> No
         "challenge-purpose",
         lambda: bank.cv.authenticate(reg.challenge_id, token.sign(reg.message)),
     )
+
+
+# -- trust files ---------------------------------------------------------------------------------
+
+
+def test_trust_files_are_recorded_by_path_and_read_again(tmp_path: Path) -> None:
+    ca = Ca("file CA")
+    anchor = write_pem(tmp_path / "ca.pem", ca.cert)
+    crl_file = write_pem(tmp_path / "ca.crl", ca.crl())
+    setting = trust_setting([anchor], crls=[crl_file])
+    assert str(anchor.resolve()) in setting
+    assert trust_from_setting(setting).crls[0].get_revoked_certificate_by_serial_number(7) is None
+    write_pem(crl_file, ca.crl([7]))  # a new CRL in the same file takes effect on the next read
+    assert trust_from_setting(setting).crls[0].get_revoked_certificate_by_serial_number(7) is not None
+    with pytest.raises(ConfigError, match="no trust anchors configured"):
+        trust_from_setting(None)
+    with pytest.raises(ConfigError, match="at least one trust anchor"):
+        trust_setting([])
+    (tmp_path / "junk.pem").write_bytes(
+        b"-----BEGIN CERTIFICATE-----\nnot base64\n-----END CERTIFICATE-----\n"
+    )
+    with pytest.raises(ConfigError, match="not a PEM or DER certificate"):
+        trust_setting([tmp_path / "junk.pem"])
+    with pytest.raises(ConfigError, match="cannot read"):
+        trust_setting([tmp_path / "missing.pem"])
+    with pytest.raises(ConfigError, match="malformed"):
+        trust_from_setting('{"anchors": 1}')
