@@ -61,7 +61,14 @@ from capsim.verifier.certmodel import (
     OrgKind,
     OrgUser,
 )
-from capsim.verifier.certtrust import CertTrust, check_certificate, parse_certificate, verify_signature
+from capsim.verifier.certtrust import (
+    TRUST_SETTING,
+    CertTrust,
+    check_certificate,
+    parse_certificate,
+    trust_from_setting,
+    verify_signature,
+)
 from capsim.verifier.core import ServiceCore, provider_failures
 from capsim.verifier.model import Outcome, UserRole
 from capsim.verifier.policy import VerifierPolicy
@@ -219,8 +226,6 @@ class CertificateVerifier:
     def record_trust(self, setting: str) -> None:
         """Record the trust files (a :func:`capsim.verifier.certtrust.trust_setting` value) in the
         store, audited; readers of the setting load the files again each time."""
-        from capsim.verifier.certtrust import TRUST_SETTING, trust_from_setting
-
         trust_from_setting(setting)  # refuse what would not load
         with self._core.tx() as tx:
             tx.set_setting(TRUST_SETTING, setting)

@@ -11,6 +11,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import secrets
+import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -18,7 +19,7 @@ from pathlib import Path
 import pytest
 
 from capsim.cards.piv import PivAlgorithm
-from capsim.errors import ConfigError, InvalidCode, ValidationError
+from capsim.errors import ConfigError, InvalidCode, TemporaryFailure, ValidationError
 from capsim.verifier.audit import check_chain
 from capsim.verifier.certificates import CertificateVerifier, MasterCode
 from capsim.verifier.certmodel import CertChallenge, CertCredential, CertState, ChallengePurpose, OrgUser
@@ -524,3 +525,59 @@ def test_trust_files_are_recorded_by_path_and_read_again(tmp_path: Path) -> None
         trust_setting([tmp_path / "missing.pem"])
     with pytest.raises(ConfigError, match="malformed"):
         trust_from_setting('{"anchors": 1}')
+
+
+# -- concurrency ---------------------------------------------------------------------------------
+
+
+def _race(calls: list[Callable[[], object]]) -> list[object]:
+    """Run ``calls`` at once (after a barrier); each one's result or exception."""
+    barrier = threading.Barrier(len(calls))
+    results: list[object] = [None] * len(calls)
+
+    def run(i: int) -> None:
+        barrier.wait()
+        try:
+            results[i] = calls[i]()
+        except Exception as exc:
+            results[i] = exc
+
+    threads = [threading.Thread(target=run, args=(i,)) for i in range(len(calls))]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(30)
+    return results
+
+
+def _prepared(bank: Bank, mc: MasterCode, token: Token, identity: str, **kw: object) -> Callable[[], object]:
+    ch = bank.cv.registration_challenge(mc.org_id)
+    signature = token.sign(ch.message)  # the card is not shared between threads
+    return lambda: bank.cv.register_certificate(
+        mc.org_id,
+        master_code=mc.code,
+        identity_number=identity,
+        certificate=token.der,
+        challenge_id=ch.challenge_id,
+        signature=signature,
+        **kw,  # type: ignore[arg-type]
+    )
+
+
+def test_concurrent_registrations_keep_one_administrator_and_one_owner_per_key(bank: Bank) -> None:
+    mc, other = bank.org(), bank.org("Other")
+    admins = _race(
+        [
+            _prepared(bank, mc, new_token(bank.ca), "1111111111", administrator=True),
+            _prepared(bank, mc, new_token(bank.ca), "2222222222", administrator=True),
+        ]
+    )
+    assert sum(isinstance(r, CertCredential) for r in admins) == 1
+    assert all(isinstance(r, CertCredential | InvalidCode | TemporaryFailure) for r in admins)
+    assert [u.role for u in bank.cv.list_users(mc.org_id)] == [UserRole.ADMIN]
+    token = new_token(bank.ca)  # one key, registered in two organisations at once
+    owners = _race([_prepared(bank, mc, token, "3333333333"), _prepared(bank, other, token, "3333333333")])
+    assert sum(isinstance(r, CertCredential) for r in owners) == 1
+    assert all(isinstance(r, CertCredential | InvalidCode | TemporaryFailure) for r in owners)
+    live = [c for o in (mc, other) for c in bank.cv.list_certificates(o.org_id) if c.cert_der == token.der]
+    assert len(live) == 1
