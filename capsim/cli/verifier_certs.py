@@ -23,23 +23,26 @@ Theory of operation
 
 from __future__ import annotations
 
+import importlib
 import json
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from datetime import datetime
 from pathlib import Path
-from typing import Any
+from types import ModuleType
+from typing import TYPE_CHECKING, Any
 
 import click
 
 from capsim.cli._common import JSON_ERROR_EXTRA, handle_errors, read_secret
 from capsim.cli.verifier import _db_options, open_session, verifier
-from capsim.errors import InvalidCode, ValidationError
+from capsim.errors import ConfigError, InvalidCode, ValidationError
 from capsim.hexinput import parse_hex
-from capsim.verifier.certificates import CertificateVerifier
 from capsim.verifier.certmodel import CertChallenge, CertCredential, OrgUser
-from capsim.verifier.certtrust import TRUST_SETTING, trust_from_setting, trust_setting
 from capsim.verifier.session import VerifierSession
+
+if TYPE_CHECKING:
+    from capsim.verifier.certificates import CertificateVerifier
 
 __all__ = ["cert_group"]
 
@@ -59,12 +62,28 @@ def _emit(as_json: bool, obj: Mapping[str, Any], lines: list[str]) -> None:
             click.echo(line)
 
 
+def _trust_module() -> ModuleType:
+    """:mod:`capsim.verifier.certtrust`: it needs cryptography, which is not a base dependency."""
+    try:
+        return importlib.import_module("capsim.verifier.certtrust")
+    except ImportError:
+        raise ConfigError(
+            "certificate credentials need the 'cryptography' package (45 or later): "
+            "pip install 'cryptography>=45'"
+        ) from None
+
+
 @contextmanager
 def _service(db: str | None) -> Iterator[tuple[VerifierSession, CertificateVerifier]]:
+    trust = _trust_module()
+    from capsim.verifier.certificates import CertificateVerifier
+
     with open_session(db) as session:
         with session.transaction() as tx:
-            recorded = tx.get_setting(TRUST_SETTING)
-        cv = CertificateVerifier(session.store, session.provider, trust=lambda: trust_from_setting(recorded))
+            recorded = tx.get_setting(trust.TRUST_SETTING)
+        cv = CertificateVerifier(
+            session.store, session.provider, trust=lambda: trust.trust_from_setting(recorded)
+        )
         yield session, cv
 
 
@@ -197,7 +216,9 @@ def trust_command(
     as_json: bool,
 ) -> None:
     """Record the trust anchors, intermediates and CRL files certificates are checked against."""
-    value = trust_setting(anchors, intermediates=intermediates, crls=crls, require_crl=require_crl)
+    value = _trust_module().trust_setting(
+        anchors, intermediates=intermediates, crls=crls, require_crl=require_crl
+    )
     with _service(db) as (_session, cv):
         cv.record_trust(value)
     doc = json.loads(value)
