@@ -257,6 +257,22 @@ def test_proof_of_possession_another_key_signing_the_challenge_is_refused(bank: 
         )
 
     _refused(bank, "cert-register", "signature", steal)
+    # a challenge issued for another organisation proves nothing here
+    elsewhere = bank.org("Elsewhere")
+    foreign = bank.cv.registration_challenge(elsewhere.org_id)
+    _refused(
+        bank,
+        "cert-register",
+        "challenge-organisation",
+        lambda: bank.cv.register_certificate(
+            mc.org_id,
+            master_code=mc.code,
+            identity_number="1850775123456",
+            certificate=holder.der,
+            challenge_id=foreign.challenge_id,
+            signature=holder.sign(foreign.message),
+        ),
+    )
     # and a registration challenge is single use
     bank.register(mc, holder)
     ch2 = bank.cv.registration_challenge(mc.org_id)
