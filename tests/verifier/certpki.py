@@ -110,14 +110,18 @@ class Ca:
         )
 
     def crl(
-        self, revoked: Sequence[int] = (), *, signer: ec.EllipticCurvePrivateKey | None = None
+        self,
+        revoked: Sequence[int] = (),
+        *,
+        signer: ec.EllipticCurvePrivateKey | None = None,
+        next_update: dt.datetime | None = None,
     ) -> x509.CertificateRevocationList:
-        """A CRL listing ``revoked`` serials, valid around T0 (signed by ``signer`` if given)."""
+        """A CRL listing ``revoked`` serials, valid around ``at`` (signed by ``signer`` if given)."""
         builder = (
             x509.CertificateRevocationListBuilder()
             .issuer_name(self.cert.subject)
-            .last_update(self.at - DAY)
-            .next_update(self.at + 30 * DAY)
+            .last_update(self.at - 2 * DAY)
+            .next_update(self.at + 30 * DAY if next_update is None else next_update)
         )
         for serial in revoked:
             builder = builder.add_revoked_certificate(

@@ -17,13 +17,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
+from cryptography.hazmat.primitives.asymmetric import ec, rsa
 
 from capsim.cards.piv import PivAlgorithm
 from capsim.errors import ConfigError, InvalidCode, TemporaryFailure, ValidationError
 from capsim.verifier.audit import check_chain
 from capsim.verifier.certificates import CertificateVerifier, MasterCode
 from capsim.verifier.certmodel import CertChallenge, CertCredential, CertState, ChallengePurpose, OrgUser
-from capsim.verifier.certtrust import CertTrust, trust_from_setting, trust_setting
+from capsim.verifier.certtrust import CertTrust, check_certificate, trust_from_setting, trust_setting
 from capsim.verifier.model import UserRole
 from capsim.verifier.policy import VerifierPolicy
 from capsim.verifier.provider import SoftwareProvider
@@ -204,6 +205,14 @@ def test_a_supplementary_certificate_is_registered_under_the_existing_identifier
         "identity-mismatch",
         lambda: bank.register(mc, new_token(bank.ca), identity="2222222222", user_id=uid),
     )
+    # nor may another user's identity number (a registered one)
+    bank.register(mc, new_token(bank.ca), identity="3333333333")
+    _refused(
+        bank,
+        "cert-register",
+        "identity-mismatch",
+        lambda: bank.register(mc, new_token(bank.ca), identity="3333333333", user_id=uid),
+    )
     # the same identity without the identifier is not a second identifier
     _refused(
         bank,
@@ -211,7 +220,7 @@ def test_a_supplementary_certificate_is_registered_under_the_existing_identifier
         "identity-registered",
         lambda: bank.register(mc, new_token(bank.ca), identity="1850775123456"),
     )
-    assert len(bank.cv.list_users(mc.org_id)) == 1
+    assert len(bank.cv.list_users(mc.org_id)) == 2
 
 
 def test_a_certificate_is_nominative_one_live_certificate_per_key(bank: Bank) -> None:
@@ -358,6 +367,18 @@ def test_a_chain_through_an_intermediate_and_its_revocation(bank: Bank) -> None:
     _refused(bank, "cert-register", "certificate-issuer-revoked", lambda: bank.register(mc, token))
     bank.trust = CertTrust(anchors=(bank.ca.cert,), intermediates=(sub.cert,), crls=(root_crl, sub_crl))
     assert bank.register(mc, token).state is CertState.ACTIVE
+
+
+def test_a_stale_crl_says_nothing_and_only_accepted_key_types_register(bank: Bank) -> None:
+    mc = bank.org()
+    token = new_token(bank.ca)
+    bank.trust = CertTrust(anchors=(bank.ca.cert,), crls=(bank.ca.crl(next_update=T0 - DAY),))
+    _refused(bank, "cert-register", "certificate-revocation-unknown", lambda: bank.register(mc, token))
+    trust = CertTrust(anchors=(bank.ca.cert,), crls=(bank.ca.crl(),))
+    for key in (ec.generate_private_key(ec.SECP521R1()), rsa.generate_private_key(65537, 1024)):
+        cert = bank.ca.issue(key.public_key())
+        assert check_certificate(cert, trust, T0) == (None, "key-type")
+    assert check_certificate(token.cert, trust, T0)[1] == ""
 
 
 def test_expiry_after_registration_refuses_authentication(bank: Bank) -> None:
