@@ -618,3 +618,34 @@ def test_concurrent_registrations_keep_one_administrator_and_one_owner_per_key(b
     assert all(isinstance(r, CertCredential | InvalidCode | TemporaryFailure) for r in owners)
     live = [c for o in (mc, other) for c in bank.cv.list_certificates(o.org_id) if c.cert_der == token.der]
     assert len(live) == 1
+
+
+def test_an_open_challenge_dies_with_its_certificate_or_user(bank: Bank) -> None:
+    mc = bank.org()
+    admin = bank.register(mc, new_token(bank.ca), identity="1111111111", administrator=True)
+    token = new_token(bank.ca)
+    cred = bank.register(mc, token, identity="2222222222")
+    before_revoke = bank.pay(cred.cert_id)
+    bank.cv.revoke_certificate(cred.cert_id, acting_user=admin.user_id, reason="key lost")
+    _refused(
+        bank,
+        "cert-authenticate",
+        "state-revoked",
+        lambda: bank.cv.authenticate(before_revoke.challenge_id, token.sign(before_revoke.message)),
+    )
+    second = new_token(bank.ca)
+    cred2 = bank.register(mc, second, identity="2222222222", user_id=cred.user_id)
+    pending = bank.pay(cred2.cert_id)
+    with bank.store.transaction() as tx:  # the user disabled while its certificate stays live
+        user = tx.get_org_user(cred.user_id)
+        assert user is not None
+        disabled = dataclasses.replace(user, disabled=True, version=user.version + 1)
+        assert tx.update_org_user(disabled, expected_version=user.version) == 1
+    _refused(
+        bank,
+        "cert-authenticate",
+        "user-disabled",
+        lambda: bank.cv.authenticate(pending.challenge_id, second.sign(pending.message)),
+    )
+    with pytest.raises(ValidationError, match="may not remove itself"):
+        bank.cv.remove_user(admin.user_id, acting_user=admin.user_id)
