@@ -112,6 +112,9 @@ def test_register_and_approve_a_payment_once_through_the_cli(world: World, tmp_p
     audit = world.v("audit", "--json")
     assert audit.exit_code == 0
     assert "cert-authenticate" in audit.stdout
+    check = world.v("audit", "--check", "--json")
+    assert check.exit_code == 0, check.stdout
+    assert check.json()["intact"] is True  # sealed like every other record
 
 
 def test_unblock_is_the_bank_s_and_secrets_are_never_options(world: World) -> None:
