@@ -19,8 +19,10 @@ Theory of operation
    organisation, a wrong master code, a challenge that is unknown, of another purpose or
    organisation, consumed, expired or closed, a certificate that fails validation, a
    signature that does not verify, an identity already registered (new identifier) or not the
-   identifier's (supplementary certificate), a disabled user, and an administrator role asked
-   for by anyone but the organisation's first registrant.
+   identifier's (supplementary certificate), a disabled user, an administrator role asked
+   for by anyone but the organisation's first registrant, and a public key that a live
+   certificate already holds (certificates are nominative). Every refusal from the
+   challenge's checks on uses up one of its attempts (:func:`counts_against_challenge`).
 4. **Authentication** (:func:`screen_authentication`, :func:`settle_authentication`): the
    challenge must be an open operation challenge of that certificate, the certificate live,
    active and not locked, its user enabled, the certificate still valid (chain, dates, CRL).
@@ -66,6 +68,7 @@ __all__ = [
     "AuthDecision",
     "Registration",
     "count_failure",
+    "counts_against_challenge",
     "details_digest",
     "identity_message",
     "master_message",
@@ -173,7 +176,18 @@ class Registration:
     supplementary: bool
     administrator: bool
     org_has_users: bool
+    key_holder: CertCredential | None
     now: datetime
+
+
+#: Registration refusals decided before the challenge is looked at: they cost it no attempt.
+_BEFORE_CHALLENGE: Final = frozenset({"unknown-organisation", "master-code"})
+
+
+def counts_against_challenge(reason: str) -> bool:
+    """Whether a refused registration uses up one attempt of its (open) challenge: every refusal
+    from the challenge's own checks on (rule 3), so a challenge cannot be tried forever."""
+    return bool(reason) and reason not in _BEFORE_CHALLENGE
 
 
 def screen_registration(r: Registration) -> str:
@@ -206,6 +220,8 @@ def screen_registration(r: Registration) -> str:
             return "identity-registered"
         if r.administrator and r.org_has_users:
             return "administrator-not-first"
+    if r.key_holder is not None:
+        return "key-registered"  # nominative: one live certificate per public key
     return ""
 
 

@@ -319,17 +319,12 @@ class CertificateVerifier:
                 supplementary=uid is not None,
                 administrator=administrator,
                 org_has_users=bool(tx.list_org_users(oid)) if org is not None else False,
+                key_holder=None if validated is None else tx.find_live_cert(validated.spki_digest),
                 now=now,
             )
             reason = cd.screen_registration(reg)
-            if not reason and validated is not None and tx.find_live_cert(validated.spki_digest) is not None:
-                reason = "key-registered"  # nominative: one live certificate per public key
             if reason or validated is None or ch is None:
-                if (
-                    ch is not None
-                    and ch.is_open(now)
-                    and reason not in ("unknown-organisation", "master-code")
-                ):
+                if ch is not None and ch.is_open(now) and cd.counts_against_challenge(reason):
                     tx.update_cert_challenge(
                         dataclasses.replace(ch, attempts=ch.attempts + 1), expected_attempts=ch.attempts
                     )

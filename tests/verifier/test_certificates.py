@@ -21,7 +21,7 @@ from capsim.verifier.certmodel import CertCredential, CertState, OrgUser
 from capsim.verifier.certtrust import CertTrust
 from capsim.verifier.model import UserRole
 from capsim.verifier.provider import SoftwareProvider
-from tests.verifier.certbench import Bank, bank, refused
+from tests.verifier.certbench import POLICY, Bank, bank, refused
 from tests.verifier.certpki import T0, Ca, Token, new_token
 from tests.verifier.conftest import StoreFactory
 
@@ -292,3 +292,28 @@ def test_concurrent_registrations_keep_one_administrator_and_one_owner_per_key(b
     assert all(isinstance(r, CertCredential | InvalidCode | TemporaryFailure) for r in owners)
     live = [c for o in (mc, other) for c in bank.cv.list_certificates(o.org_id) if c.cert_der == token.der]
     assert len(live) == 1
+
+
+def test_a_registration_challenge_closes_after_its_attempts_but_not_on_a_wrong_master_code(
+    bank: Bank,
+) -> None:
+    mc = bank.org()
+    holder, thief = new_token(bank.ca), new_token(bank.ca)
+    ch = bank.cv.registration_challenge(mc.org_id)
+
+    def attempt(token: Token, code: str) -> CertCredential:
+        return bank.cv.register_certificate(
+            mc.org_id,
+            master_code=code,
+            identity_number="1850775123456",
+            certificate=holder.der,
+            challenge_id=ch.challenge_id,
+            signature=token.sign(ch.message),
+        )
+
+    wrong = "0" * 16 if mc.code != "0" * 16 else "1" * 16
+    for _ in range(POLICY.max_attempts_per_operation + 1):  # wrong codes cost the challenge nothing
+        refused(bank, "cert-register", "master-code", lambda: attempt(holder, wrong))
+    for _ in range(POLICY.max_attempts_per_operation):
+        refused(bank, "cert-register", "signature", lambda: attempt(thief, mc.code))
+    refused(bank, "cert-register", "challenge-closed", lambda: attempt(holder, mc.code))
