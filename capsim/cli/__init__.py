@@ -49,6 +49,7 @@ COMMANDS: Final[Mapping[str, LazyCommand]] = {
     "verifier enroll": LazyCommand("capsim.cli.verifier_enrolment", "enroll_command", "Bind a card to the user of an activation code (its first Identify code activates it)."),  # noqa: E501
     "verifier operation": LazyCommand("capsim.cli.verifier_operations", "operation_group", "Operations: single-use, bound challenges for one credential."),  # noqa: E501
     "verifier credential": LazyCommand("capsim.cli.verifier_credentials", "credential_group", "Credentials (enrolled cards): list, activate, suspend, resume, unlock, revoke, lost, replace, resync, advance-floor."),  # noqa: E501
+    "verifier cert": LazyCommand("capsim.cli.verifier_certs", "cert_group", "Certificate credentials: organisations, registration, operation-bound signatures."),  # noqa: E501
     "verifier audit": LazyCommand("capsim.cli.verifier_audit", "audit_command", "List the audit records, or check their chain and seals (verifier.md V37-V39)."),  # noqa: E501
     "verifier keys": LazyCommand("capsim.cli.verifier_keys", "keys_group", "Issuer keys in a PKCS#11 token: import them, list them, migrate a verifier onto them."),  # noqa: E501
     "verifier serve": LazyCommand("capsim.cli.verifier_serve", "serve_command", "Serve the verifier over HTTP (docs/http-api.md)."),  # noqa: E501

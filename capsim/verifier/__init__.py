@@ -5,8 +5,9 @@ Public entry points: :class:`~capsim.verifier.service.Verifier` (the service),
 :class:`~capsim.verifier.provider.CryptogramProvider` protocol with its
 :class:`~capsim.verifier.provider.SoftwareProvider`, the :class:`~capsim.verifier.store.Store`
 protocol with the in-memory :class:`~capsim.verifier.memory.MemoryStore`, and the model
-values of :mod:`capsim.verifier.model`. Submodules are imported lazily, so importing one store
-does not pull in the others.
+values of :mod:`capsim.verifier.model`, and the certificate credential's
+:class:`~capsim.verifier.certificates.CertificateVerifier`. Submodules are imported lazily,
+so importing one store does not pull in the others.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from capsim.verifier.audit import AuditEntry, AuditRecord, check_chain
+    from capsim.verifier.certificates import CertificateVerifier
     from capsim.verifier.memory import MemoryStore
     from capsim.verifier.model import (
         Acceptance,
@@ -35,6 +37,7 @@ __all__ = [
     "Acceptance",
     "AuditEntry",
     "AuditRecord",
+    "CertificateVerifier",
     "Credential",
     "CredentialProfile",
     "CredentialState",
@@ -55,6 +58,7 @@ _WHERE = {
     "AuditEntry": "audit",
     "AuditRecord": "audit",
     "check_chain": "audit",
+    "CertificateVerifier": "certificates",
     "MemoryStore": "memory",
     "Acceptance": "model",
     "Credential": "model",

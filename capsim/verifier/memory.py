@@ -38,6 +38,7 @@ from capsim.verifier.audit import (
     resolve_sealer,
     seal,
 )
+from capsim.verifier.certmemory import CertTables, MemoryCertTables
 from capsim.verifier.clients import ApiClient
 from capsim.verifier.model import (
     ACTIVE_STATES,
@@ -106,6 +107,7 @@ class MemoryStore:
         self.settings: dict[str, str] = {}
         self.clients: dict[str, ApiClient] = {}
         self.rates: dict[str, tuple[int, int]] = {}
+        self.cert_tables = CertTables()
         self._closed = False
 
     def __repr__(self) -> str:
@@ -144,7 +146,7 @@ class MemoryStore:
         self._closed = True
 
 
-class _MemoryTransaction:
+class _MemoryTransaction(MemoryCertTables):
     """One transaction of :class:`MemoryStore`; see :class:`~capsim.verifier.store.StoreTransaction`."""
 
     def __init__(self, store: MemoryStore, now: datetime) -> None:
@@ -173,6 +175,10 @@ class _MemoryTransaction:
         if member not in bucket:
             self._undo.append((bucket, member, _MISSING))
             bucket[member] = None
+
+    @property
+    def _cert_tables(self) -> CertTables:
+        return self._s.cert_tables
 
     def rollback(self) -> None:
         for table, key, old in reversed(self._undo):

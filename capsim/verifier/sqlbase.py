@@ -39,6 +39,7 @@ from typing import Any, ClassVar, Final
 
 from capsim.errors import ValidationError
 from capsim.verifier.audit import GENESIS_HASH, AuditEntry, AuditRecord, KeyedSealer, seal
+from capsim.verifier.certrows import SqlCertTables
 from capsim.verifier.clients import ApiClient, ClientScope
 from capsim.verifier.model import (
     Acceptance,
@@ -107,7 +108,7 @@ _INSERT_REQUEST: Final = (
 )
 
 
-class SqlTransactionBase(SqlRowCodecs):
+class SqlTransactionBase(SqlCertTables, SqlRowCodecs):
     """The :class:`~capsim.verifier.store.StoreTransaction` methods written once in SQL.
 
     Subclasses bind it to a driver: they provide :meth:`_exec` (run one statement and return

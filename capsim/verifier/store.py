@@ -67,6 +67,7 @@ from typing import Protocol, runtime_checkable
 
 from capsim.errors import ValidationError
 from capsim.verifier.audit import AuditEntry, AuditRecord, AuditSealer
+from capsim.verifier.certmodel import CertChallenge, CertCredential, Organisation, OrgUser
 from capsim.verifier.clients import ApiClient
 from capsim.verifier.model import (
     Acceptance,
@@ -294,6 +295,84 @@ class StoreTransaction(Protocol):
 
     def schema_version(self) -> int | None:
         """The database's schema version (``None`` for a store without migrations)."""
+        ...
+
+    # -- certificate credentials (capsim.verifier.certificates; migration 0007) ------------
+    def insert_org(self, org: Organisation) -> int:
+        """Insert an organisation; 0 if ``org_id`` exists (nothing changed), else 1."""
+        ...
+
+    def get_org(self, org_id: str) -> Organisation | None:
+        """The organisation, or ``None``."""
+        ...
+
+    def lock_org(self, org_id: str) -> Organisation | None:
+        """Lock the organisation row (``SELECT … FOR UPDATE``): the parent lock that serialises
+        its registrations. Same timeout rule as :meth:`lock_credential`."""
+        ...
+
+    def insert_org_user(self, user: OrgUser) -> int:
+        """Insert an organisation user; 0 (nothing changed) if ``user_id`` exists, the identity
+        digest is already registered in the organisation, or the user is a second
+        administrator of it (the schema's unique indexes). Else 1."""
+        ...
+
+    def get_org_user(self, user_id: str) -> OrgUser | None:
+        """The organisation user, or ``None``."""
+        ...
+
+    def find_org_user(self, org_id: str, id_digest: bytes) -> OrgUser | None:
+        """The organisation's user registered under an identity digest, or ``None`` (indexed)."""
+        ...
+
+    def list_org_users(self, org_id: str) -> list[OrgUser]:
+        """The organisation's users, ordered by ``user_id``."""
+        ...
+
+    def update_org_user(self, user: OrgUser, *, expected_version: int) -> int:
+        """Write ``disabled`` and ``version`` (compare-and-swap as :meth:`update_client`)."""
+        ...
+
+    def insert_cert(self, cert: CertCredential) -> int:
+        """Insert a certificate; 0 (nothing changed) if ``cert_id`` exists or, for a live one
+        (active, blocked), another live certificate has the same ``spki_digest`` (the
+        schema's unique index: one live certificate per public key). Else 1."""
+        ...
+
+    def get_cert(self, cert_id: str) -> CertCredential | None:
+        """Read a certificate without locking it."""
+        ...
+
+    def lock_cert(self, cert_id: str) -> CertCredential | None:
+        """Lock the certificate row and return it, or ``None`` (as :meth:`lock_credential`)."""
+        ...
+
+    def find_live_cert(self, spki_digest: bytes) -> CertCredential | None:
+        """The live certificate holding a public key, or ``None`` (indexed)."""
+        ...
+
+    def list_certs(self, *, org_id: str | None = None, user_id: str | None = None) -> list[CertCredential]:
+        """Certificates matching every given filter, ordered by ``cert_id`` (indexed)."""
+        ...
+
+    def update_cert(self, cert: CertCredential, *, expected_version: int) -> int:
+        """Write the mutable columns (``state``, ``label``, the failure counters, ``version``)
+        under ``version = expected_version`` (``cert.version`` must be one more). A state
+        change that would make two live certificates share a key is the schema's
+        :class:`~capsim.errors.ValidationError`. Returns the rows changed (0 or 1)."""
+        ...
+
+    def insert_cert_challenge(self, challenge: CertChallenge) -> int:
+        """Insert a challenge; 0 if ``challenge_id`` exists (nothing changed), else 1."""
+        ...
+
+    def get_cert_challenge(self, challenge_id: str) -> CertChallenge | None:
+        """The challenge, or ``None`` (its certificate row, when it has one, is the lock)."""
+        ...
+
+    def update_cert_challenge(self, challenge: CertChallenge, *, expected_attempts: int) -> int:
+        """Write ``attempts`` and ``consumed_at`` under ``consumed_at IS NULL`` and
+        ``attempts = expected_attempts``. Returns the rows changed (0 or 1)."""
         ...
 
     # -- audit and settings ----------------------------------------------------------------

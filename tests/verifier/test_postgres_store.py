@@ -26,12 +26,18 @@ from capsim.verifier.model import Acceptance, OperationMode
 from capsim.verifier.postgres import PostgresStore
 from capsim.verifier.store import Store
 from tests.verifier.pgcluster import PgCluster
-from tests.verifier.test_sqlite_store import T0, TxPlan, make_credential, programs, run_differential
+from tests.verifier.test_sqlite_store import (
+    T0,
+    TxPlan,
+    cert_programs,
+    make_credential,
+    programs,
+    run_differential,
+)
 
 psycopg = pytest.importorskip("psycopg", reason="psycopg is not installed (pip install capsim[postgres])")
 
 pytestmark = pytest.mark.postgres
-
 
 
 @pytest.fixture
@@ -81,7 +87,8 @@ def _reset(admin: psycopg.Connection[Any]) -> None:
         admin.execute("SET LOCAL session_replication_role = replica")  # skip the append-only guard
         for table in (
             "cap_credential", "cap_operation", "cap_acceptance", "cap_request", "cap_audit",
-            "cap_setting", "cap_customer", "cap_user", "cap_activation",
+            "cap_setting", "cap_customer", "cap_user", "cap_activation", "cap_org", "cap_org_user",
+            "cap_cert", "cap_cert_challenge",
         ):  # fmt: skip
             admin.execute(f"DELETE FROM {table}".encode())
         admin.execute("UPDATE cap_audit_head SET seq = 0, record_hash = %s", (bytes(32),))
@@ -89,6 +96,19 @@ def _reset(admin: psycopg.Connection[Any]) -> None:
 
 @given(program=programs)
 def test_V26_postgres_matches_memory_reference(
+    diff_store: tuple[_KeepOpen, psycopg.Connection[Any]], program: list[TxPlan]
+) -> None:
+    store, admin = diff_store
+
+    def make() -> Iterator[Store]:
+        _reset(admin)
+        yield store  # type: ignore[misc]
+
+    run_differential(make, program)
+
+
+@given(program=cert_programs)
+def test_V26_postgres_certificate_tables_match_memory_reference(
     diff_store: tuple[_KeepOpen, psycopg.Connection[Any]], program: list[TxPlan]
 ) -> None:
     store, admin = diff_store

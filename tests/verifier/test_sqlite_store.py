@@ -46,6 +46,7 @@ from capsim.verifier.model import (
 )
 from capsim.verifier.sqlite import SqliteStore
 from capsim.verifier.store import Store
+from tests.verifier.certprograms import CERT_CALLS, apply_cert_call, cert_call, read_cert_tables
 
 T0 = datetime(2026, 3, 1, 12, 0, 0, 123456, tzinfo=UTC)
 
@@ -314,7 +315,13 @@ class TxPlan:
 
 
 programs = st.lists(
-    st.builds(TxPlan, st.lists(_call(), min_size=1, max_size=8).map(tuple), st.booleans()),
+    st.builds(TxPlan, st.lists(_call() | cert_call(), min_size=1, max_size=8).map(tuple), st.booleans()),
+    min_size=1,
+    max_size=6,
+)
+#: Programs over the certificate tables only, so that their unique indexes meet often.
+cert_programs = st.lists(
+    st.builds(TxPlan, st.lists(cert_call(), min_size=2, max_size=12).map(tuple), st.booleans()),
     min_size=1,
     max_size=6,
 )
@@ -355,6 +362,8 @@ def _apply(tx: Any, call: tuple[Any, ...]) -> Any:
     if kind == "list_credentials":
         user_id, token, states = args
         return tx.list_credentials(user_id=user_id, pan_token=token, states=states)
+    if kind in CERT_CALLS:
+        return apply_cert_call(tx, call)
     if kind == "append_audit":
         rec = tx.append_audit(args[0])
         return (rec.seq, rec.at, rec.prev_hash, rec.record_hash, rec.entry)
@@ -387,6 +396,7 @@ def run_program(store: Store, program: list[TxPlan]) -> list[Any]:
             results.append(tx.list_acceptances(cid))
             results.append(tx.list_open_operations(cid, T0))
         results.append(tx.list_users())
+        results.extend(read_cert_tables(tx))
         for token in (*TOKS, "tok-c"):  # the PAN-token index after rebinds
             results.append(tx.list_credentials(pan_token=token))
             results.append(tx.card_floor(token, "01"))
@@ -429,6 +439,17 @@ def store(db_path: Path) -> Iterator[SqliteStore]:
 
 @given(program=programs)
 def test_V26_sqlite_matches_memory_reference(
+    tmp_path_factory: pytest.TempPathFactory, program: list[TxPlan]
+) -> None:
+    def make() -> Iterator[Store]:
+        path = tmp_path_factory.mktemp("diff") / "v.db"
+        yield SqliteStore(path, clock=lambda: T0)
+
+    run_differential(make, program)
+
+
+@given(program=cert_programs)
+def test_V26_sqlite_certificate_tables_match_memory_reference(
     tmp_path_factory: pytest.TempPathFactory, program: list[TxPlan]
 ) -> None:
     def make() -> Iterator[Store]:
