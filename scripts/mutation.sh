@@ -11,14 +11,14 @@
 #   --seed S     the seed of that draw (the same N and S draw the same mutants)
 #   --module P   only this module (repeatable), e.g. --module capsim/storage.py
 #   --list       print the modules, their mutant counts and their tests, then exit
-# Needs the "mutation" extra (mutmut) and the test tools: pip install -e ".[mutation,test,fast]".
+# Needs the "mutation" extra (mutmut) and the test tools: pip install -e ".[mutation,test]".
 # PYTHON selects the interpreter (default .venv/bin/python).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=${PYTHON:-.venv/bin/python}
 if ! "$PY" -c "import mutmut, pytest" 2>/dev/null; then
   echo "mutation.sh: installing the mutation and test extras into $PY's environment" >&2
-  "$PY" -m pip install -q -e ".[mutation,test,fast]"
+  "$PY" -m pip install -q -e ".[mutation,test]"
 fi
 exec "$PY" - "$@" <<'PYEOF'
 from __future__ import annotations

@@ -33,7 +33,7 @@ if [ ! -x .venv/bin/python ]; then
   "$PY" -m venv .venv
 fi
 .venv/bin/python -m pip install -q --upgrade pip >/dev/null
-.venv/bin/python -m pip install -q -e ".[pcsc,fast,postgres,pkcs11,service,fuzz,analysis,test]"
+.venv/bin/python -m pip install -q -e ".[pcsc,postgres,pkcs11,service,fuzz,analysis,test]"
 
 # python-emv's emvtool, in a venv of its own (it pins pyscard 2.0.0), built once and reused.
 # The stamp file marks a finished build; a half-built venv is removed and made again.

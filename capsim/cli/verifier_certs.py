@@ -23,7 +23,6 @@ Theory of operation
 
 from __future__ import annotations
 
-import importlib
 import json
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
@@ -36,7 +35,7 @@ import click
 
 from capsim.cli._common import JSON_ERROR_EXTRA, handle_errors, read_secret
 from capsim.cli.verifier import _db_options, open_session, verifier
-from capsim.errors import ConfigError, InvalidCode, ValidationError
+from capsim.errors import InvalidCode, ValidationError
 from capsim.hexinput import parse_hex
 from capsim.verifier.certmodel import CertChallenge, CertCredential, OrgUser
 from capsim.verifier.session import VerifierSession
@@ -63,14 +62,11 @@ def _emit(as_json: bool, obj: Mapping[str, Any], lines: list[str]) -> None:
 
 
 def _trust_module() -> ModuleType:
-    """:mod:`capsim.verifier.certtrust`: it needs cryptography, which is not a base dependency."""
-    try:
-        return importlib.import_module("capsim.verifier.certtrust")
-    except ImportError:
-        raise ConfigError(
-            "certificate credentials need the 'cryptography' package (45 or later): "
-            "pip install 'cryptography>=45'"
-        ) from None
+    """:mod:`capsim.verifier.certtrust`, imported on first use (pyca/cryptography's X.509 takes
+    a while to load, and most ``capsim verifier`` commands never need it)."""
+    import capsim.verifier.certtrust as certtrust
+
+    return certtrust
 
 
 @contextmanager

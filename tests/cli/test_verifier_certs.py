@@ -5,9 +5,6 @@ the messages the commands write, through its APDUs."""
 from __future__ import annotations
 
 import datetime as dt
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -126,28 +123,3 @@ def test_unblock_is_the_bank_s_and_secrets_are_never_options(world: World) -> No
     assert bad.exit_code == ExitCode.INVALID_INPUT
     no_trust = world.v("cert", "org-new", "ACME")
     assert no_trust.exit_code == 0  # organisations need no trust anchors
-
-
-def test_without_cryptography_the_cert_commands_say_what_to_install(world: World) -> None:
-    """The base install has no cryptography: the command line starts, and a certificate
-    command names the missing package instead of a traceback."""
-    script = (
-        "import sys\n"
-        "sys.modules['cryptography'] = None  # as if it were not installed\n"
-        "from capsim.cli import main\n"
-        "main(['verifier', 'cert', 'org-new', 'ACME', '--db', sys.argv[1]])\n"
-    )
-    env = {**os.environ, "CAPSIM_HOME": str(world.cli.home), "CAPSIM_DES_BACKEND": "pycryptodome"}
-    p = subprocess.run(
-        [sys.executable, "-c", script, world.db],
-        capture_output=True,
-        text=True,
-        env=env,
-        timeout=120,
-        check=False,
-    )
-    assert p.returncode == ExitCode.INVALID_INPUT, p.stderr  # a configuration error
-    assert (
-        p.stderr == "capsim: error: certificate credentials need the 'cryptography' package (45 or later): "
-        "pip install 'cryptography>=45'\n"
-    )
