@@ -45,6 +45,7 @@ from capsim.service.auth import Caller, runtime
 from capsim.service.common import PROBLEM_RESPONSES, VERIFICATION, measured, request_id
 from capsim.service.runtime import Runtime
 from capsim.verifier.model import CredentialState
+from capsim.verifier.service import Verifier
 
 __all__ = ["router"]
 
@@ -115,19 +116,23 @@ def _missing(name: str) -> JSONResponse:
     return _envelope({"status": False, "error": error}, status=400)
 
 
-def _credential_of(rt: Runtime, user: str, serial: str | None) -> str:
-    """The credential the request is about (rule 2), or a target that does not exist."""
-    verifier = rt.verifier
-    if verifier.get_user(user) is None:
-        return _NOWHERE
-    creds = [c for c in verifier.list_credentials(user) if c.state is CredentialState.ACTIVE]
+def credential_of(verifier: Verifier, user: str, serial: str | None) -> str:
+    """The credential the request is about (rule 2), or a target that does not exist.
+
+    The same store statements whether the user exists or not (the user and the credential list
+    are read either way), so an answer's timing does not tell which user names exist (V30)."""
+    try:
+        listed = verifier.list_credentials(user)
+    except ValidationError:  # no such user (or not a user id at all)
+        listed = []
+    creds = [c for c in listed if c.state is CredentialState.ACTIVE]
     if serial is not None:
         creds = [c for c in creds if c.credential_id == serial]
     return creds[0].credential_id if creds else _NOWHERE
 
 
 def _target(rt: Runtime, user: str, serial: str | None, transaction_id: str | None) -> str:
-    cid = _credential_of(rt, user, serial)
+    cid = credential_of(rt.verifier, user, serial)
     if transaction_id is None:
         return cid
     op = rt.verifier.get_operation(transaction_id)
@@ -194,7 +199,7 @@ async def _trigger(request: Request) -> JSONResponse:
     if not user:
         return _missing("user")
     rt = runtime(request)
-    cid = await run_in_threadpool(_credential_of, rt, user, params.get("serial"))
+    cid = await run_in_threadpool(credential_of, rt.verifier, user, params.get("serial"))
     if cid == _NOWHERE:
         return _envelope({"status": True, "value": 0}, {"messages": [], "multi_challenge": [], "threadid": 0})
     try:

@@ -62,10 +62,13 @@ def list_credentials(core: ServiceCore, user_id: str, *, acting_user: str | None
     uid = checks.ident("user_id", user_id)
     with core.tx() as tx:
         user = tx.get_user(uid)
+        # listed before the user is checked: the same statements for a user that does not exist
+        # (a front such as the privacyIDEA shim must not tell which user names exist, V30)
+        listed = tx.list_credentials(user_id=uid)
         if user is None:
             raise ValidationError(f"user_id: no user {uid!r}")
         core.authorize(tx, acting_user, user.customer_id, Power.LIST)
-        return tx.list_credentials(user_id=uid)
+        return listed
 
 
 def change(
