@@ -9,7 +9,7 @@ the verifier checks it again through ``acting_user`` (:mod:`capsim.verifier.auth
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, Protocol
 
 from fastapi import APIRouter, Depends, Header, Path, Query, Request, status
 
@@ -39,6 +39,7 @@ from capsim.service.schemas import (
 from capsim.verifier.audit import AuditTip
 from capsim.verifier.authority import Power
 from capsim.verifier.model import Credential, CredentialProfile
+from capsim.verifier.service import Verifier
 from capsim.verifier.session import check_audit
 
 __all__ = ["router"]
@@ -155,20 +156,30 @@ def get_credential(credential_id: Id, request: Request, caller: Administering) -
     return CredentialOut.of(_credential(request, caller, credential_id, Power.LIST))
 
 
-def _lifecycle(name: str, power: Power, summary: str) -> None:
+class _LifecycleAct(Protocol):
+    """A :class:`~capsim.verifier.service.Verifier` lifecycle method, unbound."""
+
+    def __call__(
+        self, verifier: Verifier, credential_id: str, /, *, acting_user: str | None = ..., reason: str = ...
+    ) -> Credential: ...
+
+
+def _lifecycle(name: str, act: _LifecycleAct, power: Power, summary: str) -> None:
     def route(credential_id: Id, body: ReasonIn, request: Request, caller: Administering) -> CredentialOut:
         _credential(request, caller, credential_id, power)
-        act = getattr(runtime(request).verifier, name)
-        return CredentialOut.of(act(credential_id, acting_user=caller.acting_user, reason=body.reason))
+        verifier = runtime(request).verifier
+        return CredentialOut.of(
+            act(verifier, credential_id, acting_user=caller.acting_user, reason=body.reason)
+        )
 
     route.__name__ = f"credential_{name}"
     router.post(f"/credentials/{{credential_id}}/{name}", tags=["credentials"], summary=summary)(route)
 
 
-_lifecycle("suspend", Power.SUSPEND, "Suspend a credential")
-_lifecycle("resume", Power.RESUME, "Resume a suspended credential")
-_lifecycle("revoke", Power.REVOKE, "Revoke a credential (terminal)")
-_lifecycle("unlock", Power.UNLOCK, "Clear a lock or unblock a blocked credential (operator)")
+_lifecycle("suspend", Verifier.suspend, Power.SUSPEND, "Suspend a credential")
+_lifecycle("resume", Verifier.resume, Power.RESUME, "Resume a suspended credential")
+_lifecycle("revoke", Verifier.revoke, Power.REVOKE, "Revoke a credential (terminal)")
+_lifecycle("unlock", Verifier.unlock, Power.UNLOCK, "Clear a lock or unblock a blocked credential (operator)")
 
 
 @router.post(
