@@ -9,7 +9,7 @@
 # Usage: scripts/mutation.sh [--sample N] [--seed S] [--module PATH]... [--list]
 #   --sample N   test N mutants drawn at random (seeded) from all modules' mutants; 0 = all
 #   --seed S     the seed of that draw (the same N and S draw the same mutants)
-#   --module P   only this module (repeatable), e.g. --module capsim/storage.py
+#   --module P   only this module (repeatable), e.g. --module capsim/cards/cardfile.py
 #   --list       print the modules, their mutant counts and their tests, then exit
 # Needs the "mutation" extra (mutmut) and the test tools: pip install -e ".[mutation,test]".
 # PYTHON selects the interpreter (default .venv/bin/python).
@@ -43,6 +43,7 @@ MODULES: dict[str, list[str]] = {
         "tests/cards/test_cryptograms.py", "tests/cards/test_history.py",
         "tests/cards/test_issuer_auth.py", "tests/cards/test_pin_and_scripts.py",
         "tests/cards/test_pin_tear.py", "tests/cards/test_vectors.py", "tests/cards/test_transcripts.py",
+        "tests/cards/test_second_witness.py", "tests/test_messages.py",
     ],
     "capsim/cards/base.py": [  # the card OS: APDU parsing and dispatch, status words
         "tests/cards/test_dispatch.py", "tests/cards/test_state_machine.py",
@@ -50,48 +51,72 @@ MODULES: dict[str, list[str]] = {
     ],
     "capsim/iad.py": [  # CVR / IAD: built by the card, predicted by the verifier
         "tests/test_iad.py", "tests/cards/test_history.py", "tests/cards/test_vectors.py",
-        "tests/cards/test_issuer_auth.py",
+        "tests/cards/test_issuer_auth.py", "tests/test_messages.py",
     ],
     "capsim/codelayout.py": [  # which bits of ATC/AC/IAD make the displayed code
         "tests/test_codelayout.py", "tests/verifier/test_matcher_layout.py", "tests/reader/test_vectors.py",
+        "tests/test_messages.py",
     ],
     "capsim/cap.py": [  # CDOL fill, challenge/amount parsing, TDS
         "tests/reader/test_cap.py", "tests/reader/test_vectors.py", "tests/reader/test_transcripts.py",
+        "tests/test_messages.py",
     ],
     "capsim/crypto/mac.py": [  # parity, KCV, padding, MACs
         "tests/test_crypto.py", "tests/test_crypto_pyemv.py", "tests/cards/test_vectors.py",
+        "tests/test_crypto_iad_bounds.py", "tests/test_messages.py",
     ],
     "capsim/crypto/keys.py": [  # ICC master keys, session keys, the tree
         "tests/test_crypto.py", "tests/test_crypto_pyemv.py", "tests/cards/test_vectors.py",
+        "tests/test_crypto_iad_bounds.py", "tests/test_messages.py",
     ],
     "capsim/crypto/cryptogram.py": [  # the CVN table, AC, ARPC, CVC3
         "tests/test_crypto.py", "tests/test_crypto_pyemv.py", "tests/cards/test_vectors.py",
+        "tests/test_crypto_iad_bounds.py", "tests/test_messages.py",
     ],
     "capsim/crypto/calculator.py": [  # the verifier's fast path
         "tests/test_crypto.py", "tests/test_crypto_pyemv.py", "tests/cards/test_vectors.py",
+        "tests/test_crypto_iad_bounds.py", "tests/test_messages.py",
     ],
-    "capsim/tlv/ber.py": ["tests/test_tlv.py", "tests/test_tlv_dol.py"],
-    "capsim/tlv/dol.py": ["tests/test_tlv.py", "tests/test_tlv_dol.py"],
+    "capsim/tlv/ber.py": ["tests/test_tlv.py", "tests/test_tlv_dol.py", "tests/test_messages.py"],
+    "capsim/tlv/dol.py": ["tests/test_tlv.py", "tests/test_tlv_dol.py", "tests/test_messages.py"],
     "capsim/reader/session.py": [  # the reader session over a transport
         "tests/reader/test_inproc.py", "tests/reader/test_graph.py", "tests/reader/test_hostile.py",
         "tests/reader/test_transcripts.py", "tests/reader/test_vectors.py",
+        "tests/reader/test_answer_edges.py", "tests/test_messages.py",
     ],
     "capsim/reader/transaction.py": [
         "tests/reader/test_inproc.py", "tests/reader/test_graph.py", "tests/reader/test_hostile.py",
         "tests/reader/test_transcripts.py", "tests/reader/test_vectors.py",
+        "tests/reader/test_answer_edges.py", "tests/test_messages.py",
     ],
     "capsim/verifier/decision.py": [  # accept/reject rule, history variants, failure counting
         "tests/verifier/test_codes.py", "tests/verifier/test_seams.py", "tests/verifier/test_lifecycle.py",
+        "tests/verifier/test_decision_edges.py",
     ],
     "capsim/verifier/engine.py": [  # the matcher and the padding
         "tests/verifier/test_codes.py", "tests/verifier/test_seams.py",
         "tests/verifier/test_matcher_layout.py", "tests/verifier/test_lifecycle.py",
+        "tests/verifier/test_decision_edges.py", "tests/test_messages.py",
     ],
     "capsim/verifier/verification.py": [  # read -> decide -> write
         "tests/verifier/test_codes.py", "tests/verifier/test_seams.py", "tests/verifier/test_lifecycle.py",
+        "tests/verifier/test_decision_edges.py",
     ],
-    "capsim/storage.py": [  # card files: atomic create/replace, fsync, locks
-        "tests/cards/test_storage.py", "tests/cards/test_crash.py",
+    "capsim/verifier/certdecision.py": [  # certificate credentials: the pure decisions
+        "tests/verifier/test_certificates.py", "tests/verifier/test_certificate_auth.py",
+    ],
+    "capsim/verifier/certtrust.py": [  # X.509 chain, keyUsage, CRL checks through pyca/cryptography
+        "tests/verifier/test_certificates.py", "tests/verifier/test_certificate_auth.py",
+    ],
+    "capsim/cards/cardfile.py": [  # card files: parsing, the lock, persisting states
+        "tests/cards/test_storage.py", "tests/cards/test_crash.py", "tests/cards/test_file_edges.py",
+        "tests/cards/test_second_witness.py",
+    ],
+    "capsim/atomicfile.py": [  # atomic create/replace, fsync order, size limits
+        "tests/cards/test_storage.py", "tests/cards/test_file_edges.py", "tests/test_messages.py",
+    ],
+    "capsim/issuerkeys.py": [  # issuer-key files: KCVs, derivation, permissions
+        "tests/cards/test_storage.py", "tests/cards/test_file_edges.py",
     ],
 }
 # The verifier tests run on every store; the in-memory store is enough to judge the decision code.
