@@ -22,7 +22,6 @@ reader not found 6, PC/SC unavailable 7, no CAP application 8, card error 9, bad
 from __future__ import annotations
 
 import json
-import secrets
 from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Final, TypeVar
@@ -42,7 +41,6 @@ from capsim.errors import CapsimError, PinBlockedError, PinError, StateFileError
 from capsim.profiles import READER_PROFILES
 
 if TYPE_CHECKING:  # imported where a code is computed, so that ``--help`` does without them
-    from capsim.cap import CapMode
     from capsim.reader import CapResult
     from capsim.transports import Transport
 
@@ -67,6 +65,8 @@ def _ensure_default_card() -> Path:
     path = default_card_path()
     if path.exists():
         return path
+    import secrets
+
     from capsim.cards import builtin_profile, new_card
     from capsim.cli.card import random_test_pan
     from capsim.crypto import odd_parity
