@@ -6,7 +6,11 @@ interpreter that imports :mod:`capsim.cli` and calls ``main``), timed from ``for
 - ``capsim --help``;
 - ``capsim code identify --help``;
 - ``capsim code identify --reader inproc:secur-acces --pin-stdin`` (PIN 1234 on stdin): a real
-  Identify code from an in-process card, the reader's whole transaction included.
+  Identify code from an in-process card, the reader's whole transaction included;
+- ``capsim code identify --reader replay:TRANSCRIPT --pin-stdin``: the same transaction played
+  back from a transcript this tree records before the run, which is what the reader loads in
+  front of a real card (``pcsc:``: the card, not capsim, computes the cryptogram) without
+  needing pcscd.
 
 Against, in the same run and interleaved round by round (so that load from other processes
 hits every contender alike):
@@ -16,7 +20,10 @@ hits every contender alike):
   registered before it runs, as ``capsim/cli/__init__.py`` did before families loaded lazily;
 - **lazy**: this tree's ``main`` as it is (the figure users get);
 - with ``--before TREE``: ``main`` of another checkout (for instance the tree before the change),
-  started the same way from that tree.
+  started the same way from that tree;
+- with ``--also TREE`` (repeatable): more checkouts timed the same way, for instance one per
+  commit of a change, to show what each commit bought; each gets a column and its ratio to
+  ``before`` (to ``eager`` without ``--before``).
 
 Every contender runs twice per round, from its own copy of the tree's ``capsim`` package made
 for the run: **no bytecode** (a copy without ``__pycache__`` and ``PYTHONDONTWRITEBYTECODE=1``:
@@ -28,6 +35,7 @@ CPU time (user + system, from ``getrusage``: steadier on a shared machine). The 
 point; the absolute times move with the machine's load.
 
 Run:  .venv/bin/python benchmarks/cli_startup.py [--rounds 15] [--before /path/to/other/tree]
+      [--also /path/to/a/third/tree ...]
 """
 
 from __future__ import annotations
@@ -57,15 +65,46 @@ EAGER = (
     "        main.add_command(load_command(COMMANDS, path), path)\n"
     "main(prog_name='capsim')\n"
 )
-COMMANDS: tuple[tuple[str, tuple[str, ...], str], ...] = (
-    ("capsim --help", ("--help",), ""),
-    ("capsim code identify --help", ("code", "identify", "--help"), ""),
-    (
-        "capsim code identify (inproc card)",
-        ("code", "identify", "--reader", "inproc:secur-acces", "--pin-stdin"),
-        "1234\n",
-    ),
-)
+Command = tuple[str, tuple[str, ...], str]  # label, argv, stdin
+
+
+def commands(transcript: Path) -> tuple[Command, ...]:
+    """The commands timed; ``transcript`` is the recorded session the replay row plays back."""
+    return (
+        ("capsim --help", ("--help",), ""),
+        ("capsim code identify --help", ("code", "identify", "--help"), ""),
+        (
+            "capsim code identify (inproc card)",
+            ("code", "identify", "--reader", "inproc:secur-acces", "--pin-stdin"),
+            "1234\n",
+        ),
+        (
+            "capsim code identify (replayed card)",
+            ("code", "identify", "--reader", f"replay:{transcript}", "--pin-stdin"),
+            "1234\n",
+        ),
+    )
+
+
+def record_transcript(path: Path) -> None:
+    """An Identify run on an in-process card, recorded with this tree's reader (PIN 1234)."""
+    from capsim.reader import CapReader
+    from capsim.transports import TracingTransport, open_transport
+
+    with TracingTransport(open_transport("inproc:secur-acces")) as tracer:
+        CapReader(tracer).identify("1234")
+        tracer.save(str(path), source="benchmarks/cli_startup.py")
+
+
+def tree_name(tree: Path) -> str:
+    """A checkout's short commit, or its directory name when it is not a git work tree."""
+    commit = subprocess.run(
+        ["git", "rev-parse", "--short", "HEAD"], cwd=tree, capture_output=True, text=True, check=False
+    ).stdout.strip()
+    inside = subprocess.run(
+        ["git", "rev-parse", "--show-toplevel"], cwd=tree, capture_output=True, text=True, check=False
+    ).stdout.strip()
+    return commit if commit and Path(inside).resolve() == tree.resolve() else tree.name
 
 
 @dataclass(frozen=True)
@@ -118,6 +157,9 @@ def main() -> int:
     )
     parser.add_argument("--rounds", type=int, default=15, help="Rounds (each runs every contender once).")
     parser.add_argument("--before", type=Path, help="Another capsim checkout to time the same way.")
+    parser.add_argument(
+        "--also", type=Path, action="append", default=[], help="More checkouts to time (repeatable)."
+    )
     args = parser.parse_args()
 
     contenders = [
@@ -127,21 +169,21 @@ def main() -> int:
     ]
     if args.before is not None:
         contenders.append(Contender("before", LAZY, args.before.resolve()))
+    also = [Contender(tree_name(tree), LAZY, tree.resolve()) for tree in args.also]
+    contenders.extend(also)
+    reference = "before" if args.before is not None else "eager"
 
     print(machine_line())
     if args.before is not None:
-        commit = subprocess.run(
-            ["git", "rev-parse", "--short", "HEAD"],
-            cwd=args.before,
-            capture_output=True,
-            text=True,
-            check=False,
-        ).stdout.strip()
-        print(f"before: {args.before.resolve()} at {commit or '?'}")
+        print(f"before: {args.before.resolve()} ({tree_name(args.before)})")
+    for contender in also:
+        print(f"{contender.name}: {contender.tree}")
     times: dict[tuple[str, str, str, str], list[float]] = {}
     with tempfile.TemporaryDirectory(prefix="capsim-startup-") as tmp:
         home = Path(tmp, "home")
         home.mkdir()
+        record_transcript(home / "identify.txt")
+        timed = commands(home / "identify.txt")
         envs = {mode: environment(home, bytecode=mode == "with bytecode") for mode in MODES}
         cwds: dict[tuple[str, str], Path] = {}
         for contender in contenders:
@@ -151,13 +193,13 @@ def main() -> int:
                 cwds[(contender.name, mode)] = (
                     target if contender.tree is None else copy_package(contender.tree, target)
                 )
-                for _, argv, stdin in COMMANDS:  # warm-up: checks every command, fills the bytecode copy
+                for _, argv, stdin in timed:  # warm-up: checks every command, fills the bytecode copy
                     run_once(contender, cwds[(contender.name, mode)], argv, stdin, envs[mode])
         for _ in range(args.rounds):
             for mode in MODES:
-                for label, argv, stdin in COMMANDS:
+                for label, argv, stdin in timed:
                     for contender in contenders:
-                        if not contender.with_args and label != COMMANDS[0][0]:
+                        if not contender.with_args and label != timed[0][0]:
                             continue  # the bare interpreter once per mode and round
                         cwd = cwds[(contender.name, mode)]
                         wall, cpu = run_once(contender, cwd, argv, stdin, envs[mode])
@@ -172,22 +214,25 @@ def main() -> int:
 
         def ms(mode: str, label: str, name: str, clock: str = clock) -> float:
             if name == "python -c pass":
-                label = COMMANDS[0][0]
+                label = timed[0][0]
             return 1000 * statistics.median(times[(clock, mode, label, name)])
 
         print(f"\nmedian {title} per process over {args.rounds} rounds, ms; ratios of lazy to eager, before")
-        header = f"{'':13} {'command':36} " + " ".join(f"{n:>14}" for n in names) + "  lazy/eager"
-        header += "  lazy/before" if args.before is not None else ""
-        print(header)
+        widths = [max(10, len(n)) for n in names]
+        ratios = ["lazy/eager"] + (["lazy/before"] if args.before is not None else [])
+        ratios += [f"{c.name}/{reference}" for c in also]
+        columns = list(zip(names, widths, strict=True))
+        header = f"{'':13} {'command':37} " + " ".join(f"{n:>{w}}" for n, w in columns)
+        print(header + "".join(f"  {r:>11}" for r in ratios))
         for mode in MODES:
-            for label, _, _ in COMMANDS:
-                row = [ms(mode, label, n) for n in names]
-                line = f"{mode:13} {label:36} " + " ".join(f"{v:14.1f}" for v in row)
+            for label, _, _ in timed:
+                line = f"{mode:13} {label:37} " + " ".join(f"{ms(mode, label, n):{w}.1f}" for n, w in columns)
                 lazy = ms(mode, label, "lazy")
-                line += f"  {lazy / ms(mode, label, 'eager'):10.2f}"
+                values = [lazy / ms(mode, label, "eager")]
                 if args.before is not None:
-                    line += f"  {lazy / ms(mode, label, 'before'):11.2f}"
-                print(line)
+                    values.append(lazy / ms(mode, label, "before"))
+                values += [ms(mode, label, c.name) / ms(mode, label, reference) for c in also]
+                print(line + "".join(f"  {v:11.2f}" for v in values))
     print(f"\nload average after: {loadavg()}")
     return 0
 

@@ -24,10 +24,12 @@ import dataclasses
 from dataclasses import dataclass
 from enum import StrEnum
 from types import MappingProxyType
-from typing import Final
+from typing import TYPE_CHECKING, Any, Final
 
-from capsim.apdu.builders import PSE_NAME
 from capsim.errors import ConfigError, ValidationError
+
+if TYPE_CHECKING:
+    from capsim.apdu.builders import PSE_NAME
 
 __all__ = [
     "AID_BANCONTACT",
@@ -50,8 +52,20 @@ __all__ = [
     "profile_for_aid",
 ]
 
-# PSE_NAME (the Payment System Environment name, cap-protocol.md §1, discovery) is the apdu
-# builders' constant, re-exported here for the reader.
+
+def __getattr__(name: str) -> Any:
+    """``PSE_NAME`` (the Payment System Environment name, cap-protocol.md §1, discovery) is the
+    APDU builders' constant, re-exported here and imported on first use: the profiles' names
+    (``--reader-profile`` and its help) do without the APDU layer."""
+    if name != "PSE_NAME":
+        raise AttributeError(f"module 'capsim.profiles' has no attribute {name!r}")
+    from capsim.apdu.builders import PSE_NAME
+
+    return PSE_NAME
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(__all__))
 
 AID_MASTERCARD_CAP: Final = bytes.fromhex("A0000000048002")
 AID_VISA_DPA: Final = bytes.fromhex("A0000000038002")

@@ -20,6 +20,7 @@ from capsim._validate import as_bytes as _as_bytes
 from capsim._validate import digits, enum_member
 from capsim._validate import fixed_bytes as _fixed
 from capsim.apdu.ins import INS
+from capsim.apdu.pinblock import parse_pin_block_iso2, pin_block_iso2
 from capsim.crypto import (
     CVN,
     Encipherment,
@@ -62,7 +63,7 @@ BlockFormat = Literal["iso2", "vis"]
 
 
 # --------------------------------------------------------------------------------------------------
-# PIN blocks (§7.4)
+# PIN blocks (§7.4): format 2 is plain data, in capsim.apdu.pinblock (re-exported here)
 # --------------------------------------------------------------------------------------------------
 
 
@@ -70,42 +71,8 @@ def _pin(name: str, pin: object) -> str:
     return digits(name, pin, 4, 12)
 
 
-def pin_block_iso2(pin: str) -> bytes:
-    """ISO 9564 format 2 PIN block: ``2`` ‖ L ‖ digits ‖ ``F`` fill, 8 bytes (emv-crypto.md §7.4).
-
-    >>> pin_block_iso2("1234").hex().upper()
-    '241234FFFFFFFFFF'
-    >>> pin_block_iso2("999999999999").hex().upper()
-    '2C999999999999FF'
-    """
-    return _iso2("pin", pin)
-
-
 def _iso2(name: str, pin: object) -> bytes:
-    p = _pin(name, pin)
-    return bytes.fromhex(f"2{len(p):X}{p}".ljust(16, "F"))
-
-
-def parse_pin_block_iso2(block: bytes) -> str:
-    """The PIN of an ISO 9564 format 2 block; strict (emv-crypto.md §7.4).
-
-    The first nibble must be 2, the length 4–12, the PIN nibbles decimal and every other
-    nibble ``F``; otherwise :class:`~capsim.errors.ValidationError`.
-
-    >>> parse_pin_block_iso2(bytes.fromhex("249999FFFFFFFFFF"))
-    '9999'
-    """
-    b = _fixed("block", block, 8)
-    h = b.hex().upper()
-    if h[0] != "2":
-        raise ValidationError("block: not an ISO 9564 format 2 PIN block (first nibble is not 2)")
-    n = int(h[1], 16)
-    if not 4 <= n <= 12:
-        raise ValidationError("block: PIN length nibble outside 4-12")
-    digits, fill = h[2 : 2 + n], h[2 + n :]
-    if not digits.isdigit() or fill != "F" * len(fill):
-        raise ValidationError("block: PIN digits not decimal or fill not F")
-    return digits
+    return pin_block_iso2(_pin(name, pin))  # ``name`` in the error message
 
 
 def _vis_a(mk_ac: bytes) -> int:

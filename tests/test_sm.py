@@ -9,6 +9,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from capsim import _des, sm
+from capsim.apdu import pinblock
 from capsim.crypto import CVN, cvn_spec, derive_icc_mk, derive_visa_sm_sk, mac_iso9797_alg3
 from capsim.errors import ValidationError
 from capsim.sm import (
@@ -213,6 +214,15 @@ def test_iso2_parse_is_strict(block: bytes) -> None:
 def test_iso2_rejects_malformed_blocks(block_hex: str) -> None:
     with pytest.raises(ValidationError, match=r"^block:"):
         parse_pin_block_iso2(unhex(block_hex))
+
+
+def test_the_format_2_block_is_the_apdu_layers() -> None:
+    """One definition: the reader's VERIFY takes it from capsim.apdu.pinblock (no DES loaded),
+    the issuer scripts through capsim.sm; a PIN change still names its own argument."""
+    assert sm.pin_block_iso2 is pinblock.pin_block_iso2
+    assert sm.parse_pin_block_iso2 is pinblock.parse_pin_block_iso2
+    with pytest.raises(ValidationError, match=r"^new_pin:"):
+        build_pin_change(CVN.MC_16, new_pin="12a4", **KW)
 
 
 def test_vis_parse_rejects_wrong_key_and_wrong_current_pin() -> None:

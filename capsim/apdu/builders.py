@@ -130,7 +130,7 @@ def verify_plaintext_pin(pin_block: bytes) -> CommandApdu:
     Parameters
     ----------
     pin_block:
-        The 8-byte ISO 9564 format 2 block (``capsim.sm.pin_block_iso2``).
+        The 8-byte ISO 9564 format 2 block (``capsim.apdu.pinblock.pin_block_iso2``).
 
     >>> verify_plaintext_pin(bytes(8)).case
     3

@@ -40,7 +40,6 @@ from typing import Any, Final, ParamSpec, TypeVar
 
 import click
 
-from capsim.atomicfile import atomic_replace
 from capsim.errors import (
     AuditTampered,
     CapsimError,
@@ -303,6 +302,8 @@ def write_tip(text: str, target: str) -> Path | None:
     if target == "-":
         click.echo(text, nl=False)
         return None
+    from capsim.atomicfile import atomic_replace  # only the audit commands write a tip
+
     path = Path(target)
     try:
         atomic_replace(path, text)

@@ -20,19 +20,15 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Final, TypeVar
+from typing import TYPE_CHECKING, Any, Final, TypeVar
 
 import click
 
 from capsim.errors import ValidationError
-from capsim.hexinput import parse_hex
-from capsim.transports import (
-    SPEC_FORMS,
-    Transport,
-    is_spec,
-    open_transport,
-    parse_spec,
-)
+from capsim.transports import SPEC_FORMS, is_spec, open_transport, parse_spec
+
+if TYPE_CHECKING:
+    from capsim.transports import Transport
 
 __all__ = [
     "DEFAULT_WAIT",
@@ -120,4 +116,6 @@ def parse_aid(value: str | None) -> bytes | None:
     """``--aid HEX``: 5 to 16 bytes, in any of the hex forms (:func:`capsim.hexinput.parse_hex`)."""
     if value is None:
         return None
+    from capsim.hexinput import parse_hex  # the APDU layer: loaded only when --aid is given
+
     return parse_hex("--aid", value, min_bytes=5, max_bytes=16)

@@ -22,14 +22,12 @@ reader not found 6, PC/SC unavailable 7, no CAP application 8, card error 9, bad
 from __future__ import annotations
 
 import json
-import secrets
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Final, TypeVar
+from typing import TYPE_CHECKING, Any, Final, TypeVar
 
 import click
 
-from capsim.cap import CapMode, validate_tds_fields
 from capsim.cli._common import (
     blocked_advice,
     data_dir,
@@ -41,8 +39,10 @@ from capsim.cli._common import (
 from capsim.cli._reader import READER_HELP, open_reader, parse_aid, wait_option
 from capsim.errors import CapsimError, PinBlockedError, PinError, StateFileError
 from capsim.profiles import READER_PROFILES
-from capsim.reader import ASK_PIN, CapReader, CapResult, CapSession
-from capsim.transports import TracingTransport, Transport, open_transport
+
+if TYPE_CHECKING:  # imported where a code is computed, so that ``--help`` does without them
+    from capsim.reader import CapResult
+    from capsim.transports import Transport
 
 __all__ = ["DEFAULT_CARD_FILE", "DEFAULT_CARD_PROFILE", "code", "default_card_path"]
 
@@ -65,6 +65,8 @@ def _ensure_default_card() -> Path:
     path = default_card_path()
     if path.exists():
         return path
+    import secrets
+
     from capsim.cards import builtin_profile, new_card
     from capsim.cli.card import random_test_pan
     from capsim.crypto import odd_parity
@@ -134,6 +136,8 @@ def _blocked_advice(exc: CapsimError, card_file: Path | None) -> CapsimError:
 
 
 def _open(reader_spec: str | None, wait: float | None = None) -> Transport:
+    from capsim.transports import open_transport
+
     if reader_spec is None:
         path = _ensure_default_card()
         warn_if_exposed(path)
@@ -197,7 +201,7 @@ def _result_dict(result: CapResult, *, explain: bool, sensitive: bool) -> dict[s
 
 
 def _run(
-    mode: CapMode,
+    mode_name: str,
     *,
     reader_spec: str | None,
     reader_profile: str | None,
@@ -211,6 +215,12 @@ def _run(
     wait: float | None,
     **inputs: Any,
 ) -> None:
+    # The reader's stack is imported here, not at the top: ``capsim code … --help`` needs none of it.
+    from capsim.cap import CapMode
+    from capsim.reader import ASK_PIN, CapReader, CapSession
+    from capsim.transports import TracingTransport
+
+    mode = CapMode(mode_name)
     profile = deprecated_alias(reader_profile, profile_alias, new="--reader-profile", old="--profile")
     selected_aid = parse_aid(aid)
     # Every input but the PIN is checked before the card is opened; the PIN is asked for only
@@ -247,7 +257,7 @@ def code() -> None:
 @handle_errors
 def identify_command(**options: Any) -> None:
     """[!] Identify (Mode 2): a code from the PIN alone."""
-    _run(CapMode.IDENTIFY, **options)
+    _run("identify", **options)
 
 
 @code.command("respond")
@@ -256,7 +266,7 @@ def identify_command(**options: Any) -> None:
 @handle_errors
 def respond_command(challenge: str, **options: Any) -> None:
     """[!] Respond (Mode 3): a code over the bank's challenge."""
-    _run(CapMode.RESPOND, challenge=challenge, **options)
+    _run("respond", challenge=challenge, **options)
 
 
 @code.command("sign")
@@ -267,7 +277,7 @@ def respond_command(challenge: str, **options: Any) -> None:
 @handle_errors
 def sign_command(challenge: str | None, amount: str | None, currency: str | None, **options: Any) -> None:
     """[!] Sign (Mode 1): challenge, amount and currency as the card's IAF asks."""
-    _run(CapMode.SIGN, challenge=challenge, amount=amount, currency=currency, **options)
+    _run("sign", challenge=challenge, amount=amount, currency=currency, **options)
 
 
 @code.command("tds")
@@ -278,5 +288,7 @@ def sign_command(challenge: str | None, amount: str | None, currency: str | None
 @handle_errors
 def tds_command(fields: tuple[str, ...], **options: Any) -> None:
     """[!] Transaction data signing (Mode 2 + TDS): a code over 1 to 10 data fields."""
+    from capsim.cap import validate_tds_fields
+
     validate_tds_fields(fields, option="--field")  # named as typed: "--field #2"
-    _run(CapMode.TDS, fields=list(fields), **options)
+    _run("tds", fields=list(fields), **options)

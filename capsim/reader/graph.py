@@ -32,7 +32,7 @@ Theory of operation
    READ_RECORD  READ RECORD of each AFL record         :mod:`~capsim.reader.transaction`
    GET_PTC      GET DATA ``9F17`` (PIN try counter)    —
    PIN          nothing: waits for the PIN             :meth:`~capsim.reader.CapSession.enter_pin`
-   VERIFY       VERIFY, ISO 9564 format-2 PIN block    :func:`capsim.sm.pin_block_iso2`
+   VERIFY       VERIFY, ISO 9564 format-2 PIN block    :func:`capsim.apdu.pinblock.pin_block_iso2`
                 (not in a run without a PIN)
    FIRST_AC     GENERATE AC (ARQC)                     CDOL1 filled with :func:`capsim.cap.cdol_values`
    SECOND_AC    GENERATE AC (AAC)                      CDOL2: :func:`capsim.cap.build_cdol2_data`

@@ -31,6 +31,7 @@ from dataclasses import dataclass, field
 from enum import Enum
 from typing import Final, NamedTuple
 
+from capsim.apdu.pinblock import pin_block_iso2
 from capsim.cap import CapMode, canonical_challenge, currency_numeric, parse_amount, validate_tds_fields
 from capsim.errors import LocalProtocolError, ValidationError
 from capsim.profiles import (
@@ -42,7 +43,6 @@ from capsim.profiles import (
     profile_for_aid,
 )
 from capsim.reader.result import Explanation
-from capsim.sm import pin_block_iso2
 from capsim.tlv import DolEntry
 
 __all__ = ["ASK_PIN", "Candidate", "FirstAc", "InputError", "Inputs", "PinEntry", "Run", "check_inputs"]

@@ -27,10 +27,11 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
+from capsim.apdu.builders import PSE_NAME
 from capsim.apdu.response import ResponseApdu
 from capsim.cap import CapMode, cdol_values
 from capsim.errors import CardBlockedError, RemoteProtocolError, StatusWordError
-from capsim.profiles import PSE_NAME, READER_PROFILES
+from capsim.profiles import READER_PROFILES
 from capsim.reader.apdus import gpo, read_record, select, template, tlv_map
 from capsim.reader.phases import Phase, Step
 from capsim.reader.run import Candidate, Run

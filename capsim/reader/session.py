@@ -37,6 +37,7 @@ from collections.abc import Mapping, Sequence
 from types import MappingProxyType
 
 from capsim.apdu.command import CommandApdu
+from capsim.apdu.pinblock import pin_block_iso2
 from capsim.apdu.redact import redact_command
 from capsim.apdu.response import ResponseApdu, status_error
 from capsim.cap import CapMode
@@ -53,7 +54,6 @@ from capsim.reader.graph import ENTER_PIN, START, TRANSITIONS
 from capsim.reader.phases import MAX_COMMANDS, MAX_RESPONSE, Answer, Phase, Step
 from capsim.reader.result import CapResult
 from capsim.reader.run import InputError, PinEntry, Run, check_inputs
-from capsim.sm import pin_block_iso2
 
 __all__ = ["CapSession"]
 

@@ -23,7 +23,8 @@ Rules of the spec (this module is the one place that parses it):
    to be inserted when it connects. An emulated or replayed card is always there.
 
 Modules behind each scheme are imported only when the scheme is used, so pyscard is needed
-only for ``pcsc:``.
+only for ``pcsc:``; the transport classes (:mod:`capsim.transports.base`, re-exported here) on
+first use, so that naming a reader (``--reader`` and its help text) does not load the APDU layer.
 
 >>> parse_spec("0"), parse_spec("pcsc:1"), parse_spec("pcsc:Gemalto"), parse_spec("file:c.json")
 (('pcsc', 0), ('pcsc', 1), ('pcsc', 'Gemalto'), ('file', 'c.json'))
@@ -42,12 +43,12 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from types import MappingProxyType, ModuleType
-from typing import TYPE_CHECKING, Final
+from typing import TYPE_CHECKING, Any, Final
 
 from capsim.errors import PcscUnavailableError, ValidationError
-from capsim.transports.base import T0Handling, TracingTransport, Transport, TransportBase
 
 if TYPE_CHECKING:
+    from capsim.transports.base import T0Handling, TracingTransport, Transport, TransportBase
     from capsim.transports.pcsc import ReaderState
 
 __all__ = [
@@ -63,6 +64,24 @@ __all__ = [
     "parse_spec",
     "pcsc_reader_states",
 ]
+
+#: Re-exported from :mod:`capsim.transports.base`, imported on first use (:func:`__getattr__`).
+_BASE_NAMES: Final = frozenset({"T0Handling", "TracingTransport", "Transport", "TransportBase"})
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _BASE_NAMES:
+        raise AttributeError(f"module 'capsim.transports' has no attribute {name!r}")
+    from capsim.transports import base
+
+    value = getattr(base, name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(__all__))
+
 
 #: The accepted forms of a reader spec, for help texts and error messages.
 SPEC_FORMS: Final = (

@@ -40,7 +40,6 @@ from typing import Protocol, Self, runtime_checkable
 from capsim.apdu.describe import describe_command, describe_exchange
 from capsim.apdu.redact import REDACTED_BYTE, SENSITIVE_TAGS, redact_command, redact_response
 from capsim.apdu.t0 import transmit_with_t0
-from capsim.transcript import write_transcript
 
 __all__ = [
     "REDACTED_BYTE",
@@ -201,6 +200,8 @@ class TracingTransport(TransportBase):
 
     def save(self, path: str, *, source: str, meta: dict[str, str] | None = None) -> None:
         """Write the recorded exchanges as a replayable transcript (:mod:`capsim.transcript`)."""
+        from capsim.transcript import write_transcript  # only a recorded session needs it
+
         write_transcript(path, self.exchanges, atr=self.atr, source=source, meta=meta)
 
 

@@ -21,6 +21,8 @@ from click.testing import CliRunner
 from capsim.cli import COMMANDS, main
 from capsim.cli._lazy import LazyCommand, LazyGroup, load_command
 from capsim.errors import ConfigError
+from capsim.reader import CapReader
+from capsim.transports import TracingTransport, open_transport
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -132,6 +134,57 @@ def test_code_imports_neither_verifier_nor_service_nor_fuzzing(
     third_party = report["third_party"]
     assert isinstance(third_party, list)
     assert not _NOT_FOR_CODE & set(third_party)
+
+
+#: Everything ``capsim code identify --help`` imports from capsim: the command line's shared
+#: pieces and what its options need (the reader-spec forms, the reader profiles' names). The
+#: reader, the APDU and TLV layers, the CAP computations, the cards and the cryptography load
+#: only when a code is computed; a new module here is a start-up cost every ``capsim code``
+#: user pays.
+_CODE_HELP_MODULES = [
+    "capsim",
+    "capsim._version",
+    "capsim.cli",
+    "capsim.cli._common",
+    "capsim.cli._lazy",
+    "capsim.cli._reader",
+    "capsim.cli.code",
+    "capsim.errors",
+    "capsim.profiles",
+    "capsim.transports",
+]
+
+
+def test_code_help_imports_only_what_its_options_need(tmp_path: Path) -> None:
+    out, report = _probe(tmp_path, "code", "identify", "--help")
+    assert report["exit"] == 0
+    assert out.startswith("Usage: capsim code identify ")
+    assert report["capsim"] == _CODE_HELP_MODULES
+    assert report["third_party"] == ["click"]
+
+
+def test_code_on_a_card_that_is_not_emulated_loads_no_cryptography(tmp_path: Path) -> None:
+    """A real card (here a recorded session played back, as ``pcsc:`` would be) computes its
+    cryptogram itself: the reader builds the plaintext PIN block and reads the code from the
+    card's answers, so neither the card emulator nor the DES backend nor the issuer-script
+    cryptography is loaded."""
+    transcript = tmp_path / "identify.txt"
+    with TracingTransport(open_transport("inproc:secur-acces")) as tracer:
+        expected = CapReader(tracer).identify("1234").code
+        tracer.save(str(transcript), source="recorded for the import test")
+    out, report = _probe(
+        tmp_path, "code", "identify", "--reader", f"replay:{transcript}", "--pin-stdin", stdin="1234\n"
+    )
+    assert report["exit"] == 0
+    assert out.strip() == expected
+    loaded = report["capsim"]
+    assert isinstance(loaded, list)
+    assert {"capsim.reader", "capsim.cap", "capsim.transports.replay"} <= set(loaded)
+    for unneeded in ("capsim.cards", "capsim.crypto", "capsim._des", "capsim.sm"):
+        assert not [m for m in loaded if m == unneeded or m.startswith(unneeded + ".")], unneeded
+    third_party = report["third_party"]
+    assert isinstance(third_party, list)
+    assert not {"cryptography", "Crypto"} & set(third_party)
 
 
 # ------------------------------------------------------------------------------- the table
