@@ -40,8 +40,9 @@ COMMANDS: Final[Mapping[str, LazyCommand]] = {
     "card serve": LazyCommand("capsim.cli.serve", "serve", "[!] Serve EMV or PIV CARD_FILES to pcscd through vpcd until interrupted (Ctrl-C or SIGTERM)."),  # noqa: E501
     "code": LazyCommand("capsim.cli.code", "code", "[!] Compute CAP codes with a card: identify, respond, sign, tds."),  # noqa: E501
     "cap": LazyCommand("capsim.cli.cap", "cap", "[!] A CAP code, the mode chosen from the arguments: none → Identify, -c → Respond, -c and -a → Sign."),  # noqa: E501
-    "card unblock": LazyCommand("capsim.cli.card_pin", "unblock_command", "[!] Unblock the card's PIN with the issuer's PIN UNBLOCK script (default card: the one of `capsim code`)."),  # noqa: E501
-    "card change-pin": LazyCommand("capsim.cli.card_pin", "change_pin_command", "[!] Set a new PIN with the issuer's PIN CHANGE script (it also unblocks the PIN)."),  # noqa: E501
+    "card unblock": LazyCommand("capsim.cli.card_pin", "unblock_command", "[!] Unblock the card's PIN with the issuer's PIN UNBLOCK script (default card: the one of `capsim code`); a PIV card: with its PUK (RESET RETRY COUNTER), setting a new PIN."),  # noqa: E501
+    "card change-pin": LazyCommand("capsim.cli.card_pin", "change_pin_command", "[!] Set a new PIN with the issuer's PIN CHANGE script (it also unblocks the PIN); a PIV card: with the current PIN (CHANGE REFERENCE DATA)."),  # noqa: E501
+    "card change-puk": LazyCommand("capsim.cli.card_pin", "change_puk_command", "[!] Set a new PUK on a PIV card (CHANGE REFERENCE DATA with the current PUK)."),  # noqa: E501
     "readers": LazyCommand("capsim.cli.readers", "readers", "List the card readers: PC/SC readers (index, name, card, ATR), then the virtual cards."),  # noqa: E501
     "verifier": LazyCommand("capsim.cli.verifier", "verifier", "The bank-side verifier: users, enrolment, operations, credentials and audit."),  # noqa: E501
     "verifier user": LazyCommand("capsim.cli.verifier_enrolment", "user_group", "Users and customer accounts."),  # noqa: E501

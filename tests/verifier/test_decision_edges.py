@@ -67,7 +67,9 @@ def test_a_first_code_is_searched_over_the_atc_window_not_the_identify_gap(
         verifier.verify(cid, reader.identify(PIN).code, request_id="late")
 
 
-def test_the_audit_of_a_failed_transaction_is_sealed_on_postgres(request: pytest.FixtureRequest, clock: Clock) -> None:
+def test_the_audit_of_a_failed_transaction_is_sealed_on_postgres(
+    request: pytest.FixtureRequest, clock: Clock
+) -> None:
     store = PostgresStore(new_test_database(request), clock=clock)  # row locks: the audit gets through
     try:
         provider = make_provider()
