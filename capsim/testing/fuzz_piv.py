@@ -190,7 +190,7 @@ def open_piv_target(spec: str, *, pin: str | None = None, guarded: bool | None =
             try:
                 state = state.replace(pin=pin)
             except ValidationError:
-                raise ValidationError("--pin: a PIV PIN is 6 to 8 digits") from None
+                raise ValidationError("--pin-stdin: a PIV PIN is 6 to 8 digits") from None
         return piv_card_target(spec, state, guarded=bool(guarded))
     handle = PivCardFile(os.fspath(rest))
     persisted: list[PivState] = [handle.state]
