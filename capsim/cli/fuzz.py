@@ -121,7 +121,7 @@ def fuzz() -> None:
 @click.option(
     "--target",
     required=True,
-    help="[!] inproc:TEMPLATE, file:CARD.json, pcsc:READER or py:MODULE:FACTORY.",
+    help="[!] inproc:TEMPLATE, inproc:piv, file:CARD.json, pcsc:READER or py:MODULE:FACTORY.",
 )
 @click.option("--max-examples", type=click.IntRange(min=1), default=2000, show_default=True)
 @click.option(

@@ -14,8 +14,9 @@ Modules
 :mod:`capsim.testing.fuzz_card`, :mod:`capsim.testing.fuzz_reader`, :mod:`capsim.testing.fuzz_verifier`
     The engines behind ``capsim fuzz card|reader|serve|verifier``; the card fuzzer's targets
     and guard (:mod:`capsim.testing.fuzz_card_target`), its seeded grammar
-    (:mod:`capsim.testing.fuzz_card_gen`), and what the fuzzers share
-    (:mod:`capsim.testing.fuzz_engine`).
+    (:mod:`capsim.testing.fuzz_card_gen`), the PIV card's targets, grammar and reference model
+    (:mod:`capsim.testing.fuzz_piv`, :mod:`capsim.testing.fuzz_piv_model`), and what the
+    fuzzers share (:mod:`capsim.testing.fuzz_engine`).
 :mod:`capsim.testing.findings`, :mod:`capsim.testing.progress`
     Findings saved as replayable transcripts; the live progress line.
 :mod:`capsim.testing.atheris_targets`

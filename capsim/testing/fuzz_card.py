@@ -2,7 +2,9 @@
 
 The targets (``inproc:``, ``file:``, ``pcsc:``, ``py:``) and the guard that keeps a real card
 safe are in :mod:`capsim.testing.fuzz_card_target`; the grammar of the sequences is in
-:mod:`capsim.testing.fuzz_card_gen`. This module runs them.
+:mod:`capsim.testing.fuzz_card_gen`. A PIV card (``inproc:piv``, a PIV card file) has its own
+grammar and model (:mod:`capsim.testing.fuzz_piv`, :mod:`capsim.testing.fuzz_piv_model`).
+This module runs them.
 
 Theory of operation
 -------------------
@@ -10,16 +12,19 @@ Theory of operation
    ``SequenceGenerator(info).draw(example_random(s, i))``: a function of ``s`` and ``i`` only.
    Examples run one after the other until ``max_examples``, the time budget, or
    ``max_findings`` failing examples.
-2. Every example is a prologue (SELECT the application, GET DATA ``9F36`` and ``9F17``) and
-   the drawn sequence, sent to the target's card (a fresh one for ``inproc:`` and ``py:``).
-   Each exchange goes through :class:`capsim.testing.model.CardModel`; the first broken
-   invariant ends the example. An in-process card that raises is an ``exception`` violation.
+2. Every example is a prologue (SELECT the application, GET DATA ``9F36`` and ``9F17``; for
+   a PIV card SELECT PIV and a status VERIFY) and the drawn sequence, sent to the target's
+   card (a fresh one for ``inproc:`` and ``py:``). Each exchange goes through
+   :class:`capsim.testing.model.CardModel` (a PIV card:
+   :class:`capsim.testing.fuzz_piv_model.PivModel`); the first broken invariant ends the
+   example. An in-process card that raises is an ``exception`` violation.
 3. A failing sequence is cut after the step that broke the invariant, then minimised by delta
    debugging (:func:`minimise`): chunks of steps, then single steps, are removed while the
    sequence still breaks the same invariant (on a fresh card for ``inproc:`` and ``py:``; on
    the same card for ``file:`` and ``pcsc:``, at most :data:`MAX_SHRINK_RUNS` reruns). The
    minimal sequence is run once more and saved as a finding (duplicates, same invariant and
-   detail, are reported once).
+   detail, are reported once). A PIV finding also records the counters the card persisted
+   after each exchange (meta ``persisted``), so its replay checks them against the answers.
 4. The report carries a SHA-256 digest of every command sent and every power cycle, in order
    (:class:`~capsim.testing.fuzz_engine.FuzzReport`): two runs with the same seed and the same
    number of examples on cards that answer the same have the same digest.
@@ -34,6 +39,7 @@ import logging
 import os
 import time
 from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING
 
 from capsim.errors import CapsimError, ValidationError
 from capsim.testing.findings import Finding, save_finding
@@ -54,6 +60,10 @@ from capsim.testing.fuzz_card_target import (
 )
 from capsim.testing.fuzz_engine import FuzzReport, _Run, run_engine
 from capsim.testing.model import CardModel, Violation, parse_pin_block
+
+if TYPE_CHECKING:
+    from capsim.testing.fuzz_piv import PivSequenceGenerator
+    from capsim.testing.fuzz_piv_model import PivModel
 
 __all__ = [
     "SAFE_INS",
@@ -78,13 +88,35 @@ __all__ = [
 
 _log = logging.getLogger(__name__)
 
+#: The PIV prologue's status VERIFY (tries left; no PIN sent).
+_PIV_STATUS = bytes.fromhex("00200080")
 #: Most sequence runs :func:`minimise` spends on one failure.
 MAX_SHRINK_RUNS = 2000
 
 
 def _prologue(info: CardInfo) -> list[Action]:
     select = bytes((0x00, 0xA4, 0x04, 0x00, len(info.aid))) + info.aid + b"\x00"
+    if info.kind == "piv":
+        return [select, _PIV_STATUS]
     return [select, _GET_ATC, _GET_PTC]
+
+
+def _model(info: CardInfo, probe: Callable[[], object] | None, run: _Run) -> CardModel | PivModel:
+    """The reference model of the card's kind (rule 2)."""
+    if info.kind == "piv":
+        from capsim.testing.fuzz_piv_model import PivModel
+
+        return PivModel(info, probe=probe, log=run.counters)
+    return CardModel(aid=info.aid, pin=info.pin, pin_try_limit=info.pin_try_limit)
+
+
+def _generator(info: CardInfo, max_steps: int) -> SequenceGenerator | PivSequenceGenerator:
+    """The grammar of the card's kind (rule 1)."""
+    if info.kind == "piv":
+        from capsim.testing.fuzz_piv import PivSequenceGenerator
+
+        return PivSequenceGenerator(info, max_steps=max_steps)
+    return SequenceGenerator(info, max_steps=max_steps)
 
 
 def run_card_sequence(
@@ -98,7 +130,7 @@ def run_card_sequence(
     (``run.steps_done``: how many of ``steps`` ran)."""
     run = run if run is not None else _Run()
     info = target.info
-    model = CardModel(aid=info.aid, pin=info.pin, pin_try_limit=info.pin_try_limit)
+    model = _model(info, target.probe, run)
     exchanges = run.exchanges
     observe = model.observe
     found: list[Violation] = []
@@ -118,6 +150,8 @@ def run_card_sequence(
         target.begin()
     except _CrashError as crash:
         return Violation(invariant="exception", detail=f"the card raised {crash} at power-on"), run
+    if not isinstance(model, CardModel):
+        model.start()
     prologue = _prologue(info)
     first_step = len(prologue)
     exchange = target.exchange
@@ -216,6 +250,20 @@ def _redact_pin(exchanges: list[tuple[bytes, bytes]], pin: str | None) -> tuple[
     return tuple(out)
 
 
+def _redact_piv(exchanges: list[tuple[bytes, bytes]], info: CardInfo) -> tuple[tuple[bytes, bytes], ...]:
+    """A PIV card's real PIN and PUK, wherever they appear padded in a command, become ``FF``s."""
+    from capsim.cards.piv import pad_reference
+
+    secrets = [pad_reference(v) for v in (info.pin, info.puk) if v is not None]
+    out = []
+    for cmd, rsp in exchanges:
+        redacted = cmd
+        for secret in secrets:
+            redacted = redacted.replace(secret, b"\xff" * len(secret))
+        out.append((redacted, rsp))
+    return tuple(out)
+
+
 def fuzz_card(
     target: CardTarget,
     *,
@@ -255,7 +303,7 @@ def fuzz_card(
         raise ValidationError("max_examples: expected a positive number of examples")
     if time_budget is not None and time_budget <= 0:
         raise ValidationError("time_budget: expected a positive number of seconds")
-    generator = SequenceGenerator(target.info, max_steps=max_steps)
+    generator = _generator(target.info, max_steps)
     digest = hashlib.sha256()
     started = clock()
     deadline = None if time_budget is None else started + time_budget
@@ -333,20 +381,36 @@ def _shrunk_finding(
         final = violation
     # a real PIN (pcsc:, file:) never reaches a finding; inproc:/py: test PINs stay replayable
     real_pin = target.transport is not None or target.spec.startswith("file:")
+    info = target.info
+    if info.kind == "piv":
+        exchanges = _redact_piv(run.exchanges, info) if real_pin else tuple(run.exchanges)
+    else:
+        exchanges = _redact_pin(run.exchanges, info.pin if real_pin else None)
     return Finding(
         fuzzer="card",
         target=target.spec,
         seed=seed,
         invariant=final.invariant,
         detail=final.detail,
-        exchanges=_redact_pin(run.exchanges, target.info.pin if real_pin else None),
+        exchanges=exchanges,
         power_cycles=tuple(run.power_cycles),
         meta={
+            "card": info.kind,
             "allow_state_changes": "yes" if allow else "no",
             "example": str(index),
             "shrunk": f"{len(shrunk)} of {len(steps)} steps",
+            **({"persisted": " ".join(f"{a}/{b}" for a, b in run.counters)} if run.counters else {}),
         },
     )
+
+
+def _parse_counters(text: str) -> list[tuple[int, int]] | None:
+    """A finding's ``persisted`` counters (``"3/3 2/3 …"``), or ``None`` when there are none."""
+    try:
+        pairs = [item.split("/") for item in text.split()]
+        return [(int(a), int(b)) for a, b in pairs] or None
+    except ValueError:
+        return None
 
 
 def replay_card_finding(
@@ -370,13 +434,26 @@ def replay_card_finding(
         send: Callable[[bytes], bytes] = target.exchange
         power: Callable[[], None] = target.power_cycle
         known = info or target.info
+        probe = target.probe
     else:
         replay = ReplayTransport(RecordedSession(exchanges=finding.exchanges), synthesize_pin=False)
         replay.connect()
         send = replay.transmit
         power = _nothing
-        known = info or CardInfo(aid=finding.exchanges[0][0][5:-1] if finding.exchanges else b"")
-    model = CardModel(aid=known.aid or None, pin=known.pin, pin_try_limit=known.pin_try_limit)
+        known = info or CardInfo(
+            aid=finding.exchanges[0][0][5:-1] if finding.exchanges else b"",
+            kind=finding.meta.get("card", "emv"),
+        )
+        probe = None
+    model: CardModel | PivModel
+    if known.kind == "piv":
+        from capsim.testing.fuzz_piv_model import PivModel
+
+        recorded = None if probe is not None else _parse_counters(finding.meta.get("persisted", ""))
+        model = PivModel(known, probe=probe, recorded=recorded)
+        model.start()
+    else:
+        model = CardModel(aid=known.aid or None, pin=known.pin, pin_try_limit=known.pin_try_limit)
     for i, (cmd, _) in enumerate(finding.exchanges):
         if i in cycles:
             try:

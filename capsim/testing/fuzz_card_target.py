@@ -7,6 +7,9 @@ Targets (``--target``)
 ``file:CARD.json``
     The card in a card file; its state persists across examples (the model re-reads ATC and
     PTC at the start of each one).
+``inproc:piv``, ``file:PIV-CARD.json``
+    A PIV card (a fresh emulated token per example; a PIV card file), fuzzed with the PIV
+    grammar and model (:mod:`capsim.testing.fuzz_piv`). A ``py:`` factory of PIV cards too.
 ``pcsc:READER``
     A card in a PC/SC reader (a real card, or a card served through pcscd + vpcd).
 ``py:MODULE:FACTORY``
@@ -39,7 +42,7 @@ import importlib
 import os
 import sys
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Final
 
 from capsim.apdu import builders
@@ -94,7 +97,9 @@ def is_state_changing(apdu: bytes) -> bool:
 
 @dataclass(frozen=True, kw_only=True)
 class CardInfo:
-    """What the fuzzer knows about the card: where the CAP application is and its DOL sizes."""
+    """What the fuzzer knows about the card: where the CAP application is and its DOL sizes;
+    for a PIV card (``kind="piv"``, :mod:`capsim.testing.fuzz_piv`) its PUK, management key
+    and ``(slot, algorithm)`` pairs."""
 
     aid: bytes = bytes.fromhex("A0000000048002")
     pdol_length: int = 0
@@ -102,6 +107,11 @@ class CardInfo:
     cdol2_length: int = 31
     pin: str | None = None
     pin_try_limit: int | None = None
+    kind: str = "emv"
+    puk: str | None = None
+    puk_try_limit: int | None = None
+    mgmt_key: bytes | None = field(default=None, repr=False)
+    slots: tuple[tuple[int, int], ...] = ()
 
 
 class _CrashError(Exception):
@@ -129,6 +139,9 @@ class CardTarget:
         Call ``factory`` again for every example.
     guarded:
         Put a :class:`StateChangeGuard` in front of the card.
+
+    ``probe`` (PIV targets): returns the state the card last persisted, read by the model after
+    every answer (:mod:`capsim.testing.fuzz_piv`, rule 2).
     """
 
     def __init__(
@@ -150,6 +163,7 @@ class CardTarget:
         self.fresh = fresh
         self.guarded = guarded
         self.card: CardOS | None = None
+        self.probe: Callable[[], Any] | None = None
         self._connected = False
 
     def begin(self) -> None:
@@ -323,7 +337,8 @@ def _zero_rng(n: int) -> bytes:
 
 
 def open_card_target(spec: str, *, pin: str | None = None, guarded: bool | None = None) -> CardTarget:
-    """Open a ``--target`` spec (module docstring).
+    """Open a ``--target`` spec (module docstring); ``inproc:piv`` and ``file:`` of a PIV card
+    file open a PIV target (:func:`capsim.testing.fuzz_piv.open_piv_target`).
 
     ``inproc:``, ``file:`` and ``pcsc:`` are opened by the transport registry
     (:func:`capsim.transports.open_transport`); an in-process card becomes a card factory (a
@@ -349,6 +364,11 @@ def open_card_target(spec: str, *, pin: str | None = None, guarded: bool | None 
     scheme, sep, rest = spec.partition(":")
     if sep and scheme == "py":
         return _open_py_target(spec, rest, pin=pin, guarded=bool(guarded))
+    if sep and scheme in ("inproc", "file") and (rest == "piv" or scheme == "file"):
+        from capsim.testing.fuzz_piv import is_piv_spec, open_piv_target
+
+        if is_piv_spec(spec):
+            return open_piv_target(spec, pin=pin, guarded=guarded)
     if not sep or scheme not in _FUZZ_SCHEMES:
         raise ValidationError(
             "target: expected inproc:TEMPLATE, file:CARD.json, pcsc:READER or py:MODULE:FACTORY, "
@@ -401,6 +421,13 @@ def _open_py_target(spec: str, rest: str, *, pin: str | None, guarded: bool) -> 
     if not callable(factory):
         raise ValidationError(f"target: {rest!r} is not callable")
     sample = factory()
+    if type(sample).__name__ != "EmvCapCard" and "capsim.cards.piv" in sys.modules:
+        from capsim.cards.piv import PivCard
+
+        if isinstance(sample, PivCard):
+            from capsim.testing.fuzz_piv import py_piv_target
+
+            return py_piv_target(spec, factory, sample, guarded=guarded)
     sample_profile = getattr(sample, "profile", None)
     if sample_profile is not None and hasattr(sample_profile, "cdol1"):
         info = _profile_info(sample_profile, pin)

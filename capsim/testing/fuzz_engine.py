@@ -36,12 +36,14 @@ __all__ = ["FuzzReport", "run_engine"]
 @dataclass(kw_only=True)
 class _Run:
     """The record of one example: exchanges, power cycles (exchange indices), refusals, and
-    how many of the drawn steps ran (the rest came after the first violation)."""
+    how many of the drawn steps ran (the rest came after the first violation); for a PIV card
+    with a probe, its persisted (PIN tries, PUK tries) after each exchange."""
 
     exchanges: list[tuple[bytes, bytes]] = field(default_factory=list)
     power_cycles: list[int] = field(default_factory=list)
     refused: int = 0
     steps_done: int = 0
+    counters: list[tuple[int, int]] = field(default_factory=list)
 
 
 class _FailedError(Exception):
