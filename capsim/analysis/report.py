@@ -48,7 +48,7 @@ from capsim.errors import ValidationError
 from capsim.profiles import ReaderProfile, get_reader_profile
 from capsim.verifier.policy import VerifierPolicy
 
-__all__ = ["Report", "analyze", "analyze_card", "render_text"]
+__all__ = ["Report", "analyze", "analyze_card", "check_analysable", "confirmation_text", "render_text"]
 
 #: ``confirmation`` of a mode-confusion row.
 BY_EMULATOR = "emulator"
@@ -194,6 +194,13 @@ def _pin_section(
     return {**answers, "no_pin_code": None, **read}, unknown
 
 
+def check_analysable(card: CardDescription) -> None:
+    """Raise :class:`ValidationError` when the card cannot be analysed (no IPB: the Belgian code
+    function is not analysed yet); callers check it before changing a card's state."""
+    if not card.ipb:
+        raise ValidationError("card: this card has no IPB (9F56); only the IPB code function is analysed")
+
+
 def analyze_card(
     card: CardDescription,
     *,
@@ -212,8 +219,7 @@ def analyze_card(
         The card has no IPB (the Belgian code function is not analysed yet) or a reader
         profile name is unknown.
     """
-    if not card.ipb:
-        raise ValidationError("card: this card has no IPB (9F56); only the IPB code function is analysed")
+    check_analysable(card)
     policy = policy if policy is not None else VerifierPolicy()
     reader_profile = _reader_for_card(card, reader)
     card = replace(card, reader_profile=reader_profile.name)

@@ -30,7 +30,7 @@ import click
 from capsim.analysis import Report, analyze, render_text
 from capsim.analysis.card import describe_summary
 from capsim.analysis.oncard import OnCard, plan, run_plan
-from capsim.analysis.report import analyze_card
+from capsim.analysis.report import analyze_card, check_analysable
 from capsim.cards import BUILTIN_PROFILES, CardProfile, builtin_profile
 from capsim.cli._common import handle_errors, secret_reader
 from capsim.cli._reader import READER_HELP, open_reader, wait_option
@@ -128,6 +128,7 @@ def _reader_report(
         link.connect()
         summary = discover(link, reader_profile)
         card = describe_summary(summary, name=summary.label or summary.aid.hex().upper())
+        check_analysable(card)  # before any state change
         if allow and ask is not None:
             todo = plan(card, probe_pin=probe_pin)
             _consent(todo.describe(), yes=yes, pin_stdin=pin_stdin)

@@ -243,3 +243,74 @@ def test_learned_variants_equal_the_template_variants(name: str) -> None:
     assert learned.guessing.to_dict() == template.guessing.to_dict()
     assert json.dumps(learned.to_dict()["anatomy"]) == json.dumps(template.to_dict()["anatomy"])
     assert all(p.equal for p in on_card.pairs.values())
+
+
+class CountingIadCard:
+    """A natwest card that puts a per-transaction value in its IAD (its CVR's last byte) from the
+    third ARQC on: what it MACs then differs from run to run, so no pair is the same at one ATC."""
+
+    def __init__(self) -> None:
+        self.inner = new_card("natwest", pan=PAN, pin="1234", imk_ac=IMK)
+        self.arqcs = 0
+
+    @property
+    def atr(self) -> bytes:
+        return self.inner.atr
+
+    def power_on(self) -> bytes:
+        return self.inner.power_on()
+
+    def reset(self) -> bytes:
+        return self.inner.reset()
+
+    def power_off(self) -> None:
+        self.inner.power_off()
+
+    def process(self, apdu: bytes) -> bytes:
+        response = self.inner.process(apdu)
+        if apdu[1] == 0xAE and apdu[2] & 0xC0 == 0x80 and response[-2:] == b"\x90\x00":
+            self.arqcs += 1
+            if self.arqcs >= 3 and self.arqcs % 2 == 1:  # the second run of every pair
+                response = response[:-3] + bytes([response[-3] ^ 0x01]) + response[-2:]
+        return response
+
+
+def test_a_card_whose_iad_differs_between_the_runs_is_reported_as_disagreeing() -> None:
+    from capsim.analysis import render_text
+    from capsim.analysis.card import describe_summary
+    from capsim.analysis.oncard import plan, run_plan
+    from capsim.analysis.report import analyze_card
+    from capsim.profiles import get_reader_profile
+    from capsim.transports.inprocess import InProcessTransport
+
+    link = InProcessTransport(CountingIadCard())  # type: ignore[arg-type]
+    link.connect()
+    card = describe_summary(discover(link), name="counting")
+    on_card = run_plan(
+        link, card, get_reader_profile(card.reader_profile), plan(card, probe_pin=False), "1234"
+    )
+    link.disconnect()
+    assert on_card.pairs
+    for result in on_card.pairs.values():
+        assert not result.equal
+        assert result.evidence["generate_ac_data_equal"] is True
+        assert result.evidence["iad_equal"] is False
+    report = analyze_card(on_card.card, on_card=on_card)
+    mismatches = [f for f in report.findings if f.id == "analysis.model-mismatch"]
+    assert len(mismatches) == len(on_card.pairs)
+    assert "the card DISAGREES" in render_text(report)
+    assert not [f for f in report.findings if f.id.startswith("mode.")]
+
+
+def test_the_read_only_html_page_says_what_was_not_measured(cli: Cli, tmp_path: Path) -> None:
+    pytest.importorskip("matplotlib")
+    import xml.etree.ElementTree as ET
+
+    out = tmp_path / "reader.html"
+    cli.ok("analyze", "--reader", "inproc:natwest", "--html", str(out))
+    page = out.read_text(encoding="utf-8")
+    assert "derived, not confirmed" in page
+    assert "VERIFY answers: not measured." in page
+    assert "V unknown (1 to 2): figures per variant" in page
+    (svg,) = [page[page.index("<svg") : page.index("</svg>") + 6]]
+    assert ET.fromstring(svg).tag == "{http://www.w3.org/2000/svg}svg"
