@@ -314,3 +314,27 @@ def test_the_read_only_html_page_says_what_was_not_measured(cli: Cli, tmp_path: 
     assert "V unknown (1 to 2): figures per variant" in page
     (svg,) = [page[page.index("<svg") : page.index("</svg>") + 6]]
     assert ET.fromstring(svg).tag == "{http://www.w3.org/2000/svg}svg"
+
+
+# Worked out by hand, V unknown (1 to history_variants = 2), default policy (max_fail 5, C = 1):
+# rabobank  a = 16: per guess 2^-16 > 2^-20 already at V = 1 (NIST broken for sure); per lock period
+#           5 / 2^16 = 7.6e-5 at V = 1, 1.5e-4 at V = 2: the 1e-4 ceiling depends on V (unknown).
+# natwest   a = 20: per guess 2^-20 at V = 1 (kept), 2^-19 at V = 2 (broken): unknown; per lock period
+#           at most 5 * 2 / 2^20 = 9.5e-6 <= 1e-4: kept for sure.
+@pytest.mark.parametrize(
+    ("name", "nist", "v5", "present", "absent"),
+    [
+        ("rabobank", False, None, {"guessing.short-code", "guessing.variants-unknown"}, {"guessing.ceiling"}),
+        ("natwest", None, True, {"guessing.variants-unknown"}, {"guessing.short-code", "guessing.bound"}),
+    ],
+)
+def test_limits_that_depend_on_v_are_decided_only_by_a_bound_that_decides_them(
+    cli: Cli, name: str, nist: bool | None, v5: bool | None, present: set[str], absent: set[str]
+) -> None:
+    obj = cli.ok("analyze", "--reader", f"inproc:{name}", "--json").json()
+    limits = {lim["id"]: lim["ok"] for lim in obj["guessing"]["limits"]}
+    assert (limits["nist-per-guess"], limits["v5-ceiling"]) == (nist, v5)
+    ids = {f["id"] for f in obj["findings"]}
+    assert present <= ids
+    assert not absent & ids
+    assert obj["guessing"]["per_guess_per_variant"] == 2.0 ** -{"rabobank": 16, "natwest": 20}[name]
