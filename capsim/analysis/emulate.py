@@ -52,7 +52,16 @@ from capsim.verifier.policy import VerifierPolicy
 from capsim.verifier.provider import SoftwareProvider
 from capsim.verifier.service import Verifier
 
-__all__ = ["confirm", "no_pin_code", "pin_verified", "throwaway_profile", "twins", "verify_answers"]
+__all__ = [
+    "confirm",
+    "no_pin_code",
+    "pin_verified",
+    "session_for",
+    "throwaway_profile",
+    "twins",
+    "verify_answers",
+    "verify_sw",
+]
 
 _WRONG_PIN: Final = "9" * len(TEST_PIN) if set(TEST_PIN) != {"9"} else "0" * len(TEST_PIN)
 _VERIFY: Final = 0x20
@@ -76,7 +85,8 @@ def twins(profile: CardProfile, count: int = 2) -> tuple[EmvCapCard, ...]:
     return tuple(EmvCapCard(profile, initial_state(profile, TEST_PIN), rng=os.urandom) for _ in range(count))
 
 
-def _session(request: MatchRequest, reader: ReaderProfile, *, pin: str | None) -> CapSession:
+def session_for(request: MatchRequest, reader: ReaderProfile, *, pin: str | None) -> CapSession:
+    """The CAP reader session that runs ``request`` (``pin=None``: no VERIFY)."""
     mode = OperationMode(request.mode)
     if mode is OperationMode.IDENTIFY:
         return CapSession(CapMode.IDENTIFY, pin=pin, profile=reader)
@@ -98,7 +108,7 @@ def run(
     card: EmvCapCard, request: MatchRequest, reader: ReaderProfile, *, pin: str | None = TEST_PIN
 ) -> CapResult:
     """One CAP run of ``request`` on ``card`` through the reader (``pin=None``: no VERIFY)."""
-    return CapReader(InProcessTransport(card), reader).run(_session(request, reader, pin=pin))
+    return CapReader(InProcessTransport(card), reader).run(session_for(request, reader, pin=pin))
 
 
 def confirm(profile: CardProfile, reader: ReaderProfile, first: MatchRequest, second: MatchRequest) -> bool:
@@ -109,7 +119,8 @@ def confirm(profile: CardProfile, reader: ReaderProfile, first: MatchRequest, se
     return hmac.compare_digest(a.code.encode(), b.code.encode())
 
 
-def _verify_sw(transcript: tuple[tuple[bytes, bytes], ...]) -> str | None:
+def verify_sw(transcript: tuple[tuple[bytes, bytes], ...]) -> str | None:
+    """The status word the card gave to the first VERIFY of ``transcript`` (``None``: no VERIFY)."""
     for command, response in transcript:
         if len(command) > 1 and command[1] == _VERIFY and len(response) >= 2:
             return response[-2:].hex().upper()
@@ -118,7 +129,7 @@ def _verify_sw(transcript: tuple[tuple[bytes, bytes], ...]) -> str | None:
 
 def _transcript_of(profile: CardProfile, reader: ReaderProfile, pin: str) -> tuple[tuple[bytes, bytes], ...]:
     (card,) = twins(profile, 1)
-    session = _session(MatchRequest(mode=OperationMode.IDENTIFY), reader, pin=pin)
+    session = session_for(MatchRequest(mode=OperationMode.IDENTIFY), reader, pin=pin)
     with contextlib.suppress(CapsimError):  # a wrong PIN ends the run: the transcript has the answer
         CapReader(InProcessTransport(card), reader).run(session)
     return session.transcript
@@ -130,8 +141,8 @@ def verify_answers(profile: CardProfile, reader: ReaderProfile) -> dict[str, Any
     ``reveals`` is true when the two differ: the card tells anyone holding it, outside any
     cryptogram, whether a PIN is right.
     """
-    wrong = _verify_sw(_transcript_of(profile, reader, _WRONG_PIN))
-    right = _verify_sw(_transcript_of(profile, reader, TEST_PIN))
+    wrong = verify_sw(_transcript_of(profile, reader, _WRONG_PIN))
+    right = verify_sw(_transcript_of(profile, reader, TEST_PIN))
     return {
         "wrong_pin_sw": wrong,
         "right_pin_sw": right,

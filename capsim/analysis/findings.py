@@ -18,7 +18,17 @@ Theory of operation
 4. **PIN handling**: ``pin.verify-oracle`` (medium when VERIFY answers differ for a wrong and
    the right PIN), ``pin.no-pin-code`` (high when a code made without VERIFY is accepted,
    info when rejected, medium when the control failed and nothing can be said).
-5. Sorted by severity, highest first, then by identifier. Pure.
+5. **Unknown V** (a real card read without a GENERATE AC, :mod:`capsim.analysis.guessing`
+   step 5): ``guessing.ceiling`` and ``guessing.short-code`` are stated only when the lower
+   bound (V = 1) already breaks the limit; when only the upper bound (V = the policy's
+   ``history_variants``) would, it is ``guessing.variants-unknown`` (low), and
+   ``guessing.bound`` only when even the upper bound keeps every limit.
+6. **Derived, not confirmed.** A pair checked neither on emulated twins nor on the card
+   itself is reported from the derivation alone and says so; a pair the card contradicts is
+   ``analysis.model-mismatch``. Whatever the analysis could not measure without changing the
+   card's state is listed in one ``analysis.not-measured`` finding (info), with the option that
+   measures it.
+7. Sorted by severity, highest first, then by identifier. Pure.
 """
 
 from __future__ import annotations
@@ -28,7 +38,7 @@ from typing import Any
 from capsim.analysis.anatomy import Anatomy
 from capsim.analysis.confusion import ConfusionCase
 from capsim.analysis.freshness import Freshness
-from capsim.analysis.guessing import NIST_MAX_GUESS_PROBABILITY, Guessing
+from capsim.analysis.guessing import NIST_MAX_GUESS_PROBABILITY, VARIANT_LIMITS, Guessing
 from capsim.analysis.model import Change, Finding, Lever, Severity, Source
 from capsim.verifier.model import CredentialProfile
 from capsim.verifier.policy import VerifierPolicy
@@ -57,6 +67,7 @@ def _guessing(policy: VerifierPolicy, anatomy: Anatomy, guess: Guessing) -> list
     }
     sources = (Source.OPTIMISED_TO_FAIL, Source.EPCI, Source.CAPSIM_V5)
     out = []
+    at_least = "" if guess.variants_known else " (V unknown: at least, with V = 1)"
     if guess.per_lock_period > policy.false_accept_ceiling:
         out.append(
             Finding(
@@ -65,8 +76,9 @@ def _guessing(policy: VerifierPolicy, anatomy: Anatomy, guess: Guessing) -> list
                 severity=Severity.HIGH,
                 detail=(
                     f"P = {b.max_fail} × {b.candidates} × {b.variants} / 2^{b.ac_bits} = "
-                    f"{guess.per_lock_period:.3g} > {policy.false_accept_ceiling:.3g}: capsim's verifier "
-                    "refuses to enrol this card under this policy; one that does not check accepts it"
+                    f"{guess.per_lock_period:.3g}{at_least} > {policy.false_accept_ceiling:.3g}: "
+                    "capsim's verifier refuses to enrol this card under this policy; one that does not "
+                    "check accepts it"
                 ),
                 sources=sources,
                 changes=(_MORE_AC_BITS, _TIGHTER_POLICY),
@@ -81,7 +93,8 @@ def _guessing(policy: VerifierPolicy, anatomy: Anatomy, guess: Guessing) -> list
                 severity=Severity.MEDIUM,
                 detail=(
                     f"{anatomy.total_bits} code bits but only {anatomy.ac_bits} from the AC; with C = "
-                    f"{b.candidates} and V = {b.variants} one guess succeeds with {guess.per_guess:.3g} "
+                    f"{b.candidates} and V = {b.variants} one guess succeeds with "
+                    f"{guess.per_guess:.3g}{at_least} "
                     f"(NIST SP 800-63B: at most 2^-20 = {NIST_MAX_GUESS_PROBABILITY:.3g})"
                 ),
                 sources=(Source.OPTIMISED_TO_FAIL, Source.EPCI, Source.NIST_800_63B),
@@ -89,8 +102,7 @@ def _guessing(policy: VerifierPolicy, anatomy: Anatomy, guess: Guessing) -> list
                 evidence=figures,
             )
         )
-    failed = [lim for lim in guess.limits if not lim.ok and not lim.name.startswith("capsim V5")]
-    failed = [lim for lim in failed if "per guess" not in lim.name]
+    failed = [lim for lim in guess.limits if lim.ok is False and lim.id not in VARIANT_LIMITS]
     if failed:
         out.append(
             Finding(
@@ -105,6 +117,22 @@ def _guessing(policy: VerifierPolicy, anatomy: Anatomy, guess: Guessing) -> list
                 evidence={"failed": [lim.to_dict() for lim in failed]},
             )
         )
+    open_limits = [lim for lim in guess.limits if lim.ok is None]
+    if open_limits:
+        out.append(
+            Finding(
+                id="guessing.variants-unknown",
+                title="guessing may break a limit, depending on the card's IAD variants",
+                severity=Severity.LOW,
+                detail=(
+                    "; ".join(f"{lim.name}: {lim.value}, allowed {lim.limit}" for lim in open_limits)
+                    + ": V needs the card's IAD layout, which a GENERATE AC shows (--allow-state-changes)"
+                ),
+                sources=sources,
+                changes=(_MORE_AC_BITS, _TIGHTER_POLICY),
+                evidence={**figures, "variants_at_most": guess.variants_at_most},
+            )
+        )
     if not out:
         out.append(
             Finding(
@@ -114,6 +142,10 @@ def _guessing(policy: VerifierPolicy, anatomy: Anatomy, guess: Guessing) -> list
                 detail=(
                     f"{guess.per_guess:.3g} per guess, {guess.per_lock_period:.3g} per lock period, "
                     f"{guess.per_year:.3g} over a year of guesses that never block the card"
+                    if guess.variants_known
+                    else f"at most {guess.per_guess * guess.variants_at_most:.3g} per guess and "
+                    f"{guess.per_lock_period * guess.variants_at_most:.3g} per lock period "
+                    f"(V unknown, at most {guess.variants_at_most})"
                 ),
                 sources=sources,
                 evidence=figures,
@@ -122,12 +154,23 @@ def _guessing(policy: VerifierPolicy, anatomy: Anatomy, guess: Guessing) -> list
     return out
 
 
+_CHECKED_BY = {"emulator": "emulated cards' codes", "card": "on the card, the GENERATE AC input and IAD"}
+_HOW = {
+    "emulator": "confirmed on emulated cards",
+    "card": "confirmed on the card: the same GENERATE AC input and IAD",
+    "derived, not confirmed": "derived from the CDOL1 fill and the IAF, not confirmed",
+}
+
+
 def _confusion(rows: tuple[dict[str, Any], ...], cases: tuple[ConfusionCase, ...]) -> list[Finding]:
     out = []
     by_id = {case.id: case for case in cases}
     for row in rows:
         case = by_id[row["id"]]
-        agree = row["collides"] == row["confirmed_by_emulator"]
+        checked = row["confirmed_by_emulator"]
+        if checked is None and row["confirmed_on_card"] is not None:
+            checked = row["confirmed_on_card"]
+        agree = checked is None or row["collides"] == checked
         if not agree or (case.control and row["collides"]):
             out.append(
                 Finding(
@@ -135,8 +178,12 @@ def _confusion(rows: tuple[dict[str, Any], ...], cases: tuple[ConfusionCase, ...
                     title=f"the analysis is unsure about {row['first']} vs {row['second']}",
                     severity=Severity.HIGH,
                     detail=(
-                        f"derived: {'collide' if row['collides'] else 'differ'}; emulated cards: "
-                        f"{'equal' if row['confirmed_by_emulator'] else 'different'} codes"
+                        f"derived: {'collide' if row['collides'] else 'differ'}; "
+                        + (
+                            "derived, not confirmed"
+                            if checked is None
+                            else f"{_CHECKED_BY[row['confirmation']]}: {'equal' if checked else 'different'}"
+                        )
                     ),
                     sources=case.sources,
                     evidence=dict(row),
@@ -153,7 +200,7 @@ def _confusion(rows: tuple[dict[str, Any], ...], cases: tuple[ConfusionCase, ...
                 severity=case.severity,
                 detail=(
                     f"{row['first']} and {row['second']} give the same cryptogram input, hence the same "
-                    "code at one ATC (confirmed on emulated cards)"
+                    f"code at one ATC ({_HOW[row['confirmation']]})"
                     + ("; capsim's verifier refuses to issue the higher one" if refuses else "")
                 ),
                 sources=case.sources,
@@ -235,7 +282,9 @@ def _freshness(policy: VerifierPolicy, fresh: Freshness) -> list[Finding]:
 
 
 def _pin(pin: dict[str, Any]) -> list[Finding]:
-    out = []
+    out: list[Finding] = []
+    if pin["reveals"] is None and pin["no_pin_code"] is None:
+        return out
     if pin["reveals"]:
         out.append(
             Finding(
@@ -259,6 +308,8 @@ def _pin(pin: dict[str, Any]) -> list[Finding]:
             )
         )
     nopin = pin["no_pin_code"]
+    if nopin is None:
+        return out
     accepted = nopin["accepted"]
     severity = {True: Severity.HIGH, False: Severity.INFO, None: Severity.MEDIUM}[accepted]
     verdict = {
@@ -284,6 +335,40 @@ def _pin(pin: dict[str, Any]) -> list[Finding]:
     return out
 
 
+def _not_measured(rows: tuple[dict[str, Any], ...], unknown: tuple[str, ...]) -> list[Finding]:
+    if not unknown:
+        return []
+    what: list[str] = []
+    if "card_data.cvn" in unknown:
+        what.append(
+            "the cryptogram version and IAD layout, hence V, the history variants of the guessing "
+            "figures (one PIN-verified GENERATE AC shows them: --allow-state-changes)"
+        )
+    derived = [r for r in rows if r["confirmation"] == "derived, not confirmed" and r["collides"]]
+    if derived:
+        what.append(
+            f"{len(derived)} colliding pair(s) derived from the CDOL1 fill and the IAF, not confirmed "
+            "(--allow-state-changes runs both on the card)"
+        )
+    if "pin.reveals" in unknown:
+        what.append("the card's VERIFY answers (--allow-state-changes --probe-pin; it spends a PIN try)")
+    if "pin.no_pin_code" in unknown:
+        what.append(
+            "whether a code made without PIN verification is accepted (it needs a verifier that holds "
+            "the card's keys: capsim probe with an enrolled card)"
+        )
+    return [
+        Finding(
+            id="analysis.not-measured",
+            title="what this analysis did not measure",
+            severity=Severity.INFO,
+            detail="; ".join(what) if what else "see unknown",
+            sources=(),
+            evidence={"unknown": list(unknown)},
+        )
+    ]
+
+
 def findings_for(
     *,
     cred: CredentialProfile,
@@ -294,13 +379,18 @@ def findings_for(
     cases: tuple[ConfusionCase, ...],
     fresh: Freshness,
     pin: dict[str, Any],
+    unknown: tuple[str, ...] = (),
 ) -> tuple[Finding, ...]:
-    """Every finding of one analysis, highest severity first (module docstring)."""
+    """Every finding of one analysis, highest severity first (module docstring).
+
+    ``unknown``: the report's fields not measured (step 6), by path.
+    """
     del cred
     found = [
         *_guessing(policy, anatomy, guess),
         *_confusion(confusion, cases),
         *_freshness(policy, fresh),
         *_pin(pin),
+        *_not_measured(confusion, unknown),
     ]
     return tuple(sorted(found, key=lambda f: (-f.severity.rank, f.id)))

@@ -24,15 +24,21 @@ Theory of operation
    separately (one login a day).
 4. **Probabilities over many guesses** are the union bound N × p (capped at 1), the same
    conservative reading as V5's own formula.
-5. **Limits.** PSD2 RTS Art. 4(3)(b): at most 5 consecutive failures; Art. 4(3)(d): at most
+5. **V unknown.** A real card read without a GENERATE AC shows no IAD, so V is unknown
+   (:mod:`capsim.analysis.card`): the figures are then computed with V = 1, *per variant*,
+   a lower bound, and V is at most the policy's ``history_variants`` (the verifier never
+   tries more). Every figure that depends on V is reported as unknown (``None``); a limit is
+   broken for sure when the lower bound breaks it, kept for sure when the upper bound keeps
+   it, and unknown otherwise.
+6. **Limits.** PSD2 RTS Art. 4(3)(b): at most 5 consecutive failures; Art. 4(3)(d): at most
    5 minutes (the operation TTL). NIST SP 800-63B: an OTP of at least ~20 bits (per-guess
    probability ≤ 2^-20) and at most 100 consecutive failures. The V5 ceiling of the policy.
-6. Pure: numbers in, numbers out.
+7. Pure: numbers in, numbers out.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, Final
 
 from capsim.verifier.model import CredentialProfile
@@ -43,6 +49,8 @@ __all__ = [
     "NIST_MAX_GUESS_PROBABILITY",
     "PSD2_MAX_FAIL",
     "PSD2_MAX_TTL_S",
+    "VARIANT_FIGURES",
+    "VARIANT_LIMITS",
     "YEAR_S",
     "Guessing",
     "Limit",
@@ -61,16 +69,33 @@ NIST_MAX_GUESS_PROBABILITY: Final = 2.0**-20
 
 @dataclass(frozen=True, kw_only=True)
 class Limit:
-    """One published limit and whether the deployment keeps it."""
+    """One published limit and whether the deployment keeps it (``ok`` ``None``: unknown, step 5)."""
 
+    id: str
     name: str
     limit: str
     value: str
-    ok: bool
+    ok: bool | None
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready form."""
-        return {"name": self.name, "limit": self.limit, "value": self.value, "ok": self.ok}
+        return {"id": self.id, "name": self.name, "limit": self.limit, "value": self.value, "ok": self.ok}
+
+
+#: The figures of :meth:`Guessing.to_dict` that depend on V (unknown without a GENERATE AC, step 5).
+VARIANT_FIGURES: Final = (
+    "variants",
+    "per_guess",
+    "per_lock_period",
+    "first_code_per_guess",
+    "after_script_per_guess",
+    "after_script_variants",
+    "per_year",
+    "per_year_with_daily_login",
+    "until_permanent_block",
+)
+#: The limits that depend on V.
+VARIANT_LIMITS: Final = ("nist-per-guess", "v5-ceiling")
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -90,11 +115,18 @@ class Guessing:
     guesses_until_block: int
     until_block: float
     limits: tuple[Limit, ...]
+    variants_known: bool = True
+    variants_at_most: int = 1
+
+    @property
+    def per_guess_per_variant(self) -> float:
+        """C / 2^a: the per-guess probability for V = 1 (known without a GENERATE AC)."""
+        return self.per_guess / self.bound.variants
 
     def to_dict(self) -> dict[str, Any]:
-        """JSON-ready form."""
+        """JSON-ready form (the V figures ``None`` when V is unknown, step 5)."""
         b = self.bound
-        return {
+        out = {
             "ac_bits": b.ac_bits,
             "atc_bits": b.atc_bits,
             "candidates": b.candidates,
@@ -112,7 +144,13 @@ class Guessing:
             "guesses_until_permanent_block": self.guesses_until_block,
             "until_permanent_block": self.until_block,
             "limits": [limit.to_dict() for limit in self.limits],
+            "variants_known": self.variants_known,
+            "variants_at_most": self.variants_at_most,
+            "per_guess_per_variant": self.per_guess_per_variant,
         }
+        if not self.variants_known:
+            out.update(dict.fromkeys(VARIANT_FIGURES))
+        return out
 
 
 def attack_schedule(policy: VerifierPolicy, horizon_s: int = YEAR_S) -> tuple[tuple[int, int], ...]:
@@ -157,9 +195,25 @@ def _at_most(p: float) -> float:
     return min(1.0, p)
 
 
-def guessing(profile: CredentialProfile, policy: VerifierPolicy) -> Guessing:
-    """The :class:`Guessing` figures of ``profile`` under ``policy`` (module docstring)."""
+def _v_limit(id_: str, name: str, *, limit: float, low: float, high: float, known: bool) -> Limit:
+    """A limit on a V-dependent figure: ``low`` at the known (or lowest) V, ``high`` at the most."""
+    if known:
+        return Limit(id=id_, name=name, limit=f"≤ {limit:.3g}", value=f"{low:.3g}", ok=low <= limit)
+    ok = False if low > limit else (True if high <= limit else None)
+    value = f"{low:.3g} to {high:.3g} (V unknown: 1 to the policy's history_variants)"
+    return Limit(id=id_, name=name, limit=f"≤ {limit:.3g}", value=value, ok=ok)
+
+
+def guessing(profile: CredentialProfile, policy: VerifierPolicy, *, variants_known: bool = True) -> Guessing:
+    """The :class:`Guessing` figures of ``profile`` under ``policy`` (module docstring).
+
+    ``variants_known`` false: the profile's IAD variants are unknown (step 5); the figures are
+    per variant and the V-dependent ones are reported unknown.
+    """
+    if not variants_known:
+        profile = replace(profile, iad_variants=())  # V = 1: per variant
     bound = false_accept_bound(profile, policy)
+    most = bound.variants if variants_known else max(1, policy.history_variants)
     per_guess = bound.probability / bound.max_fail
     first = false_accept_bound(profile, policy, variants=max(bound.variants, min(2, _all_variants(profile))))
     script_v = _all_variants(profile)
@@ -170,34 +224,41 @@ def guessing(profile: CredentialProfile, policy: VerifierPolicy) -> Guessing:
     until_block = policy.max_fail * policy.escalate_after
     limits = (
         Limit(
+            id="psd2-max-fail",
             name="PSD2 RTS Art. 4(3)(b): consecutive failures before a block",
             limit=f"≤ {PSD2_MAX_FAIL}",
             value=str(policy.max_fail),
             ok=policy.max_fail <= PSD2_MAX_FAIL,
         ),
         Limit(
+            id="psd2-ttl",
             name="PSD2 RTS Art. 4(3)(d): operation lifetime",
             limit=f"≤ {PSD2_MAX_TTL_S} s",
             value=f"{policy.operation_ttl_s} s",
             ok=policy.operation_ttl_s <= PSD2_MAX_TTL_S,
         ),
-        Limit(
-            name="NIST SP 800-63B: success probability per guess (≥ 20 bits)",
-            limit=f"≤ {NIST_MAX_GUESS_PROBABILITY:.3g}",
-            value=f"{per_guess:.3g}",
-            ok=per_guess <= NIST_MAX_GUESS_PROBABILITY,
+        _v_limit(
+            "nist-per-guess",
+            "NIST SP 800-63B: success probability per guess (≥ 20 bits)",
+            limit=NIST_MAX_GUESS_PROBABILITY,
+            low=per_guess,
+            high=per_guess * most,
+            known=variants_known,
         ),
         Limit(
+            id="nist-failures",
             name="NIST SP 800-63B: consecutive failures (rate limiting)",
             limit=f"≤ {NIST_MAX_CONSECUTIVE_FAILURES}",
             value=str(policy.max_fail),
             ok=policy.max_fail <= NIST_MAX_CONSECUTIVE_FAILURES,
         ),
-        Limit(
-            name="capsim V5: false-accept bound per lock period",
-            limit=f"≤ {policy.false_accept_ceiling:.3g}",
-            value=f"{bound.probability:.3g}",
-            ok=bound.probability <= policy.false_accept_ceiling,
+        _v_limit(
+            "v5-ceiling",
+            "capsim V5: false-accept bound per lock period",
+            limit=policy.false_accept_ceiling,
+            low=bound.probability,
+            high=bound.probability * most,
+            known=variants_known,
         ),
     )
     return Guessing(
@@ -214,6 +275,8 @@ def guessing(profile: CredentialProfile, policy: VerifierPolicy) -> Guessing:
         guesses_until_block=until_block,
         until_block=_at_most(until_block * per_guess),
         limits=limits,
+        variants_known=variants_known,
+        variants_at_most=most,
     )
 
 

@@ -31,7 +31,7 @@ from capsim.analysis.guessing import (
     guesses_by,
 )
 from capsim.analysis.model import SOURCE_TEXT, Source
-from capsim.analysis.report import Report
+from capsim.analysis.report import Report, confirmation_text
 from capsim.errors import ConfigError
 
 __all__ = ["guessing_svg", "render_html"]
@@ -42,6 +42,19 @@ _PROLOGUE: Final = re.compile(r"^\s*<\?xml[^>]*\?>\s*(<!DOCTYPE[^>]*>\s*)?", re.
 _METADATA: Final = re.compile(r"\s*<metadata>.*?</metadata>", re.DOTALL)
 _DAY: Final = 86_400
 _VERDICT: Final = {True: "accepted", False: "rejected", None: "undetermined"}
+_LIMIT: Final = {True: "ok", False: "<b>FAIL</b>", None: "unknown"}
+
+
+def _pin_text(pin: dict[str, Any]) -> str:
+    verify = (
+        "VERIFY answers: not measured."
+        if pin["reveals"] is None
+        else f"VERIFY answers {pin['wrong_pin_sw']} to a wrong PIN and {pin['right_pin_sw']} to the right "
+        "one."
+    )
+    nopin = pin["no_pin_code"]
+    code = "not measured" if nopin is None else _VERDICT[nopin["accepted"]]
+    return f"{verify} A code made without VERIFY: {code}."
 
 
 def _matplotlib() -> Any:
@@ -150,21 +163,22 @@ def render_html(report: Report) -> str:
         "<h2>Guessing</h2>",
         f"<p>P = max_fail × C × V / 2^a = {g.bound.max_fail} × {g.bound.candidates} × {g.bound.variants} "
         f"/ 2^{g.bound.ac_bits} = {g.per_lock_period:.3g} per lock period; {g.per_guess:.3g} per guess; "
-        f"{g.per_year:.3g} over a year ({g.guesses_per_year} guesses).</p>",
+        f"{g.per_year:.3g} over a year ({g.guesses_per_year} guesses)"
+        f"{'' if g.variants_known else f'; V unknown (1 to {g.variants_at_most}): figures per variant'}.</p>",
         f'<div class="plot">{svg}</div>',
         _table(
             ["limit", "allowed", "this deployment", ""],
-            [[_e(x.name), _e(x.limit), _e(x.value), "ok" if x.ok else "<b>FAIL</b>"] for x in g.limits],
+            [[_e(x.name), _e(x.limit), _e(x.value), _LIMIT[x.ok]] for x in g.limits],
         ),
         "<h2>Mode confusion</h2>",
         _table(
-            ["run", "against", "same cryptogram input", "emulated cards agree", "control"],
+            ["run", "against", "same cryptogram input", "checked", "control"],
             [
                 [
                     _e(r["first"]),
                     _e(r["second"]),
                     "<b>yes</b>" if r["collides"] else "no",
-                    "yes" if r["collides"] == r["confirmed_by_emulator"] else "<b>NO</b>",
+                    _e(confirmation_text(r)),
                     "yes" if r["control"] else "",
                 ]
                 for r in report.confusion
@@ -176,10 +190,7 @@ def render_html(report: Report) -> str:
             [[_e(m.mode), "yes" if m.precomputable else "no", _e(m.fresh_by)] for m in f.modes],
         ),
         "<h2>PIN handling</h2>",
-        f"<p>VERIFY answers {_e(report.pin['wrong_pin_sw'])} to a wrong PIN and "
-        f"{_e(report.pin['right_pin_sw'])} to the right one. A code made without VERIFY: "
-        f"{_e(_VERDICT[report.pin['no_pin_code']['accepted']])}"
-        ".</p>",
+        f"<p>{_e(_pin_text(report.pin))}</p>",
         f"<h2>Findings ({len(report.findings)})</h2>",
     ]
     used: list[Source] = []
