@@ -190,23 +190,48 @@ def pkcs1_v15_block(hash_name: str, digest: bytes, size: int) -> bytes:
     return b"\x00\x01" + b"\xff" * (size - len(info) - 3) + b"\x00" + info
 
 
+def _flat(data: bytes, what: str) -> dict[int, bytes]:
+    """The objects of one level of a PIV data object (one-byte tags, BER lengths). Not
+    :func:`capsim.tlv.decode`: a certificate object's ``70`` holds the certificate as bytes
+    (maybe compressed), not nested TLV."""
+    out: dict[int, bytes] = {}
+    pos = 0
+    while pos < len(data):
+        if pos + 2 > len(data):
+            raise RemoteProtocolError(f"{what}: truncated at byte {pos}")
+        tag, first = data[pos], data[pos + 1]
+        pos += 2
+        size = first
+        if first > 0x80:
+            n = first & 0x7F
+            if n > 3 or pos + n > len(data):
+                raise RemoteProtocolError(f"{what}: bad length at byte {pos - 1}")
+            size = int.from_bytes(data[pos : pos + n], "big")
+            pos += n
+        elif first == 0x80:
+            raise RemoteProtocolError(f"{what}: indefinite length at byte {pos - 1}")
+        if pos + size > len(data):
+            raise RemoteProtocolError(f"{what}: value of tag {tag:02X} is truncated")
+        out.setdefault(tag, data[pos : pos + size])
+        pos += size
+    return out
+
+
 def _certificate_from_object(value: bytes) -> bytes:
-    """The DER certificate in a certificate object's ``53`` value: ``70`` DER, ``71`` info
-    (bit 0: gzip-compressed, as some tokens store it)."""
-    try:
-        objs = decode(value)
-    except (ApduFormatError, ValidationError) as exc:
-        raise RemoteProtocolError(f"the certificate object is not BER-TLV: {exc}") from None
-    body = find(objs, 0x53)
-    inner = decode(body.value) if body is not None else objs
-    cert = find(inner, 0x70)
-    if cert is None:
+    """The DER certificate in a GET DATA answer ``53{70 certificate, 71 info, FE}``; info bit 0
+    says the certificate is gzip-compressed (as some tokens store it)."""
+    outer = _flat(value, "certificate object")
+    inner = _flat(outer[0x53], "certificate object") if 0x53 in outer else outer
+    if 0x70 not in inner:
         raise RemoteProtocolError("the certificate object holds no certificate (tag 70)")
-    info = find(inner, 0x71)
-    der = cert.value
-    if info is not None and info.value and info.value[0] & 0x01:
+    der = inner[0x70]
+    info = inner.get(0x71, b"")
+    if info and info[0] & 0x01:
         unzip = zlib.decompressobj(wbits=31)
-        der = unzip.decompress(der, _MAX_CERT)
+        try:
+            der = unzip.decompress(der, _MAX_CERT)
+        except zlib.error:
+            raise RemoteProtocolError("the compressed certificate is not gzip data") from None
         if unzip.unconsumed_tail:
             raise RemoteProtocolError(f"the compressed certificate is over {_MAX_CERT} bytes")
     return der
