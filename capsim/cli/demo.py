@@ -42,6 +42,7 @@ import click
 from capsim.cards import builtin_profile, new_card
 from capsim.cli._common import ExitCode, handle_errors
 from capsim.cli.card import mask_pan, random_test_pan
+from capsim.cli.demo_steps import DemoStep
 from capsim.cli.verifier import default_keyring
 from capsim.crypto import KeyDerivation, odd_parity
 from capsim.errors import CapsimError, ConfigError, InvalidCode, PinBlockedError, PinError
@@ -62,49 +63,6 @@ _AMOUNT: Final = "125.00"
 _OTHER_AMOUNT: Final = "925.00"
 _CURRENCY: Final = "EUR"
 _TDS_FIELDS: Final = ("30006000", "12500", "7890189")
-
-
-@dataclass(frozen=True, kw_only=True)
-class DemoStep:
-    """One step of the demo and how it went.
-
-    Attributes
-    ----------
-    name:
-        Short identifier (``identify``, ``replay`` …).
-    title:
-        What the step shows.
-    expected, observed:
-        What had to happen and what did (``accept``, ``reject``, ``ok``, ``pin-blocked`` …).
-    detail:
-        One line for the reader of the output (codes, ATCs; never keys or the full PAN).
-    code:
-        The code the reader computed in this step, if any.
-    """
-
-    name: str
-    title: str
-    expected: str
-    observed: str
-    detail: str = ""
-    code: str | None = None
-
-    @property
-    def ok(self) -> bool:
-        """Whether the step behaved as expected."""
-        return self.expected == self.observed
-
-    def to_dict(self) -> dict[str, object]:
-        """JSON form."""
-        return {
-            "name": self.name,
-            "title": self.title,
-            "expected": self.expected,
-            "observed": self.observed,
-            "ok": self.ok,
-            "detail": self.detail,
-            "code": self.code,
-        }
 
 
 @dataclass

@@ -1,7 +1,7 @@
 """``capsim demo --certificate``: a certificate token and the verifier, end to end.
 
 Reference: ``docs/certificate.md`` ("The demo"); the steps print like the CAP demo's
-(:mod:`capsim.cli.demo`, whose :class:`~capsim.cli.demo.DemoStep` they use).
+(:mod:`capsim.cli.demo`; both use :class:`~capsim.cli.demo_steps.DemoStep`).
 
 Theory of operation
 -------------------
@@ -37,7 +37,7 @@ from cryptography.hazmat.primitives.serialization import Encoding
 
 from capsim.cards.piv import PivAlgorithm, new_piv_card
 from capsim.cards.piv.personalise import ThrowawayCa, personalise
-from capsim.cli.demo import DemoStep
+from capsim.cli.demo_steps import DemoStep
 from capsim.cli.verifier import default_keyring
 from capsim.errors import CapsimError, InvalidCode, PinBlockedError, PinError
 from capsim.reader.piv import PivClient
