@@ -7,15 +7,17 @@ from __future__ import annotations
 import gzip
 import hashlib
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import pytest
 from cryptography import x509
 from cryptography.hazmat.primitives.serialization import Encoding
 
 from capsim.apdu.t0 import transmit_with_t0
+from capsim.cards import new_card
 from capsim.cards.piv import PivAlgorithm, PivCard, certificate_object, new_piv_card
 from capsim.cards.piv.personalise import personalise
-from capsim.errors import PinBlockedError, PinError, StatusWordError, ValidationError
+from capsim.errors import PinBlockedError, PinError, StateFileError, StatusWordError, ValidationError
 from capsim.reader.piv import (
     PIN_REF,
     PUK_REF,
@@ -208,3 +210,23 @@ def test_pins_are_checked_before_anything_is_sent() -> None:
             piv.verify_pin(bad)
     assert link.sent == []
     assert pad_reference("12345678") == b"12345678"
+
+
+def test_the_file_transport_opens_piv_card_files_and_still_emv_ones(tmp_path: Path) -> None:
+    piv_path = tmp_path / "token.json"
+    new_piv_card(personalise(holder="Jane Doe").state, path=piv_path).close()
+    with open_transport(f"file:{piv_path}") as link:
+        piv = PivClient(link)
+        piv.select()
+        assert piv.pin_tries() == 3
+    emv_path = tmp_path / "card.json"
+    new_card("secur-acces", pan="1234567890123456", psn="00", pin="1234", imk_ac=bytes(16),
+             imk_smi=bytes(16), imk_smc=bytes(16), path=emv_path).close()  # fmt: skip
+    with (
+        open_transport(f"file:{emv_path}") as emv,
+        pytest.raises(StatusWordError, match="no PIV application"),
+    ):
+        PivClient(emv).select()
+    (tmp_path / "junk.json").write_text("{}")
+    with pytest.raises(StateFileError):
+        open_transport(f"file:{tmp_path / 'junk.json'}")
