@@ -186,14 +186,20 @@ def _pick_key(p11: Any, session: Any, key_id: str | None) -> tuple[Any, bytes]:
 
 
 def _login_error(p11: Any, tok: Any) -> StatusWordError:
-    """A wrong PIN on a PKCS#11 token: the tries left as far as its flags tell (rule 3)."""
-    flags = tok.flags
+    """A wrong PIN on a PKCS#11 token: the tries left as far as its flags tell, read again after
+    the failed login (rule 3)."""
+    try:
+        flags = tok.slot.get_token().flags
+    except (p11.exceptions.PKCS11Error, RuntimeError):
+        flags = 0
     if flags & p11.TokenFlag.USER_PIN_LOCKED:
         return PinError(
             0x63C0, 0x20, f"wrong PIN, no tries left: the token's PIN is now blocked; {_PIV_UNBLOCK}"
         )
     if flags & p11.TokenFlag.USER_PIN_FINAL_TRY:
         return PinError(0x63C1, 0x20, "wrong PIN, 1 try left")
+    if flags & p11.TokenFlag.USER_PIN_COUNT_LOW:
+        return PinError(0x63CF, 0x20, "wrong PIN; few tries are left (the token does not say how many)")
     return PinError(0x63CF, 0x20, "wrong PIN (the token does not say how many tries are left)")
 
 

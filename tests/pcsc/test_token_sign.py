@@ -28,7 +28,16 @@ from capsim.verifier.certmodel import CertChallenge, CertCredential
 from capsim.verifier.certtrust import CertTrust
 from capsim.verifier.dburl import open_store
 from capsim.verifier.provider import SoftwareProvider
-from tests.pcsc.piv_support import HOLDER, PIN, certificate, opensc_module, piv_card_file, serve_process
+from tests.pcsc.piv_support import (
+    HOLDER,
+    PIN,
+    PUK,
+    certificate,
+    opensc_module,
+    piv_card_file,
+    run,
+    serve_process,
+)
 from tests.pcsc.stack import PcscdStack
 
 pkcs11 = pytest.importorskip("pkcs11", reason="python-pkcs11 is not installed (pip install 'capsim[pkcs11]')")
@@ -43,6 +52,7 @@ class Served:
     path: Path
     made: Personalised
     module: str
+    reader: str
 
 
 @dataclass
@@ -57,15 +67,20 @@ def served(pcscd_session: PcscdStack, tmp_path_factory: pytest.TempPathFactory) 
         pcscd_session.start()
     path, made = piv_card_file(tmp_path_factory.mktemp("token"))
     with serve_process(path, pcscd_session):
-        yield Served(path, made, opensc_module())
+        yield Served(path, made, opensc_module(), pcscd_session.readers[0])
 
 
 def _sign_cli(
-    served: Served, message: bytes, tmp: Path, *, pin: str = PIN
+    served: Served, message: bytes, tmp: Path, *, pin: str = PIN, pcsc: bool = False
 ) -> subprocess.CompletedProcess[str]:
+    """``capsim token sign`` as a subprocess: through OpenSC's PKCS#11 module, or with ``pcsc``
+    through capsim's own PIV client over PC/SC."""
     msg = tmp / f"msg-{secrets.token_hex(4)}.txt"
     msg.write_bytes(message)
-    args = ["token", "sign", "--pkcs11", served.module, "--token-label", HOLDER, "--key-id", "02"]
+    if pcsc:
+        args = ["token", "sign", "--reader", f"pcsc:{served.reader}"]
+    else:
+        args = ["token", "sign", "--pkcs11", served.module, "--token-label", HOLDER, "--key-id", "02"]
     return subprocess.run(
         [sys.executable, "-m", "capsim", *args, "--message", str(msg), "--pin-stdin"],
         input=pin + "\n",
@@ -170,3 +185,33 @@ def test_token_sign_with_a_wrong_pin_says_so_and_the_card_counts_it(served: Serv
     ok = _sign_cli(served, b"capsim certificate challenge v1\n", tmp_path)  # a right PIN resets it
     assert ok.returncode == 0, ok.stderr
     assert read_piv_card_file(served.path)[1].pin_tries == 3
+
+
+def test_capsim_s_piv_client_over_pcsc_signs_the_same_way(served: Served, tmp_path: Path) -> None:
+    bank = _bank(served, tmp_path)
+    pay, other = _pay(bank, "7.00"), _pay(bank, "7.01")
+    run = _sign_cli(served, pay.message, tmp_path, pcsc=True)
+    assert run.returncode == 0, run.stderr
+    signature = bytes.fromhex(run.stdout.strip())
+    with pytest.raises(InvalidCode):
+        bank.cv.authenticate(other.challenge_id, signature)
+    assert bank.cv.authenticate(pay.challenge_id, signature).challenge_id == pay.challenge_id
+
+
+def test_a_blocked_pin_is_refused_before_the_prompt_and_the_puk_unblocks_it(
+    served: Served, tmp_path: Path
+) -> None:
+    message = b"capsim certificate challenge v1\n"
+    codes = [_sign_cli(served, message, tmp_path, pin="000000").returncode for _ in range(3)]
+    assert codes == [3, 3, 4]
+    assert read_piv_card_file(served.path)[1].pin_tries == 0
+    for pcsc in (False, True):  # the right PIN: refused all the same, before it is read
+        blocked = _sign_cli(served, message, tmp_path, pcsc=pcsc)
+        assert blocked.returncode == 4, blocked.stderr
+        last = blocked.stderr.strip().splitlines()[-1]
+        assert last.startswith("capsim: error: PIN blocked"), last
+        assert "PUK" in last
+        assert "Traceback" not in blocked.stderr
+    assert read_piv_card_file(served.path)[1].pin_tries == 0
+    run("pkcs15-tool", "--unblock-pin", "--puk", PUK, "--new-pin", PIN)
+    assert _sign_cli(served, message, tmp_path, pcsc=True).returncode == 0
