@@ -57,6 +57,7 @@ COMMANDS: Final[Mapping[str, LazyCommand]] = {
     "verifier client": LazyCommand("capsim.cli.verifier_serve", "client_group", "API clients of the HTTP service: keys shown once, stored hashed."),  # noqa: E501
     "verify": LazyCommand("capsim.cli.verifier", "verify", "Verify CODE ('-': one line of stdin) for OPERATION (or, for an Identify login, a credential id)."),  # noqa: E501
     "demo": LazyCommand("capsim.cli.demo", "demo", "[!] Card, reader and verifier end to end: enrol, log in, respond, sign, TDS, a replay and a wrong amount refused, three wrong PINs, a PIN UNBLOCK script."),  # noqa: E501
+    "token": LazyCommand("capsim.cli.token", "token", "Certificate tokens (PIV cards, USB keys): sign a verifier's challenge."),  # noqa: E501
     "fuzz": LazyCommand("capsim.cli.fuzz", "fuzz", "Fuzz cards, readers and verifiers; findings are saved as replayable transcripts."),  # noqa: E501
     "analyze": LazyCommand("capsim.cli.analyze", "analyze_command", "Measure a CAP deployment: code anatomy, guessing, mode confusion, freshness, PIN handling."),  # noqa: E501
     "probe": LazyCommand("capsim.cli.probe", "probe", "Run the CAP attack battery against a verifier and report each check with its evidence."),  # noqa: E501

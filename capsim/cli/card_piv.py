@@ -17,11 +17,12 @@ Theory of operation
    they come from standard input, one line each: the PIN (``--pin-stdin`` always chooses it, as
    for an EMV card), then the PUK, then the management key. The others keep the well-known
    defaults, and ``card show`` warns while one is in place.
-3. **PIN commands go through the card's APDUs**, as a host would (:class:`PivHost`): SELECT,
-   VERIFY (status or PIN), CHANGE REFERENCE DATA (PIN ``80``, PUK ``81``), RESET RETRY
-   COUNTER (PUK and new PIN). The card counts and blocks; the status words become typed errors
-   with the message a user needs (:func:`reference_error`). A blocked PIN stops ``change-pin``
-   before any prompt; a blocked PUK cannot be unblocked by anything.
+3. **PIN commands go through the card's APDUs**, as a host would, with capsim's PIV client
+   (:class:`capsim.reader.piv.PivClient` over the card in process): SELECT, VERIFY (status or
+   PIN), CHANGE REFERENCE DATA (PIN ``80``, PUK ``81``), RESET RETRY COUNTER (PUK and new PIN).
+   The card counts and blocks; the client turns the status words into typed errors with the
+   message a user needs. A blocked PIN stops ``change-pin`` before any prompt; a blocked PUK
+   cannot be unblocked by anything.
 """
 
 from __future__ import annotations
@@ -41,7 +42,6 @@ from capsim._validate import digits
 from capsim.atomicfile import atomic_create
 from capsim.cards.atr import atr_from_hex
 from capsim.cards.piv import (
-    PIV_AID,
     PIV_ATR,
     SLOTS,
     PivAlgorithm,
@@ -50,18 +50,18 @@ from capsim.cards.piv import (
     is_piv_card_file,
     load_piv_card,
     new_piv_card,
-    pad_reference,
     read_piv_card_file,
 )
 from capsim.cards.piv.personalise import CHUID_TAG, chuid_guid, personalise, slot_name
 from capsim.cards.piv.personalise import import_key as import_pem_key
 from capsim.cli._common import blocked_advice, secret_reader, warn_if_exposed
-from capsim.errors import PinBlockedError, PinError, StateFileError, StatusWordError, ValidationError
+from capsim.errors import PinBlockedError, PinError, StateFileError, ValidationError
 from capsim.hexinput import parse_hex
+from capsim.reader.piv import PivClient
+from capsim.transports.inprocess import InProcessTransport
 
 __all__ = [
     "PIV_TEMPLATE",
-    "PivHost",
     "ca_paths",
     "describe_piv",
     "is_piv",
@@ -70,7 +70,6 @@ __all__ = [
     "piv_change_puk",
     "piv_new_options",
     "piv_unblock",
-    "reference_error",
     "refuse_piv_options",
     "show_piv",
 ]
@@ -82,74 +81,6 @@ _ALGORITHMS: Final = {
     "p384": PivAlgorithm.ECC_P384,
 }
 _SECRETS: Final = ("pin", "puk", "mgmt-key")
-_OK: Final = 0x9000
-_PIN_REF: Final = 0x80
-_PUK_REF: Final = 0x81
-
-
-# ------------------------------------------------------------------ the host side (rule 3)
-def reference_error(sw: int, ins: int, ref: int) -> StatusWordError:
-    """The typed error, with the user's message, for a PIN or PUK command's status word."""
-    what = "PIN" if ref == _PIN_REF else "PUK"
-    if sw & 0xFFF0 == 0x63C0:
-        left = sw & 0x0F
-        if left:
-            return PinError(sw, ins, f"wrong {what}, {left} tr{'y' if left == 1 else 'ies'} left")
-        if ref == _PIN_REF:
-            return PinError(sw, ins, "wrong PIN, no tries left: the card's PIN is now blocked")
-        return PinError(
-            sw,
-            ins,
-            "wrong PUK, no tries left: the PUK is now blocked, and with it "
-            "every way to unblock the PIN; personalise a new card",
-        )
-    if sw == 0x6983:
-        if ref == _PIN_REF:
-            return PinBlockedError(sw, ins, "PIN blocked: the card's PIN try limit is exceeded")
-        return PinBlockedError(
-            sw, ins, "PUK blocked: nothing can unblock this card's PIN any more; personalise a new card"
-        )
-    if sw == 0x6A80:
-        return StatusWordError(sw, ins, f"the card refused the new {what} (6A80: expected 6 to 8 digits)")
-    return StatusWordError(sw, ins, f"card answered {sw:04X} to INS {ins:02X}")
-
-
-class PivHost:
-    """The PIN and PUK commands of a PIV host over ``transmit`` (one APDU in, its answer out)."""
-
-    def __init__(self, transmit: Callable[[bytes], bytes]) -> None:
-        self._transmit = transmit
-
-    def _send(self, apdu: bytes) -> int:
-        answer = self._transmit(apdu)
-        return int.from_bytes(answer[-2:], "big")
-
-    def select(self) -> None:
-        sw = self._send(bytes([0x00, 0xA4, 0x04, 0x00, len(PIV_AID)]) + PIV_AID + b"\x00")
-        if sw != _OK and sw >> 8 != 0x61:
-            raise StatusWordError(sw, 0xA4, f"no PIV application on this card (SELECT answered {sw:04X})")
-
-    def pin_status(self) -> int:
-        """Tries left (VERIFY without data); :class:`PinBlockedError` when blocked."""
-        sw = self._send(bytes.fromhex("00200080"))
-        if sw == _OK:
-            return -1  # verified in this session (never here: the card was just powered on)
-        if sw & 0xFFF0 == 0x63C0:
-            return sw & 0x0F
-        raise reference_error(sw, 0x20, _PIN_REF)
-
-    def change(self, ref: int, old: str, new: str) -> None:
-        """CHANGE REFERENCE DATA for the PIN (``80``) or the PUK (``81``)."""
-        self._command(0x24, ref, pad_reference(old) + pad_reference(new))
-
-    def reset_retry_counter(self, puk: str, new_pin: str) -> None:
-        """RESET RETRY COUNTER: the PUK unblocks the PIN and sets ``new_pin``."""
-        self._command(0x2C, _PUK_REF, pad_reference(puk) + pad_reference(new_pin))
-
-    def _command(self, ins: int, ref: int, data: bytes) -> None:
-        sw = self._send(bytes([0x00, ins, 0x00, 0x80 if ins == 0x2C else ref, len(data)]) + data)
-        if sw != _OK:
-            raise reference_error(sw, ins, ref)
 
 
 def _reference(name: str, value: str) -> str:
@@ -172,16 +103,12 @@ def _ask_current(name: str, pin_stdin: bool) -> str:
 
 
 @contextlib.contextmanager
-def _host(path: Path) -> Iterator[PivHost]:
+def _host(path: Path) -> Iterator[PivClient]:
     warn_if_exposed(path)
-    with load_piv_card(path) as card:
-        card.power_on()
-        host = PivHost(card.process)
+    with InProcessTransport(load_piv_card(path), close_on_disconnect=True) as link:
+        host = PivClient(link)
         host.select()
-        try:
-            yield host
-        finally:
-            card.power_off()
+        yield host
 
 
 def piv_unblock(path: Path, *, pin_stdin: bool) -> str:
@@ -191,7 +118,7 @@ def piv_unblock(path: Path, *, pin_stdin: bool) -> str:
     with _host(path) as host:
         puk = _ask_current("PUK", pin_stdin)
         new_pin = _ask_new("PIN", pin_stdin)
-        host.reset_retry_counter(puk, new_pin)
+        host.reset_pin(puk, new_pin)
     return f"PIN unblocked: card {path} accepted the PUK; the new PIN is set and has all its tries"
 
 
@@ -201,7 +128,7 @@ def piv_change_pin(path: Path, *, pin_stdin: bool) -> str:
         secret_reader("PIN", from_stdin=False)
     with _host(path) as host:
         try:
-            host.pin_status()
+            host.pin_tries()
         except PinBlockedError as exc:
             raise PinBlockedError(
                 exc.sw, exc.ins, f"{exc}; {blocked_advice(path)} (it asks for the PUK)"
@@ -209,7 +136,7 @@ def piv_change_pin(path: Path, *, pin_stdin: bool) -> str:
         old = _ask_current("Current PIN", pin_stdin)
         new = _ask_new("PIN", pin_stdin)
         try:
-            host.change(_PIN_REF, old, new)
+            host.change_pin(old, new)
         except PinError as exc:
             if exc.tries_left:
                 raise
@@ -224,7 +151,7 @@ def piv_change_puk(path: Path, *, pin_stdin: bool) -> str:
     with _host(path) as host:
         old = _ask_current("Current PUK", pin_stdin)
         new = _ask_new("PUK", pin_stdin)
-        host.change(_PUK_REF, old, new)
+        host.change_puk(old, new)
     return f"PUK changed on card {path}"
 
 

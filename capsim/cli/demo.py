@@ -23,6 +23,8 @@ Theory of operation
 5. ``--pkcs11``: the issuer keys go into a throwaway SoftHSM2 token (docs/hsm.md) and their
    file is deleted; every cryptogram, PIN script and audit seal is then computed by the token,
    and a last step checks that the token's issuer keys are sensitive and not extractable.
+6. ``--certificate`` tells the certificate token's story instead, with the same steps and exit
+   codes (:mod:`capsim.cli.demo_certificate`).
 """
 
 from __future__ import annotations
@@ -40,6 +42,7 @@ import click
 from capsim.cards import builtin_profile, new_card
 from capsim.cli._common import ExitCode, handle_errors
 from capsim.cli.card import mask_pan, random_test_pan
+from capsim.cli.demo_steps import DemoStep
 from capsim.cli.verifier import default_keyring
 from capsim.crypto import KeyDerivation, odd_parity
 from capsim.errors import CapsimError, ConfigError, InvalidCode, PinBlockedError, PinError
@@ -60,49 +63,6 @@ _AMOUNT: Final = "125.00"
 _OTHER_AMOUNT: Final = "925.00"
 _CURRENCY: Final = "EUR"
 _TDS_FIELDS: Final = ("30006000", "12500", "7890189")
-
-
-@dataclass(frozen=True, kw_only=True)
-class DemoStep:
-    """One step of the demo and how it went.
-
-    Attributes
-    ----------
-    name:
-        Short identifier (``identify``, ``replay`` …).
-    title:
-        What the step shows.
-    expected, observed:
-        What had to happen and what did (``accept``, ``reject``, ``ok``, ``pin-blocked`` …).
-    detail:
-        One line for the reader of the output (codes, ATCs; never keys or the full PAN).
-    code:
-        The code the reader computed in this step, if any.
-    """
-
-    name: str
-    title: str
-    expected: str
-    observed: str
-    detail: str = ""
-    code: str | None = None
-
-    @property
-    def ok(self) -> bool:
-        """Whether the step behaved as expected."""
-        return self.expected == self.observed
-
-    def to_dict(self) -> dict[str, object]:
-        """JSON form."""
-        return {
-            "name": self.name,
-            "title": self.title,
-            "expected": self.expected,
-            "observed": self.observed,
-            "ok": self.ok,
-            "detail": self.detail,
-            "code": self.code,
-        }
 
 
 @dataclass
@@ -275,9 +235,7 @@ def _run_steps(d: _Demo) -> None:
         return
     cid = cred.credential_id
 
-    def judge(
-        name: str, title: str, *, expected: str, target: str, code: str, extra: str = ""
-    ) -> bool:
+    def judge(name: str, title: str, *, expected: str, target: str, code: str, extra: str = "") -> bool:
         try:
             acc = v.verify(target, code, request_id=rid())
             observed, detail = "accept", f"accepted at ATC {acc.atc}"
@@ -286,9 +244,7 @@ def _run_steps(d: _Demo) -> None:
         if extra:
             detail = f"{extra}; {detail}"
         return d.record(
-            DemoStep(
-                name=name, title=title, expected=expected, observed=observed, detail=detail, code=code
-            )
+            DemoStep(name=name, title=title, expected=expected, observed=observed, detail=detail, code=code)
         )
 
     # 3. Identify login
@@ -524,11 +480,21 @@ def _missing_sqlite_db(db: str | None, *, create: bool) -> Path | None:
 @click.option(
     "--pkcs11", is_flag=True, help="Keep the issuer keys in a throwaway SoftHSM2 token (docs/hsm.md)."
 )
+@click.option(
+    "--certificate",
+    is_flag=True,
+    help="The certificate token instead: a PIV token registered with an organisation, an "
+    "operation-bound signature, three wrong PINs and the PUK (docs/certificate.md).",
+)
 @handle_errors
-def demo(*, db: str | None, create_db: bool, as_json: bool, keep: bool, pkcs11: bool) -> None:
+def demo(
+    *, db: str | None, create_db: bool, as_json: bool, keep: bool, pkcs11: bool, certificate: bool
+) -> None:
     """[!] Card, reader and verifier end to end: enrol, log in, respond, sign, TDS, a replay
     and a wrong amount refused, three wrong PINs, a PIN UNBLOCK script. Exit 0 only if every
     step behaved as expected, else 14 naming the failed step."""
+    if certificate and pkcs11:
+        raise ConfigError("--certificate and --pkcs11: the certificate demo has no issuer keys to protect")
     new_db = _missing_sqlite_db(db, create=create_db)
     if keep:
         workdir = Path(tempfile.mkdtemp(prefix="capsim-demo-"))
@@ -551,9 +517,14 @@ def demo(*, db: str | None, create_db: bool, as_json: bool, keep: bool, pkcs11: 
     if not as_json:
         where = "a SQLite database beside the card" if db is None else "the store given by --db"
         place = f"in {workdir} (kept" if keep else "in a temporary directory (removed afterwards"
-        click.echo(f"capsim demo {place}; verifier on {where})")
+        click.echo(f"capsim demo{' --certificate' if certificate else ''} {place}; verifier on {where})")
     try:
-        steps = run_demo(workdir, db=db, on_step=show, pkcs11=pkcs11)
+        if certificate:
+            from capsim.cli.demo_certificate import run_certificate_demo
+
+            steps = run_certificate_demo(workdir, db=db, on_step=show)
+        else:
+            steps = run_demo(workdir, db=db, on_step=show, pkcs11=pkcs11)
     finally:
         cleanup()
     if new_db is not None and new_db.exists():

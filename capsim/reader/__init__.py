@@ -18,6 +18,8 @@ module                         what it holds
 :mod:`capsim.reader.run`       the checked inputs and the mutable state of one run
 :mod:`capsim.reader.phases`    :class:`Phase`, :class:`Answer`, :class:`Step`, the limits
 :mod:`capsim.reader.apdus`     the commands it sends, reading answers, the reader's caches
+:mod:`capsim.reader.piv`       :class:`~capsim.reader.piv.PivClient`: the host side of a PIV
+                               certificate token (not imported here; ``capsim token sign``)
 =============================  ==================================================================
 
 The pure CAP computations (CDOL values and fill, IPB, TDS, Belgian function) are in

@@ -6,9 +6,9 @@ by itself on the first :meth:`~InProcessTransport.transmit` if nobody called
 :meth:`~InProcessTransport.connect`.
 
 ``inproc:TEMPLATE`` builds a fresh card of a built-in card template with the documented test
-personalisation below (nothing persisted). ``file:CARD.json`` loads a card file; the card
-persists its ATC and PIN state to that file before every answer that reveals them
-(architecture.md §5).
+personalisation below (nothing persisted). ``file:CARD.json`` loads a card file, an EMV card's
+or a PIV token's; the card persists its ATC and PIN state to that file before every answer that
+reveals them (architecture.md §5).
 
 Test personalisation of ``inproc:`` cards (the common test keys of vectors.md):
 
@@ -27,7 +27,7 @@ import logging
 import os
 from typing import TYPE_CHECKING, Final
 
-from capsim.errors import CardRemovedError, ValidationError
+from capsim.errors import CardRemovedError, StateFileError, ValidationError
 from capsim.transports.base import TransportBase
 
 if TYPE_CHECKING:
@@ -124,9 +124,18 @@ def open_inproc_card(profile: str) -> InProcessTransport:
 
 
 def open_file_card(path: str) -> InProcessTransport:
-    """``file:CARD.json``: the card stored in ``path`` (state persisted to the same file)."""
+    """``file:CARD.json``: the EMV card or PIV token stored in ``path`` (state persisted to the
+    same file)."""
     from capsim.cards import load_card
 
     if not path:
         raise ValidationError("file: expected a card file path, as in file:card.json")
-    return InProcessTransport(load_card(os.fspath(path)), close_on_disconnect=True)
+    try:
+        card: CardOS = load_card(os.fspath(path))
+    except StateFileError:
+        from capsim.cards.piv import is_piv_card_file, load_piv_card  # only then: it loads X.509
+
+        if not is_piv_card_file(path):
+            raise
+        card = load_piv_card(os.fspath(path))
+    return InProcessTransport(card, close_on_disconnect=True)

@@ -1,8 +1,9 @@
 """A throwaway PKI and an emulated PIV token for the certificate-credential tests.
 
 The CA, its certificates and CRLs are made with pyca/cryptography's builders; the token is
-capsim's emulated PIV card, driven only through APDUs (VERIFY, GENERAL AUTHENTICATE with
-command chaining and GET RESPONSE), as a host would drive a USB key.
+capsim's emulated PIV card, driven only through APDUs by capsim's PIV client
+(:class:`capsim.reader.piv.PivClient`: VERIFY, GENERAL AUTHENTICATE with command chaining and
+GET RESPONSE), as a host would drive a USB key.
 """
 
 from __future__ import annotations
@@ -17,9 +18,9 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.x509.oid import NameOID
 
-from capsim.cards.piv import PivAlgorithm, PivCard, generate_key, new_piv_card, pad_reference
-from capsim.tlv import decode, encode, find
-from capsim.verifier.certtrust import token_input
+from capsim.cards.piv import PivAlgorithm, PivCard, generate_key, new_piv_card
+from capsim.reader.piv import PivClient
+from capsim.transports.inprocess import InProcessTransport
 
 T0 = dt.datetime(2026, 3, 1, 9, 0, 0, tzinfo=dt.UTC)
 PIV_PIN = "123456"
@@ -141,8 +142,6 @@ def write_pem(path: Path, obj: x509.Certificate | x509.CertificateRevocationList
 
 # -- the token ---------------------------------------------------------------------------------
 
-_ALG_SIZE = {PivAlgorithm.ECC_P256: 32, PivAlgorithm.ECC_P384: 48, PivAlgorithm.RSA_2048: 256}
-
 
 @dataclass
 class Token:
@@ -157,30 +156,14 @@ class Token:
     def der(self) -> bytes:
         return der(self.cert)
 
-    def _apdu(self, command: bytes) -> bytes:
-        resp = self.card.process(command)
-        data = b""
-        while resp[-2] == 0x61:  # GET RESPONSE for the rest
-            data += resp[:-2]
-            resp = self.card.process(bytes([0, 0xC0, 0, 0, resp[-1]]))
-        if resp[-2:] != b"\x90\x00":
-            raise AssertionError(f"card answered {resp[-2:].hex().upper()}")
-        return data + resp[:-2]
-
     def sign(self, message: bytes, *, pin: str = PIV_PIN) -> bytes:
-        """What a host does: VERIFY the PIN, then GENERAL AUTHENTICATE over the digest (or the
-        PKCS#1 block for RSA), chained when longer than one short APDU."""
-        self._apdu(bytes([0, 0x20, 0, 0x80, 8]) + pad_reference(pin))
-        data = token_input(self.cert.public_key(), message)
-        body = encode(0x7C, encode(0x82, b"") + encode(0x81, data))
-        alg, slot = int(self.algorithm), self.slot
-        while len(body) > 255:
-            self._apdu(bytes([0x10, 0x87, alg, slot, 200]) + body[:200])
-            body = body[200:]
-        answer = self._apdu(bytes([0x00, 0x87, alg, slot, len(body)]) + body + b"\x00")
-        found = find(decode(answer), 0x82)
-        assert found is not None
-        return found.value
+        """What a host does, through capsim's PIV client: VERIFY the PIN, then GENERAL
+        AUTHENTICATE over the digest (or the PKCS#1 block for RSA), chained and with GET
+        RESPONSE as the link needs."""
+        with InProcessTransport(self.card) as link:
+            piv = PivClient(link)
+            piv.verify_pin(pin)
+            return piv.sign_message(self.slot, message, certificate=self.der)
 
 
 def new_token(ca: Ca, algorithm: PivAlgorithm = PivAlgorithm.ECC_P256, **issue: object) -> Token:
