@@ -181,9 +181,9 @@ def test_demo_store_errors_are_not_step_failures(tmp_path: Path) -> None:
 
 
 def test_demo_needs_only_the_base_dependencies(tmp_path: Path) -> None:
-    """The README installs capsim without extras (click + pycryptodome): the demo must not need
-    cryptography, psycopg, pyscard or the test tools. Checked in a fresh interpreter with the
-    pycryptodome DES backend forced."""
+    """The README installs capsim without extras (its base dependencies: click, pycryptodome,
+    cryptography, hypothesis): the demo must not need psycopg, pyscard, the HTTP stack or the
+    test tools. Checked in a fresh interpreter with the pycryptodome DES backend forced."""
     script = (
         "import sys\n"
         "from capsim.cli import main\n"
@@ -191,7 +191,7 @@ def test_demo_needs_only_the_base_dependencies(tmp_path: Path) -> None:
         "    main(['demo', '--json'])\n"
         "except SystemExit as exc:\n"
         "    code = exc.code\n"
-        "extras = ('cryptography', 'psycopg', 'smartcard', 'hypothesis', 'pyemv', 'pytest')\n"
+        "extras = ('psycopg', 'smartcard', 'fastapi', 'uvicorn', 'httpx', 'pyemv', 'pytest', 'pkcs11')\n"
         "loaded = sorted({m.split('.')[0] for m in sys.modules} & set(extras))\n"
         "print('RESULT', code, ','.join(loaded), file=sys.stderr)\n"
     )
