@@ -1,4 +1,6 @@
-"""ISO 9564 format 2 PIN blocks: the plaintext PIN of VERIFY and of the PIN scripts (emv-crypto.md §7.4).
+"""PIN blocks as cards receive them: ISO 9564 format 2 for EMV, FF-padded ASCII for PIV.
+
+ISO 9564 format 2 is the plaintext PIN of VERIFY and of the PIN scripts (emv-crypto.md §7.4).
 
 A format 2 block is plain data, no key involved: ``2`` ‖ PIN length ‖ PIN digits ‖ ``F`` fill, 8
 bytes. The reader sends it in VERIFY as it is; secure messaging (:mod:`capsim.sm`, which
@@ -9,6 +11,13 @@ the commands, so that a reader builds its VERIFY without loading the script cryp
 '241234FFFFFFFFFF'
 >>> parse_pin_block_iso2(pin_block_iso2("999999999999"))
 '999999999999'
+
+A PIV PIN or PUK (SP 800-73-4 part 2 §3.2.1) is 6 to 8 ASCII digits padded with ``FF`` to 8
+bytes; the host builds it (:func:`piv_reference_block`) and the card parses it
+(:func:`parse_piv_reference_block`) with the same rule.
+
+>>> piv_reference_block("123456").hex().upper()
+'313233343536FFFF'
 """
 
 from __future__ import annotations
@@ -17,7 +26,7 @@ from capsim._validate import digits
 from capsim._validate import fixed_bytes as _fixed
 from capsim.errors import ValidationError
 
-__all__ = ["parse_pin_block_iso2", "pin_block_iso2"]
+__all__ = ["parse_pin_block_iso2", "parse_piv_reference_block", "pin_block_iso2", "piv_reference_block"]
 
 
 def pin_block_iso2(pin: str) -> bytes:
@@ -52,3 +61,26 @@ def parse_pin_block_iso2(block: bytes) -> str:
     if not pin.isdigit() or fill != "F" * len(fill):
         raise ValidationError("block: PIN digits not decimal or fill not F")
     return pin
+
+
+def piv_reference_block(value: str, name: str = "PIN") -> bytes:
+    """A PIV PIN or PUK as the card receives it: 6 to 8 ASCII digits padded with ``FF`` to 8
+    bytes; anything else is a :class:`~capsim.errors.ValidationError` naming ``name``."""
+    if not isinstance(value, str) or not 6 <= len(value) <= 8 or not value.isascii() or not value.isdigit():
+        raise ValidationError(f"{name}: expected 6 to 8 digits")
+    return value.encode("ascii") + b"\xff" * (8 - len(value))
+
+
+def parse_piv_reference_block(block: bytes) -> str:
+    """The PIN or PUK of an 8-byte PIV reference block (strict: 6 to 8 ASCII digits, then only
+    ``FF``); :class:`~capsim.errors.ValidationError` otherwise.
+
+    >>> parse_piv_reference_block(bytes.fromhex("313233343536FFFF"))
+    '123456'
+    """
+    if not isinstance(block, bytes) or len(block) != 8:
+        raise ValidationError("reference data: expected 8 bytes")
+    value = block.rstrip(b"\xff")
+    if not 6 <= len(value) <= 8 or not all(0x30 <= b <= 0x39 for b in value):
+        raise ValidationError("reference data: expected 6 to 8 ASCII digits padded with FF")
+    return value.decode("ascii")

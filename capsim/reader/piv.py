@@ -49,7 +49,9 @@ from typing import Final
 from cryptography import x509
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 
+from capsim.apdu.pinblock import piv_reference_block
 from capsim.apdu.t0 import transmit_with_t0
+from capsim.crypto.pkcs1 import DIGEST_INFO, digest_info, pkcs1_v15_block
 from capsim.errors import (
     ApduFormatError,
     PinBlockedError,
@@ -91,12 +93,6 @@ _INS_GET_DATA: Final = 0xCB
 _INS_AUTHENTICATE: Final = 0x87
 _CHUNK: Final = 255
 _MAX_CERT: Final = 16_384
-#: DigestInfo prefixes (RFC 8017 §9.2 note 1) and digest sizes of the hashes a host signs with.
-_DIGEST_INFO: Final = {
-    "sha256": (bytes.fromhex("3031300d060960864801650304020105000420"), 32),
-    "sha384": (bytes.fromhex("3041300d060960864801650304020205000430"), 48),
-    "sha512": (bytes.fromhex("3051300d060960864801650304020305000440"), 64),
-}
 _ALG_RSA2048: Final = 0x07
 _ALG_P256: Final = 0x11
 _ALG_P384: Final = 0x14
@@ -106,10 +102,8 @@ PublicKey = ec.EllipticCurvePublicKey | rsa.RSAPublicKey
 
 # ------------------------------------------------------------------ pure helpers (rules 2-5)
 def pad_reference(value: str, name: str = "PIN") -> bytes:
-    """A PIN or PUK as the card receives it: 6 to 8 ASCII digits padded with ``FF`` to 8 bytes."""
-    if not isinstance(value, str) or not 6 <= len(value) <= 8 or not value.isascii() or not value.isdigit():
-        raise ValidationError(f"{name}: expected 6 to 8 digits")
-    return value.encode("ascii") + b"\xff" * (8 - len(value))
+    """A PIN or PUK as the card receives it (:func:`capsim.apdu.pinblock.piv_reference_block`)."""
+    return piv_reference_block(value, name)
 
 
 def reference_error(sw: int, ins: int, ref: int) -> StatusWordError:
@@ -169,25 +163,6 @@ def message_hash(key: object) -> str:
     if isinstance(key, ec.EllipticCurvePublicKey) and isinstance(key.curve, ec.SECP384R1):
         return "sha384"
     return "sha256"
-
-
-def digest_info(hash_name: str, digest: bytes) -> bytes:
-    """The DER DigestInfo of a ``sha256``/``sha384``/``sha512`` digest (RFC 8017 §9.2): what a
-    PKCS#11 ``CKM_RSA_PKCS`` signature is asked to sign."""
-    if hash_name not in _DIGEST_INFO:
-        raise ValidationError(f"hash: expected one of {', '.join(_DIGEST_INFO)}")
-    prefix, length = _DIGEST_INFO[hash_name]
-    if len(digest) != length:
-        raise ValidationError(f"digest: a {hash_name} digest is {length} bytes")
-    return prefix + digest
-
-
-def pkcs1_v15_block(hash_name: str, digest: bytes, size: int) -> bytes:
-    """The EMSA-PKCS1-v1_5 encoding of ``digest`` for a modulus of ``size`` bytes (rule 4)."""
-    info = digest_info(hash_name, digest)
-    if size < len(info) + 11:
-        raise ValidationError("key: the modulus is too short for this digest")
-    return b"\x00\x01" + b"\xff" * (size - len(info) - 3) + b"\x00" + info
 
 
 def _flat(data: bytes, what: str) -> dict[int, bytes]:
@@ -351,7 +326,7 @@ class PivClient:
         if isinstance(key, rsa.RSAPublicKey):
             data = pkcs1_v15_block(hash_name, digest, key.key_size // 8)
         else:
-            if hash_name not in _DIGEST_INFO or len(digest) != _DIGEST_INFO[hash_name][1]:
+            if hash_name not in DIGEST_INFO or len(digest) != DIGEST_INFO[hash_name][1]:
                 raise ValidationError(f"digest: expected a sha256, sha384 or sha512 digest, got {hash_name}")
             data = digest
         body = encode(0x7C, encode(0x82, b"") + encode(0x81, data))

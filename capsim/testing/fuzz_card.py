@@ -41,6 +41,7 @@ import time
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING
 
+from capsim.cards import CardOS
 from capsim.errors import CapsimError, ValidationError
 from capsim.testing.findings import Finding, save_finding
 from capsim.testing.fuzz_card_gen import SequenceGenerator, actions, example_random, transactions
@@ -56,7 +57,7 @@ from capsim.testing.fuzz_card_target import (
     _CrashError,
     discover_card_info,
     is_state_changing,
-    open_card_target,
+    open_emv_target,
 )
 from capsim.testing.fuzz_engine import FuzzReport, _Run, run_engine
 from capsim.testing.model import CardModel, Violation, parse_pin_block
@@ -477,3 +478,23 @@ def replay_card_finding(
 
 def _nothing() -> None:
     return None
+
+
+def _piv_py_target(
+    spec: str, factory: Callable[[], CardOS], sample: CardOS, guarded: bool
+) -> CardTarget | None:
+    from capsim.cards.piv import PivCard
+    from capsim.testing.fuzz_piv import py_piv_target
+
+    return py_piv_target(spec, factory, sample, guarded=guarded) if isinstance(sample, PivCard) else None
+
+
+def open_card_target(spec: str, *, pin: str | None = None, guarded: bool | None = None) -> CardTarget:
+    """Open a ``--target`` spec: ``inproc:piv``, ``file:`` of a PIV card file and ``py:`` PIV
+    factories open a PIV target (:mod:`capsim.testing.fuzz_piv`), everything else an EMV one
+    (:func:`capsim.testing.fuzz_card_target.open_emv_target`)."""
+    from capsim.testing.fuzz_piv import is_piv_spec, open_piv_target
+
+    if isinstance(spec, str) and is_piv_spec(spec):
+        return open_piv_target(spec, pin=pin, guarded=guarded)
+    return open_emv_target(spec, pin=pin, guarded=guarded, other_card=_piv_py_target)

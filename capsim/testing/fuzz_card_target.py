@@ -66,7 +66,7 @@ __all__ = [
     "StateChangeGuard",
     "discover_card_info",
     "is_state_changing",
-    "open_card_target",
+    "open_emv_target",
 ]
 
 #: Instructions the guard lets through without ``allow_state_changes`` (CLA 00/80 only).
@@ -336,9 +336,17 @@ def _zero_rng(n: int) -> bytes:
     return bytes(n)
 
 
-def open_card_target(spec: str, *, pin: str | None = None, guarded: bool | None = None) -> CardTarget:
-    """Open a ``--target`` spec (module docstring); ``inproc:piv`` and ``file:`` of a PIV card
-    file open a PIV target (:func:`capsim.testing.fuzz_piv.open_piv_target`).
+#: Builds the target of a ``py:`` factory whose cards are not EMV cards (``None``: not one of
+#: its kind). :func:`capsim.testing.fuzz_card.open_card_target` passes the PIV one.
+OtherCard = Callable[[str, Callable[[], CardOS], CardOS, bool], "CardTarget | None"]
+
+
+def open_emv_target(
+    spec: str, *, pin: str | None = None, guarded: bool | None = None, other_card: OtherCard | None = None
+) -> CardTarget:
+    """Open a ``--target`` spec of an EMV card (module docstring); a ``py:`` factory of other
+    cards goes to ``other_card``. :func:`capsim.testing.fuzz_card.open_card_target` is the entry
+    point that also opens PIV targets.
 
     ``inproc:``, ``file:`` and ``pcsc:`` are opened by the transport registry
     (:func:`capsim.transports.open_transport`); an in-process card becomes a card factory (a
@@ -363,12 +371,7 @@ def open_card_target(spec: str, *, pin: str | None = None, guarded: bool | None 
         raise ValidationError(f"target: expected a spec string, got {type(spec).__name__}")
     scheme, sep, rest = spec.partition(":")
     if sep and scheme == "py":
-        return _open_py_target(spec, rest, pin=pin, guarded=bool(guarded))
-    if sep and scheme in ("inproc", "file") and (rest == "piv" or scheme == "file"):
-        from capsim.testing.fuzz_piv import is_piv_spec, open_piv_target
-
-        if is_piv_spec(spec):
-            return open_piv_target(spec, pin=pin, guarded=guarded)
+        return _open_py_target(spec, rest, pin=pin, guarded=bool(guarded), other_card=other_card)
     if not sep or scheme not in _FUZZ_SCHEMES:
         raise ValidationError(
             "target: expected inproc:TEMPLATE, file:CARD.json, pcsc:READER or py:MODULE:FACTORY, "
@@ -407,7 +410,9 @@ def _in_process_target(
     return CardTarget(spec, _profile_info(profile, card_pin), factory=make, guarded=bool(guarded))
 
 
-def _open_py_target(spec: str, rest: str, *, pin: str | None, guarded: bool) -> CardTarget:
+def _open_py_target(
+    spec: str, rest: str, *, pin: str | None, guarded: bool, other_card: OtherCard | None
+) -> CardTarget:
     """``py:MODULE:FACTORY``: a third-party card factory."""
     module_name, _, attr = rest.partition(":")
     if not module_name or not attr:
@@ -421,13 +426,10 @@ def _open_py_target(spec: str, rest: str, *, pin: str | None, guarded: bool) -> 
     if not callable(factory):
         raise ValidationError(f"target: {rest!r} is not callable")
     sample = factory()
-    if type(sample).__name__ != "EmvCapCard" and "capsim.cards.piv" in sys.modules:
-        from capsim.cards.piv import PivCard
-
-        if isinstance(sample, PivCard):
-            from capsim.testing.fuzz_piv import py_piv_target
-
-            return py_piv_target(spec, factory, sample, guarded=guarded)
+    if not isinstance(sample, EmvCapCard) and other_card is not None:
+        other = other_card(spec, factory, sample, guarded)
+        if other is not None:
+            return other
     sample_profile = getattr(sample, "profile", None)
     if sample_profile is not None and hasattr(sample_profile, "cdol1"):
         info = _profile_info(sample_profile, pin)

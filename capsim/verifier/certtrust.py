@@ -53,6 +53,7 @@ from cryptography.x509.verification import (
     VerificationError,
 )
 
+from capsim.crypto.pkcs1 import pkcs1_v15_block
 from capsim.errors import ConfigError, ValidationError
 from capsim.jsonlimits import loads_limited
 
@@ -79,8 +80,6 @@ _MAX_CERT: Final = 16_384
 _MAX_FILE: Final = 4 * 1024 * 1024
 _KU_MISSING: Final = "keyUsage without digitalSignature"
 _CA_LEAF: Final = "end-entity certificate with CA basicConstraints"
-# DigestInfo prefix of SHA-256 (RFC 8017 §9.2 note 1): the host builds the PKCS#1 block
-_SHA256_INFO: Final = bytes.fromhex("3031300d060960864801650304020105000420")
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -337,7 +336,5 @@ def token_input(key: object, message: bytes) -> bytes:
         h.update(message)
         return h.finalize()
     if isinstance(key, rsa.RSAPublicKey):
-        info = _SHA256_INFO + hashlib.sha256(message).digest()
-        size = key.key_size // 8
-        return b"\x00\x01" + b"\xff" * (size - len(info) - 3) + b"\x00" + info
+        return pkcs1_v15_block("sha256", hashlib.sha256(message).digest(), key.key_size // 8)
     raise ValidationError("key: expected an ECDSA P-256/P-384 or RSA public key")

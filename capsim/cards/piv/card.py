@@ -46,6 +46,7 @@ from enum import IntEnum
 from types import TracebackType
 from typing import Final
 
+from capsim.apdu.pinblock import parse_piv_reference_block
 from capsim.apdu.sw import SW
 from capsim.cards.base import Command, Dispatcher, Handler, StatusError, parse_command
 from capsim.cards.piv import keys as pivkeys
@@ -147,13 +148,11 @@ def _object_tag(data: bytes) -> tuple[int, bytes]:
 
 
 def _reference_value(block: bytes) -> str:
-    """A PIN/PUK block: 6 to 8 ASCII digits padded with FF to 8 bytes (6A80 otherwise)."""
-    if len(block) != 8:
-        raise StatusError(SW.WRONG_DATA)
-    digits = block.rstrip(b"\xff")
-    if not 6 <= len(digits) <= 8 or not all(0x30 <= b <= 0x39 for b in digits):
-        raise StatusError(SW.WRONG_DATA)
-    return digits.decode("ascii")
+    """A PIN/PUK block (:func:`capsim.apdu.pinblock.parse_piv_reference_block`); 6A80 otherwise."""
+    try:
+        return parse_piv_reference_block(block)
+    except ValidationError:
+        raise StatusError(SW.WRONG_DATA) from None
 
 
 class PivCard:

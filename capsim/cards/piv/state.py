@@ -28,6 +28,7 @@ from enum import Enum
 from types import MappingProxyType
 from typing import Any, Final
 
+from capsim.apdu.pinblock import piv_reference_block
 from capsim.cards.piv.keys import PivAlgorithm, PivKey
 from capsim.errors import ValidationError
 
@@ -73,15 +74,13 @@ _MAX_OBJECT: Final = 4096
 
 
 def _reference(name: str, value: object) -> str:
-    if not isinstance(value, str) or not 6 <= len(value) <= 8 or not value.isascii() or not value.isdigit():
-        raise ValidationError(f"{name}: expected 6 to 8 digits")
-    return value
+    piv_reference_block(value, name)  # type: ignore[arg-type]  # the one PIN/PUK rule
+    return str(value)
 
 
 def pad_reference(value: str) -> bytes:
-    """A PIN or PUK as the card receives it: ASCII padded with ``FF`` to 8 bytes."""
-    raw = value.encode("ascii")
-    return raw + b"\xff" * (8 - len(raw))
+    """A PIN or PUK as the card receives it (:func:`capsim.apdu.pinblock.piv_reference_block`)."""
+    return piv_reference_block(value)
 
 
 def _tries(name: str, value: object, limit: int) -> int:
