@@ -116,7 +116,7 @@ _ORG_USER_ROUTES: Final = (
         ("post", _ORG + "/users/{user_id}/certificates"),
         "register a supplementary certificate",
     ),
-    ("RemoveOrganisationUser", ("post", _ORG + "/users/{user_id}/remove"), "remove the user"),
+    ("RemoveOrganisationUser", ("post", "/v1/organisation-users/{user_id}/remove"), "remove the user"),
 )
 
 
@@ -167,9 +167,10 @@ def _certificate_links() -> list[Link]:
         {"credential_id": "$response.body#/0/cert_id"},
     )
     user = {"org_id": "$response.body#/org_id", "user_id": "$response.body#/user_id"}
-    each(_ORG_USER_ROUTES, register, "201", user)
-    each(_ORG_USER_ROUTES, ("get", _ORG + "/users"), "200",
-         {"org_id": "$response.body#/0/org_id", "user_id": "$response.body#/0/user_id"})  # fmt: skip
+    first = {"org_id": "$response.body#/0/org_id", "user_id": "$response.body#/0/user_id"}
+    for source, status, params in ((register, "201", user), (("get", _ORG + "/users"), "200", first)):
+        each(_ORG_USER_ROUTES[:1], source, status, params)
+        each(_ORG_USER_ROUTES[1:], source, status, {"user_id": params["user_id"]})
     return out
 
 

@@ -186,15 +186,15 @@ def list_certificates(
 
 
 @router.post(
-    _ORG + "/users/{user_id}/remove",
-    summary="Remove a user: disable it and revoke its certificates",
+    "/organisation-users/{user_id}/remove", summary="Remove a user: disable it and revoke its certificates"
 )
-def remove_user(org_id: Id, user_id: Id, request: Request, caller: Administering) -> OrgUserOut:
-    _organisation(request, caller, org_id)
-    cv = certificates(request)
-    if not any(u.user_id == user_id for u in cv.list_users(org_id)):
+def remove_user(user_id: Id, request: Request, caller: Administering) -> OrgUserOut:
+    with runtime(request).session.transaction() as tx:
+        user = tx.get_org_user(user_id)
+    _own_organisation(request, caller, None if user is None else user.org_id)
+    if user is None:
         raise not_found("user")
-    return OrgUserOut.of(cv.remove_user(user_id, acting_user=caller.acting_user))
+    return OrgUserOut.of(certificates(request).remove_user(user_id, acting_user=caller.acting_user))
 
 
 # -- registration ----------------------------------------------------------------------------------
