@@ -8,7 +8,9 @@ Theory of operation
    header; neither it nor any code, PIN or PAN is ever logged or put into an error message.
 2. Every method is one request; the answer is a **typed, frozen value** mirroring the API's
    response model of docs/openapi.json (:class:`Operation`, :class:`VerifyResult`,
-   :class:`Credential`, :class:`User`, :class:`ActivationCode`, :class:`AuditReport`, and the
+   :class:`Credential`, :class:`User`, :class:`ActivationCode`, :class:`AuditReport`; for
+   certificate credentials :class:`Organisation`, :class:`NewOrganisation`,
+   :class:`CertChallenge`, :class:`Certificate`, :class:`OrgUser`, :class:`CertAcceptance`; and the
    library's own :class:`~capsim.verifier.audit.AuditTip`), with times as aware
    :class:`~datetime.datetime`; an answer that does not have the documented shape is a
    :class:`~capsim.errors.CapsimError`, never a ``KeyError``. ``to_dict()`` gives the JSON
@@ -29,10 +31,11 @@ Theory of operation
 
 from __future__ import annotations
 
+import base64
 import json
 import re
 from collections.abc import Mapping
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, field, fields
 from datetime import datetime
 from types import TracebackType
 from typing import Any, Final, TypeVar
@@ -55,8 +58,14 @@ __all__ = [
     "PROBLEM_PREFIX",
     "ActivationCode",
     "AuditReport",
+    "CertAcceptance",
+    "CertChallenge",
+    "Certificate",
     "Credential",
+    "NewOrganisation",
     "Operation",
+    "OrgUser",
+    "Organisation",
     "RetryLater",
     "User",
     "VerifierClient",
@@ -153,6 +162,8 @@ def _field(obj: Mapping[str, Any], name: str, kind: str) -> Any:
         return parsed
     if kind == "strs" and isinstance(value, list) and all(isinstance(x, str) for x in value):
         return tuple(value)
+    if kind == "pairs" and isinstance(value, Mapping) and all(isinstance(x, str) for x in value.values()):
+        return tuple(sorted((str(k), v) for k, v in value.items()))
     expected = {"str": str, "int": int, "bool": bool}.get(kind)
     if expected is not None and isinstance(value, expected) and (kind == "bool") == isinstance(value, bool):
         return value
@@ -169,10 +180,11 @@ def _json_value(value: Any) -> Any:
 
 def _kind(annotation: object) -> str:
     """A field's kind from its annotation: ``str``, ``int``, ``bool``, ``datetime``, ``strs``
-    (a tuple of strings), with ``?`` when ``None`` is allowed."""
+    (a tuple of strings), ``pairs`` (a JSON object of strings, as sorted ``(name, value)``
+    pairs), with ``?`` when ``None`` is allowed."""
     text = str(annotation)
     base = text.removesuffix(" | None")
-    base = "strs" if base == "tuple[str, ...]" else base
+    base = {"tuple[str, ...]": "strs", "tuple[tuple[str, str], ...]": "pairs"}.get(base, base)
     return base + ("?" if base != text else "")
 
 
@@ -189,7 +201,11 @@ class _Answer:
 
     def to_dict(self) -> dict[str, Any]:
         """The JSON object of the API (times in ISO 8601, UTC as ``Z``)."""
-        return {f.name: _json_value(getattr(self, f.name)) for f in fields(self)}  # type: ignore[arg-type]
+        out = {}
+        for f in fields(self):  # type: ignore[arg-type]
+            value = getattr(self, f.name)
+            out[f.name] = dict(value) if _kind(f.type) == "pairs" else _json_value(value)
+        return out
 
 
 @dataclass(frozen=True, slots=True)
@@ -267,6 +283,85 @@ class ActivationCode(_Answer):
 
 
 @dataclass(frozen=True, slots=True)
+class Organisation(_Answer):
+    """An organisation of certificate credentials (``kind``: supplier or customer)."""
+
+    org_id: str
+    name: str
+    kind: str
+    created_at: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class NewOrganisation(_Answer):
+    """A new organisation and its master code, shown once (the service keeps a keyed hash)."""
+
+    org_id: str
+    name: str
+    kind: str
+    created_at: datetime
+    master_code: str = field(repr=False)
+
+
+@dataclass(frozen=True, slots=True)
+class CertChallenge(_Answer):
+    """A challenge the token signs: ``message`` is the exact text (registration, or one
+    operation's bound ``details``)."""
+
+    challenge_id: str
+    purpose: str
+    org_id: str
+    cert_id: str | None
+    details: tuple[tuple[str, str], ...]
+    created_at: datetime
+    expires_at: datetime
+    max_attempts: int
+    message: str
+
+
+@dataclass(frozen=True, slots=True)
+class Certificate(_Answer):
+    """A registered certificate credential (public data only)."""
+
+    cert_id: str
+    user_id: str
+    org_id: str
+    state: str
+    subject: str
+    serial: str
+    not_after: datetime
+    created_at: datetime
+    supplementary: bool
+    label: str
+    fail_count: int
+    locked_until: datetime | None
+
+
+@dataclass(frozen=True, slots=True)
+class OrgUser(_Answer):
+    """A user of an organisation under its generated identifier (``role``: user or admin)."""
+
+    user_id: str
+    org_id: str
+    role: str
+    disabled: bool
+    created_at: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class CertAcceptance(_Answer):
+    """An accepted signature. A refusal is never a value: it is :class:`~capsim.errors.InvalidCode`."""
+
+    cert_id: str
+    user_id: str
+    org_id: str
+    challenge_id: str
+    details: tuple[tuple[str, str], ...]
+    txn_digest: str
+    accepted_at: datetime
+
+
+@dataclass(frozen=True, slots=True)
 class AuditReport:
     """``POST /v1/audit/check``: the chain's records, whether it is intact, where sealing starts
     and every defect found (the library's :class:`~capsim.verifier.audit.AuditProblem`)."""
@@ -314,6 +409,13 @@ def _seg(value: str) -> str:
     if value in (".", "..") or not _IDENT.fullmatch(value):
         raise ValidationError("identifier: expected 1..64 ASCII letters, digits, '-', '_', '.' or '@'")
     return quote(value, safe="@")
+
+
+def _certificate_text(data: bytes) -> str:
+    """A certificate for the API: PEM as it is, DER as base64."""
+    if data.lstrip().startswith(b"-----BEGIN"):
+        return data.decode("ascii", errors="replace")
+    return base64.b64encode(data).decode("ascii")
 
 
 def _drop_none(body: dict[str, Any]) -> dict[str, Any]:
@@ -540,6 +642,110 @@ class VerifierClient:
         """An Identify code without an operation; a refusal raises :class:`~capsim.errors.InvalidCode`."""
         path = f"/v1/credentials/{_seg(credential_id)}/login"
         return VerifyResult.from_json(self._call("POST", path, body={"code": code}, request_id=request_id))
+
+    # -- certificate credentials (docs/certificate.md) ---------------------------------------------
+    def create_organisation(self, name: str, *, kind: str = "supplier") -> NewOrganisation:
+        """A new organisation; its master code is in this answer only (operator)."""
+        return NewOrganisation.from_json(
+            self._call("POST", "/v1/organisations", body={"name": name, "kind": kind})
+        )
+
+    def get_organisation(self, org_id: str) -> Organisation:
+        return Organisation.from_json(self._call("GET", f"/v1/organisations/{_seg(org_id)}"))
+
+    def registration_challenge(self, org_id: str) -> CertChallenge:
+        path = f"/v1/organisations/{_seg(org_id)}/registration-challenges"
+        return CertChallenge.from_json(self._call("POST", path))
+
+    def register_certificate(
+        self,
+        org_id: str,
+        *,
+        master_code: str,
+        identity_number: str,
+        certificate: bytes,
+        challenge_id: str,
+        signature: bytes,
+        administrator: bool = False,
+        user_id: str | None = None,
+        label: str = "",
+    ) -> Certificate:
+        """Register a certificate (PEM or DER bytes) with the token's ``signature`` of the
+        registration challenge; ``user_id`` registers a supplementary certificate under that
+        identifier. Every refusal is :class:`~capsim.errors.InvalidCode`."""
+        body: dict[str, Any] = {
+            "master_code": master_code,
+            "identity_number": identity_number,
+            "certificate": _certificate_text(certificate),
+            "challenge_id": challenge_id,
+            "signature": signature.hex(),
+            "label": label,
+        }
+        path = f"/v1/organisations/{_seg(org_id)}"
+        if user_id is None:
+            body["administrator"] = administrator
+            path += "/certificates"
+        elif administrator:
+            raise ValidationError("administrator: a supplementary certificate takes no role")
+        else:
+            path += f"/users/{_seg(user_id)}/certificates"
+        return Certificate.from_json(self._call("POST", path, body=body))
+
+    def operation_challenge(
+        self,
+        cert_id: str,
+        *,
+        kind: str,
+        payee: str,
+        amount: int | str | None = None,
+        currency: str | None = None,
+        name: str | None = None,
+        ttl_s: int | None = None,
+    ) -> CertChallenge:
+        """A challenge bound to a payment (amount, currency, payee) or a beneficiary addition
+        (payee, holder ``name``)."""
+        body = _drop_none(
+            {
+                "kind": kind,
+                "payee": payee,
+                "amount": amount,
+                "currency": currency,
+                "name": name,
+                "ttl_s": ttl_s,
+            }
+        )
+        path = f"/v1/certificates/{_seg(cert_id)}/challenges"
+        return CertChallenge.from_json(self._call("POST", path, body=body))
+
+    def authenticate(self, challenge_id: str, signature: bytes) -> CertAcceptance:
+        """The token's signature of an operation challenge, checked once; a refusal raises
+        :class:`~capsim.errors.InvalidCode`."""
+        path = f"/v1/certificate-challenges/{_seg(challenge_id)}/authenticate"
+        return CertAcceptance.from_json(self._call("POST", path, body={"signature": signature.hex()}))
+
+    def get_certificate(self, cert_id: str) -> Certificate:
+        return Certificate.from_json(self._call("GET", f"/v1/certificates/{_seg(cert_id)}"))
+
+    def list_org_users(self, org_id: str) -> list[OrgUser]:
+        return [OrgUser.from_json(x) for x in self._list(f"/v1/organisations/{_seg(org_id)}/users")]
+
+    def list_certificates(self, org_id: str, *, user_id: str | None = None) -> list[Certificate]:
+        params = None if user_id is None else {"user_id": user_id}
+        path = f"/v1/organisations/{_seg(org_id)}/certificates"
+        return [Certificate.from_json(x) for x in self._list(path, params=params)]
+
+    def certificate_lifecycle(self, cert_id: str, action: str, *, reason: str = "") -> Certificate:
+        """``action`` is ``revoke`` (operator or the organisation's administrator) or ``unblock``
+        (operator)."""
+        if action not in ("revoke", "unblock"):
+            raise ValidationError("action: expected revoke or unblock")
+        path = f"/v1/certificates/{_seg(cert_id)}/{action}"
+        return Certificate.from_json(self._call("POST", path, body={"reason": reason}))
+
+    def remove_org_user(self, user_id: str) -> OrgUser:
+        """Disable a user of an organisation and revoke its certificates."""
+        path = f"/v1/organisation-users/{_seg(user_id)}/remove"
+        return OrgUser.from_json(self._call("POST", path))
 
     # -- audit ------------------------------------------------------------------------------------
     def audit_check(self, tip: AuditTip | None = None) -> AuditReport:

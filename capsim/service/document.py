@@ -10,7 +10,8 @@ Theory of operation
    ``…/verify``; a user's id to its activation codes and credentials; an activation code to
    an enrolment; a credential's id to every credential route (its lifecycle, operations,
    logins); an organisation's id to its registration challenges, users and certificates, a
-   challenge to its registration or authentication, a certificate's id to its routes. Clients and tools that follow links (schemathesis's stateful mode) chain calls
+   challenge to its registration or authentication, a certificate's id to its routes.
+   Clients and tools that follow links (schemathesis's stateful mode) chain calls
    with them; every link names its target by ``operationId`` and its values by runtime
    expressions (``$response.body#/…``), and a link whose source or target route does not
    exist is an error when the document is built, not a silent omission.
@@ -143,7 +144,7 @@ def _certificate_links() -> list[Link]:
             "register a certificate with this challenge's signature",
             org,
             body=challenge,
-        )  # fmt: skip
+        )
     )
     authenticate = ("post", "/v1/certificate-challenges/{challenge_id}/authenticate")
     out.append(
@@ -154,7 +155,7 @@ def _certificate_links() -> list[Link]:
             authenticate,
             "present the token's signature of this challenge",
             challenge,
-        )  # fmt: skip
+        )
     )
     cert = {"credential_id": "$response.body#/cert_id"}
     for source, status in ((register, "201"), (("get", _CERT), "200"), (("post", _CERT + "/unblock"), "200")):
