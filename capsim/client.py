@@ -184,8 +184,9 @@ def _kind(annotation: object) -> str:
     pairs), with ``?`` when ``None`` is allowed."""
     text = str(annotation)
     base = text.removesuffix(" | None")
+    optional = base != text
     base = {"tuple[str, ...]": "strs", "tuple[tuple[str, str], ...]": "pairs"}.get(base, base)
-    return base + ("?" if base != text else "")
+    return base + ("?" if optional else "")
 
 
 class _Answer:
