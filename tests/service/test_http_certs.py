@@ -249,6 +249,10 @@ def test_supplementary_certificate_and_the_organisation_administrator(pki: Pki) 
     _reject(_registration(p, org, delegate, identity="GH111111"))
     outsider = _registration(p, other_org, new_token(p.ca), identity="ZZ999999", administrator=True).json()
 
+    # only an enabled administrator may be bound to a customer-admin key
+    refused = p.svc.world.v("client", "add", "x", "--scope", "customer-admin", "--as", user["user_id"])
+    assert refused.exit_code == 13, refused.output
+    assert "not an administrator" in refused.stderr
     key = p.svc.add_client("acme-admin", "--scope", "customer-admin", "--as", admin["user_id"])
     p.secrets.append(key)
     with p.svc.http("acme-admin") as http:
@@ -265,6 +269,9 @@ def test_supplementary_certificate_and_the_organisation_administrator(pki: Pki) 
             assert http.get(path).status_code == 403, path
         assert http.post(f"/v1/certificates/{outsider['cert_id']}/revoke", json={}).status_code == 403
         assert http.post(f"/v1/organisation-users/{outsider['user_id']}/remove").status_code == 403
+        # a customer account's routes are not an organisation administrator's
+        assert http.get("/v1/users").status_code == 403
+        assert http.get(f"/v1/users/{p.svc.world.user}").status_code == 403
         # the bank's acts: creating organisations, unblocking, registering
         assert http.post("/v1/organisations", json={"name": "x"}).status_code == 403
         assert http.post(f"/v1/certificates/{extra.json()['cert_id']}/unblock", json={}).status_code == 403
