@@ -39,7 +39,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Annotated
 
-from fastapi import APIRouter, BackgroundTasks, Depends, Path, Query, Request, status
+from fastapi import APIRouter, BackgroundTasks, Depends, Path, Query, Request, Response, status
 
 from capsim.errors import InvalidCode
 from capsim.service.auth import Caller, audit_denial, runtime
@@ -149,7 +149,10 @@ def _certificate(request: Request, caller: Caller, cert_id: str) -> CertCredenti
     status_code=status.HTTP_201_CREATED,
     summary="Create an organisation; its master code is in this answer only (operator)",
 )
-def create_organisation(body: OrganisationIn, request: Request, caller: Operating) -> OrganisationCreatedOut:
+def create_organisation(
+    body: OrganisationIn, request: Request, response: Response, caller: Operating
+) -> OrganisationCreatedOut:
+    response.headers["Cache-Control"] = "no-store"  # the master code: no cache keeps it
     cv = certificates(request)
     mc = cv.create_organisation(body.name, kind=body.kind)
     org = cv.get_organisation(mc.org_id)

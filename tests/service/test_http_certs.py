@@ -87,6 +87,7 @@ def _org(p: Pki, name: str = "ACME Fournitures") -> dict[str, Any]:
     with p.svc.http("operator") as http:
         r = http.post("/v1/organisations", json={"name": name, "kind": "supplier"})
     assert r.status_code == 201, r.text
+    assert r.headers["cache-control"] == "no-store"
     org: dict[str, Any] = r.json()
     p.secrets.append(org["master_code"])
     return org
