@@ -8,7 +8,10 @@ Theory of operation
    header; neither it nor any code, PIN or PAN is ever logged or put into an error message.
 2. Every method is one request; the answer is a **typed, frozen value** mirroring the API's
    response model of docs/openapi.json (:class:`Operation`, :class:`VerifyResult`,
-   :class:`Credential`, :class:`User`, :class:`ActivationCode`, :class:`AuditReport`, and the
+   :class:`Credential`, :class:`User`, :class:`ActivationCode`, :class:`AuditReport`; for
+   certificate credentials :class:`Organisation`, :class:`NewOrganisation`,
+   :class:`CertChallenge`, :class:`Certificate`, :class:`OrgUser`, :class:`CertAcceptance`, in
+   :mod:`capsim.client_certs`, with their methods; and the
    library's own :class:`~capsim.verifier.audit.AuditTip`), with times as aware
    :class:`~datetime.datetime`; an answer that does not have the documented shape is a
    :class:`~capsim.errors.CapsimError`, never a ``KeyError``. ``to_dict()`` gives the JSON
@@ -30,16 +33,24 @@ Theory of operation
 from __future__ import annotations
 
 import json
-import re
 from collections.abc import Mapping
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 from datetime import datetime
 from types import TracebackType
-from typing import Any, Final, TypeVar
-from urllib.parse import quote
+from typing import Any, Final
 
 import httpx
 
+from capsim._clientparts import Answer, drop_none, field_value, seg, shape
+from capsim.client_certs import (
+    CertAcceptance,
+    CertChallenge,
+    Certificate,
+    CertificateCalls,
+    NewOrganisation,
+    Organisation,
+    OrgUser,
+)
 from capsim.errors import (
     CapsimError,
     ConfigError,
@@ -55,8 +66,14 @@ __all__ = [
     "PROBLEM_PREFIX",
     "ActivationCode",
     "AuditReport",
+    "CertAcceptance",
+    "CertChallenge",
+    "Certificate",
     "Credential",
+    "NewOrganisation",
     "Operation",
+    "OrgUser",
+    "Organisation",
     "RetryLater",
     "User",
     "VerifierClient",
@@ -70,7 +87,6 @@ _INPUT: Final = frozenset(
     {"validation-error", "not-found", "payload-too-large", "method-not-allowed", "unsupported-media-type"}
 )
 _REFUSED: Final = frozenset({"config-error", "unauthenticated", "forbidden"})
-_IDENT: Final = re.compile(r"[A-Za-z0-9@._-]{1,64}")
 
 
 class RetryLater(TemporaryFailure):
@@ -128,72 +144,9 @@ def error_for(response: httpx.Response) -> CapsimError:
 # ------------------------------------------------------------------------------------------------
 # Typed answers (rule 2): one frozen dataclass per response model of the API
 
-_T = TypeVar("_T", bound="_Answer")
-
-
-def _shape(what: str) -> CapsimError:
-    return CapsimError(f"the service answered with an unexpected shape ({what})")
-
-
-def _field(obj: Mapping[str, Any], name: str, kind: str) -> Any:
-    if name not in obj:
-        raise _shape(f"no {name!r}")
-    value = obj[name]
-    optional = kind.endswith("?")
-    kind = kind.rstrip("?")
-    if value is None and optional:
-        return None
-    if kind == "datetime" and isinstance(value, str):
-        try:
-            parsed = datetime.fromisoformat(value)
-        except ValueError:
-            raise _shape(f"{name!r} is not an ISO 8601 time") from None
-        if parsed.tzinfo is None:
-            raise _shape(f"{name!r} has no time zone")
-        return parsed
-    if kind == "strs" and isinstance(value, list) and all(isinstance(x, str) for x in value):
-        return tuple(value)
-    expected = {"str": str, "int": int, "bool": bool}.get(kind)
-    if expected is not None and isinstance(value, expected) and (kind == "bool") == isinstance(value, bool):
-        return value
-    raise _shape(f"{name!r} is not a {kind}")
-
-
-def _json_value(value: Any) -> Any:
-    if isinstance(value, datetime):
-        return value.isoformat().replace("+00:00", "Z")
-    if isinstance(value, tuple):
-        return list(value)
-    return value
-
-
-def _kind(annotation: object) -> str:
-    """A field's kind from its annotation: ``str``, ``int``, ``bool``, ``datetime``, ``strs``
-    (a tuple of strings), with ``?`` when ``None`` is allowed."""
-    text = str(annotation)
-    base = text.removesuffix(" | None")
-    base = "strs" if base == "tuple[str, ...]" else base
-    return base + ("?" if base != text else "")
-
-
-class _Answer:
-    """Parsing from and back to the JSON object, by the dataclass's own fields."""
-
-    @classmethod
-    def from_json(cls: type[_T], obj: object) -> _T:
-        """The value of a JSON object of the API; :class:`~capsim.errors.CapsimError` if malformed."""
-        if not isinstance(obj, Mapping):
-            raise _shape(f"expected a {cls.__name__} object")
-        names = fields(cls)  # type: ignore[arg-type]
-        return cls(**{f.name: _field(obj, f.name, _kind(f.type)) for f in names})
-
-    def to_dict(self) -> dict[str, Any]:
-        """The JSON object of the API (times in ISO 8601, UTC as ``Z``)."""
-        return {f.name: _json_value(getattr(self, f.name)) for f in fields(self)}  # type: ignore[arg-type]
-
 
 @dataclass(frozen=True, slots=True)
-class Operation(_Answer):
+class Operation(Answer):
     """An operation (challenge) as ``POST /v1/credentials/{id}/operations`` answers it."""
 
     operation_id: str
@@ -213,7 +166,7 @@ class Operation(_Answer):
 
 
 @dataclass(frozen=True, slots=True)
-class VerifyResult(_Answer):
+class VerifyResult(Answer):
     """An accepted code (verify, login, activate): its ledger row. A refusal is never a value:
     it is :class:`~capsim.errors.InvalidCode`."""
 
@@ -225,7 +178,7 @@ class VerifyResult(_Answer):
 
 
 @dataclass(frozen=True, slots=True)
-class Credential(_Answer):
+class Credential(Answer):
     """A credential (a card bound to a user); the PAN's last four digits only."""
 
     credential_id: str
@@ -246,7 +199,7 @@ class Credential(_Answer):
 
 
 @dataclass(frozen=True, slots=True)
-class User(_Answer):
+class User(Answer):
     """A user of a customer account (``role``: user or admin)."""
 
     user_id: str
@@ -258,7 +211,7 @@ class User(_Answer):
 
 
 @dataclass(frozen=True, slots=True)
-class ActivationCode(_Answer):
+class ActivationCode(Answer):
     """A single-use activation code, shown once (the service keeps only its digest)."""
 
     code: str
@@ -279,22 +232,22 @@ class AuditReport:
     @classmethod
     def from_json(cls, obj: object) -> AuditReport:
         if not isinstance(obj, Mapping) or not isinstance(obj.get("problems"), list):
-            raise _shape("expected an audit report")
+            raise shape("expected an audit report")
         problems = []
         for p in obj["problems"]:
             if not isinstance(p, Mapping):
-                raise _shape("expected an audit problem")
+                raise shape("expected an audit problem")
             problems.append(
                 AuditProblem(
-                    seq=_field(p, "seq", "int"),
-                    kind=_field(p, "kind", "str"),
-                    detail=_field(p, "detail", "str"),
+                    seq=field_value(p, "seq", "int"),
+                    kind=field_value(p, "kind", "str"),
+                    detail=field_value(p, "detail", "str"),
                 )
             )
         return cls(
-            records=_field(obj, "records", "int"),
-            intact=_field(obj, "intact", "bool"),
-            sealed_from=_field(obj, "sealed_from", "int?"),
+            records=field_value(obj, "records", "int"),
+            intact=field_value(obj, "intact", "bool"),
+            sealed_from=field_value(obj, "sealed_from", "int?"),
             problems=tuple(problems),
         )
 
@@ -307,20 +260,7 @@ class AuditReport:
         }
 
 
-def _seg(value: str) -> str:
-    """An identifier as one path segment. It must be an identifier (1..64 letters, digits,
-    ``-``, ``_``, ``.``, ``@``; not ``.`` or ``..``): anything else could change the route the
-    service matches (it decodes ``%2F`` before routing), so it is refused before sending."""
-    if value in (".", "..") or not _IDENT.fullmatch(value):
-        raise ValidationError("identifier: expected 1..64 ASCII letters, digits, '-', '_', '.' or '@'")
-    return quote(value, safe="@")
-
-
-def _drop_none(body: dict[str, Any]) -> dict[str, Any]:
-    return {k: v for k, v in body.items() if v is not None}
-
-
-class VerifierClient:
+class VerifierClient(CertificateCalls):
     """The ``/v1`` API of one verifier service, authenticated by one API key."""
 
     def __init__(
@@ -395,7 +335,7 @@ class VerifierClient:
     def add_user(
         self, user_id: str, *, customer_id: str | None = None, admin: bool | None = None, name: str = ""
     ) -> User:
-        body = _drop_none({"user_id": user_id, "customer_id": customer_id, "admin": admin, "name": name})
+        body = drop_none({"user_id": user_id, "customer_id": customer_id, "admin": admin, "name": name})
         return User.from_json(self._call("POST", "/v1/users", body=body))
 
     def list_users(self, customer_id: str | None = None) -> list[User]:
@@ -403,15 +343,15 @@ class VerifierClient:
         return [User.from_json(x) for x in self._list("/v1/users", params=params)]
 
     def get_user(self, user_id: str) -> User:
-        return User.from_json(self._call("GET", f"/v1/users/{_seg(user_id)}"))
+        return User.from_json(self._call("GET", f"/v1/users/{seg(user_id)}"))
 
     def list_credentials(self, user_id: str) -> list[Credential]:
-        return [Credential.from_json(x) for x in self._list(f"/v1/users/{_seg(user_id)}/credentials")]
+        return [Credential.from_json(x) for x in self._list(f"/v1/users/{seg(user_id)}/credentials")]
 
     def issue_activation_code(self, user_id: str, *, ttl_s: int | None = None) -> ActivationCode:
-        body = _drop_none({"ttl_s": ttl_s})
+        body = drop_none({"ttl_s": ttl_s})
         return ActivationCode.from_json(
-            self._call("POST", f"/v1/users/{_seg(user_id)}/activation-codes", body=body)
+            self._call("POST", f"/v1/users/{seg(user_id)}/activation-codes", body=body)
         )
 
     # -- enrolment and credentials ----------------------------------------------------------------
@@ -427,7 +367,7 @@ class VerifierClient:
         label: str = "",
         request_id: str | None = None,
     ) -> Credential:
-        body = _drop_none(
+        body = drop_none(
             {
                 "activation_code": activation_code,
                 "pan": pan,
@@ -441,22 +381,22 @@ class VerifierClient:
         return Credential.from_json(self._call("POST", "/v1/enrolments", body=body, request_id=request_id))
 
     def get_credential(self, credential_id: str) -> Credential:
-        return Credential.from_json(self._call("GET", f"/v1/credentials/{_seg(credential_id)}"))
+        return Credential.from_json(self._call("GET", f"/v1/credentials/{seg(credential_id)}"))
 
     def lifecycle(self, credential_id: str, action: str, *, reason: str = "") -> Credential:
         """``action`` is ``suspend``, ``resume``, ``revoke`` or ``unlock``."""
         if action not in ("suspend", "resume", "revoke", "unlock"):
             raise ValidationError("action: expected suspend, resume, revoke or unlock")
-        path = f"/v1/credentials/{_seg(credential_id)}/{action}"
+        path = f"/v1/credentials/{seg(credential_id)}/{action}"
         return Credential.from_json(self._call("POST", path, body={"reason": reason}))
 
     def admin_activate(self, credential_id: str) -> Credential:
         return Credential.from_json(
-            self._call("POST", f"/v1/credentials/{_seg(credential_id)}/admin-activate")
+            self._call("POST", f"/v1/credentials/{seg(credential_id)}/admin-activate")
         )
 
     def activate(self, credential_id: str, code: str, *, request_id: str | None = None) -> VerifyResult:
-        path = f"/v1/credentials/{_seg(credential_id)}/activate"
+        path = f"/v1/credentials/{seg(credential_id)}/activate"
         return VerifyResult.from_json(self._call("POST", path, body={"code": code}, request_id=request_id))
 
     def report_lost(
@@ -469,7 +409,7 @@ class VerifierClient:
         profile: dict[str, Any] | None = None,
     ) -> Credential | None:
         """The replacement credential when a replacement card was given, else ``None``."""
-        body = _drop_none(
+        body = drop_none(
             {
                 "replacement_pan": replacement_pan,
                 "replacement_psn": replacement_psn,
@@ -477,26 +417,26 @@ class VerifierClient:
                 "profile": profile,
             }
         )
-        out = self._object("POST", f"/v1/credentials/{_seg(credential_id)}/report-lost", body=body)
+        out = self._object("POST", f"/v1/credentials/{seg(credential_id)}/report-lost", body=body)
         new = out.get("replacement")
         return None if new is None else Credential.from_json(new)
 
     def replace(
         self, credential_id: str, *, pan: str, psn: str, issuer_key_id: str, profile: dict[str, Any] | None
     ) -> Credential:
-        body = _drop_none({"pan": pan, "psn": psn, "issuer_key_id": issuer_key_id, "profile": profile})
+        body = drop_none({"pan": pan, "psn": psn, "issuer_key_id": issuer_key_id, "profile": profile})
         return Credential.from_json(
-            self._call("POST", f"/v1/credentials/{_seg(credential_id)}/replace", body=body)
+            self._call("POST", f"/v1/credentials/{seg(credential_id)}/replace", body=body)
         )
 
     def resync(self, credential_id: str, codes: list[str], *, request_id: str | None = None) -> int:
-        path = f"/v1/credentials/{_seg(credential_id)}/resync"
+        path = f"/v1/credentials/{seg(credential_id)}/resync"
         out = self._object("POST", path, body={"codes": codes}, request_id=request_id)
-        return int(_field(out, "last_atc", "int"))
+        return int(field_value(out, "last_atc", "int"))
 
     def advance_floor(self, credential_id: str, atc: int) -> int:
-        path = f"/v1/credentials/{_seg(credential_id)}/advance-floor"
-        return int(_field(self._object("POST", path, body={"atc": atc}), "last_atc", "int"))
+        path = f"/v1/credentials/{seg(credential_id)}/advance-floor"
+        return int(field_value(self._object("POST", path, body={"atc": atc}), "last_atc", "int"))
 
     # -- operations and verification ----------------------------------------------------------------
     def issue_operation(
@@ -512,7 +452,7 @@ class VerifierClient:
         payment: bool = False,
         ttl_s: int | None = None,
     ) -> Operation:
-        body = _drop_none(
+        body = drop_none(
             {
                 "mode": mode,
                 "reference": reference,
@@ -525,20 +465,20 @@ class VerifierClient:
             }
         )
         return Operation.from_json(
-            self._call("POST", f"/v1/credentials/{_seg(credential_id)}/operations", body=body)
+            self._call("POST", f"/v1/credentials/{seg(credential_id)}/operations", body=body)
         )
 
     def get_operation(self, operation_id: str) -> Operation:
-        return Operation.from_json(self._call("GET", f"/v1/operations/{_seg(operation_id)}"))
+        return Operation.from_json(self._call("GET", f"/v1/operations/{seg(operation_id)}"))
 
     def verify(self, operation_id: str, code: str, *, request_id: str | None = None) -> VerifyResult:
         """The code of an operation; a refusal raises :class:`~capsim.errors.InvalidCode`."""
-        path = f"/v1/operations/{_seg(operation_id)}/verify"
+        path = f"/v1/operations/{seg(operation_id)}/verify"
         return VerifyResult.from_json(self._call("POST", path, body={"code": code}, request_id=request_id))
 
     def login(self, credential_id: str, code: str, *, request_id: str | None = None) -> VerifyResult:
         """An Identify code without an operation; a refusal raises :class:`~capsim.errors.InvalidCode`."""
-        path = f"/v1/credentials/{_seg(credential_id)}/login"
+        path = f"/v1/credentials/{seg(credential_id)}/login"
         return VerifyResult.from_json(self._call("POST", path, body={"code": code}, request_id=request_id))
 
     # -- audit ------------------------------------------------------------------------------------
@@ -550,4 +490,4 @@ class VerifierClient:
         try:
             return AuditTip.from_json(json.dumps(self._object("GET", "/v1/audit/tip")))
         except ValidationError:
-            raise _shape("expected an audit tip") from None
+            raise shape("expected an audit tip") from None

@@ -13,8 +13,9 @@ Theory of operation
    (a credential has no ``cvn`` over HTTP). Refusals keep their exit codes: a rejected code
    10, a temporary failure or rate limit 11, an invalid input 13, a broken audit 14, a
    reused request id 15.
+   ``verifier cert …`` commands are in :mod:`capsim.cli.remote_certs`.
 3. Commands the API does not cover (``init``, ``keys …``, ``client …``, ``serve``, the audit
-   listing) and ``--as`` (over HTTP the API key decides who acts) are refused with a
+   listing, ``cert trust``) and ``--as`` (over HTTP the API key decides who acts) are refused with a
    :class:`~capsim.errors.ConfigError` (exit 13) that says so; nothing is sent.
 4. Card files are read here, on the command line, as for a local database: PAN, PSN and
    profile go to the service, the card's keys never do. No code, key or PAN is printed.
@@ -67,6 +68,10 @@ def run_remote(kwargs: dict[str, Any]) -> None:
     """Run the current command against the service named by ``kwargs["db"]``."""
     path = _command_path()
     handler = COMMANDS.get(path)
+    if handler is None and path.startswith("verifier cert "):
+        from capsim.cli.remote_certs import CERT_COMMANDS
+
+        handler = CERT_COMMANDS.get(path)
     if handler is None:
         raise ConfigError(
             f"'{path}' is not available against a verifier service (the HTTP API does not cover it); "

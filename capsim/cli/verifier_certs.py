@@ -43,7 +43,7 @@ from capsim.verifier.session import VerifierSession
 if TYPE_CHECKING:
     from capsim.verifier.certificates import CertificateVerifier
 
-__all__ = ["cert_group"]
+__all__ = ["cert_group", "read_signature"]
 
 _AS = click.option("--as", "acting_user", metavar="ADMIN", help="Act as the organisation's administrator.")
 _MAX_SIGNATURE_FILE = 4096
@@ -93,7 +93,8 @@ def _rejection(as_json: bool, key: str) -> Iterator[None]:
         raise
 
 
-def _signature(hex_value: str | None, path: Path | None) -> bytes:
+def read_signature(hex_value: str | None, path: Path | None) -> bytes:
+    """The token's signature from ``--signature HEX`` or ``--signature-file FILE`` (exactly one)."""
     if (hex_value is None) == (path is None):
         raise ValidationError("--signature HEX or --signature-file FILE: exactly one is needed")
     if hex_value is not None:
@@ -293,7 +294,7 @@ def register_command(
 ) -> None:
     """Register a certificate with the organisation's master code, the user's identity number
     and the token's signature of a registration challenge. Any refusal: exit 10."""
-    signature = _signature(signature_hex, signature_file)
+    signature = read_signature(signature_hex, signature_file)
     certificate = cert_path.read_bytes()
     master = read_secret("Organisation master code", from_stdin=secrets_stdin)
     identity = read_secret("Identity number", from_stdin=secrets_stdin)
@@ -371,7 +372,7 @@ def authenticate_command(
 ) -> None:
     """Check the token's signature of CHALLENGE, once. Exit 0 on accept; every reject is
     "code rejected" with exit 10."""
-    signature = _signature(signature_hex, signature_file)
+    signature = read_signature(signature_hex, signature_file)
     with _service(db) as (_session, cv), _rejection(as_json, "accepted"):
         acc = cv.authenticate(challenge_id, signature)
     obj = {

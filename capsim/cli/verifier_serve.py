@@ -193,7 +193,10 @@ def _audit(tx: Any, reason: str, client: ApiClient) -> None:
     help="operator (everything), verification (operations and codes) or customer-admin.",
 )
 @click.option(
-    "--as", "acting_user", metavar="ADMIN", help="customer-admin: the administrator user it acts as."
+    "--as",
+    "acting_user",
+    metavar="ADMIN",
+    help="customer-admin: the administrator it acts as (of a customer account or an organisation).",
 )
 @_db_options
 @handle_errors
@@ -211,9 +214,12 @@ def client_add_command(
     key, digest = new_api_key(client_id)
     with open_session(db) as session, session.transaction() as tx:
         if acting_user is not None:
-            admin = tx.get_user(acting_user)
+            # a customer account's administrator, or an organisation's (certificate credentials)
+            admin = tx.get_user(acting_user) or tx.get_org_user(acting_user)
             if admin is None or admin.role is not UserRole.ADMIN or admin.disabled:
-                raise ValidationError(f"--as: {acting_user!r} is not an administrator of a customer account")
+                raise ValidationError(
+                    f"--as: {acting_user!r} is not an administrator of a customer account or an organisation"
+                )
         client = ApiClient(
             client_id=client_id,
             name=name,

@@ -205,7 +205,7 @@ async def _send_413(scope: Scope, send: Send) -> None:
 def create_app(config: ServiceConfig | None = None) -> FastAPI:
     """The application; ``config=None`` reads it in the lifespan from the environment
     (:meth:`ServiceConfig.from_env`). The OpenAPI document needs no database."""
-    from capsim.service import privacyidea, v1_admin, v1_codes
+    from capsim.service import privacyidea, v1_admin, v1_certs, v1_codes
 
     holder: dict[str, ServiceConfig] = {}
 
@@ -230,6 +230,7 @@ def create_app(config: ServiceConfig | None = None) -> FastAPI:
     _install_handlers(app)
     app.include_router(v1_codes.router)
     app.include_router(v1_admin.router)
+    app.include_router(v1_certs.router)
     app.include_router(privacyidea.router)
 
     @app.get("/healthz", tags=["probes"], summary="The process answers")

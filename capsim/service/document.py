@@ -9,7 +9,9 @@ Theory of operation
    parameter of a following call: an operation's id to ``GET /v1/operations/{id}`` and
    ``…/verify``; a user's id to its activation codes and credentials; an activation code to
    an enrolment; a credential's id to every credential route (its lifecycle, operations,
-   logins). Clients and tools that follow links (schemathesis's stateful mode) chain calls
+   logins); an organisation's id to its registration challenges, users and certificates, a
+   challenge to its registration or authentication, a certificate's id to its routes.
+   Clients and tools that follow links (schemathesis's stateful mode) chain calls
    with them; every link names its target by ``operationId`` and its values by runtime
    expressions (``$response.body#/…``), and a link whose source or target route does not
    exist is an error when the document is built, not a silent omission.
@@ -32,6 +34,8 @@ OPEN_PATHS: Final = frozenset({"/healthz", "/readyz"})
 _CRED: Final = "/v1/credentials/{credential_id}"
 _OP: Final = "/v1/operations/{operation_id}"
 _USER: Final = "/v1/users/{user_id}"
+_ORG: Final = "/v1/organisations/{org_id}"
+_CERT: Final = "/v1/certificates/{credential_id}"
 
 
 @dataclass(frozen=True)
@@ -94,6 +98,83 @@ def _to_user(source: tuple[str, str], status: str, pointer: str) -> list[Link]:
     ]
 
 
+# The routes an organisation id, a certificate id and an organisation user's id lead to.
+_ORGANISATION_ROUTES: Final = (
+    ("GetOrganisation", ("get", _ORG), "read the organisation"),
+    ("RegistrationChallenge", ("post", _ORG + "/registration-challenges"), "issue a registration challenge"),
+    ("ListOrganisationUsers", ("get", _ORG + "/users"), "list its users"),
+    ("ListOrganisationCertificates", ("get", _ORG + "/certificates"), "list its certificates"),
+)
+_CERTIFICATE_ROUTES: Final = (
+    ("GetCertificate", ("get", _CERT), "read the certificate"),
+    ("CertificateChallenge", ("post", _CERT + "/challenges"), "issue an operation challenge"),
+    ("RevokeCertificate", ("post", _CERT + "/revoke"), "revoke it"),
+    ("UnblockCertificate", ("post", _CERT + "/unblock"), "unblock it"),
+)
+_ORG_USER_ROUTES: Final = (
+    (
+        "RegisterSupplementary",
+        ("post", _ORG + "/users/{user_id}/certificates"),
+        "register a supplementary certificate",
+    ),
+    ("RemoveOrganisationUser", ("post", "/v1/organisation-users/{user_id}/remove"), "remove the user"),
+)
+
+
+def _certificate_links() -> list[Link]:
+    """Organisation → its challenges, users and certificates; a challenge → its registration or
+    authentication; a certificate → its routes (rule 2)."""
+    out: list[Link] = []
+
+    def each(routes: tuple[tuple[str, tuple[str, str], str], ...], source: tuple[str, str], status: str,
+             params: dict[str, str]) -> None:  # fmt: skip
+        out.extend(Link(name, source, status, target, what, params) for name, target, what in routes)
+
+    org = {"org_id": "$response.body#/org_id"}
+    each(_ORGANISATION_ROUTES, ("post", "/v1/organisations"), "201", org)
+    each(_ORGANISATION_ROUTES[1:], ("get", _ORG), "200", org)
+    register = ("post", _ORG + "/certificates")
+    challenge = {"challenge_id": "$response.body#/challenge_id"}
+    out.append(
+        Link(
+            "RegisterCertificate",
+            ("post", _ORG + "/registration-challenges"),
+            "201",
+            register,
+            "register a certificate with this challenge's signature",
+            org,
+            body=challenge,
+        )
+    )
+    authenticate = ("post", "/v1/certificate-challenges/{challenge_id}/authenticate")
+    out.append(
+        Link(
+            "Authenticate",
+            ("post", _CERT + "/challenges"),
+            "201",
+            authenticate,
+            "present the token's signature of this challenge",
+            challenge,
+        )
+    )
+    cert = {"credential_id": "$response.body#/cert_id"}
+    for source, status in ((register, "201"), (("get", _CERT), "200"), (("post", _CERT + "/unblock"), "200")):
+        routes = _CERTIFICATE_ROUTES[1:] if source[0] == "get" else _CERTIFICATE_ROUTES
+        each(routes, source, status, cert)
+    each(
+        _CERTIFICATE_ROUTES,
+        ("get", _ORG + "/certificates"),
+        "200",
+        {"credential_id": "$response.body#/0/cert_id"},
+    )
+    user = {"org_id": "$response.body#/org_id", "user_id": "$response.body#/user_id"}
+    first = {"org_id": "$response.body#/0/org_id", "user_id": "$response.body#/0/user_id"}
+    for source, status, params in ((register, "201", user), (("get", _ORG + "/users"), "200", first)):
+        each(_ORG_USER_ROUTES[:1], source, status, params)
+        each(_ORG_USER_ROUTES[1:], source, status, {"user_id": params["user_id"]})
+    return out
+
+
 def _links() -> tuple[Link, ...]:
     new_op = ("post", _CRED + "/operations")
     by_id = {"operation_id": "$response.body#/operation_id"}
@@ -126,7 +207,7 @@ def _links() -> tuple[Link, ...]:
     for source in returns_credential:
         status = "201" if source[1] == "/v1/enrolments" else "200"
         out += _to_credential(source, status, "/credential_id")
-    return tuple(out)
+    return tuple(out + _certificate_links())
 
 
 # Credential routes whose answers do not carry a credential id (or carry it elsewhere).

@@ -52,3 +52,40 @@ def test_links_chain_operations_users_enrolment_and_credentials() -> None:
     assert {"Suspend", "Resume", "Revoke", "ReportLost", "CreateOperation", "Login"} <= set(enrolled)
     assert enrolled["Suspend"]["parameters"] == {"credential_id": "$response.body#/credential_id"}
     assert set(links("post", "/v1/credentials/{credential_id}/suspend", "200")) >= {"Resume", "Revoke"}
+
+
+def test_links_chain_organisations_challenges_and_certificates() -> None:
+    """Certificate credentials: organisation → registration challenge → registration (the
+    challenge id in the body) → certificate routes and supplementary registration; an operation
+    challenge → its authentication."""
+    doc = create_app().openapi()
+    ids = {op["operationId"]: (m, p) for p, ops in doc["paths"].items() for m, op in ops.items()}
+
+    def links(method: str, path: str, status: str) -> dict[str, dict[str, object]]:
+        found: dict[str, dict[str, object]] = doc["paths"][path][method]["responses"][status]["links"]
+        return found
+
+    created = links("post", "/v1/organisations", "201")
+    assert {"GetOrganisation", "RegistrationChallenge", "ListOrganisationUsers"} <= set(created)
+    register = links("post", "/v1/organisations/{org_id}/registration-challenges", "201")[
+        "RegisterCertificate"
+    ]
+    assert ids[str(register["operationId"])] == ("post", "/v1/organisations/{org_id}/certificates")
+    assert register["requestBody"] == {"challenge_id": "$response.body#/challenge_id"}
+    registered = links("post", "/v1/organisations/{org_id}/certificates", "201")
+    assert registered["CertificateChallenge"]["parameters"] == {"credential_id": "$response.body#/cert_id"}
+    supplementary = registered["RegisterSupplementary"]
+    assert ids[str(supplementary["operationId"])] == (
+        "post",
+        "/v1/organisations/{org_id}/users/{user_id}/certificates",
+    )
+    auth = links("post", "/v1/certificates/{credential_id}/challenges", "201")["Authenticate"]
+    assert ids[str(auth["operationId"])] == ("post", "/v1/certificate-challenges/{challenge_id}/authenticate")
+    assert auth["parameters"] == {"challenge_id": "$response.body#/challenge_id"}
+    secret = doc["components"]["schemas"]["RegistrationIn"]["properties"]
+    assert {"master_code", "identity_number", "certificate", "signature"} <= set(secret)
+    paths_and_queries = json.dumps(
+        [p.get("parameters", []) for ops in doc["paths"].values() for p in ops.values()]
+    )
+    assert "master_code" not in paths_and_queries
+    assert "identity_number" not in paths_and_queries
