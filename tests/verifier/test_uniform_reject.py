@@ -23,6 +23,7 @@ from capsim.probe import ProbeOptions, Status
 from capsim.probe.timing import check_uniform_reject_timing
 from capsim.verifier import memory, postgres, sqlite
 from capsim.verifier.memory import MemoryStore
+from capsim.verifier.model import ACTIVE_STATES
 from capsim.verifier.padding import PAD_CREDENTIAL_ID, PAD_OPERATION_ID, padding_credential
 from capsim.verifier.service import Verifier
 from capsim.verifier.sqlite import SqliteStore
@@ -74,7 +75,8 @@ def statement_log(backend: str, monkeypatch: pytest.MonkeyPatch) -> Iterator[Log
         def traced_pipeline(self: Any, conn: Any, statements: Any, *, context: str) -> Any:
             out = pipeline(self, conn, statements, context=context)
             if len(statements) > 1:  # a single statement went through _execute
-                log.extend((sql, len(rows) if rows else count) for (sql, _), (rows, count) in zip(statements, out))
+                for (sql, _params), (rows, count) in zip(statements, out, strict=True):
+                    log.append((sql, len(rows) if rows else count))
             return out
 
         monkeypatch.setattr(postgres.PostgresStore, "_execute", traced_execute)
@@ -88,7 +90,9 @@ def statement_log(backend: str, monkeypatch: pytest.MonkeyPatch) -> Iterator[Log
         ):  # fmt: skip
             method = getattr(tx_class, name)
 
-            def traced_call(self: Any, *args: Any, _m: Callable[..., Any] = method, _n: str = name, **kw: Any) -> Any:
+            def traced_call(
+                self: Any, *args: Any, _m: Callable[..., Any] = method, _n: str = name, **kw: Any
+            ) -> Any:
                 result = _m(self, *args, **kw)
                 # a point lookup of the target and of its padding row: one of them is found
                 log.append((_n, -1 if _n.startswith("get_") and _n != "get_request" else _size(result)))
@@ -171,7 +175,8 @@ def test_an_unknown_target_writes_the_padding_row_and_nothing_else(
     with b.store.transaction() as tx:
         pad = tx.get_credential(PAD_CREDENTIAL_ID)
         pad_op = tx.get_operation(PAD_OPERATION_ID)
-    assert pad is not None and pad_op is not None
+    assert pad is not None
+    assert pad_op is not None
     assert dataclasses.replace(pad, version=1) == padding_credential()  # the migration's row
     with pytest.raises(InvalidCode):
         b.verifier.verify("cr-00000000deadbeef", WRONG, request_id=b.rid())
@@ -193,7 +198,7 @@ def test_the_padding_rows_are_no_ones(store_factory: StoreFactory, clock: Clock)
     with b.store.transaction() as tx:
         everything = tx.list_credentials()
         by_user = tx.list_credentials(user_id="alice")
-        live = tx.list_credentials(states=frozenset({"active", "pending", "suspended", "blocked"}))  # type: ignore[arg-type]
+        live = tx.list_credentials(states=ACTIVE_STATES)
         assert tx.list_open_operations(PAD_CREDENTIAL_ID, tx.now()) == []
     assert [c.credential_id for c in everything] == [b.cid]
     assert [c.credential_id for c in by_user] == [b.cid]
