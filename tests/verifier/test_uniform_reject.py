@@ -24,7 +24,13 @@ from capsim.probe.timing import check_uniform_reject_timing
 from capsim.verifier import memory, postgres, sqlite
 from capsim.verifier.memory import MemoryStore
 from capsim.verifier.model import ACTIVE_STATES
-from capsim.verifier.padding import PAD_CREDENTIAL_ID, PAD_OPERATION_ID, padding_credential
+from capsim.verifier.padding import (
+    PAD_CREDENTIAL_ID,
+    PAD_OPERATION_CREDENTIAL_ID,
+    PAD_OPERATION_ID,
+    padding_credential,
+    padding_operation,
+)
 from capsim.verifier.service import Verifier
 from capsim.verifier.sqlite import SqliteStore
 from capsim.verifier.store import Store
@@ -177,7 +183,11 @@ def test_an_unknown_target_writes_the_padding_row_and_nothing_else(
         pad_op = tx.get_operation(PAD_OPERATION_ID)
     assert pad is not None
     assert pad_op is not None
-    assert dataclasses.replace(pad, version=1) == padding_credential()  # the migration's row
+    assert dataclasses.replace(pad, version=1) == padding_credential()  # the migration's rows
+    assert pad_op == padding_operation()
+    with b.store.transaction() as tx:
+        op_pad = tx.get_credential(PAD_OPERATION_CREDENTIAL_ID)
+    assert op_pad == padding_credential(PAD_OPERATION_CREDENTIAL_ID)
     with pytest.raises(InvalidCode):
         b.verifier.verify("cr-00000000deadbeef", WRONG, request_id=b.rid())
     with pytest.raises(InvalidCode):
