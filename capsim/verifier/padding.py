@@ -22,8 +22,10 @@ Theory of operation
    may pass contains (:func:`capsim.verifier.checks.ident`), so no lifecycle call, listing
    or lookup by a user reaches them; their user, customer and PAN token are not a user's,
    customer's or card's (so no per-user limit, sibling group or replay floor sees them); the
-   credential is ``revoked`` (outside the one-live-credential-per-card index) and its key
-   reference names no key; stores leave them out of every listing
+   credentials are ``blocked`` (never verified, and like a real card in the
+   one-live-credential-per-card index, so writing one back updates an index entry as a real
+   card's write does: a revoked row's write is cheaper on SQLite) under PAN tokens of their
+   own, and their key reference names no key; stores leave them out of every listing
    (:meth:`~capsim.verifier.store.StoreTransaction.list_credentials`). A call that names a
    padding row's id directly is refused as an unknown target. The operation is expired
    (2000-01-01) and never consumed, so its conditional update always matches.
@@ -91,7 +93,7 @@ def padding_credential(credential_id: str = PAD_CREDENTIAL_ID) -> Credential:
         credential_id=credential_id,
         user_id=_PAD_USER,
         customer_id=_PAD_USER,
-        state=CredentialState.REVOKED,
+        state=CredentialState.BLOCKED,
         key_ref="padding:none",
         pan_token=":padding:" + credential_id[-1] * 23,  # as long as a real PAN token (32)
         pan_last4="0000",
