@@ -73,6 +73,13 @@ from capsim.verifier.model import (
     Snapshot,
     transition,
 )
+from capsim.verifier.padding import (
+    DUMMY_PROFILE,
+    PAD_CREDENTIAL_ID,
+    PAD_OPERATION_CREDENTIAL_ID,
+    PAD_OPERATION_ID,
+    is_padding,
+)
 from capsim.verifier.policy import VerifierPolicy
 
 __all__ = [
@@ -90,17 +97,6 @@ __all__ = [
 
 _MAX_ATC: Final = 0xFFFF
 _OP_PREFIX: Final = "op-"
-
-#: The profile of the dummy card an unknown target is evaluated against (V30).
-DUMMY_PROFILE: Final = CredentialProfile(
-    reader_profile="mc-cap",
-    cdol1=bytes.fromhex("9F02069F03069F1A0295055F2A029A039C019F3704"),
-    aip=b"\x10\x00",
-    ipb=bytes.fromhex("00001F00000000000FFFFF00000000008000"),
-    iaf=b"\xa0",
-    cvn=0x0A,
-    iad_variants=(bytes.fromhex("060A0A03A48000"),),
-)
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
@@ -138,6 +134,7 @@ class Screen:
     operation: Operation | None = None
     tried: tuple[Credential, ...] = ()
     probes: tuple[Probe, ...] = ()
+    padding: Credential | None = None
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
@@ -174,9 +171,17 @@ def _locked(cred: Credential, now: datetime) -> bool:
     return cred.locked_until is not None and now < cred.locked_until
 
 
-def candidate(cred: Credential, policy: VerifierPolicy, *, first_use: bool) -> CardCandidate:
+def candidate(
+    cred: Credential,
+    policy: VerifierPolicy,
+    *,
+    first_use: bool,
+    key_ref: str | None = None,
+    profile: CredentialProfile | None = None,
+) -> CardCandidate:
     """The matcher's view of a credential, with the history-variant rule (V10): every variant
-    after an issuer script; at least two for a first code; else ``policy.history_variants``."""
+    after an issuer script; at least two for a first code; else ``policy.history_variants``.
+    ``key_ref`` and ``profile`` replace the credential's (the dummy card of a padding row)."""
     steady = policy.history_variants
     variants: int | None
     if cred.script_atc is not None:
@@ -187,31 +192,32 @@ def candidate(cred: Credential, policy: VerifierPolicy, *, first_use: bool) -> C
         variants = steady
     return CardCandidate(
         credential_id=cred.credential_id,
-        key_ref=cred.key_ref,
+        key_ref=cred.key_ref if key_ref is None else key_ref,
         psn=cred.psn,
-        profile=cred.profile,
+        profile=cred.profile if profile is None else profile,
         last_atc=cred.last_atc,
         variants=variants,
     )
 
 
-def _refusal(call: Call, snap: Snapshot, target: Credential | None, policy: VerifierPolicy) -> str:
+def _refusal(
+    call: Call, now: datetime, op: Operation | None, target: Credential | None, policy: VerifierPolicy
+) -> str:
     """The internal reason a call is refused without looking at its code, or ``""``."""
-    op = snap.operation
     is_op = call.target.startswith(_OP_PREFIX) and call.method == "verify"
     if target is None:
         return "unknown-operation" if is_op and op is None else "unknown-credential"
     wanted = CredentialState.PENDING if call.method == "activate" else CredentialState.ACTIVE
     if target.state is not wanted:
         return f"state-{target.state.value}"
-    if _locked(target, snap.now):
+    if _locked(target, now):
         return "locked"
     if op is not None:
         if op.credential_id != target.credential_id:
             return "operation-mismatch"
         if op.consumed_at is not None:
             return "operation-consumed"
-        if snap.now >= op.expires_at:
+        if now >= op.expires_at:
             return "operation-expired"
         if op.attempts >= op.max_attempts:
             return "operation-closed"
@@ -234,47 +240,64 @@ def screen(
 
     An unknown target is evaluated against a dummy card with ``dummy_key_ref`` and
     ``dummy_profile`` (the caller passes the profile of the credentials it usually sees, so
-    the dummy costs what a real card costs)."""
+    the dummy costs what a real card costs). When the store returned its padding rows
+    (:mod:`capsim.verifier.padding`) the dummy card stands in for the padding credential and
+    goes through the same steps as a real target, with the padding operation's data when the
+    call names an operation."""
     previous = snap.request
     if previous is not None:
         same = previous.binds(method=call.method, target=call.target, fingerprint=call.fingerprint)
         return Screen(replay=previous) if same else Screen(conflict=True)
     is_op = call.target.startswith(_OP_PREFIX) and call.method == "verify"
-    op = snap.operation if is_op else None
+    read = snap.operation if is_op else None
+    op = None if read is None or is_padding(read.operation_id) else read
     target_id = op.credential_id if op is not None else (None if is_op else call.target)
     by_id = {c.credential_id: c for c in snap.credentials}
-    target = by_id.get(target_id) if target_id is not None else None
-    refusal = _refusal(call, snap, target, policy)
+    target = by_id.get(target_id) if target_id is not None and not is_padding(target_id) else None
+    refusal = _refusal(call, snap.now, op, target, policy)
 
+    subject = target
+    stand_in: tuple[str | None, CredentialProfile | None] = (None, None)
     if target is None:
-        dummy = CardCandidate(
-            credential_id="",
-            key_ref=dummy_key_ref,
-            psn="00",
-            profile=dummy_profile,
-            last_atc=-1,
-            variants=policy.history_variants,
-        )
-        probe = Probe(code_index=0, cards=(dummy,), request=match_request(None), window=policy.atc_window)
-        return Screen(refusal=refusal, probes=(probe,) * call.codes)
+        padding = by_id.get(PAD_OPERATION_CREDENTIAL_ID if is_op else PAD_CREDENTIAL_ID)
+        if padding is None:  # a store without padding rows: the dummy card alone
+            dummy = CardCandidate(
+                credential_id="",
+                key_ref=dummy_key_ref,
+                psn="00",
+                profile=dummy_profile,
+                last_atc=-1,
+                variants=policy.history_variants,
+            )
+            probe = Probe(code_index=0, cards=(dummy,), request=match_request(None), window=policy.atc_window)
+            return Screen(refusal=refusal, probes=(probe,) * call.codes)
+        # the padding row with the dummy card's key and profile: the same steps as a real
+        # target (V30)
+        subject, stand_in = padding, (dummy_key_ref, dummy_profile)
+        if op is None and read is not None:
+            op = read  # the padding operation's data shape the probe; it is never the target's
+    assert subject is not None
 
-    if _locked(target, snap.now) or target.locked_until is None:
-        fresh = target
+    if _locked(subject, snap.now) or subject.locked_until is None:
+        fresh = subject
     else:  # the lock expired: counting starts again (V29)
-        fresh = dataclasses.replace(target, locked_until=None, fail_count=0)
+        fresh = dataclasses.replace(subject, locked_until=None, fail_count=0)
     tried = [fresh]
     if call.method == "verify" and policy.try_sibling_cards:
         tried += [
             c
             for c in snap.credentials
-            if c.credential_id != target.credential_id
-            and c.user_id == target.user_id
-            and c.pan_token == target.pan_token
+            if c.credential_id != subject.credential_id
+            and c.user_id == subject.user_id
+            and c.pan_token == subject.pan_token
             and c.state is CredentialState.ACTIVE
             and not _locked(c, snap.now)
         ]
     first_use = call.method == "activate"
-    cards = tuple(candidate(c, policy, first_use=first_use) for c in tried)
+    cards: tuple[CardCandidate, ...] = (
+        candidate(fresh, policy, first_use=first_use, key_ref=stand_in[0], profile=stand_in[1]),
+    )
+    cards += tuple(candidate(c, policy, first_use=first_use) for c in tried[1:])
     request = match_request(op)
     if call.method == "resync":
         probes = tuple(
@@ -294,6 +317,8 @@ def screen(
                     purpose="auto-resync",
                 ),
             )
+    if target is None:
+        return Screen(refusal=refusal, padding=subject, probes=probes)
     return Screen(
         refusal=refusal, original=target, target=fresh, operation=op, tried=tuple(tried), probes=probes
     )
@@ -358,6 +383,32 @@ def _op_write(
     )
 
 
+def _named_credential(call: Call, scr: Screen) -> str | None:
+    """The credential id a call named, or for an operation the padding credential's."""
+    if call.target.startswith(_OP_PREFIX) and call.method == "verify":
+        return None if scr.padding is None else scr.padding.credential_id
+    return call.target
+
+
+def _op_touch(call: Call, op: Operation | None, *, padded: bool) -> OperationWrite:
+    """The operation row a refusal touches unchanged (padding module, rule 2): the named
+    operation while it is not consumed, else the padding operation; none for a call that
+    names a credential (or a store without padding rows)."""
+    if not (call.target.startswith(_OP_PREFIX) and call.method == "verify") or not padded:
+        return _op_write(None)
+    if op is not None and op.consumed_at is None:
+        return OperationWrite(
+            operation_id=op.operation_id,
+            expected_attempts=op.attempts,
+            attempts=op.attempts,
+            consumed_at=None,
+            required=False,
+        )
+    return OperationWrite(
+        operation_id=PAD_OPERATION_ID, expected_attempts=0, attempts=0, consumed_at=None, required=False
+    )
+
+
 def _resync_atc(results: Sequence[MatchResult], codes: int) -> int | None:
     """The last ATC of the lowest run a, a+1(, a+2) matched by the codes in order (V34)."""
     sets = [{m.atc for m in r.matches} for r in results]
@@ -405,9 +456,10 @@ def settle(
     target = scr.target
     op = scr.operation
     if scr.refusal or target is None:
-        # the same statements as a wrong code: touch the target row, the operation row, the
-        # request row (V30); nothing is counted
-        orig = scr.original
+        # the same statements and rows as a wrong code: touch the target row (the padding
+        # row when there is none), an operation row when the call names one, the request
+        # row (V30); nothing is counted
+        orig = scr.original if scr.original is not None else scr.padding
         touch = (
             _write(orig)
             if orig is not None
@@ -417,9 +469,13 @@ def settle(
             outcome=Outcome.REJECT,
             reason=scr.refusal or "unknown-credential",
             changes=Changes(
-                credentials=(touch,), operation=_op_write(None), request=_record(call, now, Outcome.REJECT)
+                credentials=(touch,),
+                operation=_op_touch(call, scr.operation, padded=scr.padding is not None or orig is not None),
+                request=_record(call, now, Outcome.REJECT),
             ),
-            credential_id=None if target is None else target.credential_id,
+            # the audit names the credential the call named, known or not, or for an unknown
+            # operation the padding credential written in its place (the same record size)
+            credential_id=target.credential_id if target is not None else _named_credential(call, scr),
         )
 
     match: Match | None

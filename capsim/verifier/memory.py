@@ -53,6 +53,12 @@ from capsim.verifier.model import (
     Snapshot,
     User,
 )
+from capsim.verifier.padding import (
+    PAD_OPERATION_CREDENTIAL_ID,
+    is_padding,
+    padding_credential,
+    padding_operation,
+)
 from capsim.verifier.store import check_rebind, read_snapshot, write_changes
 
 __all__ = ["MemoryStore"]
@@ -109,9 +115,15 @@ class MemoryStore:
         self.rates: dict[str, tuple[int, int]] = {}
         self.cert_tables = CertTables()
         self._closed = False
+        # the padding rows (padding module): what a migrated SQL database holds from version 8
+        for pad in (padding_credential(), padding_credential(PAD_OPERATION_CREDENTIAL_ID)):
+            self.credentials[pad.credential_id] = pad
+            self.by_pan[pad.pan_token] = {pad.credential_id: None}
+        pad_op = padding_operation()
+        self.operations[pad_op.operation_id] = pad_op
 
     def __repr__(self) -> str:
-        return f"<MemoryStore credentials={len(self.credentials)} audit={len(self.audit)}>"
+        return f"<MemoryStore credentials={len(self.credentials) - 2} audit={len(self.audit)}>"
 
     @contextmanager
     def transaction(
@@ -308,6 +320,8 @@ class _MemoryTransaction(MemoryCertTables):
             ids = self._s.credentials
         out = []
         for cid in ids:
+            if pan_token is None and is_padding(cid):
+                continue  # the padding rows are no one's credentials
             c = self._s.credentials[cid]
             if user_id is not None and c.user_id != user_id:
                 continue

@@ -68,7 +68,7 @@ from capsim.verifier.audit import (
 )
 from capsim.verifier.dbparse import redact_db_url
 from capsim.verifier.model import Changes, Snapshot
-from capsim.verifier.sqlbase import _SELECT_OPERATION, _SELECT_REQUEST, SqlTransactionBase
+from capsim.verifier.sqlbase import _SELECT_REQUEST, _SELECT_VERIFY_OPERATION, SqlTransactionBase
 
 try:
     import psycopg
@@ -179,7 +179,7 @@ class _PgTransaction(SqlTransactionBase):
         )
         statements: list[tuple[str, Sequence[Any]]] = [(self._sql(lock_sql), lock_params)]
         if operation_id is not None:
-            statements.append((self._sql(_SELECT_OPERATION), (operation_id,)))
+            statements.append((self._sql(_SELECT_VERIFY_OPERATION), (operation_id,)))
         statements.append((self._sql(_SELECT_REQUEST), (request_id,)))
         results = self._batch(statements)
         creds = tuple(self._credential(r) for r in results[0][0])

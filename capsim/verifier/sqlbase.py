@@ -55,6 +55,7 @@ from capsim.verifier.model import (
     User,
     UserRole,
 )
+from capsim.verifier.padding import PAD_CREDENTIAL_ID, PAD_OPERATION_CREDENTIAL_ID, PAD_OPERATION_ID
 from capsim.verifier.sqlrows import (
     _ACC_COLS,
     _ACT_COLS,
@@ -91,6 +92,11 @@ _INSERT_ACCEPTANCE: Final = (
     " ON CONFLICT DO NOTHING"
 )
 _SELECT_OPERATION: Final = f"SELECT {_cols(_OP_COLS)} FROM cap_operation WHERE operation_id = ?"  # noqa: S608
+# the operation a verification names, or the padding operation when it does not exist (V30)
+_SELECT_VERIFY_OPERATION: Final = (
+    f"SELECT {_cols(_OP_COLS)} FROM cap_operation WHERE operation_id = coalesce("  # noqa: S608 constant
+    f"(SELECT operation_id FROM cap_operation WHERE operation_id = ?), '{PAD_OPERATION_ID}')"
+)
 _SELECT_REQUEST: Final = f"SELECT {_cols(_REQ_COLS)} FROM cap_request WHERE request_id = ?"  # noqa: S608
 _CLIENT_COLS: Final = (
     "client_id", "name", "scope", "acting_user", "key_digest", "created_at", "revoked_at", "version",
@@ -298,6 +304,8 @@ class SqlTransactionBase(SqlCertTables, SqlRowCodecs):
         if pan_token is not None:
             where.append("pan_token = ?")
             params.append(pan_token)
+        else:  # the padding rows are no one's credentials
+            where.append("substr(credential_id, 1, 7) <> 'cr:pad:'")
         sql = f"SELECT {_cols(_CRED_COLS)} FROM cap_credential"  # noqa: S608
         if where:
             sql += " WHERE " + " AND ".join(where)
@@ -421,13 +429,15 @@ class SqlTransactionBase(SqlCertTables, SqlRowCodecs):
         self, *, operation_id: str | None, credential_id: str | None, siblings: bool
     ) -> tuple[str, tuple[Any, ...]]:
         """One statement that locks the target credential (found through the operation when
-        given) and, with ``siblings``, the user's other credentials of the same PAN, in
-        ascending id order (store rule 3)."""
-        target_sql = (
+        given; the padding credential when there is none, V30) and, with ``siblings``, the
+        user's other credentials of the same PAN, in ascending id order (store rule 3)."""
+        found = (
             "(SELECT credential_id FROM cap_operation WHERE operation_id = ?)"
             if operation_id is not None
-            else "?"
+            else "(SELECT credential_id FROM cap_credential WHERE credential_id = ?)"
         )
+        padding = PAD_OPERATION_CREDENTIAL_ID if operation_id is not None else PAD_CREDENTIAL_ID
+        target_sql = f"coalesce({found}, '{padding}')"
         target = operation_id if operation_id is not None else credential_id
         if not siblings:
             sql = f"SELECT {_cols(_CRED_COLS)} FROM cap_credential WHERE credential_id = {target_sql}"  # noqa: S608
@@ -443,12 +453,16 @@ class SqlTransactionBase(SqlCertTables, SqlRowCodecs):
         self, *, operation_id: str | None, credential_id: str | None, request_id: str, siblings: bool
     ) -> Snapshot:
         """The target credential's group in one statement (each row read once), then the
-        operation and the request record (store rule 3: the credential row first)."""
+        operation and the request record (store rule 3: the credential row first); the
+        padding rows stand in for a target that is not found (V30)."""
         sql, params = self._lock_group_statement(
             operation_id=operation_id, credential_id=credential_id, siblings=siblings
         )
         creds = tuple(self._credential(r) for r in self._rows(sql, params))
-        op = self.get_operation(operation_id) if operation_id is not None else None
+        op = None
+        if operation_id is not None:
+            row = self._one(_SELECT_VERIFY_OPERATION, (operation_id,))
+            op = None if row is None else self._operation(row)
         return Snapshot(now=self._now, operation=op, credentials=creds, request=self.get_request(request_id))
 
     def _changes_statements(self, changes: Changes, audit_sql: str = "") -> list[tuple[str, Sequence[Any]]]:

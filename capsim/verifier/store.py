@@ -81,6 +81,7 @@ from capsim.verifier.model import (
     Snapshot,
     User,
 )
+from capsim.verifier.padding import PAD_CREDENTIAL_ID, PAD_OPERATION_CREDENTIAL_ID, PAD_OPERATION_ID
 
 __all__ = ["Store", "StoreTransaction", "check_rebind", "read_snapshot", "write_changes"]
 
@@ -173,7 +174,9 @@ class StoreTransaction(Protocol):
         pan_token: str | None = None,
         states: frozenset[CredentialState] | None = None,
     ) -> list[Credential]:
-        """Credentials matching every given filter, ordered by ``credential_id`` (no lock).
+        """Credentials matching every given filter, ordered by ``credential_id`` (no lock);
+        never the padding credential (:mod:`capsim.verifier.padding`), unless asked for by its
+        PAN token.
 
         Must use an index for each filter: the cost may not grow with the total number of
         credentials (V43).
@@ -257,7 +260,11 @@ class StoreTransaction(Protocol):
         """Read what a verification decides on (see :class:`Snapshot`), locking the target
         credential (found through the operation when ``operation_id`` is given) and, with
         ``siblings``, every credential of the same user and PAN token, in ascending id order,
-        before reading the operation again. PostgreSQL does it in one round trip."""
+        before reading the operation again. PostgreSQL does it in one round trip.
+
+        A target that is not found reads the padding rows in its place: the padding
+        credential (and, for an operation, the padding operation), with the same statements
+        (:mod:`capsim.verifier.padding`)."""
         ...
 
     def write_verification(self, changes: Changes, audit: AuditEntry) -> tuple[bool, AuditRecord]:
@@ -435,21 +442,30 @@ def read_snapshot(
     request_id: str,
     siblings: bool,
 ) -> Snapshot:
-    """:meth:`StoreTransaction.read_verification` built from the single-row methods."""
+    """:meth:`StoreTransaction.read_verification` built from the single-row methods.
+
+    A target that is not found reads the padding rows in its place
+    (:mod:`capsim.verifier.padding`), when the store has them."""
+    # the target and its padding row are both looked up, so every class makes the same calls
     target = credential_id
+    op: Operation | None = None
     if operation_id is not None:
-        first = tx.get_operation(operation_id)
-        target = None if first is None else first.credential_id
+        found, pad = tx.get_operation(operation_id), tx.get_operation(PAD_OPERATION_ID)
+        op = found or pad
+        target = None if op is None else op.credential_id
     creds: list[Credential] = []
     if target is not None:
-        head = tx.get_credential(target)
+        padding = PAD_CREDENTIAL_ID if operation_id is None else PAD_OPERATION_CREDENTIAL_ID
+        head, pad_row = tx.get_credential(target), tx.get_credential(padding)
+        head = head or pad_row
         if head is not None:
-            ids = [target]
+            ids = [head.credential_id]
             if siblings:
                 group = tx.list_credentials(pan_token=head.pan_token)
                 ids += [c.credential_id for c in group if c.user_id == head.user_id]
             creds = tx.lock_credentials(ids)
-    op = tx.get_operation(operation_id) if operation_id is not None else None
+    if op is not None:  # read again after the lock (store rule 3)
+        op = tx.get_operation(op.operation_id)
     return Snapshot(now=tx.now(), operation=op, credentials=tuple(creds), request=tx.get_request(request_id))
 
 

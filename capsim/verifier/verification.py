@@ -40,6 +40,7 @@ from capsim.verifier import checks, decision, engine
 from capsim.verifier.audit import AuditEntry
 from capsim.verifier.core import CRED_PREFIX, OP_PREFIX, ConflictError, ServiceCore, provider_failures
 from capsim.verifier.model import Acceptance, Credential, OperationMode, Outcome
+from capsim.verifier.padding import is_padding
 from capsim.verifier.store import StoreTransaction
 
 __all__ = ["activate", "decide", "request_fingerprint", "resync", "verify"]
@@ -179,7 +180,10 @@ def _decide_tx(
         core.typical_profile = scr.original.profile
     if scr.conflict:
         raise RequestConflict(call.request_id)
-    op = snap.operation if is_op else None
+    # the operation the call names; an unknown one's audit record takes the mode and digest of
+    # the padding operation read in its place, so every record has the same size (V30)
+    read_op = snap.operation if is_op else None
+    op = None if read_op is None or is_padding(read_op.operation_id) else read_op
     event = _EVENTS[call.method]
 
     def entry(outcome: Outcome, reason: str, *, atc: int | None = None, cid: str | None = None) -> AuditEntry:
@@ -190,9 +194,9 @@ def _decide_tx(
             request_id=call.request_id,
             credential_id=cid,
             operation_id=op.operation_id if op is not None else (call.target if is_op else None),
-            mode=(op.mode.value if op else OperationMode.IDENTIFY.value),
+            mode=(read_op.mode.value if read_op else OperationMode.IDENTIFY.value),
             atc=atc,
-            txn_digest=op.txn_digest if op else b"",
+            txn_digest=read_op.txn_digest if read_op else b"",
             duration_us=core.us(t0),
         )
 
