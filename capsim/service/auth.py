@@ -25,6 +25,14 @@ Theory of operation
    and the counters run as single statements outside a transaction
    (:meth:`capsim.verifier.postgres.PostgresStore.autocommit`): one round trip for the key,
    none for ``BEGIN``/``COMMIT``; the other stores use one transaction as before.
+6. **One thread hand-over per request.** The check is blocking store I/O, so it runs in a
+   worker thread. On a :class:`OneHopRoute` (the ``/v1`` routers) the guard, an async
+   dependency, only hands a :class:`PendingCaller` to the endpoint, which resolves it first
+   thing in its own worker-thread call: nothing of the route runs before the check. Parameters
+   and the body are validated by FastAPI before the endpoint runs; when they fail, the
+   schema-error handler resolves the pending check first (:func:`pending_caller`), so a caller
+   without a valid key, scope or rate gets that refusal, never the schema error. Elsewhere the
+   guard runs the check in a thread call of its own before the route, as before.
 """
 
 from __future__ import annotations
