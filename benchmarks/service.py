@@ -86,6 +86,7 @@ class Figures:
     n: int
     seconds: float
     cpu_s: float = 0.0  # load generator CPU time (HTTP only)
+    worker_cpu: tuple[float, ...] = ()  # CPU seconds of each server process (HTTP only)
 
     def to_dict(self) -> dict[str, float]:
         return {
@@ -96,6 +97,8 @@ class Figures:
             "seconds": round(self.seconds, 3),
             "loadgen_cpu_s": round(self.cpu_s, 3),
             "loadgen_core_share": round(self.cpu_s / self.seconds, 3) if self.seconds else 0.0,
+            "worker_cpu_s": [round(c, 3) for c in self.worker_cpu],
+            "worker_cpu_ms_per_request": round(1000 * sum(self.worker_cpu) / self.n, 3) if self.n else 0.0,
         }
 
 
@@ -158,6 +161,49 @@ def run_library(dsn: str, workers: int, logins: int, warmup: int) -> Figures:
 
 # ------------------------------------------------------------------------------------------------
 # The service: W uvicorn workers, driven by an asyncio/httpx load generator
+
+
+def _workers(root: int) -> list[int]:
+    """The uvicorn worker processes of ``serve`` (the spawned children; ``serve`` itself when
+    it runs one worker), from Linux ``/proc`` (none elsewhere)."""
+    spawned = []
+    for pid in _process_tree(root):
+        try:
+            if b"spawn_main" in Path(f"/proc/{pid}/cmdline").read_bytes():
+                spawned.append(pid)
+        except OSError:
+            continue
+    return spawned or ([root] if Path(f"/proc/{root}").exists() else [])
+
+
+def _process_tree(root: int) -> list[int]:
+    """``root`` and its descendants (Linux ``/proc``; empty elsewhere)."""
+    children: dict[int, list[int]] = {}
+    for entry in Path("/proc").glob("[0-9]*"):
+        try:
+            ppid = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
+        except (OSError, IndexError, ValueError):
+            continue
+        children.setdefault(ppid, []).append(int(entry.name))
+    out, todo = [], [root]
+    while todo:
+        pid = todo.pop()
+        out.append(pid)
+        todo += children.get(pid, [])
+    return out
+
+
+def _cpu_seconds(pids: list[int]) -> list[float]:
+    """User + system CPU seconds of each process (0 for one that is gone)."""
+    tick = os.sysconf("SC_CLK_TCK")
+    out = []
+    for pid in pids:
+        try:
+            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+            out.append((int(fields[11]) + int(fields[12])) / tick)
+        except (OSError, IndexError, ValueError):
+            out.append(0.0)
+    return out
 
 
 def _free_port() -> int:
@@ -325,14 +371,30 @@ def run_http(tmp: Path, dsn: str, workers: int, per_task: int, warmup: int) -> t
         peak_work = [(cid, codes[warmup : warmup + per_task]) for cid, codes in work]
         paced_work = [(cid, codes[warmup + per_task :]) for cid, codes in work]
         asyncio.run(_drive(server.base, server.key, warm, "warm"))
+        procs = _workers(server.proc.pid)
+        cpu0 = _cpu_seconds(procs)
         peak = asyncio.run(_drive(server.base, server.key, peak_work, "peak"))
+        cpu1 = _cpu_seconds(procs)
         rate = 0.8 * peak.rate
         paced = asyncio.run(
             _drive_open(server.base, server.key, paced_work, "open", rate=rate, total=per_task * tasks)
         )
+        cpu2 = _cpu_seconds(procs)
+        peak.worker_cpu = _busy(cpu0, cpu1)
+        paced.worker_cpu = _busy(cpu1, cpu2)
         return peak, paced
     finally:
         server.stop()
+
+
+def _busy(before: list[float], after: list[float]) -> tuple[float, ...]:
+    """CPU seconds of each worker process over a phase, busiest first."""
+    return tuple(sorted((b - a for a, b in zip(before, after, strict=True)), reverse=True))
+
+
+def _split(cpu: list[float]) -> str:
+    total = sum(cpu)
+    return "/".join(f"{100 * c / total:.0f}" for c in cpu) if total else "-"
 
 
 # ------------------------------------------------------------------------------------------------
@@ -359,7 +421,7 @@ def report(results: dict[str, Any]) -> None:
     print("\nIdentify logins on PostgreSQL: library beside HTTP (same store, same run)")
     print(f"{'workers':>7}  {'library/s':>9}  {'lib p50':>7}  {'lib p99':>7}  {'HTTP/s':>7}  "
           f"{'% of lib':>8}  {'HTTP p50':>8}  {'HTTP p99':>8}  {'@80% rate':>9}  {'p50':>6}  {'p99':>6}  "
-          f"{'loadgen CPU':>11}")  # fmt: skip
+          f"{'loadgen CPU':>11}  {'worker ms/req':>13}  {'worker split %':>14}")  # fmt: skip
     for level in results["levels"]:
         lib, peak, paced = level["library"], level["http_peak"], level["http_80"]
         share = peak["loadgen_core_share"]
@@ -368,12 +430,16 @@ def report(results: dict[str, Any]) -> None:
             f"{peak['rate']:>7.0f}  {level['http_pct_of_library']:>7.0f}%  {peak['p50_ms']:>8.2f}  "
             f"{peak['p99_ms']:>8.2f}  {paced['rate']:>9.0f}  {paced['p50_ms']:>6.2f}  "
             f"{paced['p99_ms']:>6.2f}  {share:>5.2f} core ({100 * share / ncpu:.0f} %)"
+            f"  {peak['worker_cpu_ms_per_request']:>13.2f}"
+            f"  {_split(peak['worker_cpu_s']):>6} / {_split(paced['worker_cpu_s'])}"
         )
     print(
         "latencies in ms; HTTP p50/p99 at peak are closed loop with 4 tasks per worker; '@80%' is an"
         " open loop (fixed arrivals at 80 % of the peak, latency from the scheduled arrival), its rate"
         " the one achieved; loadgen CPU: this script's process"
-        f" time at peak, per core and as a share of the machine's {ncpu} CPUs"
+        f" time at peak, per core and as a share of the machine's {ncpu} CPUs; worker ms/req: CPU of"
+        " the uvicorn processes per request at peak; worker split: each worker's share of that CPU"
+        " at peak / in the open loop (uneven when the kernel hands most connections to one worker)"
     )
 
 

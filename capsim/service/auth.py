@@ -11,22 +11,43 @@ Theory of operation
    administrator's client is also bound to its administrator user, whose own account the
    route checks with :func:`capsim.verifier.authority.authorize` (:func:`admin_guard`)
    before the verifier checks it again.
-3. **Every denial is audited**, in the same store transaction that found it: event ``http``,
-   outcome ``denied``, the reason (``unauthenticated``, ``scope``, ``account``), the client id
-   when known, the method and the route template. Never the key.
-4. **Rate limits** are fixed windows counted in the store (``StoreTransaction.hit_rate``), in
-   the same transaction as the client lookup: one bucket per client and, for routes on a
-   credential or an operation, one per credential, so N workers enforce one limit. Over a
-   limit the answer is 429 with ``Retry-After``; every authenticated answer carries the
+3. **Every denial is audited**, in a store transaction of its own right after the lookup that
+   found it: event ``http``, outcome ``denied``, the reason (``unauthenticated``, ``scope``,
+   ``account``), the client id when known, the method and the route template. Never the key.
+4. **Rate limits** are fixed windows counted in the store (``StoreTransaction.hit_rate``, one
+   atomic upsert per hit), right after the client lookup: one bucket per client and, for
+   routes on a credential or an operation, one per credential, so N workers enforce one limit.
+   Over a limit the answer is 429 with ``Retry-After``; every authenticated answer carries the
    ``RateLimit-Policy`` and ``RateLimit`` fields (draft-ietf-httpapi-ratelimit-headers).
+5. **No cache, one round trip.** Nothing of a client is kept between requests: every request
+   reads the client row afresh, so a key revoked or rotated is refused by every worker from
+   the first request whose lookup starts after the change committed. On PostgreSQL the lookup
+   and the counters run as single statements outside a transaction
+   (:meth:`capsim.verifier.postgres.PostgresStore.autocommit`): one round trip for the key,
+   none for ``BEGIN``/``COMMIT``; the other stores use one transaction as before.
+6. **One thread hand-over per request.** The check is blocking store I/O, so it runs in a
+   worker thread. On a :class:`OneHopRoute` (the ``/v1`` routers) the guard, an async
+   dependency, only hands a :class:`PendingCaller` to the endpoint, which resolves it first
+   thing in its own worker-thread call: nothing of the route runs before the check. Parameters
+   and the body are validated by FastAPI before the endpoint runs; when they fail, the
+   schema-error handler resolves the pending check first (:func:`pending_caller`), so a caller
+   without a valid key, scope or rate gets that refusal, never the schema error. Elsewhere the
+   guard runs the check in a thread call of its own before the route, as before.
 """
 
 from __future__ import annotations
 
+import functools
+import inspect
 import time
+from collections.abc import Callable
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
+from typing import Annotated, Any, get_origin, get_type_hints
 
-from fastapi import Request
+from fastapi import Request, params
+from fastapi.concurrency import run_in_threadpool
+from fastapi.routing import APIRoute
 
 from capsim.errors import ValidationError
 from capsim.service.metrics import DENIALS
@@ -36,9 +57,19 @@ from capsim.verifier.audit import AuditEntry
 from capsim.verifier.authority import Power, authorize
 from capsim.verifier.clients import ApiClient, ClientScope, key_matches, parse_api_key
 from capsim.verifier.model import User
+from capsim.verifier.postgres import PostgresStore
 from capsim.verifier.store import StoreTransaction
 
-__all__ = ["Caller", "Guard", "admin_guard", "audit_denial", "runtime"]
+__all__ = [
+    "Caller",
+    "Guard",
+    "OneHopRoute",
+    "PendingCaller",
+    "admin_guard",
+    "audit_denial",
+    "pending_caller",
+    "runtime",
+]
 
 ALL_SCOPES = frozenset(ClientScope)
 
@@ -106,7 +137,19 @@ class Guard:
     def __init__(self, *scopes: ClientScope) -> None:
         self.scopes = frozenset(scopes) if scopes else ALL_SCOPES
 
-    def __call__(self, request: Request) -> Caller:
+    async def __call__(self, request: Request) -> Caller | PendingCaller:
+        """On a :class:`OneHopRoute` that takes this guard as a parameter, a
+        :class:`PendingCaller` its endpoint resolves first thing in its own thread (rule 6);
+        elsewhere the checked :class:`Caller`, found in a thread of its own."""
+        pending = PendingCaller(self, request)
+        route = request.scope.get("route")
+        if isinstance(route, OneHopRoute) and route.guard is self:
+            request.state.pending_caller = pending
+            return pending
+        return await run_in_threadpool(pending.resolve)
+
+    def check(self, request: Request) -> Caller:
+        """Authenticate, check the scope and count the rate (blocking: store I/O)."""
         rt = runtime(request)
         presented = _presented_key(request)
         parsed = parse_api_key(presented) if presented else None
@@ -121,7 +164,7 @@ class Guard:
         client: ApiClient | None = None
         admin: User | None = None
         remaining: dict[str, int] = {}
-        with rt.session.transaction() as tx:
+        with _reads(rt) as tx:
             if parsed is not None:
                 client = tx.get_client(parsed[0])
                 if client is not None and (
@@ -132,14 +175,11 @@ class Guard:
                 denied = "unauthenticated"
             elif client.scope not in self.scopes:
                 denied = "scope"
-            if denied is not None:
-                audit_denial(tx, request, denied, None if client is None else client.client_id, target)
             else:
-                assert client is not None
                 if client.acting_user is not None:
                     admin = tx.get_user(client.acting_user)
                 limits = [("client", client.client_id, rt.config.rate_client)]
-                if operation is not None and target is None:
+                if operation is not None and target is None and rt.config.rate_credential > 0:
                     op = tx.get_operation(str(operation))
                     target = None if op is None else op.credential_id
                 if target is not None:
@@ -151,6 +191,9 @@ class Guard:
                     remaining[name] = max(0, quota - hits)
                     if hits > quota and over is None:
                         over = name
+        if denied is not None:
+            with rt.session.transaction() as audit_tx:
+                audit_denial(audit_tx, request, denied, None if client is None else client.client_id, target)
         if denied == "unauthenticated":
             raise HttpProblem(
                 "unauthenticated", "a valid API key is required", headers={"WWW-Authenticate": "Bearer"}
@@ -168,6 +211,92 @@ class Guard:
             )
         assert client is not None
         return Caller(client=client, admin=admin)
+
+
+@dataclass
+class PendingCaller:
+    """A guard's check not run yet: :meth:`resolve` runs it once (rule 6)."""
+
+    guard: Guard
+    request: Request
+    caller: Caller | None = None
+
+    def resolve(self) -> Caller:
+        """The checked caller, or the guard's refusal (blocking: store I/O)."""
+        if self.caller is None:
+            self.caller = self.guard.check(self.request)
+        return self.caller
+
+
+def pending_caller(request: Request) -> PendingCaller | None:
+    """This request's guard check if it has not run yet (the schema-error handler runs it
+    before answering, so authentication still comes first: rule 6)."""
+    pending = getattr(request.state, "pending_caller", None)
+    return pending if isinstance(pending, PendingCaller) and pending.caller is None else None
+
+
+class OneHopRoute(APIRoute):
+    """A route whose guard check runs in the endpoint's own worker thread (rule 6).
+
+    Only an endpoint with exactly one :class:`Guard` parameter (``Annotated[Caller,
+    Depends(guard)]``) and no guard among the route's other dependencies takes this path;
+    any other route behaves as a plain :class:`~fastapi.routing.APIRoute`.
+    """
+
+    def __init__(self, path: str, endpoint: Callable[..., Any], **kwargs: Any) -> None:
+        found = _guard_parameter(endpoint, kwargs.get("dependencies"))
+        self.guard: Guard | None = None if found is None else found[1]
+        if found is not None:
+            endpoint = _resolving(endpoint, found[0])
+        super().__init__(path, endpoint, **kwargs)
+
+
+def _guard_parameter(endpoint: Callable[..., Any], dependencies: Any) -> tuple[str, Guard] | None:
+    if any(isinstance(getattr(d, "dependency", None), Guard) for d in dependencies or ()):
+        return None
+    hints = get_type_hints(endpoint, include_extras=True)
+    found: list[tuple[str, Guard]] = []
+    for name, parameter in inspect.signature(endpoint).parameters.items():
+        hint = hints.get(name)
+        metadata = getattr(hint, "__metadata__", ()) if get_origin(hint) is Annotated else ()
+        marks = [*metadata, parameter.default]
+        found += [
+            (name, m.dependency)
+            for m in marks
+            if isinstance(m, params.Depends) and isinstance(m.dependency, Guard)
+        ]
+    return found[0] if len(found) == 1 else None
+
+
+def _resolving(endpoint: Callable[..., Any], name: str) -> Callable[..., Any]:
+    """``endpoint`` with its guard parameter resolved before its body runs."""
+
+    def resolved(value: Any) -> Caller:
+        return value if isinstance(value, Caller) else PendingCaller.resolve(value)
+
+    if inspect.iscoroutinefunction(endpoint):
+
+        @functools.wraps(endpoint)
+        async def run_async(*args: Any, **kwargs: Any) -> Any:
+            kwargs[name] = await run_in_threadpool(resolved, kwargs[name])
+            return await endpoint(*args, **kwargs)
+
+        return run_async
+
+    @functools.wraps(endpoint)
+    def run(*args: Any, **kwargs: Any) -> Any:
+        kwargs[name] = resolved(kwargs[name])
+        return endpoint(*args, **kwargs)
+
+    return run
+
+
+def _reads(rt: Runtime) -> AbstractContextManager[StoreTransaction]:
+    """Where the guard reads the client and counts its hits (module docstring, rule 5)."""
+    store = rt.session.store
+    if isinstance(store, PostgresStore):
+        return store.autocommit()
+    return rt.session.transaction()
 
 
 def _rate_headers(rt: Runtime, remaining: dict[str, int], reset: int) -> dict[str, str]:

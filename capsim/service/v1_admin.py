@@ -14,7 +14,7 @@ from typing import Annotated, Protocol
 from fastapi import APIRouter, Depends, Header, Path, Query, Request, status
 
 from capsim.hexinput import parse_hex
-from capsim.service.auth import Caller, admin_guard, runtime
+from capsim.service.auth import Caller, OneHopRoute, admin_guard, runtime
 from capsim.service.common import ADMINISTRATION, OPERATOR, PROBLEM_RESPONSES, not_found, request_id
 from capsim.service.problems import HttpProblem
 from capsim.service.schemas import (
@@ -44,7 +44,7 @@ from capsim.verifier.session import check_audit
 
 __all__ = ["router"]
 
-router = APIRouter(prefix="/v1", responses=PROBLEM_RESPONSES)
+router = APIRouter(prefix="/v1", responses=PROBLEM_RESPONSES, route_class=OneHopRoute)
 
 Id = Annotated[str, Path(min_length=1, max_length=64)]
 Administering = Annotated[Caller, Depends(ADMINISTRATION)]

@@ -13,7 +13,7 @@ from typing import Annotated
 
 from fastapi import APIRouter, BackgroundTasks, Depends, Header, Path, Request, status
 
-from capsim.service.auth import Caller, runtime
+from capsim.service.auth import Caller, OneHopRoute, runtime
 from capsim.service.common import OPERATOR, PROBLEM_RESPONSES, VERIFICATION, measured, not_found, request_id
 from capsim.service.schemas import (
     AcceptanceOut,
@@ -29,7 +29,7 @@ from capsim.verifier.model import BatchItem
 
 __all__ = ["router"]
 
-router = APIRouter(prefix="/v1", responses=PROBLEM_RESPONSES)
+router = APIRouter(prefix="/v1", responses=PROBLEM_RESPONSES, route_class=OneHopRoute)
 
 CredentialId = Annotated[str, Path(min_length=1, max_length=64)]
 OperationId = Annotated[str, Path(min_length=1, max_length=64)]

@@ -42,6 +42,12 @@ Theory of operation
    pooling mode (with PgBouncer older than 1.21 pass ``prepare_threshold=None``).
 7. **Clock.** All decisions use the database clock; ``clock=`` exists only so that the
    conformance tests can move time, and is never used in production.
+8. **Statements outside a transaction** (:meth:`PostgresStore.autocommit`): the HTTP
+   service's API-key read and rate counters need no transaction, so each goes as one statement
+   in autocommit, one round trip, instead of a lazy ``BEGIN`` and a ``COMMIT`` (two). Each
+   statement is its own transaction: it sees every change committed before it starts (a key
+   revoked or rotated before the read is refused), and a counter's upsert is atomic on its
+   own. Never used for a verification or anything that must commit or roll back together.
 """
 
 from __future__ import annotations
@@ -543,6 +549,19 @@ class PostgresStore:
             raise TemporaryFailure("commit outcome unknown (connection lost during COMMIT)") from exc
         except psycopg.Error as exc:
             raise _map_error(exc, context="commit") from exc
+
+    @contextmanager
+    def autocommit(self) -> Iterator[SqlTransactionBase]:
+        """Single statements outside any transaction (module docstring, rule 8): every call
+        through the object yielded is one statement, one round trip, committed on its own
+        (nothing to roll back). Meant for reads and self-contained counters only."""
+        tx = _PgTransaction(self, self._acquire(), max(1, round(self._default_timeout * 1000)))
+        tx._begun = True  # no BEGIN: the connection is in autocommit mode
+        try:
+            yield tx
+        finally:
+            tx.active = False
+            self._release(tx._conn)
 
     def audit_records(self, *, after_seq: int = 0) -> Iterator[AuditRecord]:
         """Committed audit records after ``after_seq``, in order, read in pages, with their seals.

@@ -45,6 +45,9 @@ def test_quick_run_reports_library_and_http_figures(tmp_path: Path) -> None:
     assert level["http_peak"]["loadgen_cpu_s"] > 0
     assert 0 < level["http_peak"]["loadgen_core_share"] <= 1.5
     assert level["library"]["loadgen_cpu_s"] == 0
+    (worker_cpu,) = level["http_peak"]["worker_cpu_s"]  # one uvicorn worker, its CPU measured
+    assert worker_cpu > 0
+    assert level["http_peak"]["worker_cpu_ms_per_request"] > 0
     assert level["http_pct_of_library"] == pytest.approx(
         100 * level["http_peak"]["rate"] / level["library"]["rate"], rel=0.02
     )
