@@ -44,8 +44,20 @@ LAYERS: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("emv", ("capsim.cap", "capsim.profiles")),
     ("roles", ("capsim.cards", "capsim.storage", "capsim.reader", "capsim.verifier")),
     ("transports", ("capsim.transports",)),
-    ("applications", ("capsim.service", "capsim.client", "capsim.testing", "capsim.cli", "capsim.__main__",
-                      "capsim.analysis", "capsim.probe")),
+    (
+        "applications",
+        (
+            "capsim.service",
+            "capsim.client",
+            "capsim.client_certs",
+            "capsim._clientparts",
+            "capsim.testing",
+            "capsim.cli",
+            "capsim.__main__",
+            "capsim.analysis",
+            "capsim.probe",
+        ),
+    ),
 )
 
 #: Roles of one layer that must not import each other (the card, the reader and the bank).

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from enum import IntEnum
 
-__all__ = ["INS"]
+__all__ = ["INS", "PivIns"]
 
 
 class INS(IntEnum):
@@ -36,3 +36,22 @@ class INS(IntEnum):
     GET_DATA = 0xCA
     PUT_DATA = 0xDA
     UPDATE_RECORD = 0xDC
+
+
+class PivIns(IntEnum):
+    """The PIV card application's instructions (NIST SP 800-73-4 part 2 §3) and the two
+    yubico ones hosts send (GET VERSION, GET SERIAL): the emulated PIV card answers them and the
+    PIV client sends them. ``CHANGE_REFERENCE_DATA`` is ISO 7816-4's ``24``, which EMV scripts
+    call PIN CHANGE/UNBLOCK (:attr:`INS.PIN_CHANGE_UNBLOCK`)."""
+
+    SELECT = 0xA4
+    GET_DATA = 0xCB
+    PUT_DATA = 0xDB
+    VERIFY = 0x20
+    CHANGE_REFERENCE_DATA = 0x24
+    RESET_RETRY_COUNTER = 0x2C
+    GENERAL_AUTHENTICATE = 0x87
+    GENERATE_KEY_PAIR = 0x47
+    GET_RESPONSE = 0xC0
+    GET_VERSION = 0xFD
+    GET_SERIAL = 0xF8

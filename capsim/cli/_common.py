@@ -70,6 +70,7 @@ __all__ = [
     "handle_errors",
     "json_error",
     "read_secret",
+    "read_signature",
     "secret_reader",
     "warn_if_exposed",
     "write_tip",
@@ -310,3 +311,22 @@ def write_tip(text: str, target: str) -> Path | None:
     except OSError as exc:
         raise StateFileError(f"--export-tip: cannot write {path} ({exc.strerror})") from None
     return path
+
+
+#: The largest signature file ``--signature-file`` reads.
+_MAX_SIGNATURE_FILE: Final = 4096
+
+
+def read_signature(hex_value: str | None, path: Path | None) -> bytes:
+    """The token's signature from ``--signature HEX`` or ``--signature-file FILE`` (exactly one)."""
+    if (hex_value is None) == (path is None):
+        raise ValidationError("--signature HEX or --signature-file FILE: exactly one is needed")
+    if hex_value is not None:
+        from capsim.hexinput import parse_hex  # only the certificate commands read signatures
+
+        return parse_hex("--signature", hex_value, max_bytes=_MAX_SIGNATURE_FILE)
+    assert path is not None
+    data = path.read_bytes()[: _MAX_SIGNATURE_FILE + 1]
+    if len(data) > _MAX_SIGNATURE_FILE:
+        raise ValidationError(f"--signature-file: larger than {_MAX_SIGNATURE_FILE} bytes")
+    return data

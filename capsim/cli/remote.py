@@ -27,8 +27,6 @@ import json
 import os
 import secrets
 import sys
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Final
 
@@ -36,8 +34,11 @@ import click
 
 from capsim.cap import validate_tds_fields
 from capsim.cli._common import JSON_ERROR_EXTRA, handle_errors, write_tip
+from capsim.cli.remote_common import Handler
+from capsim.cli.remote_common import emit as _emit
+from capsim.cli.remote_common import json_rejection as _json_rejection
 from capsim.client import Credential, VerifierClient
-from capsim.errors import AuditTampered, ConfigError, InvalidCode, StateFileError, ValidationError
+from capsim.errors import AuditTampered, ConfigError, StateFileError, ValidationError
 from capsim.storage import read_card_file
 from capsim.verifier.audit import AuditTip
 
@@ -45,8 +46,6 @@ __all__ = ["API_KEY_ENV", "COMMANDS", "is_remote", "run_remote"]
 
 #: The environment variable holding the API key of remote commands.
 API_KEY_ENV: Final = "CAPSIM_API_KEY"
-
-Handler = Callable[[VerifierClient, dict[str, Any]], None]
 
 
 def is_remote(db: object) -> bool:
@@ -95,14 +94,6 @@ def run_remote(kwargs: dict[str, Any]) -> None:
 # Output and input, as the local commands do them
 
 
-def _emit(kw: dict[str, Any], obj: Any, lines: list[str]) -> None:
-    if kw["as_json"]:
-        click.echo(json.dumps(obj, sort_keys=True))
-        return
-    for line in lines:
-        click.echo(line)
-
-
 def _stdin(value: str | None, what: str) -> str | None:
     if value != "-":
         return value
@@ -110,17 +101,6 @@ def _stdin(value: str | None, what: str) -> str | None:
     if not line:
         raise ValidationError(f"{what}: expected one line on standard input ('-'), got nothing")
     return line.rstrip("\r\n")
-
-
-@contextmanager
-def _json_rejection(kw: dict[str, Any], key: str) -> Iterator[None]:
-    """On a rejected code, add ``{key: false}`` to the JSON error object (``--json``) and re-raise."""
-    try:
-        yield
-    except InvalidCode:
-        if kw["as_json"]:  # handle_errors prints the JSON error object with this key
-            click.get_current_context().meta[JSON_ERROR_EXTRA] = {key: False}
-        raise
 
 
 def _request_id(value: str | None) -> str:

@@ -18,10 +18,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Final
 
-from capsim.cli._common import read_secret
-from capsim.cli.remote import Handler
-from capsim.cli.remote import _emit as emit
-from capsim.cli.remote import _json_rejection as json_rejection
+from capsim.cli._common import read_secret, read_signature
+from capsim.cli.remote_common import Handler, emit, json_rejection
 from capsim.client import CertChallenge, Certificate, OrgUser, VerifierClient
 from capsim.errors import ValidationError
 
@@ -29,8 +27,6 @@ __all__ = ["CERT_COMMANDS"]
 
 
 def _signature(kw: dict[str, Any]) -> bytes:
-    from capsim.cli.verifier_certs import read_signature
-
     return read_signature(kw["signature_hex"], kw["signature_file"])
 
 

@@ -33,10 +33,9 @@ from typing import TYPE_CHECKING, Any
 
 import click
 
-from capsim.cli._common import JSON_ERROR_EXTRA, handle_errors, read_secret
+from capsim.cli._common import JSON_ERROR_EXTRA, handle_errors, read_secret, read_signature
 from capsim.cli.verifier import _db_options, open_session, verifier
 from capsim.errors import InvalidCode, ValidationError
-from capsim.hexinput import parse_hex
 from capsim.verifier.certmodel import CertChallenge, CertCredential, OrgUser
 from capsim.verifier.session import VerifierSession
 
@@ -46,7 +45,6 @@ if TYPE_CHECKING:
 __all__ = ["cert_group", "read_signature"]
 
 _AS = click.option("--as", "acting_user", metavar="ADMIN", help="Act as the organisation's administrator.")
-_MAX_SIGNATURE_FILE = 4096
 
 
 def _iso(value: datetime | None) -> str | None:
@@ -91,19 +89,6 @@ def _rejection(as_json: bool, key: str) -> Iterator[None]:
         if as_json:
             click.get_current_context().meta[JSON_ERROR_EXTRA] = {key: False}
         raise
-
-
-def read_signature(hex_value: str | None, path: Path | None) -> bytes:
-    """The token's signature from ``--signature HEX`` or ``--signature-file FILE`` (exactly one)."""
-    if (hex_value is None) == (path is None):
-        raise ValidationError("--signature HEX or --signature-file FILE: exactly one is needed")
-    if hex_value is not None:
-        return parse_hex("--signature", hex_value, max_bytes=_MAX_SIGNATURE_FILE)
-    assert path is not None
-    data = path.read_bytes()[: _MAX_SIGNATURE_FILE + 1]
-    if len(data) > _MAX_SIGNATURE_FILE:
-        raise ValidationError(f"--signature-file: larger than {_MAX_SIGNATURE_FILE} bytes")
-    return data
 
 
 def _signature_options(func: Callable[..., Any]) -> Callable[..., Any]:

@@ -49,6 +49,7 @@ from typing import Final
 from cryptography import x509
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 
+from capsim.apdu.ins import PivIns
 from capsim.apdu.pinblock import piv_reference_block
 from capsim.apdu.t0 import transmit_with_t0
 from capsim.crypto.pkcs1 import DIGEST_INFO, digest_info, pkcs1_v15_block
@@ -85,12 +86,6 @@ PUK_REF: Final = 0x81
 #: Certificate object of each key slot (SP 800-73-4 part 1, table 3).
 CERT_OBJECTS: Final = {0x9A: 0x5FC105, 0x9C: 0x5FC10A, 0x9D: 0x5FC10B, 0x9E: 0x5FC101}
 _OK: Final = 0x9000
-_INS_SELECT: Final = 0xA4
-_INS_VERIFY: Final = 0x20
-_INS_CHANGE: Final = 0x24
-_INS_RESET: Final = 0x2C
-_INS_GET_DATA: Final = 0xCB
-_INS_AUTHENTICATE: Final = 0x87
 _CHUNK: Final = 255
 _MAX_CERT: Final = 16_384
 _ALG_RSA2048: Final = 0x07
@@ -261,44 +256,54 @@ class PivClient:
     # -- selection and status -------------------------------------------------------------------
     def select(self) -> None:
         """SELECT the PIV application; a card without one is a :class:`StatusWordError`."""
-        _, sw = self._command(_INS_SELECT, 0x04, 0x00, PIV_AID, le=True)
+        _, sw = self._command(PivIns.SELECT, 0x04, 0x00, PIV_AID, le=True)
         if sw != _OK:
             raise StatusWordError(
-                sw, _INS_SELECT, f"no PIV application on this card (SELECT answered {sw:04X})"
+                sw, PivIns.SELECT, f"no PIV application on this card (SELECT answered {sw:04X})"
             )
 
     def pin_tries(self) -> int | None:
         """The PIN's tries left (an empty VERIFY, which costs none); ``None`` when the PIN is
         verified in this session. A blocked PIN is :class:`PinBlockedError` (rule 3)."""
-        _, sw = self._command(_INS_VERIFY, 0x00, PIN_REF)
+        _, sw = self._command(PivIns.VERIFY, 0x00, PIN_REF)
         if sw == _OK:
             return None
         if sw & 0xFFF0 == 0x63C0 and sw & 0x0F:
             return sw & 0x0F
         if sw == 0x63C0:
-            raise reference_error(0x6983, _INS_VERIFY, PIN_REF)
-        raise reference_error(sw, _INS_VERIFY, PIN_REF)
+            raise reference_error(0x6983, PivIns.VERIFY, PIN_REF)
+        raise reference_error(sw, PivIns.VERIFY, PIN_REF)
 
     # -- PIN and PUK ----------------------------------------------------------------------------
     def verify_pin(self, pin: str) -> None:
         """VERIFY the PIN (:class:`PinError` with the tries left, or :class:`PinBlockedError`)."""
-        self._reference(_INS_VERIFY, 0x00, PIN_REF, pad_reference(pin, "PIN"))
+        self._reference(PivIns.VERIFY, 0x00, PIN_REF, pad_reference(pin, "PIN"))
 
     def change_pin(self, old: str, new: str) -> None:
         """CHANGE REFERENCE DATA of the PIN."""
-        self._reference(_INS_CHANGE, 0x00, PIN_REF, pad_reference(old, "PIN") + pad_reference(new, "new PIN"))
+        self._reference(
+            PivIns.CHANGE_REFERENCE_DATA,
+            0x00,
+            PIN_REF,
+            pad_reference(old, "PIN") + pad_reference(new, "new PIN"),
+        )
 
     def change_puk(self, old: str, new: str) -> None:
         """CHANGE REFERENCE DATA of the PUK."""
-        self._reference(_INS_CHANGE, 0x00, PUK_REF, pad_reference(old, "PUK") + pad_reference(new, "new PUK"))
+        self._reference(
+            PivIns.CHANGE_REFERENCE_DATA,
+            0x00,
+            PUK_REF,
+            pad_reference(old, "PUK") + pad_reference(new, "new PUK"),
+        )
 
     def reset_pin(self, puk: str, new_pin: str) -> None:
         """RESET RETRY COUNTER: the PUK unblocks the PIN and sets ``new_pin`` (a wrong PUK is a
         :class:`PinError` about the PUK; a blocked one :class:`PinBlockedError`)."""
         data = pad_reference(puk, "PUK") + pad_reference(new_pin, "new PIN")
-        _, sw = self._command(_INS_RESET, 0x00, PIN_REF, data)
+        _, sw = self._command(PivIns.RESET_RETRY_COUNTER, 0x00, PIN_REF, data)
         if sw != _OK:
-            raise reference_error(sw, _INS_RESET, PUK_REF)
+            raise reference_error(sw, PivIns.RESET_RETRY_COUNTER, PUK_REF)
 
     def _reference(self, ins: int, p1: int, ref: int, data: bytes) -> None:
         _, sw = self._command(ins, p1, ref, data)
@@ -311,9 +316,9 @@ class PivClient:
         if slot not in CERT_OBJECTS:
             raise ValidationError("slot: expected 9A, 9C, 9D or 9E")
         tag = CERT_OBJECTS[slot].to_bytes(3, "big")
-        data, sw = self._command(_INS_GET_DATA, 0x3F, 0xFF, encode(0x5C, tag), le=True)
+        data, sw = self._command(PivIns.GET_DATA, 0x3F, 0xFF, encode(0x5C, tag), le=True)
         if sw != _OK:
-            raise status_error(sw, _INS_GET_DATA, f"certificate in slot {slot:02X}")
+            raise status_error(sw, PivIns.GET_DATA, f"certificate in slot {slot:02X}")
         return _certificate_from_object(data)
 
     def sign_digest(self, slot: int, key: object, hash_name: str, digest: bytes) -> bytes:
@@ -330,9 +335,11 @@ class PivClient:
                 raise ValidationError(f"digest: expected a sha256, sha384 or sha512 digest, got {hash_name}")
             data = digest
         body = encode(0x7C, encode(0x82, b"") + encode(0x81, data))
-        answer, sw = self._command(_INS_AUTHENTICATE, algorithm, slot, body, le=True)
+        answer, sw = self._command(PivIns.GENERAL_AUTHENTICATE, algorithm, slot, body, le=True)
         if sw != _OK:
-            raise status_error(sw, _INS_AUTHENTICATE, f"a signature with the key in slot {slot:02X}")
+            raise status_error(
+                sw, PivIns.GENERAL_AUTHENTICATE, f"a signature with the key in slot {slot:02X}"
+            )
         try:
             template = decode(answer)
         except (ApduFormatError, ValidationError) as exc:

@@ -42,10 +42,10 @@ import hmac
 import logging
 import os
 from collections.abc import Callable
-from enum import IntEnum
 from types import TracebackType
 from typing import Final
 
+from capsim.apdu.ins import PivIns
 from capsim.apdu.pinblock import parse_piv_reference_block
 from capsim.apdu.sw import SW
 from capsim.cards.base import Command, Dispatcher, Handler, StatusError, parse_command
@@ -90,22 +90,6 @@ _MAX_CHAIN: Final = 8192
 #: Algorithm references of the 3DES management key: ``03``, and ``00`` ("3-key 3DES, ECB" in
 #: SP 800-78-4 table 6-2), which OpenSC sends when it asks the card for random bytes.
 _TDES_REFS: Final = frozenset({0x00, int(PivAlgorithm.TDES)})
-
-
-class PivIns(IntEnum):
-    """PIV instructions (SP 800-73-4 part 2 §3) and the two yubico ones hosts send."""
-
-    SELECT = 0xA4
-    GET_DATA = 0xCB
-    PUT_DATA = 0xDB
-    VERIFY = 0x20
-    CHANGE_REFERENCE_DATA = 0x24
-    RESET_RETRY_COUNTER = 0x2C
-    GENERAL_AUTHENTICATE = 0x87
-    GENERATE_KEY_PAIR = 0x47
-    GET_RESPONSE = 0xC0
-    GET_VERSION = 0xFD
-    GET_SERIAL = 0xF8
 
 
 _SELECTED: Final = frozenset({1})
