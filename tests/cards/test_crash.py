@@ -286,7 +286,9 @@ def test_sigkill_200_times_never_loses_a_pin_try_or_reuses_an_atc(tmp_path: Path
             finally:
                 handle.close()
             model.ptc, model.wrong = LIMIT, 0
-    assert len(model.seen_atcs) > ROUNDS // 4  # the children really ran transactions
+    # the children really ran transactions (a loaded machine lets the random-delay rounds die
+    # early: the write-triggered rounds reach a VERIFY whatever the load, GENERATE AC less often)
+    assert len(model.seen_atcs) > ROUNDS // 10
     assert len(set(model.seen_atcs)) == len(model.seen_atcs)
     # the kills really landed inside VERIFYs of both kinds, after the try was spent
     assert {"right", "wrong", "blocked", "right-in-flight", "wrong-in-flight"} <= model.verify_outcomes
