@@ -8,6 +8,7 @@ request bodies.
 from __future__ import annotations
 
 import base64
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -115,19 +116,9 @@ def _certificate_text(data: bytes) -> str:
 class CertificateCalls:
     """The certificate-credential methods of :class:`~capsim.client.VerifierClient`."""
 
-    def _call(
-        self,
-        method: str,
-        path: str,
-        *,
-        body: dict[str, Any] | None = None,
-        params: dict[str, str] | None = None,
-        request_id: str | None = None,
-    ) -> Any:
-        raise NotImplementedError  # pragma: no cover - VerifierClient's
-
-    def _list(self, path: str, **kwargs: Any) -> list[dict[str, Any]]:
-        raise NotImplementedError  # pragma: no cover - VerifierClient's
+    # Provided by VerifierClient (one HTTP call, decoded; a list of objects).
+    _call: Callable[..., Any]
+    _list: Callable[..., list[dict[str, Any]]]
 
     # -- certificate credentials (docs/certificate.md) ---------------------------------------------
     def create_organisation(self, name: str, *, kind: str = "supplier") -> NewOrganisation:

@@ -61,7 +61,7 @@ class Application:
     """An application the session met (rule 2): its AID, label and what became of it."""
 
     aid: bytes
-    status: str  # "selected", "not found", "blocked", "refused XXXX", "listed"
+    status: str  # "selected", "not found", "blocked", "refused <SW>", "listed"
     label: str = ""
     priority: int | None = None
 
