@@ -21,13 +21,14 @@ Theory of operation
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Mapping
-from typing import Protocol, runtime_checkable
+from types import TracebackType
+from typing import Protocol, Self, runtime_checkable
 
 from capsim.apdu.command import CommandApdu
 from capsim.apdu.sw import SW
 from capsim.errors import ApduFormatError
 
-__all__ = ["CardOS", "Command", "Dispatcher", "Handler", "StatusError", "parse_command"]
+__all__ = ["CardOS", "ClosableCard", "Command", "Dispatcher", "Handler", "StatusError", "parse_command"]
 
 SW_OK = b"\x90\x00"
 
@@ -56,6 +57,29 @@ class CardOS(Protocol):
     def process(self, apdu: bytes) -> bytes:
         """Answer one C-APDU with an R-APDU (data and SW). Never raises."""
         ...
+
+
+class ClosableCard:
+    """An emulated card that may hold a resource (its card file's lock): :meth:`close` releases
+    it once, and the card is a context manager. Subclasses set ``_on_close`` and ``_closed``."""
+
+    _on_close: Callable[[], None] | None
+    _closed: bool
+
+    def close(self) -> None:
+        """Release resources (a card file's lock). Idempotent."""
+        if not self._closed:
+            self._closed = True
+            if self._on_close is not None:
+                self._on_close()
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.close()
 
 
 class StatusError(Exception):

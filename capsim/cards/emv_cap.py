@@ -1,8 +1,5 @@
 """The EMV-CAP card emulator: :class:`EmvCapCard` (cap-protocol.md §9).
 
-(Slightly over 600 lines on purpose: the card application's dispatch table and its handlers, with
-the persist-before-reveal rule each one follows, read best as one file.)
-
 Theory of operation
 -------------------
 1. Phases (:class:`Phase`): ``IDLE`` (powered, nothing selected), ``PSE`` (the payment system
@@ -40,12 +37,11 @@ import logging
 from collections.abc import Callable
 from dataclasses import replace
 from enum import IntEnum
-from types import TracebackType
 
 from capsim.apdu.builders import PSE_NAME
 from capsim.apdu.ins import INS
 from capsim.apdu.sw import SW
-from capsim.cards.base import Command, Dispatcher, Handler, StatusError
+from capsim.cards.base import ClosableCard, Command, Dispatcher, Handler, StatusError
 from capsim.cards.profile import CardProfile
 from capsim.cards.scripts import (
     ScriptKeys,
@@ -103,7 +99,7 @@ def _dol_length(dol: bytes) -> int:
     return sum(e.length for e in parse_dol(dol))
 
 
-class EmvCapCard:
+class EmvCapCard(ClosableCard):
     """An emulated EMV card with one CAP application (cap-protocol.md §9).
 
     Parameters
@@ -212,21 +208,6 @@ class EmvCapCard:
             ins = apdu[1] if isinstance(apdu, bytes | bytearray) and len(apdu) > 1 else 0
             _log.error("card: unexpected %s while processing INS %02X", type(exc).__name__, ins)
             return b"\x6f\x00"
-
-    def close(self) -> None:
-        """Release resources (a card file's lock). Idempotent."""
-        if not self._closed:
-            self._closed = True
-            if self._on_close is not None:
-                self._on_close()
-
-    def __enter__(self) -> EmvCapCard:
-        return self
-
-    def __exit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        self.close()
 
     def __repr__(self) -> str:
         return f"EmvCapCard(profile={self._profile.name!r}, atc={self._state.atc}, phase={self._phase.name})"

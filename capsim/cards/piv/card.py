@@ -42,13 +42,12 @@ import hmac
 import logging
 import os
 from collections.abc import Callable
-from types import TracebackType
 from typing import Final
 
 from capsim.apdu.ins import PivIns
 from capsim.apdu.pinblock import parse_piv_reference_block
 from capsim.apdu.sw import SW
-from capsim.cards.base import Command, Dispatcher, Handler, StatusError, parse_command
+from capsim.cards.base import ClosableCard, Command, Dispatcher, Handler, StatusError, parse_command
 from capsim.cards.piv import keys as pivkeys
 from capsim.cards.piv.keys import MGMT_BLOCK, PivAlgorithm
 from capsim.cards.piv.state import (
@@ -139,7 +138,7 @@ def _reference_value(block: bytes) -> str:
         raise StatusError(SW.WRONG_DATA) from None
 
 
-class PivCard:
+class PivCard(ClosableCard):
     """An emulated PIV card (module docstring).
 
     Parameters
@@ -219,21 +218,6 @@ class PivCard:
             self._chain = None
             self._remainder = b""
             return b"\x6f\x00"
-
-    def close(self) -> None:
-        """Release resources (a card file's lock). Idempotent."""
-        if not self._closed:
-            self._closed = True
-            if self._on_close is not None:
-                self._on_close()
-
-    def __enter__(self) -> PivCard:
-        return self
-
-    def __exit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        self.close()
 
     def __repr__(self) -> str:
         return f"PivCard({self._state!r})"
