@@ -6,10 +6,15 @@
 # the module's targeted tests against it and counts the mutant killed when they fail (or time
 # out). The checkout is never touched. Prints the kill rate per module and every survivor.
 #
-# Usage: scripts/mutation.sh [--sample N] [--seed S] [--module PATH]... [--list]
+# Usage: scripts/mutation.sh [--sample N] [--seed S] [--module PATH]... [--at PATH:LINE]...
+#                            [--rerun LOG] [--list]
 #   --sample N   test N mutants drawn at random (seeded) from all modules' mutants; 0 = all
 #   --seed S     the seed of that draw (the same N and S draw the same mutants)
 #   --module P   only this module (repeatable), e.g. --module capsim/cards/cardfile.py
+#   --at P:L     of the drawn mutants, test only those on line L of module P (repeatable)
+#   --rerun LOG  of the drawn mutants, test only those on the lines a previous run's output LOG lists
+#                as survivors: with the same --sample and --seed (and unchanged modules) this
+#                re-tests exactly that run's survivors, e.g. after adding tests for them
 #   --list       print the modules, their mutant counts and their tests, then exit
 # Needs the "mutation" extra (mutmut) and the test tools: pip install -e ".[mutation,test]".
 # PYTHON selects the interpreter (default .venv/bin/python).
@@ -27,6 +32,7 @@ import argparse
 import difflib
 import os
 import random
+import re
 import shutil
 import subprocess
 import sys
@@ -129,8 +135,24 @@ def parse() -> argparse.Namespace:
     ap.add_argument("--sample", type=int, default=50, help="mutants to test in all (0: every mutant)")
     ap.add_argument("--seed", type=int, default=1)
     ap.add_argument("--module", action="append", default=[], help="only this module (repeatable)")
+    ap.add_argument("--at", action="append", default=[], metavar="PATH:LINE",
+                    help="only the drawn mutants on this line (repeatable)")
+    ap.add_argument("--rerun", type=Path, metavar="LOG",
+                    help="only the drawn mutants on the lines LOG (an earlier run's output) lists as survivors")
     ap.add_argument("--list", action="store_true")
     args = ap.parse_args()
+    places = list(args.at)
+    if args.rerun is not None:
+        try:
+            places += re.findall(r"^(\S+\.py:\d+) \[survived\]", args.rerun.read_text(), re.M)
+        except OSError as exc:
+            ap.error(f"--rerun: cannot read {args.rerun} ({exc.strerror})")
+    args.places = set()
+    for place in places:
+        path, _, line = place.rpartition(":")
+        if path not in MODULES or not line.isdigit():
+            ap.error(f"--at {place!r}: expected PATH:LINE with PATH one of the modules")
+        args.places.add((path, int(line)))
     for m in args.module:
         if m not in MODULES:
             ap.error(f"unknown module {m!r}; known: {', '.join(MODULES)}")
@@ -180,8 +202,12 @@ def main() -> int:
         return 0
     rng = random.Random(args.seed)
     chosen = mutants if args.sample <= 0 or args.sample >= len(mutants) else rng.sample(mutants, args.sample)
+    drawn = len(chosen)
+    if args.places:
+        chosen = [(m, i) for m, i in chosen if (m, i.line_number + 1) in args.places]  # type: ignore[attr-defined]
     chosen.sort(key=lambda mi: (modules.index(mi[0]), mi[1].line_number, mi[1].index))  # type: ignore[attr-defined]
-    print(f"mutation.sh: {len(chosen)} of {len(mutants)} mutants (seed {args.seed}) in {len(modules)} modules",
+    print(f"mutation.sh: {drawn} of {len(mutants)} mutants (seed {args.seed}) in {len(modules)} modules"
+          + (f"; testing the {len(chosen)} on the {len(args.places)} lines asked for" if args.places else ""),
           flush=True)
 
     work = Path(tempfile.mkdtemp(prefix="capsim-mutation-"))
