@@ -5,7 +5,11 @@
   the provider calls of a wrong code on a known one; a refusal that names an operation touches
   an operation row (its own, or the padding operation) and one that names a credential none.
 - **Audit reasons** (V31, V37): the failure that locks or permanently blocks a credential says
-  so in its audit record.
+  so in its audit record; an operation out of attempts is closed, even to its right code; an
+  unknown target's record names what the call named (an unknown operation: the padding
+  credential written in its place).
+- **Dummy card** (V30): an unknown credential is evaluated under the CVN and key method of the
+  cards the verifier sees; a SIGN request stored without an amount stands for the amount 0.
 - **Logging** (V31, V22): a failing ``on_before_permanent_block`` hook and an audit record
   that could not be written are logged by exception type only (no code, PIN or PAN), and the
   call's outcome is unchanged.
@@ -23,14 +27,16 @@ import dataclasses
 import logging
 import threading
 from datetime import UTC, datetime
+from typing import Any
 
 import pytest
 
 from capsim.errors import InvalidCode, TemporaryFailure, ValidationError
 from capsim.verifier import decision, engine, memory
 from capsim.verifier.model import Credential, CredentialState, OperationMode, Snapshot
-from capsim.verifier.padding import PAD_OPERATION_ID
+from capsim.verifier.padding import PAD_OPERATION_CREDENTIAL_ID, PAD_OPERATION_ID
 from capsim.verifier.policy import VerifierPolicy
+from capsim.verifier.provider import AcFunction, SoftwareProvider
 from capsim.verifier.service import Verifier
 from tests.verifier.conftest import (
     IMK_AC,
@@ -346,3 +352,90 @@ def test_match_and_decision_results_are_frozen_and_keyword_only(index: int) -> N
     with pytest.raises(TypeError):
         type(value)(*(getattr(value, f.name) for f in fields))
     assert type(value)(**{f.name: getattr(value, f.name) for f in fields}) == value
+
+
+# -- closed operations, unknown targets, the dummy card ------------------------------------------------
+
+
+def test_an_operation_out_of_attempts_is_closed_even_to_its_right_code(
+    memory_factory: StoreFactory, clock: Clock
+) -> None:
+    policy = VerifierPolicy(max_attempts_per_operation=2)
+    b = make_bench(memory_factory(clock), clock, policy=policy)
+    op = new_op(b, "respond")
+    for _ in range(2):
+        with pytest.raises(InvalidCode):
+            b.verifier.verify(op.operation_id, WRONG, request_id=b.rid())
+    code = b.reader.respond(PIN, op.challenge).code
+    with pytest.raises(InvalidCode):
+        b.verifier.verify(op.operation_id, code, request_id=b.rid())
+    assert _reasons(b)[-3:] == ["wrong-code", "wrong-code", "operation-closed"]
+    closed = b.verifier.get_operation(op.operation_id)
+    assert closed is not None
+    assert (closed.attempts, closed.consumed_at) == (2, None)
+    assert b.refresh().fail_count == 2  # the refusal counted nothing
+
+
+def test_the_audit_of_an_unknown_target_names_what_the_call_named(
+    memory_factory: StoreFactory, clock: Clock
+) -> None:
+    """An unknown credential is recorded under the id the call named; an unknown operation
+    under the padding credential written in its place (the same record size, V30)."""
+    b = make_bench(memory_factory(clock), clock)
+    for target in ("cr-00000000deadbeef", "op-00000000deadbeef"):
+        with pytest.raises(InvalidCode):
+            b.verifier.verify(target, WRONG, request_id=b.rid())
+    with pytest.raises(InvalidCode):
+        b.verifier.activate("cr-00000000deadbee0", WRONG, request_id=b.rid())
+    with pytest.raises(InvalidCode):
+        b.verifier.resync("cr-00000000deadbee1", [WRONG, WRONG2], request_id=b.rid())
+    records = [r.entry for r in b.store.audit_records()][-4:]
+    assert [(e.reason, e.credential_id, e.operation_id) for e in records] == [
+        ("unknown-credential", "cr-00000000deadbeef", None),
+        ("unknown-operation", PAD_OPERATION_CREDENTIAL_ID, "op-00000000deadbeef"),
+        ("unknown-credential", "cr-00000000deadbee0", None),
+        ("unknown-credential", "cr-00000000deadbee1", None),
+    ]
+
+
+class KeyPathRecorder(SoftwareProvider):
+    """A software provider that records the key path of every AC function fetched."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.paths: list[tuple[object, ...]] = []
+
+    def ac_function(self, key_ref: str, **kwargs: Any) -> AcFunction:
+        self.paths.append((kwargs.get("cvn"), kwargs.get("method"), kwargs.get("tree")))
+        return super().ac_function(key_ref, **kwargs)
+
+
+@pytest.mark.parametrize(("profile", "cvn"), [("secur-acces", 0x10), ("visa-dpa", 0x12)])
+def test_an_unknown_credential_is_evaluated_under_the_profile_of_the_cards_seen(
+    memory_factory: StoreFactory, clock: Clock, profile: str, cvn: int
+) -> None:
+    """The dummy card of an unknown target takes the CVN and session-key method of the last
+    real credential evaluated, so it costs what that card costs (V30)."""
+    provider = KeyPathRecorder()
+    provider.add_issuer_keys("bank", imk_ac=IMK_AC, imk_smi=IMK_SMI, imk_smc=IMK_SMC)
+    b = make_bench(memory_factory(clock), clock, profile=profile, provider=provider, cvn=cvn)
+    assert b.credential.profile.cvn == cvn != decision.DUMMY_PROFILE.cvn
+    seen: dict[str, list[tuple[object, ...]]] = {}
+    for name, target in (("wrong code", b.cid), ("unknown", "cr-00000000deadbeef")):
+        provider.paths.clear()
+        with pytest.raises(InvalidCode):
+            b.verifier.verify(target, WRONG, request_id=b.rid())
+        seen[name] = list(provider.paths)
+    assert seen["unknown"] == seen["wrong code"]
+    assert {p[0] for p in seen["unknown"]} == {b.credential.profile.cvn}
+
+
+def test_a_sign_request_without_an_amount_is_evaluated_for_the_amount_zero() -> None:
+    """The card's IAF asks for an amount: a SIGN request that stores none stands for 0."""
+    profile = decision.DUMMY_PROFILE
+    assert profile.iaf[0] & 0x80
+    request = engine.MatchRequest(mode=OperationMode.SIGN, challenge="12345678", currency="978")
+    zero = dataclasses.replace(request, amount_minor=0)
+    one = dataclasses.replace(request, amount_minor=1)
+    assert engine.cdol_data_for(profile, request) == engine.cdol_data_for(profile, zero)
+    assert engine.cdol_data_for(profile, request) != engine.cdol_data_for(profile, one)
