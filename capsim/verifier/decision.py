@@ -95,7 +95,6 @@ __all__ = [
     "settle",
 ]
 
-_MAX_ATC: Final = 0xFFFF
 _OP_PREFIX: Final = "op-"
 
 
@@ -274,8 +273,10 @@ def screen(
         # the padding row with the dummy card's key and profile: the same steps as a real
         # target (V30)
         subject, stand_in = padding, (dummy_key_ref, dummy_profile)
-        if op is None and read is not None:
-            op = read  # the padding operation's data shape the probe; it is never the target's
+        # the operation read (the padding operation for an unknown one) shapes the probe, as
+        # a known operation's data would; it is never the target's. ``op`` is ``read`` or
+        # ``None`` here, so this only puts the padding operation in.
+        op = read
     assert subject is not None
 
     if _locked(subject, snap.now) or subject.locked_until is None:
@@ -370,6 +371,11 @@ def _write(old: Credential, **changes: Any) -> CredentialWrite:
 def _op_write(
     op: Operation | None, *, consumed_at: datetime | None = None, failed: bool = False
 ) -> OperationWrite:
+    """The operation row an evaluated code writes: consumed by an accept, one attempt more
+    after a miss; none without an operation. The write is required (the
+    :class:`OperationWrite` default): the row was read under the credential row lock, which
+    every writer of an operation row holds, so a write that touches nothing means the store
+    broke that rule and the whole verification rolls back."""
     if op is None:
         return OperationWrite(
             operation_id="", expected_attempts=0, attempts=0, consumed_at=None, required=False
@@ -379,7 +385,6 @@ def _op_write(
         expected_attempts=op.attempts,
         attempts=op.attempts + (1 if failed else 0),
         consumed_at=consumed_at,
-        required=consumed_at is not None or failed,
     )
 
 
@@ -410,10 +415,12 @@ def _op_touch(call: Call, op: Operation | None, *, padded: bool) -> OperationWri
 
 
 def _resync_atc(results: Sequence[MatchResult], codes: int) -> int | None:
-    """The last ATC of the lowest run a, a+1(, a+2) matched by the codes in order (V34)."""
+    """The last ATC of the lowest run a, a+1(, a+2) matched by the codes in order (V34).
+    A run never ends above 65535: the matcher finds no ATC above it
+    (:func:`capsim.codelayout.candidate_atcs`)."""
     sets = [{m.atc for m in r.matches} for r in results]
     for start in sorted(sets[0]):
-        if all(start + k in sets[k] for k in range(1, codes)) and start + codes - 1 <= _MAX_ATC:
+        if all(start + k in sets[k] for k in range(1, codes)):
             return start + codes - 1
     return None
 
