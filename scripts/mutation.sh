@@ -97,16 +97,18 @@ MODULES: dict[str, list[str]] = {
     ],
     "capsim/verifier/decision.py": [  # accept/reject rule, history variants, failure counting
         "tests/verifier/test_codes.py", "tests/verifier/test_seams.py", "tests/verifier/test_lifecycle.py",
-        "tests/verifier/test_decision_edges.py",
+        "tests/verifier/test_decision_edges.py", "tests/verifier/test_decision_contracts.py",
     ],
     "capsim/verifier/engine.py": [  # the matcher and the padding
         "tests/verifier/test_codes.py", "tests/verifier/test_seams.py",
         "tests/verifier/test_matcher_layout.py", "tests/verifier/test_lifecycle.py",
         "tests/verifier/test_decision_edges.py", "tests/test_messages.py",
+        "tests/verifier/test_decision_contracts.py",
     ],
     "capsim/verifier/verification.py": [  # read -> decide -> write
         "tests/verifier/test_codes.py", "tests/verifier/test_seams.py", "tests/verifier/test_lifecycle.py",
-        "tests/verifier/test_decision_edges.py",
+        "tests/verifier/test_decision_edges.py", "tests/verifier/test_decision_contracts.py",
+        "tests/verifier/test_store_writes.py",
     ],
     "capsim/verifier/certdecision.py": [  # certificate credentials: the pure decisions
         "tests/verifier/test_certificates.py", "tests/verifier/test_certificate_auth.py",

@@ -469,7 +469,8 @@ class CredentialWrite:
 @dataclass(frozen=True, kw_only=True, slots=True)
 class OperationWrite:
     """Attempts and consumption of one operation row (``consumed_at IS NULL`` and
-    ``attempts = expected_attempts``); an empty ``operation_id`` touches no row."""
+    ``attempts = expected_attempts``); an empty ``operation_id`` touches no row, so such a write
+    fails unless it is not ``required``, on every store."""
 
     operation_id: str
     expected_attempts: int

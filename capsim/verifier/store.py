@@ -479,13 +479,13 @@ def write_changes(tx: StoreTransaction, changes: Changes, audit: AuditEntry) -> 
         touched = tx.update_credential(w.new, expected_version=w.expected_version)
         ok = ok and (touched == 1 or not w.required)
     o = changes.operation
+    touched = 0  # no operation id: no row to touch, which only a write not required may do
     if o.operation_id:
         current = tx.get_operation(o.operation_id)
-        touched = 0
         if current is not None:
             new = dataclasses.replace(current, attempts=o.attempts, consumed_at=o.consumed_at)
             touched = tx.update_operation(new, expected_attempts=o.expected_attempts)
-        ok = ok and (touched == 1 or not o.required)
+    ok = ok and (touched == 1 or not o.required)
     ok = ok and tx.insert_request(changes.request) == 1
     if changes.acceptance is not None:
         ok = ok and tx.insert_acceptance(changes.acceptance) == 1
