@@ -12,7 +12,6 @@ import pytest
 
 from capsim.verifier.audit import AuditEntry
 from capsim.verifier.model import Changes, OperationWrite, Outcome, RequestRecord
-
 from tests.verifier.conftest import Clock, StoreFactory
 
 AT = datetime(2026, 1, 1, tzinfo=UTC)
