@@ -199,8 +199,8 @@ def derive_visa_sm_sk(mk: bytes, atc: bytes) -> bytes:
     """
     k = _key16("mk", mk)
     a = int.from_bytes(_fixed("atc", atc, 2), "big")
-    mask = ((a << 64) | (a ^ 0xFFFF)).to_bytes(16, "big")
-    return _xor(k, mask).translate(_PARITY_TABLE)
+    sk = int.from_bytes(k, "big") ^ (a << 64) ^ (a ^ 0xFFFF)
+    return sk.to_bytes(16, "big").translate(_PARITY_TABLE)
 
 
 def _check_tree(branch_factor: object, height: object, iv: object) -> bytes:
