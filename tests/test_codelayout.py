@@ -176,3 +176,14 @@ def test_candidate_atcs_when_one_low_atc_bit_is_disclosed() -> None:
     odd = next(1 << k for k in range(80) if codelayout.candidate_atcs(0, 1, lay, 1 << k) == [1])
     assert codelayout.candidate_atcs(0, 10, lay, odd) == [1, 3, 5, 7, 9]
     assert codelayout.candidate_atcs(1, 10, lay, odd) == [3, 5, 7, 9, 11]
+
+
+def test_a_layout_reads_as_its_fields_without_its_lookup_tables() -> None:
+    """A layout's repr (what a log line or a debugger shows) is its widths and shifts, not the
+    256-entry gather tables behind :meth:`CodeLayout.value`."""
+    lay = codelayout.code_layout(b"\xf0\x01", False)
+    assert repr(lay) == (
+        "CodeLayout(ipb=b'\\xf0\\x01', psn_in_data=False, offset=0, psn_bits=0, cid_bits=4, atc_bits=1,"
+        " ac_bits=0, iad_bits=0, total_bits=5, psn_shift=5, cid_shift=1, atc_shift=0, ac_shift=0,"
+        " atc_mask=256)"
+    )

@@ -695,3 +695,31 @@ def test_iso9797_mac_default_padding_is_method_2() -> None:
     key, data = bytes.fromhex("9CA5A4CA1651CE31"), b"capsim"
     assert mac_iso9797_alg1(key, data) == mac_iso9797_alg1(key, data, padding=2)
     assert mac_iso9797_alg1(key, data) != mac_iso9797_alg1(key, data, padding=1)
+
+
+# -- found by the second mutation draw ---------------------------------------------------------
+
+
+@pytest.mark.parametrize("length", [1, 2, 7, 8])
+def test_kcv_of_every_length_from_1_to_8_is_a_prefix_of_the_full_check_value(length: int) -> None:
+    key = bytes.fromhex("FEDCBA98765432100123456789ABCDEF")
+    full = key_check_value(key, 8)
+    assert key_check_value(key, length) == full[:length]
+    assert len(key_check_value(key, length)) == length
+
+
+@pytest.mark.parametrize("length", [0, 9, True, 3.0])
+def test_kcv_length_outside_1_to_8_is_refused_with_its_message(length: object) -> None:
+    with pytest.raises(ValidationError) as info:
+        key_check_value(K, length)  # type: ignore[arg-type]
+    assert str(info.value) == f"length: expected an int from 1 to 8, got {length!r}"
+
+
+@pytest.mark.parametrize(
+    "cvn",
+    [CVN.VISA_10, CVN.MC_16, CVN.VISA_18],  # the ARPC keyed by MK-AC itself, and by a session key
+)
+def test_arpc_with_a_short_master_key_names_the_mk_ac_argument(cvn: CVN) -> None:
+    with pytest.raises(ValidationError) as info:
+        generate_arpc(cvn, bytes(15), arqc=bytes(8), atc=bytes(2), un=bytes(4))
+    assert str(info.value) == "mk_ac: expected a 16-byte double-length TDES key, got 15 bytes"

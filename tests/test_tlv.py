@@ -431,3 +431,17 @@ def test_three_byte_tag_needs_the_more_bit_in_its_middle_byte() -> None:
     assert encode_tag(0x5F8101) == bytes.fromhex("5F8101")
     with pytest.raises(ValidationError):
         encode_tag(0x5F0101)
+
+
+def test_tlv_children_that_are_not_tlv_objects_are_refused_with_the_full_message() -> None:
+    for children in ((b"\x5a\x01\x01",), [Tlv(0x5A, b"\x01"), 3]):
+        with pytest.raises(ValidationError) as info:
+            Tlv(0x70, b"", children=children)  # type: ignore[arg-type]
+        assert str(info.value) == "children must be a tuple of Tlv"
+
+
+@pytest.mark.parametrize(("value", "kind"), [("8300", "str"), (None, "NoneType"), (0x83, "int")])
+def test_encode_names_a_value_that_is_not_bytes(value: object, kind: str) -> None:
+    with pytest.raises(ValidationError) as info:
+        encode(0x83, value)  # type: ignore[arg-type]
+    assert str(info.value) == f"value must be bytes, got {kind}"

@@ -211,3 +211,16 @@ def test_dol_entries_are_values() -> None:
     with pytest.raises(dataclasses.FrozenInstanceError):
         entry.length = 8  # type: ignore[misc]
     assert {entry, DolEntry(0x9F37, 4)} == {entry}
+
+
+@pytest.mark.parametrize("length", [True, False, 6.0, "6", None, -1, 256])
+def test_a_dol_entry_length_must_be_an_int_from_0_to_255(length: object) -> None:
+    """A bool is no length (``True`` would otherwise ask for one byte), nor is a float or a str."""
+    with pytest.raises(ValidationError) as info:
+        DolEntry(0x9F02, length)  # type: ignore[arg-type]
+    assert str(info.value) == f"length must be an int in 0..255, got {length!r}"
+
+
+@pytest.mark.parametrize("length", [0, 1, 255])
+def test_a_dol_entry_length_from_0_to_255_is_taken(length: int) -> None:
+    assert DolEntry(0x9F02, length).to_bytes() == bytes((0x9F, 0x02, length))
