@@ -723,3 +723,12 @@ def test_arpc_with_a_short_master_key_names_the_mk_ac_argument(cvn: CVN) -> None
     with pytest.raises(ValidationError) as info:
         generate_arpc(cvn, bytes(15), arqc=bytes(8), atc=bytes(2), un=bytes(4))
     assert str(info.value) == "mk_ac: expected a 16-byte double-length TDES key, got 15 bytes"
+
+
+def test_an_unsupported_cvn_is_refused_listing_every_supported_one() -> None:
+    with pytest.raises(ValidationError) as info:
+        cvn_spec(0x99)
+    assert str(info.value) == (
+        "cvn: unsupported cryptogram version 153; expected one of VISA_10=0x0A, VISA_18=0x12,"
+        " VISA_22=0x22, MC_16=0x10, MC_17=0x11, MC_20=0x14, MC_21=0x15, INTERAC_133=0x85"
+    )

@@ -155,3 +155,15 @@ def test_external_authenticate_is_one_try_per_transaction() -> None:
     assert card.process(h("008200000A") + good + ARC) == h("9000")
     assert card.process(h("008200000A") + good + ARC) == h("6985")
     assert parse_gac(card.process(gac2_command(card, p1=0x40, arc=ARC))[:-2]).cid == TC
+
+
+@PYEMV_WARNING
+@pytest.mark.parametrize("p1p2", ["0100", "0001", "8000", "0080"])
+def test_external_authenticate_with_p1_or_p2_set_is_6a86_and_changes_nothing(p1p2: str) -> None:
+    """Either parameter byte alone refuses the command; the right ARPC is then still taken."""
+    card, oracle = _visa()
+    arqc = _arqc(card)
+    arpc = oracle.generate_arpc(arqc, ARC)
+    assert card.process(h("0082" + p1p2 + "0A") + arpc + ARC) == h("6A86")
+    assert card.process(h("008200000A") + arpc + ARC) == h("9000")
+    assert parse_gac(card.process(gac2_command(card, p1=0x40, arc=ARC))[:-2]).cid == TC
