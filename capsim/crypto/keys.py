@@ -97,7 +97,7 @@ def _option_b_y(pan: str, psn: str) -> bytes:
     digest = hashlib.sha1(bytes.fromhex(x), usedforsecurity=False).hexdigest().upper()
     digits = [c for c in digest if c.isdigit()]
     if len(digits) < 16:
-        digits += [str(int(c, 16) - 10) for c in digest if not c.isdigit()]
+        digits += [str("ABCDEF".index(c)) for c in digest if not c.isdigit()]  # A..F -> 0..5
     return bytes.fromhex("".join(digits[:16]))
 
 
