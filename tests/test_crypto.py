@@ -732,3 +732,10 @@ def test_an_unsupported_cvn_is_refused_listing_every_supported_one() -> None:
         "cvn: unsupported cryptogram version 153; expected one of VISA_10=0x0A, VISA_18=0x12,"
         " VISA_22=0x22, MC_16=0x10, MC_17=0x11, MC_20=0x14, MC_21=0x15, INTERAC_133=0x85"
     )
+
+
+def test_an_empty_iad_is_refused_for_the_cvns_that_mac_the_whole_iad() -> None:
+    for cvn in (CVN.VISA_18, CVN.VISA_22, CVN.INTERAC_133):
+        with pytest.raises(ValidationError) as info:
+            generate_ac(cvn, MK, **{**GOOD_AC, "iad": b""}, un=bytes(4))
+        assert str(info.value) == "iad: expected a non-empty IAD, got 0 bytes"

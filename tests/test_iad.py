@@ -202,3 +202,21 @@ def test_each_cvr_flag_sets_exactly_its_one_bit(fmt: IadFormat, flag: str) -> No
     expected = [0] * len(template)
     expected[layout.offset + index] = bit
     assert diff == expected
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"pin_try_limit": "3"}, "pin_try_limit: expected an integer"),
+        ({"pin_try_limit": True}, "pin_try_limit: expected an integer"),
+        ({"pin_try_limit": 0}, "pin_try_limit: expected 1..15"),
+        ({"pin_try_limit": 16}, "pin_try_limit: expected 1..15"),
+        ({"cvn": "10"}, "cvn: expected an integer"),
+        ({"iad_template": "06770A03000000"}, "iad_template: expected bytes"),
+    ],
+)
+def test_iad_params_refusals_in_full(kwargs: dict[str, object], message: str) -> None:
+    args: dict[str, object] = {"iad_template": bytes.fromhex("06770A03000000"), "cvn": 0x0A, **kwargs}
+    with pytest.raises(ValidationError) as info:
+        IadParams(**args)  # type: ignore[arg-type]
+    assert str(info.value) == message

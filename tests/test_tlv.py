@@ -445,3 +445,13 @@ def test_encode_names_a_value_that_is_not_bytes(value: object, kind: str) -> Non
     with pytest.raises(ValidationError) as info:
         encode(0x83, value)  # type: ignore[arg-type]
     assert str(info.value) == f"value must be bytes, got {kind}"
+
+
+def test_padding_inside_a_template_is_dropped_from_its_value() -> None:
+    """``00``/``FF`` padding between the objects of a template is no part of the template: its
+    value and its encoding are those of the objects alone."""
+    for raw in ("7004005A0101", "7005FF5A010100", "70045A010100"):
+        (obj,) = decode(H(raw))
+        assert obj.value == H("5A0101")
+        assert obj.to_bytes() == H("70035A0101")
+        assert obj.children == (Tlv(0x5A, b"\x01"),)

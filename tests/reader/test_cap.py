@@ -478,3 +478,21 @@ def test_cdol_values_have_their_emv_lengths(mode: CapMode) -> None:
         0x9F35: 1, 0x9F34: 3, 0x9F33: 3, 0x9F45: 2, 0x9F4C: 8, 0x91: 10,
     }
     assert (values[0x9F45], values[0x9F4C], values[0x91]) == (bytes(2), bytes(8), bytes(10))
+
+
+@pytest.mark.parametrize("part", ["whole", "frac"])
+def test_amount_digit_counts_are_bounded_at_1000(part: str) -> None:
+    """1000 digits are still read as a number (and told too large, or too many decimals);
+    1001 are refused as no amount at all."""
+    for n, ok in ((1000, True), (1001, False)):
+        value = "1" * n if part == "whole" else "1." + "0" * n
+        with pytest.raises(ValidationError) as info:
+            parse_amount(value)
+        if not ok:
+            expected = "amount: expected digits with an optional '.' and decimals (like 15.00)"
+            expected += f", got {value!r}"
+        elif part == "whole":
+            expected = f"amount: at most 9999999999.99, got {value!r}"
+        else:
+            expected = f"amount: at most 2 decimals without a currency, got {value!r}"
+        assert str(info.value) == expected
