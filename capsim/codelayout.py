@@ -545,7 +545,8 @@ def candidate_atcs(last_atc: int, window: int, layout: CodeLayout, code_value: i
     while a <= hi:
         if a & mask == want:
             out.append(a)
-            if mask & 1 and (mask & (mask + 1)) == 0:  # low-order run: jump a whole period
+            # a low-order run (mask = 2^k - 1, k >= 1: 0 returned above): jump a whole period
+            if (mask & (mask + 1)) == 0:
                 a += mask + 1
                 continue
         a += 1

@@ -176,3 +176,33 @@ def test_candidate_atcs_when_one_low_atc_bit_is_disclosed() -> None:
     odd = next(1 << k for k in range(80) if codelayout.candidate_atcs(0, 1, lay, 1 << k) == [1])
     assert codelayout.candidate_atcs(0, 10, lay, odd) == [1, 3, 5, 7, 9]
     assert codelayout.candidate_atcs(1, 10, lay, odd) == [3, 5, 7, 9, 11]
+
+
+def test_a_layout_reads_as_its_fields_without_its_lookup_tables() -> None:
+    """A layout's repr (what a log line or a debugger shows) is its widths and shifts, not the
+    256-entry gather tables behind :meth:`CodeLayout.value`."""
+    lay = codelayout.code_layout(b"\xf0\x01", False)
+    assert repr(lay) == (
+        "CodeLayout(ipb=b'\\xf0\\x01', psn_in_data=False, offset=0, psn_bits=0, cid_bits=4, atc_bits=1,"
+        " ac_bits=0, iad_bits=0, total_bits=5, psn_shift=5, cid_shift=1, atc_shift=0, ac_shift=0,"
+        " atc_mask=256)"
+    )
+
+
+def test_explain_names_the_field_of_every_data_byte_at_the_field_boundaries() -> None:
+    """D = [PSN] ‖ CID ‖ ATC(2) ‖ AC(8) ‖ IAD(32): the last AC byte, the first IAD byte and the
+    first byte beyond the IAD are named as such, with and without the PSN in front."""
+    data = bytes(range(1, 46))
+    ipb = bytes(10) + b"\x01\x80" + bytes(31) + b"\x01"
+    assert [str(b) for b in codelayout.explain_ipb(ipb, data, psn_in_data=False)] == [
+        "code bit  2 = 1 <- D[10] b1 (AC byte 8)",
+        "code bit  1 = 0 <- D[11] b8 (IAD byte 1)",
+        "code bit  0 = 0 <- D[43] b1 (beyond IAD byte 1)",
+    ]
+    ipb = b"\x80\x80" + bytes(9) + b"\x01\x80"
+    assert [str(b) for b in codelayout.explain_ipb(ipb, data, psn_in_data=True, ac_name="ARQC")] == [
+        "code bit  3 = 0 <- D[0] b8 (PSN byte 1)",
+        "code bit  2 = 0 <- D[1] b8 (CID byte 1)",
+        "code bit  1 = 0 <- D[11] b1 (ARQC byte 8)",
+        "code bit  0 = 0 <- D[12] b8 (IAD byte 1)",
+    ]

@@ -695,3 +695,47 @@ def test_iso9797_mac_default_padding_is_method_2() -> None:
     key, data = bytes.fromhex("9CA5A4CA1651CE31"), b"capsim"
     assert mac_iso9797_alg1(key, data) == mac_iso9797_alg1(key, data, padding=2)
     assert mac_iso9797_alg1(key, data) != mac_iso9797_alg1(key, data, padding=1)
+
+
+# -- found by the second mutation draw ---------------------------------------------------------
+
+
+@pytest.mark.parametrize("length", [1, 2, 7, 8])
+def test_kcv_of_every_length_from_1_to_8_is_a_prefix_of_the_full_check_value(length: int) -> None:
+    key = bytes.fromhex("FEDCBA98765432100123456789ABCDEF")
+    full = key_check_value(key, 8)
+    assert key_check_value(key, length) == full[:length]
+    assert len(key_check_value(key, length)) == length
+
+
+@pytest.mark.parametrize("length", [0, 9, True, 3.0])
+def test_kcv_length_outside_1_to_8_is_refused_with_its_message(length: object) -> None:
+    with pytest.raises(ValidationError) as info:
+        key_check_value(K, length)  # type: ignore[arg-type]
+    assert str(info.value) == f"length: expected an int from 1 to 8, got {length!r}"
+
+
+@pytest.mark.parametrize(
+    "cvn",
+    [CVN.VISA_10, CVN.MC_16, CVN.VISA_18],  # the ARPC keyed by MK-AC itself, and by a session key
+)
+def test_arpc_with_a_short_master_key_names_the_mk_ac_argument(cvn: CVN) -> None:
+    with pytest.raises(ValidationError) as info:
+        generate_arpc(cvn, bytes(15), arqc=bytes(8), atc=bytes(2), un=bytes(4))
+    assert str(info.value) == "mk_ac: expected a 16-byte double-length TDES key, got 15 bytes"
+
+
+def test_an_unsupported_cvn_is_refused_listing_every_supported_one() -> None:
+    with pytest.raises(ValidationError) as info:
+        cvn_spec(0x99)
+    assert str(info.value) == (
+        "cvn: unsupported cryptogram version 153; expected one of VISA_10=0x0A, VISA_18=0x12,"
+        " VISA_22=0x22, MC_16=0x10, MC_17=0x11, MC_20=0x14, MC_21=0x15, INTERAC_133=0x85"
+    )
+
+
+def test_an_empty_iad_is_refused_for_the_cvns_that_mac_the_whole_iad() -> None:
+    for cvn in (CVN.VISA_18, CVN.VISA_22, CVN.INTERAC_133):
+        with pytest.raises(ValidationError) as info:
+            generate_ac(cvn, MK, **{**GOOD_AC, "iad": b""}, un=bytes(4))
+        assert str(info.value) == "iad: expected a non-empty IAD, got 0 bytes"

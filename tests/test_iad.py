@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import subprocess
 import sys
 from pathlib import Path
@@ -19,6 +20,7 @@ from capsim.iad import (
     VIS_CVR_LAYOUT,
     AcType,
     CardHistory,
+    CvrFlag,
     IadFormat,
     IadParams,
     IadProfile,
@@ -147,3 +149,74 @@ def test_card_history_round_trips_through_its_card_file_form() -> None:
         doc = history.to_dict()
         assert set(doc) == keys
         assert CardHistory.from_dict(doc) == history
+
+
+# Each CVR flag, written out from docs/card.md: (format, byte index in the CVR, the one bit).
+_ONE_BIT = {
+    (IadFormat.VIS, "issuer_auth_failed"): (0, 0x08),
+    (IadFormat.VIS, "offline_pin_performed"): (0, 0x04),
+    (IadFormat.VIS, "offline_pin_failed"): (0, 0x02),
+    (IadFormat.VIS, "unable_to_go_online"): (0, 0x01),
+    (IadFormat.VIS, "last_online_not_completed"): (1, 0x80),
+    (IadFormat.VIS, "pin_try_limit_exceeded"): (1, 0x40),
+    (IadFormat.VIS, "new_card"): (1, 0x10),
+    (IadFormat.VIS, "last:issuer_auth_failed"): (1, 0x08),
+    (IadFormat.VIS, "last:issuer_auth_not_performed"): (1, 0x04),
+    (IadFormat.VIS, "last:script_failed"): (2, 0x08),
+    (IadFormat.MCHIP, "offline_pin_performed"): (0, 0x04),
+    (IadFormat.MCHIP, "offline_pin_successful"): (0, 0x01),
+    (IadFormat.MCHIP, "issuer_auth_performed"): (1, 0x10),
+    (IadFormat.MCHIP, "issuer_auth_failed"): (1, 0x08),
+    (IadFormat.MCHIP, "last:issuer_auth_failed"): (1, 0x04),
+    (IadFormat.MCHIP, "last:issuer_auth_not_performed"): (1, 0x02),
+    (IadFormat.MCHIP, "last:script_failed"): (1, 0x01),
+    (IadFormat.MCHIP, "unable_to_go_online"): (3, 0x40),
+    (IadFormat.MCHIP, "offline_pin_failed"): (3, 0x10),
+    (IadFormat.MCHIP, "pin_try_limit_exceeded"): (3, 0x08),
+    (IadFormat.MCHIP, "last_online_not_completed"): (3, 0x04),
+}
+_HISTORY = {
+    "last_online_not_completed": "last_online_not_completed",
+    "new_card": "new_card",
+    "last:issuer_auth_failed": "issuer_auth_failed",
+    "last:issuer_auth_not_performed": "issuer_auth_not_performed",
+    "last:script_failed": "script_failed",
+}
+
+
+@pytest.mark.parametrize(("fmt", "flag"), sorted(_ONE_BIT, key=str))
+def test_each_cvr_flag_sets_exactly_its_one_bit(fmt: IadFormat, flag: str) -> None:
+    """One flag on, everything else off: the CVR differs from the quiet one in exactly that bit."""
+    layout = {IadFormat.VIS: VIS_CVR_LAYOUT, IadFormat.MCHIP: MCHIP_CVR_LAYOUT}[fmt]
+    template = bytes(layout.offset + layout.length)
+    quiet_history = CardHistory(new_card=False)
+    if flag in _HISTORY:
+        history, flags = dataclasses.replace(quiet_history, **{_HISTORY[flag]: True}), set()
+    else:
+        history, flags = quiet_history, {CvrFlag[flag.upper()]}
+    args = {"gac1": AcType.ARQC, "pin_tries": 0}
+    quiet = build_iad(template, fmt, history=quiet_history, flags=set(), **args)  # type: ignore[arg-type]
+    one = build_iad(template, fmt, history=history, flags=flags, **args)  # type: ignore[arg-type]
+    diff = [a ^ b for a, b in zip(quiet, one, strict=True)]
+    index, bit = _ONE_BIT[(fmt, flag)]
+    expected = [0] * len(template)
+    expected[layout.offset + index] = bit
+    assert diff == expected
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"pin_try_limit": "3"}, "pin_try_limit: expected an integer"),
+        ({"pin_try_limit": True}, "pin_try_limit: expected an integer"),
+        ({"pin_try_limit": 0}, "pin_try_limit: expected 1..15"),
+        ({"pin_try_limit": 16}, "pin_try_limit: expected 1..15"),
+        ({"cvn": "10"}, "cvn: expected an integer"),
+        ({"iad_template": "06770A03000000"}, "iad_template: expected bytes"),
+    ],
+)
+def test_iad_params_refusals_in_full(kwargs: dict[str, object], message: str) -> None:
+    args: dict[str, object] = {"iad_template": bytes.fromhex("06770A03000000"), "cvn": 0x0A, **kwargs}
+    with pytest.raises(ValidationError) as info:
+        IadParams(**args)  # type: ignore[arg-type]
+    assert str(info.value) == message

@@ -431,3 +431,27 @@ def test_three_byte_tag_needs_the_more_bit_in_its_middle_byte() -> None:
     assert encode_tag(0x5F8101) == bytes.fromhex("5F8101")
     with pytest.raises(ValidationError):
         encode_tag(0x5F0101)
+
+
+def test_tlv_children_that_are_not_tlv_objects_are_refused_with_the_full_message() -> None:
+    for children in ((b"\x5a\x01\x01",), [Tlv(0x5A, b"\x01"), 3]):
+        with pytest.raises(ValidationError) as info:
+            Tlv(0x70, b"", children=children)  # type: ignore[arg-type]
+        assert str(info.value) == "children must be a tuple of Tlv"
+
+
+@pytest.mark.parametrize(("value", "kind"), [("8300", "str"), (None, "NoneType"), (0x83, "int")])
+def test_encode_names_a_value_that_is_not_bytes(value: object, kind: str) -> None:
+    with pytest.raises(ValidationError) as info:
+        encode(0x83, value)  # type: ignore[arg-type]
+    assert str(info.value) == f"value must be bytes, got {kind}"
+
+
+def test_padding_inside_a_template_is_dropped_from_its_value() -> None:
+    """``00``/``FF`` padding between the objects of a template is no part of the template: its
+    value and its encoding are those of the objects alone."""
+    for raw in ("7004005A0101", "7005FF5A010100", "70045A010100"):
+        (obj,) = decode(H(raw))
+        assert obj.value == H("5A0101")
+        assert obj.to_bytes() == H("70035A0101")
+        assert obj.children == (Tlv(0x5A, b"\x01"),)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import logging
+
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
@@ -211,3 +213,24 @@ def test_dol_entries_are_values() -> None:
     with pytest.raises(dataclasses.FrozenInstanceError):
         entry.length = 8  # type: ignore[misc]
     assert {entry, DolEntry(0x9F37, 4)} == {entry}
+
+
+@pytest.mark.parametrize("length", [True, False, 6.0, "6", None, -1, 256])
+def test_a_dol_entry_length_must_be_an_int_from_0_to_255(length: object) -> None:
+    """A bool is no length (``True`` would otherwise ask for one byte), nor is a float or a str."""
+    with pytest.raises(ValidationError) as info:
+        DolEntry(0x9F02, length)  # type: ignore[arg-type]
+    assert str(info.value) == f"length must be an int in 0..255, got {length!r}"
+
+
+@pytest.mark.parametrize("length", [0, 1, 255])
+def test_a_dol_entry_length_from_0_to_255_is_taken(length: int) -> None:
+    assert DolEntry(0x9F02, length).to_bytes() == bytes((0x9F, 0x02, length))
+
+
+def test_a_tag_unknown_to_the_tag_table_is_logged_at_debug_level(caplog: pytest.LogCaptureFixture) -> None:
+    with caplog.at_level(logging.DEBUG, logger="capsim.tlv"):
+        assert fill_dol(H("DF7F029F3704"), {0x9F37: b"\x01\x02\x03\x04"}) == H("000001020304")
+    assert [(r.name, r.levelno, r.getMessage()) for r in caplog.records] == [
+        ("capsim.tlv", logging.DEBUG, "DOL asks for tag DF7F, unknown to the tag table: zero-filled")
+    ]

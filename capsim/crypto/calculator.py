@@ -128,8 +128,9 @@ class AcCalculator:
 
     def _mac_fixed_key(self, padded: bytes, fixed: int) -> bytes:
         """MAC algorithm 3 under MK-AC itself, continuing from the cached CBC chaining value over
-        the whole blocks within the first ``fixed`` bytes (never the last block)."""
-        n = min(fixed // 8, len(padded) // 8 - 1) * 8
+        the whole blocks within the first ``fixed`` bytes. That is never the last block: the ATC
+        and the IAD part (at least 3 bytes) follow the fixed bytes, so ``fixed < len(padded)``."""
+        n = fixed // 8 * 8
         prefix = padded[:n]
         cache = self._prefix_cache
         chain = cache.get(prefix)

@@ -97,7 +97,7 @@ def _option_b_y(pan: str, psn: str) -> bytes:
     digest = hashlib.sha1(bytes.fromhex(x), usedforsecurity=False).hexdigest().upper()
     digits = [c for c in digest if c.isdigit()]
     if len(digits) < 16:
-        digits += [str(int(c, 16) - 10) for c in digest if not c.isdigit()]
+        digits += [str("ABCDEF".index(c)) for c in digest if not c.isdigit()]  # A..F -> 0..5
     return bytes.fromhex("".join(digits[:16]))
 
 
@@ -199,8 +199,8 @@ def derive_visa_sm_sk(mk: bytes, atc: bytes) -> bytes:
     """
     k = _key16("mk", mk)
     a = int.from_bytes(_fixed("atc", atc, 2), "big")
-    mask = ((a << 64) | (a ^ 0xFFFF)).to_bytes(16, "big")
-    return _xor(k, mask).translate(_PARITY_TABLE)
+    sk = int.from_bytes(k, "big") ^ (a << 64) ^ (a ^ 0xFFFF)
+    return sk.to_bytes(16, "big").translate(_PARITY_TABLE)
 
 
 def _check_tree(branch_factor: object, height: object, iv: object) -> bytes:

@@ -155,3 +155,34 @@ def test_external_authenticate_is_one_try_per_transaction() -> None:
     assert card.process(h("008200000A") + good + ARC) == h("9000")
     assert card.process(h("008200000A") + good + ARC) == h("6985")
     assert parse_gac(card.process(gac2_command(card, p1=0x40, arc=ARC))[:-2]).cid == TC
+
+
+@PYEMV_WARNING
+@pytest.mark.parametrize("p1p2", ["0100", "0001", "8000", "0080"])
+def test_external_authenticate_with_p1_or_p2_set_is_6a86_and_changes_nothing(p1p2: str) -> None:
+    """Either parameter byte alone refuses the command; the right ARPC is then still taken."""
+    card, oracle = _visa()
+    arqc = _arqc(card)
+    arpc = oracle.generate_arpc(arqc, ARC)
+    assert card.process(h("0082" + p1p2 + "0A") + arpc + ARC) == h("6A86")
+    assert card.process(h("008200000A") + arpc + ARC) == h("9000")
+    assert parse_gac(card.process(gac2_command(card, p1=0x40, arc=ARC))[:-2]).cid == TC
+
+
+@pytest.mark.parametrize("proprietary", ["01", "A1B2", "0102030405060708"])
+def test_method_2_arpc_with_proprietary_data_authenticates_over_all_of_it(proprietary: str) -> None:
+    """ARPC ‖ CSU ‖ proprietary authentication data (up to 8 bytes): the card MACs every
+    proprietary byte, so the right ARPC gives a TC and one over a byte less is refused."""
+    for whole in (True, False):
+        card = new_card("barclays", pan=PAN, imk_ac=IMK_A, imk_smi=IMK_B, imk_smc=IMK_C, cvn=CVN.VISA_18)
+        arqc = _arqc(card)
+        csu, prop = h("00820000"), h(proprietary)
+        p = card.profile
+        atc = card.state.atc.to_bytes(2, "big")
+        signed = prop if whole else prop[1:]
+        arpc = generate_arpc(p.cvn, p.mk_ac, arqc=arqc, atc=atc, un=bytes(4), csu=csu, proprietary=signed)
+        data = arpc + csu + prop
+        answer = card.process(h("00820000") + bytes((len(data),)) + data)
+        assert answer == (h("9000") if whole else h("6300"))
+        second = card.process(gac2_command(card, p1=0x40, arc=ARC))
+        assert parse_gac(second[:-2]).cid == (TC if whole else AAC)

@@ -457,3 +457,42 @@ def test_belgian_explanation_points_at_the_bytes_of_d_it_read() -> None:
         assert d[b.data_index] >> (b.bit - 1) & 1 == b.value, b
         field = atc if b.field == "ATC" else ac
         assert field[b.field_byte - 1] == d[b.data_index], b
+
+
+@pytest.mark.parametrize("key", [bytes(7), bytes(9), bytes(16), bytearray(8), "9CA5A4CA"])
+def test_tds_key_must_be_the_8_byte_cryptogram(key: object) -> None:
+    with pytest.raises(ValidationError) as info:
+        tds_mac(["1"], key)  # type: ignore[arg-type]
+    assert str(info.value) == "key: expected the 8-byte application cryptogram"
+
+
+@pytest.mark.parametrize("mode", list(CapMode))
+def test_cdol_values_have_their_emv_lengths(mode: CapMode) -> None:
+    """The §4 table, value by value at its EMV length: 9F45 (data authentication code) 2 bytes,
+    9F4C (ICC dynamic number) 8, 91 (issuer authentication data) 10, all zeros."""
+    challenge = None if mode in (CapMode.IDENTIFY, CapMode.TDS) else "1234"
+    values = cdol_values(get_reader_profile("mc-cap"), mode, challenge=challenge)
+    lengths = {tag: len(v) for tag, v in values.items()}
+    assert lengths == {
+        0x9F02: 6, 0x9F03: 6, 0x9F1A: 2, 0x95: 5, 0x5F2A: 2, 0x9A: 3, 0x9C: 1, 0x9F37: 4,
+        0x9F35: 1, 0x9F34: 3, 0x9F33: 3, 0x9F45: 2, 0x9F4C: 8, 0x91: 10,
+    }
+    assert (values[0x9F45], values[0x9F4C], values[0x91]) == (bytes(2), bytes(8), bytes(10))
+
+
+@pytest.mark.parametrize("part", ["whole", "frac"])
+def test_amount_digit_counts_are_bounded_at_1000(part: str) -> None:
+    """1000 digits are still read as a number (and told too large, or too many decimals);
+    1001 are refused as no amount at all."""
+    for n, ok in ((1000, True), (1001, False)):
+        value = "1" * n if part == "whole" else "1." + "0" * n
+        with pytest.raises(ValidationError) as info:
+            parse_amount(value)
+        if not ok:
+            expected = "amount: expected digits with an optional '.' and decimals (like 15.00)"
+            expected += f", got {value!r}"
+        elif part == "whole":
+            expected = f"amount: at most 9999999999.99, got {value!r}"
+        else:
+            expected = f"amount: at most 2 decimals without a currency, got {value!r}"
+        assert str(info.value) == expected
