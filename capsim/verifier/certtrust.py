@@ -242,11 +242,11 @@ def _revocation(chain: Sequence[x509.Certificate], trust: CertTrust, now: _dt.da
                 continue
             if not isinstance(issuer_key, ec.EllipticCurvePublicKey | rsa.RSAPublicKey):
                 continue
-            try:
-                if not crl.is_signature_valid(issuer_key):
-                    continue  # a CRL the issuer did not sign says nothing
-            except (TypeError, ValueError):  # a signature algorithm that does not fit the key
-                continue
+            # False for any signature this key did not make, whatever algorithm the CRL names
+            # (another key type, another curve, an unknown OID); it raises only for a key of a
+            # type it cannot verify with, which the check above excludes.
+            if not crl.is_signature_valid(issuer_key):
+                continue  # a CRL the issuer did not sign says nothing
             nxt = crl.next_update_utc
             if crl.last_update_utc > now or (nxt is not None and now >= nxt):
                 continue
