@@ -10,6 +10,7 @@ the public pure functions of :mod:`capsim.verifier.certdecision`.
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import re
 from datetime import timedelta
 from pathlib import Path
@@ -17,13 +18,13 @@ from pathlib import Path
 import pytest
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec, rsa
+from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
 from cryptography.x509.oid import NameOID
 
 from capsim.cards.piv import PivAlgorithm, generate_key, new_piv_card
 from capsim.errors import ConfigError, ValidationError
 from capsim.verifier import certdecision as cd
-from capsim.verifier.certmodel import CertChallenge, ChallengePurpose
+from capsim.verifier.certmodel import CertChallenge, CertState, ChallengePurpose
 from capsim.verifier.certtrust import (
     CertTrust,
     check_certificate,
@@ -357,10 +358,165 @@ def test_a_crl_signed_by_another_key_type_neither_revokes_nor_vouches(bank: Bank
     serial = token.cert.serial_number
     forged_rsa = bank.ca.crl([serial], signer=rsa.generate_private_key(65537, 2048))  # type: ignore[arg-type]
     forged_p384 = bank.ca.crl([serial], signer=ec.generate_private_key(ec.SECP384R1()))
-    for forged in (forged_rsa, forged_p384):
+    forged_ed = (
+        x509.CertificateRevocationListBuilder()
+        .issuer_name(bank.ca.cert.subject)
+        .last_update(T0 - DAY)
+        .next_update(T0 + 30 * DAY)
+        .add_revoked_certificate(
+            x509.RevokedCertificateBuilder().serial_number(serial).revocation_date(T0).build()
+        )
+        .sign(ed25519.Ed25519PrivateKey.generate(), None)
+    )
+    # the issuer's own CRL, its signature algorithm renamed to an unknown OID (same length)
+    genuine = bank.ca.crl([serial]).public_bytes(serialization.Encoding.DER)
+    ecdsa_sha256 = bytes.fromhex("06082a8648ce3d040302")  # 1.2.840.10045.4.3.2
+    assert genuine.count(ecdsa_sha256) == 2  # in the signed part and outside it
+    unknown = x509.load_der_x509_crl(genuine.replace(ecdsa_sha256, ecdsa_sha256[:-1] + b"\x09"))
+    for forged in (forged_rsa, forged_p384, forged_ed, unknown):
         alone = CertTrust(anchors=(bank.ca.cert,), crls=(forged,))
         assert check_certificate(token.cert, alone, T0) == (None, "revocation-unknown")
         with_genuine = CertTrust(anchors=(bank.ca.cert,), crls=(forged, bank.ca.crl()))
         assert check_certificate(token.cert, with_genuine, T0)[1] == ""
     bank.trust = CertTrust(anchors=(bank.ca.cert,), crls=(forged_rsa, bank.ca.crl()))
     assert bank.register(mc, token).serial == format(serial, "X")
+
+
+# -- a CA certificate is no end-entity certificate ----------------------------------------------
+
+
+def _leaf_with_constraints(ca: Ca, *, is_ca: bool) -> Token:
+    token = new_token(ca)
+    public = token.cert.public_key()
+    assert isinstance(public, ec.EllipticCurvePublicKey)
+    builder = x509.CertificateBuilder(
+        issuer_name=token.cert.issuer,
+        subject_name=token.cert.subject,
+        public_key=public,
+        serial_number=token.cert.serial_number + 10_000,
+        not_valid_before=token.cert.not_valid_before_utc,
+        not_valid_after=token.cert.not_valid_after_utc,
+        extensions=list(token.cert.extensions),
+    )
+    cert = builder.add_extension(x509.BasicConstraints(ca=is_ca, path_length=None), critical=True).sign(
+        ca.key, hashes.SHA256()
+    )
+    return dataclasses.replace(token, cert=cert)
+
+
+def test_a_leaf_with_ca_basic_constraints_is_refused(bank: Bank) -> None:
+    mc = bank.org()
+    ca_leaf = _leaf_with_constraints(bank.ca, is_ca=True)
+    assert check_certificate(ca_leaf.cert, bank.trust, T0) == (None, "chain")
+    refused(bank, "cert-register", "certificate-chain", lambda: bank.register(mc, ca_leaf))
+    plain = _leaf_with_constraints(bank.ca, is_ca=False)  # basicConstraints without CA: a leaf
+    assert check_certificate(plain.cert, bank.trust, T0)[1] == ""
+    assert bank.register(mc, plain).serial == format(plain.cert.serial_number, "X")
+
+
+# -- operation data: what a payment and a beneficiary addition bind -------------------------------
+
+PAYEE = "FR7630006000011234567890189"
+
+
+@pytest.mark.parametrize(
+    ("kind", "kwargs", "message"),
+    [
+        ("payment", {"amount_minor": 100, "currency": None, "name": None},
+         "amount/currency: a payment binds an amount and a currency"),
+        ("payment", {"amount_minor": None, "currency": "978", "name": None},
+         "amount/currency: a payment binds an amount and a currency"),
+        ("payment", {"amount_minor": 100, "currency": "978", "name": "Alice"},
+         "name: only a beneficiary addition binds a holder name"),
+        ("beneficiary", {"amount_minor": 100, "currency": None, "name": "Alice"},
+         "amount/currency: a beneficiary addition binds no amount"),
+        ("beneficiary", {"amount_minor": None, "currency": "978", "name": "Alice"},
+         "amount/currency: a beneficiary addition binds no amount"),
+        ("refund", {"amount_minor": 100, "currency": "978", "name": None},
+         "kind: expected one of payment, beneficiary"),
+    ],
+    ids=["payment-no-currency", "payment-no-amount", "payment-name", "beneficiary-amount",
+         "beneficiary-currency", "unknown-kind"],
+)  # fmt: skip
+def test_operation_data_binds_exactly_its_kind_s_fields(
+    kind: str, kwargs: dict[str, object], message: str
+) -> None:
+    with pytest.raises(ValidationError) as info:
+        cd.operation_details(kind, payee=PAYEE, **kwargs)  # type: ignore[arg-type]
+    assert str(info.value) == message
+
+
+def test_an_operation_challenge_for_a_payment_needs_amount_and_currency(bank: Bank) -> None:
+    mc = bank.org()
+    cred = bank.register(mc, new_token(bank.ca))
+    for kwargs in ({"amount": "1.00"}, {"currency": "EUR"}):
+        with pytest.raises(ValidationError) as info:
+            bank.cv.operation_challenge(cred.cert_id, kind="payment", payee=PAYEE, **kwargs)  # type: ignore[arg-type]
+        assert str(info.value) == "amount/currency: a payment binds an amount and a currency"
+
+
+def test_the_operation_digest_is_sha256_of_the_labelled_compact_json() -> None:
+    """The digest a relying party recomputes from the operation's values (rule 2)."""
+    pay = cd.operation_details("payment", amount_minor=15000, currency="978", payee=PAYEE, name=None)
+    text = b'{"amount_minor":"15000","currency":"978","kind":"payment","payee":"' + PAYEE.encode() + b'"}'
+    assert cd.details_digest(pay) == hashlib.sha256(b"capsim cert operation v1|" + text).digest()
+    ben = cd.operation_details(
+        "beneficiary", amount_minor=None, currency=None, payee=PAYEE, name="Zoé Müller"
+    )
+    text = b'{"kind":"beneficiary","name":"Zo\\u00e9 M\\u00fcller","payee":"' + PAYEE.encode() + b'"}'
+    assert cd.details_digest(ben) == hashlib.sha256(b"capsim cert operation v1|" + text).digest()
+
+
+def test_a_challenge_and_its_acceptance_carry_the_operation_digest(bank: Bank) -> None:
+    mc = bank.org()
+    token = new_token(bank.ca)
+    cred = bank.register(mc, token)
+    ch = bank.pay(cred.cert_id, amount="150.00", payee=PAYEE)
+    text = b'{"amount_minor":"15000","currency":"978","kind":"payment","payee":"' + PAYEE.encode() + b'"}'
+    digest = hashlib.sha256(b"capsim cert operation v1|" + text).digest()
+    assert ch.txn_digest == digest
+    assert f"digest={digest.hex()}".encode() in ch.message
+    assert bank.cv.authenticate(ch.challenge_id, token.sign(ch.message)).txn_digest == digest
+
+
+# -- lockout: a lock that has expired starts the count again (V29) ---------------------------------
+
+
+def test_a_wrong_signature_after_a_lock_expired_counts_from_zero_then_escalates(bank: Bank) -> None:
+    mc = bank.org()
+    token = new_token(bank.ca)
+    cid = bank.register(mc, token).cert_id
+    wrong = token.sign(b"not the challenge")
+
+    def miss(reason: str) -> None:
+        ch = bank.pay(cid)
+        refused(bank, "cert-authenticate", reason, lambda: bank.cv.authenticate(ch.challenge_id, wrong))
+
+    for reason in ("wrong-signature", "wrong-signature", "wrong-signature-locked"):  # max_fail = 3
+        miss(reason)
+    locked = bank.cv.get_certificate(cid)
+    assert locked is not None
+    assert locked.locked_until == bank.clock.now + timedelta(seconds=60)
+    bank.clock.advance(61)  # the lock (60 s) has expired
+    miss("wrong-signature")
+    after = bank.cv.get_certificate(cid)
+    assert after is not None
+    assert (after.fail_count, after.locked_until, after.state) == (1, None, CertState.ACTIVE)
+    miss("wrong-signature")
+    miss("wrong-signature-blocked")  # the second lock within escalation_period_s blocks
+    blocked = bank.cv.get_certificate(cid)
+    assert blocked is not None
+    assert blocked.state is CertState.BLOCKED
+
+
+# -- the recorded trust: the database setting's name is part of its format -----------------------
+
+
+def test_recorded_trust_is_the_cert_trust_setting_of_the_database(bank: Bank, tmp_path: Path) -> None:
+    anchor = write_pem(tmp_path / "ca.pem", bank.ca.cert)
+    crl = write_pem(tmp_path / "ca.crl", bank.ca.crl())
+    setting = trust_setting([anchor], crls=[crl])
+    bank.cv.record_trust(setting)
+    with bank.store.transaction() as tx:
+        assert tx.get_setting("cert.trust") == setting  # what the CLI and the HTTP service read
+    assert bank.last_reason("cert-trust") == ("ok", "")
