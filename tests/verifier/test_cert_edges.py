@@ -12,7 +12,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import re
-from datetime import timedelta
+from datetime import datetime, timedelta
 from pathlib import Path
 
 import pytest
@@ -30,10 +30,11 @@ from capsim.verifier.certtrust import (
     check_certificate,
     load_trust,
     parse_certificate,
+    trust_from_setting,
     trust_setting,
 )
 from capsim.verifier.model import UserRole
-from tests.verifier.certbench import Bank, bank, refused
+from tests.verifier.certbench import POLICY, Bank, bank, refused
 from tests.verifier.certpki import DAY, T0, Ca, Token, new_token, write_pem
 
 __all__ = ["bank"]  # the fixture
@@ -520,3 +521,148 @@ def test_recorded_trust_is_the_cert_trust_setting_of_the_database(bank: Bank, tm
     with bank.store.transaction() as tx:
         assert tx.get_setting("cert.trust") == setting  # what the CLI and the HTTP service read
     assert bank.last_reason("cert-trust") == ("ok", "")
+
+
+# -- the master code: 16 characters of the code alphabet, at most 64 as typed ----------------------
+
+MASTER_MESSAGE = "master_code: expected 16 characters (dashes optional)"
+
+
+def test_master_codes_inside_the_limits_are_normalised() -> None:
+    code = "ABCD" * 4
+    assert cd.normalise_master_code(code.lower()) == code
+    assert cd.normalise_master_code("ABCD-ABCD-ABCD-ABCD") == code
+    assert cd.normalise_master_code(code + " " * 48) == code  # 64 characters as typed
+
+
+@pytest.mark.parametrize(
+    "typed",
+    [
+        "ABCD" * 4 + " " * 49,
+        None,
+        1234,
+        "ABCD" * 4 + "A",
+        "ABCD" * 3 + "ABC",
+        "ABCD" * 3 + "ABCU",
+        "ÀBCD" * 4,
+    ],
+    ids=["65-typed", "none", "int", "17", "15", "outside-alphabet", "accented"],
+)
+def test_master_codes_outside_the_limits_are_refused_in_full(typed: object) -> None:
+    with pytest.raises(ValidationError) as info:
+        cd.normalise_master_code(typed)
+    assert str(info.value) == MASTER_MESSAGE
+
+
+def test_registration_names_a_malformed_master_code(bank: Bank) -> None:
+    mc = bank.org()
+    for code in (mc.code + " " * 49, mc.code[:15]):
+        with pytest.raises(ValidationError) as info:
+            bank.register(mc, new_token(bank.ca), master_code=code)
+        assert str(info.value) == MASTER_MESSAGE
+    assert bank.register(mc, new_token(bank.ca), master_code=mc.code + " " * 48).org_id == mc.org_id
+
+
+# -- a registration to an unknown organisation costs the named challenge nothing -----------------
+
+
+def test_an_unknown_organisation_uses_up_no_attempt_of_the_challenge(bank: Bank) -> None:
+    assert not cd.counts_against_challenge("unknown-organisation")
+    assert not cd.counts_against_challenge("master-code")
+    assert not cd.counts_against_challenge("")
+    assert cd.counts_against_challenge("signature")
+    mc = bank.org()
+    token = new_token(bank.ca)
+    ch = bank.cv.registration_challenge(mc.org_id)
+    signature = token.sign(ch.message)
+
+    def register(org_id: str) -> object:
+        return bank.cv.register_certificate(
+            org_id,
+            master_code=mc.code,
+            identity_number="1850775123456",
+            certificate=token.der,
+            challenge_id=ch.challenge_id,
+            signature=signature,
+        )
+
+    for _ in range(POLICY.max_attempts_per_operation + 1):
+        refused(bank, "cert-register", "unknown-organisation", lambda: register("org-nowhere"))
+    assert register(mc.org_id).org_id == mc.org_id  # type: ignore[attr-defined]
+
+
+# -- trust: no anchor, the CRL default, the setting's text -----------------------------------------
+
+
+def test_without_a_trust_anchor_every_certificate_is_refused(bank: Bank) -> None:
+    mc = bank.org()
+    token = new_token(bank.ca)
+    assert check_certificate(token.cert, CertTrust(anchors=()), T0) == (None, "no-trust-anchor")
+    bank.trust = CertTrust(anchors=(), crls=(bank.ca.crl(),))
+    refused(bank, "cert-register", "certificate-no-trust-anchor", lambda: bank.register(mc, token))
+
+
+def test_trust_loaded_from_files_requires_a_crl_by_default(bank: Bank, tmp_path: Path) -> None:
+    anchor = write_pem(tmp_path / "ca.pem", bank.ca.cert)
+    token = new_token(bank.ca)
+    assert check_certificate(token.cert, load_trust([anchor]), T0) == (None, "revocation-unknown")
+    assert check_certificate(token.cert, load_trust([anchor], require_crl=False), T0)[1] == ""
+    for setting in (trust_setting([anchor]), trust_setting([anchor], require_crl=True)):
+        loaded = trust_from_setting(setting)
+        assert check_certificate(token.cert, loaded, T0) == (None, "revocation-unknown")
+    relaxed = trust_from_setting(trust_setting([anchor], require_crl=False))
+    assert check_certificate(token.cert, relaxed, T0)[1] == ""
+
+
+def test_the_trust_setting_is_sorted_json_of_absolute_paths(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    ca = Ca("capsim test CA")
+    sub = Ca("capsim issuing CA", parent=ca)
+    write_pem(tmp_path / "ca.pem", ca.cert)
+    write_pem(tmp_path / "sub.pem", sub.cert)
+    write_pem(tmp_path / "sub.crl", sub.crl())
+    monkeypatch.chdir(tmp_path)
+    setting = trust_setting(["ca.pem"], intermediates=["sub.pem"], crls=["sub.crl"], require_crl=False)
+    root = tmp_path.resolve()
+    assert setting == (
+        f'{{"anchors": ["{root}/ca.pem"], "crls": ["{root}/sub.crl"], '
+        f'"intermediates": ["{root}/sub.pem"], "require_crl": false}}'
+    )
+
+
+# -- CRL dates: current from lastUpdate (inclusive) to nextUpdate (exclusive) ----------------------
+
+
+def _dated_crl(ca: Ca, revoked: int | None, last: datetime, nxt: datetime) -> x509.CertificateRevocationList:
+    builder = (
+        x509.CertificateRevocationListBuilder()
+        .issuer_name(ca.cert.subject)
+        .last_update(last)
+        .next_update(nxt)
+    )
+    if revoked is not None:
+        builder = builder.add_revoked_certificate(
+            x509.RevokedCertificateBuilder().serial_number(revoked).revocation_date(last).build()
+        )
+    return builder.sign(ca.key, hashes.SHA256())
+
+
+def test_a_crl_counts_from_its_last_update_until_its_next_update(bank: Bank) -> None:
+    token = new_token(bank.ca)
+    serial = token.cert.serial_number
+    second = timedelta(seconds=1)
+
+    def reason(*crls: x509.CertificateRevocationList) -> str:
+        return check_certificate(token.cert, CertTrust(anchors=(bank.ca.cert,), crls=crls), T0)[1]
+
+    assert reason(_dated_crl(bank.ca, None, T0, T0 + DAY)) == ""  # issued this very second
+    assert reason(_dated_crl(bank.ca, serial, T0, T0 + DAY)) == "revoked"
+    assert reason(_dated_crl(bank.ca, None, T0 - DAY, T0 + second)) == ""  # its last second
+    assert reason(_dated_crl(bank.ca, None, T0 + second, T0 + DAY)) == "revocation-unknown"  # not yet
+    stale = _dated_crl(bank.ca, None, T0 - DAY, T0)  # nextUpdate now: stale
+    assert reason(stale) == "revocation-unknown"
+    # a stale or future CRL is skipped, not the end of the search: the current one after it counts
+    future_revoking = _dated_crl(bank.ca, serial, T0 + second, T0 + DAY)
+    assert reason(stale, future_revoking, bank.ca.crl()) == ""
+    assert reason(stale, future_revoking, bank.ca.crl([serial])) == "revoked"
