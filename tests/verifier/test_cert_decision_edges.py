@@ -18,10 +18,11 @@ import pytest
 
 from capsim.errors import ValidationError
 from capsim.verifier import certdecision as cd
+from capsim.verifier.certificates import CertificateVerifier
 from capsim.verifier.certmodel import CertChallenge, CertState, ChallengePurpose
 from capsim.verifier.model import UserRole
 from tests.verifier.certbench import POLICY, Bank, bank, refused
-from tests.verifier.certpki import new_token
+from tests.verifier.certpki import Token, new_token
 
 __all__ = ["bank"]  # the fixture
 
@@ -235,7 +236,10 @@ def test_a_wrong_signature_after_a_lock_expired_counts_from_zero_then_escalates(
     locked = bank.cv.get_certificate(cid)
     assert locked is not None
     assert locked.locked_until == bank.clock.now + timedelta(seconds=60)
-    bank.clock.advance(61)  # the lock (60 s) has expired
+    bank.clock.advance(59)
+    ch = bank.pay(cid)
+    refused(bank, "cert-authenticate", "locked", lambda: bank.cv.authenticate(ch.challenge_id, wrong))
+    bank.clock.advance(1)  # the lock (60 s) ends at locked_until itself
     miss("wrong-signature")
     after = bank.cv.get_certificate(cid)
     assert after is not None
@@ -313,3 +317,87 @@ def test_an_unknown_organisation_uses_up_no_attempt_of_the_challenge(bank: Bank)
     for _ in range(POLICY.max_attempts_per_operation + 1):
         refused(bank, "cert-register", "unknown-organisation", lambda: register("org-nowhere"))
     assert register(mc.org_id).org_id == mc.org_id  # type: ignore[attr-defined]
+
+
+def _lock_verifier(bank: Bank, **policy: int) -> CertificateVerifier:
+    """Another verifier on the bank's store, with other lockout limits."""
+    return CertificateVerifier(
+        bank.store, bank.provider, trust=lambda: bank.trust, policy=dataclasses.replace(POLICY, **policy)
+    )
+
+
+def _lock_once(bank: Bank, cv: CertificateVerifier, token: Token, cid: str, last: str) -> None:
+    """``max_fail`` wrong signatures; the last one's reason is ``last``."""
+    wrong = token.sign(b"not the challenge")
+    for i in range(POLICY.max_fail):
+        ch = cv.operation_challenge(cid, kind="payment", amount="1.00", currency="EUR", payee=PAYEE)
+        reason = last if i == POLICY.max_fail - 1 else "wrong-signature"
+        refused(bank, "cert-authenticate", reason, lambda c=ch: cv.authenticate(c.challenge_id, wrong))  # type: ignore[misc]
+
+
+def test_each_lock_within_the_escalation_period_counts_once(bank: Bank) -> None:
+    cv = _lock_verifier(bank, escalate_after=3)
+    mc = bank.org()
+    token = new_token(bank.ca)
+    cid = bank.register(mc, token).cert_id
+    for count, last in (
+        (1, "wrong-signature-locked"),
+        (2, "wrong-signature-locked"),
+        (3, "wrong-signature-blocked"),
+    ):
+        _lock_once(bank, cv, token, cid, last)
+        cert = cv.get_certificate(cid)
+        assert cert is not None
+        assert cert.lock_escalations == count
+        bank.clock.advance(POLICY.lock_duration_s)
+    assert cv.get_certificate(cid).state is CertState.BLOCKED  # type: ignore[union-attr]
+
+
+@pytest.mark.parametrize(
+    ("after", "last"),
+    [(3600, "wrong-signature-blocked"), (3601, "wrong-signature-locked")],
+    ids=["at-the-period-s-end", "after-it"],
+)
+def test_the_escalation_period_includes_its_last_second(bank: Bank, after: int, last: str) -> None:
+    mc = bank.org()
+    token = new_token(bank.ca)
+    cid = bank.register(mc, token).cert_id
+    _lock_once(bank, bank.cv, token, cid, "wrong-signature-locked")  # the period starts here
+    bank.clock.advance(after)  # escalation_period_s = 3600
+    _lock_once(bank, bank.cv, token, cid, last)
+    cert = bank.cv.get_certificate(cid)
+    assert cert is not None
+    assert cert.lock_escalations == (2 if after == 3600 else 1)
+
+
+def test_an_accepted_signature_after_a_lock_clears_it(bank: Bank) -> None:
+    mc = bank.org()
+    token = new_token(bank.ca)
+    cid = bank.register(mc, token).cert_id
+    _lock_once(bank, bank.cv, token, cid, "wrong-signature-locked")
+    bank.clock.advance(POLICY.lock_duration_s)
+    ch = bank.pay(cid)
+    bank.cv.authenticate(ch.challenge_id, token.sign(ch.message))
+    cert = bank.cv.get_certificate(cid)
+    assert cert is not None
+    assert (cert.fail_count, cert.locked_until, cert.state) == (0, None, CertState.ACTIVE)
+    assert cert.lock_escalations == 1  # the escalation count stays for its period
+
+
+# -- a removed user: no supplementary certificate either -------------------------------------------
+
+
+def test_a_removed_user_cannot_get_a_supplementary_certificate(bank: Bank) -> None:
+    mc = bank.org()
+    admin = bank.register(mc, new_token(bank.ca), identity="1111111111", administrator=True)
+    user = bank.register(mc, new_token(bank.ca), identity="2222222222")
+    bank.cv.remove_user(user.user_id, acting_user=admin.user_id)
+    refused(
+        bank,
+        "cert-register",
+        "user-disabled",
+        lambda: bank.register(mc, new_token(bank.ca), identity="2222222222", user_id=user.user_id),
+    )
+    assert [c.state for c in bank.cv.list_certificates(mc.org_id, user_id=user.user_id)] == [
+        CertState.REVOKED
+    ]

@@ -7,6 +7,7 @@ malformed certificate, each in full.
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import re
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -24,8 +25,10 @@ from capsim.verifier.certtrust import (
     check_certificate,
     load_trust,
     parse_certificate,
+    token_input,
     trust_from_setting,
     trust_setting,
+    verify_signature,
 )
 from tests.verifier.certbench import Bank, bank, refused
 from tests.verifier.certpki import DAY, T0, Ca, Token, new_token, write_pem
@@ -85,7 +88,7 @@ def _long_subject_token(ca: Ca) -> tuple[Token, str]:
         .subject_name(name)
         .issuer_name(ca.cert.subject)
         .public_key(public)
-        .serial_number(4242)
+        .serial_number(0xC0FFEE)
         .not_valid_before(T0 - DAY)
         .not_valid_after(T0 + 365 * DAY)
         .add_extension(
@@ -115,6 +118,7 @@ def test_the_stored_subject_is_cut_at_128_characters(bank: Bank) -> None:
     cred = bank.register(mc, token)
     assert cred.subject == full[:128]
     assert len(cred.subject) == 128
+    assert cred.serial == "C0FFEE"  # upper-case hexadecimal
     stored = bank.cv.get_certificate(cred.cert_id)
     assert stored is not None
     assert stored.subject == full[:128]
@@ -371,3 +375,73 @@ def test_a_crl_counts_from_its_last_update_until_its_next_update(bank: Bank) -> 
     future_revoking = _dated_crl(bank.ca, serial, T0 + second, T0 + DAY)
     assert reason(stale, future_revoking, bank.ca.crl()) == ""
     assert reason(stale, future_revoking, bank.ca.crl([serial])) == "revoked"
+
+
+# -- trust configuration messages, in full -----------------------------------------------------------
+
+
+def test_trust_configuration_errors_are_named_in_full(tmp_path: Path) -> None:
+    ca = Ca("capsim test CA")
+    anchor = write_pem(tmp_path / "ca.pem", ca.cert)
+    big = tmp_path / "big.pem"
+    with big.open("wb") as f:
+        f.truncate(4 * 1024 * 1024 + 1)
+    with pytest.raises(ConfigError) as info:
+        load_trust([big])
+    assert str(info.value) == f"trust anchor: {big} is larger than 4194304 bytes"
+    with pytest.raises(ConfigError) as info:
+        load_trust([anchor], crls=[big])
+    assert str(info.value) == f"CRL: {big} is larger than 4194304 bytes"
+    with big.open("r+b") as f:
+        f.truncate(4 * 1024 * 1024)  # the limit itself is read, then judged on its content
+    with pytest.raises(ConfigError) as info:
+        load_trust([big])
+    assert str(info.value) == f"trust anchor {big}: not a PEM or DER certificate"
+    with pytest.raises(ConfigError) as info:
+        trust_setting([])
+    assert str(info.value) == "trust anchor: at least one trust anchor file is needed"
+    with pytest.raises(ConfigError) as info:
+        trust_from_setting(None)
+    assert str(info.value) == "no trust anchors configured: run 'capsim verifier cert trust --anchor FILE'"
+    for text in (
+        f'{{"anchors": ["{anchor}"]}}',
+        '{"anchors": 1, "intermediates": [], "crls": [], "require_crl": true}',
+    ):
+        with pytest.raises(ConfigError) as info:
+            trust_from_setting(text)
+        assert str(info.value) == "certificate trust setting: malformed"
+
+
+# -- signatures: what a token signs, and a check that never raises -----------------------------------
+
+
+def test_token_input_is_what_the_token_signs_for_each_key_type() -> None:
+    message = b"capsim certificate challenge v1\nnonce"
+    p256, p384 = ec.generate_private_key(ec.SECP256R1()), ec.generate_private_key(ec.SECP384R1())
+    assert token_input(p256.public_key(), message) == hashlib.sha256(message).digest()
+    assert token_input(p384.public_key(), message) == hashlib.sha384(message).digest()
+    key = rsa.generate_private_key(65537, 2048)
+    block = token_input(key.public_key(), message)
+    digest_info = bytes.fromhex("3031300d060960864801650304020105000420") + hashlib.sha256(message).digest()
+    assert block == b"\x00\x01" + b"\xff" * (256 - 3 - len(digest_info)) + b"\x00" + digest_info
+    # the card raises the block to its private exponent: that is the PKCS#1 v1.5 signature
+    numbers = key.private_numbers()
+    raw = pow(int.from_bytes(block, "big"), numbers.d, numbers.public_numbers.n).to_bytes(256, "big")
+    assert verify_signature(key.public_key(), message, raw)
+    assert not verify_signature(key.public_key(), message + b"!", raw)
+    with pytest.raises(ValidationError) as info:
+        token_input(ed25519.Ed25519PrivateKey.generate().public_key(), message)
+    assert str(info.value) == "key: expected an ECDSA P-256/P-384 or RSA public key"
+
+
+def test_verify_signature_answers_false_rather_than_raise() -> None:
+    ec_key = ec.generate_private_key(ec.SECP256R1())
+    rsa_key = rsa.generate_private_key(65537, 2048)
+    good = ec_key.sign(b"m", ec.ECDSA(hashes.SHA256()))
+    assert verify_signature(ec_key.public_key(), b"m", good)
+    for key in (ec_key.public_key(), rsa_key.public_key()):
+        assert not verify_signature(key, b"m", "not bytes")  # type: ignore[arg-type]
+        assert not verify_signature(key, "m", good)  # type: ignore[arg-type]
+        assert not verify_signature(key, b"m", b"")
+    assert not verify_signature(ed25519.Ed25519PrivateKey.generate().public_key(), b"m", good)
+    assert not verify_signature(None, b"m", good)
