@@ -12,7 +12,8 @@ Theory of operation
    clock builds a client verifier whose end-entity :class:`ExtensionPolicy` starts from
    ``permit_all`` (token certificates have no subjectAltName), *requires* keyUsage with
    digitalSignature and refuses a CA basicConstraints; CA certificates get the library's
-   WebPKI CA defaults. Nothing here parses X.509 by hand.
+   WebPKI CA defaults. A path has at most ``max_chain_depth`` (4) intermediate CAs between
+   the leaf and its anchor. Nothing here parses X.509 by hand.
 3. **Revocation** uses cryptography's CRL objects: for every certificate of the validated
    chain below its anchor, each configured CRL whose issuer name is the certificate's issuer
    and whose signature verifies with the issuing certificate's key
@@ -241,11 +242,10 @@ def _revocation(chain: Sequence[x509.Certificate], trust: CertTrust, now: _dt.da
                 continue
             if not isinstance(issuer_key, ec.EllipticCurvePublicKey | rsa.RSAPublicKey):
                 continue
-            try:
-                signed = crl.is_signature_valid(issuer_key)
-            except (TypeError, ValueError):  # a signature algorithm that does not fit the key
-                signed = False
-            if not signed:
+            # False for any signature this key did not make, whatever algorithm the CRL names
+            # (another key type, another curve, an unknown OID); it raises only for a key of a
+            # type it cannot verify with, which the check above excludes.
+            if not crl.is_signature_valid(issuer_key):
                 continue  # a CRL the issuer did not sign says nothing
             nxt = crl.next_update_utc
             if crl.last_update_utc > now or (nxt is not None and now >= nxt):
