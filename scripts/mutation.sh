@@ -112,9 +112,11 @@ MODULES: dict[str, list[str]] = {
     ],
     "capsim/verifier/certdecision.py": [  # certificate credentials: the pure decisions
         "tests/verifier/test_certificates.py", "tests/verifier/test_certificate_auth.py",
+        "tests/verifier/test_cert_decision_edges.py", "tests/verifier/test_cert_trust_edges.py",
     ],
     "capsim/verifier/certtrust.py": [  # X.509 chain, keyUsage, CRL checks through pyca/cryptography
         "tests/verifier/test_certificates.py", "tests/verifier/test_certificate_auth.py",
+        "tests/verifier/test_cert_decision_edges.py", "tests/verifier/test_cert_trust_edges.py",
     ],
     "capsim/cards/cardfile.py": [  # card files: parsing, the lock, persisting states
         "tests/cards/test_storage.py", "tests/cards/test_crash.py", "tests/cards/test_file_edges.py",
