@@ -126,7 +126,7 @@ class CapSession:
         self._run = Run.start(inputs)
         self._phase = Phase.SELECT
         self._pending: CommandApdu | None = None
-        self._pending_raw = b""
+        self._pending_raw: bytes  # set with ``_pending`` by ``_enter``; read only while that is set
         self._transcript: list[tuple[bytes, bytes]] = []
         self._result: CapResult | None = None
         self._sent = 0
@@ -297,8 +297,8 @@ class CapSession:
             if self._sent > MAX_COMMANDS:
                 raise RemoteProtocolError(f"CAP session: more than {MAX_COMMANDS} commands; giving up")
         self._phase = step.phase
-        self._pending = step.command
         self._pending_raw = step.command.to_bytes()  # encoded once: sent, then kept (redacted)
+        self._pending = step.command
 
     def _fail(self) -> None:
         self._phase = Phase.ERROR
