@@ -3,7 +3,9 @@
 Each test pins one rule a planted bug changed without any other test noticing: records of
 SFIs 11–30 are the issuer's own format (EMV Book 3 §5.3.2.2), a card that reports 0 PIN tries
 stops the reader before VERIFY with the card's own status, a format-2 GENERATE AC answer
-without ``9F10`` has an empty IAD, and a dump shows the space character as itself.
+without ``9F10`` has an empty IAD, and a dump shows the space character as itself. A malformed
+AFL entry is named by its own four bytes, an AFL of 64 records is read and one of 65 refused,
+and a Sign without a currency is refused exactly when the card's IAF signs one (bit 20 clear).
 """
 
 from __future__ import annotations
@@ -13,7 +15,8 @@ from collections.abc import Callable
 import pytest
 
 from capsim.errors import PinBlockedError, RemoteProtocolError
-from capsim.reader import CapReader
+from capsim.reader import MAX_RECORDS, CapReader
+from capsim.reader.run import InputError
 from capsim.reader.transaction import parse_ac
 from capsim.tlv import decode, encode, format_tree
 from tests.reader.helpers import ScriptedCard
@@ -70,3 +73,61 @@ def test_format_2_answer_without_iad_has_an_empty_iad() -> None:
 def test_a_dump_shows_printable_ascii_including_the_space() -> None:
     text = format_tree(decode(encode(0x50, b"a b~\x1f\x7f")))
     assert text.endswith('"a b~.."')
+
+
+def _afl_card(afl: str) -> ScriptedCard:
+    """NatWest-like, its GPO answer (format 1, AIP 1000) carrying ``afl``."""
+    return ScriptedCard(natwest_like({0xA8: encode(0x80, b"\x10\x00" + unhex(afl)) + OK}))
+
+
+@pytest.mark.parametrize(
+    ("afl", "entry"),
+    [
+        ("00010100", "00010100"),  # the only entry: SFI 0
+        ("0801010010020100", "10020100"),  # the second entry: its last record before its first
+        ("0002010008010100", "00020100"),  # the first of two entries: SFI 0
+    ],
+)
+def test_a_malformed_afl_entry_is_named_by_its_four_bytes(afl: str, entry: str) -> None:
+    with pytest.raises(RemoteProtocolError) as caught:
+        CapReader(_afl_card(afl), "mc-cap").respond("1234", "12345678")
+    assert str(caught.value) == f"GPO answer: malformed AFL entry {entry}"
+
+
+def test_an_afl_of_max_records_is_read_and_one_more_is_refused() -> None:
+    card = _afl_card(f"0801{MAX_RECORDS:02X}00")  # SFI 1, records 1..64
+    assert CapReader(card, "mc-cap").respond("1234", "12345678").code == "04822527"
+    assert len([a for a in card.sent if a[1] == 0xB2]) == MAX_RECORDS
+    over = _afl_card(f"080101000802{MAX_RECORDS + 1:02X}00")  # record 1, then records 2..65 of SFI 1
+    with pytest.raises(RemoteProtocolError) as caught:
+        CapReader(over, "mc-cap").respond("1234", "12345678")
+    assert str(caught.value) == f"GPO answer: the AFL lists more than {MAX_RECORDS} records"
+    assert not [a for a in over.sent if a[1] == 0xB2]
+
+
+def _iaf_card(iaf: int) -> ScriptedCard:
+    """NatWest-like, its record carrying the IAF ``iaf`` instead of A0."""
+    assert NATWEST_RECORD.count(unhex("9F5501A0")) == 1
+    record = NATWEST_RECORD.replace(unhex("9F5501A0"), bytes([0x9F, 0x55, 0x01, iaf]))
+    return ScriptedCard(natwest_like({0xB2: record + OK}))
+
+
+@pytest.mark.parametrize("iaf", [0x80, 0x81, 0x90, 0xC1])
+def test_sign_without_a_currency_is_refused_when_the_iaf_signs_the_currency(iaf: int) -> None:
+    """IAF bit 0x20 clear: the currency is signed, so a Sign without one stops before VERIFY
+    (whatever the IAF's other low bits)."""
+    card = _iaf_card(iaf)
+    with pytest.raises(InputError) as caught:
+        CapReader(card, "mc-cap").sign("1234", "12345678", 100)
+    assert str(caught.value) == (
+        f"amount/currency: this card's IAF ({iaf:02X}) asks for a currency in sign mode"
+    )
+    assert not [a for a in card.sent if a[1] in (0xCA, 0x20, 0xAE)]  # stopped after the records
+
+
+@pytest.mark.parametrize("iaf", [0xA0, 0xA1])
+def test_sign_without_a_currency_runs_when_the_iaf_does_not_sign_one(iaf: int) -> None:
+    card = _iaf_card(iaf)
+    result = CapReader(card, "mc-cap").sign("1234", "12345678", 100)
+    assert len(result.code) == 8
+    assert [a[1] for a in card.sent].count(0x20) == 1

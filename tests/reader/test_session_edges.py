@@ -1,0 +1,127 @@
+"""The CAP session at its edges: the command limit, the answer-size limit, a result asked too
+early, and the PSE directory it read.
+
+Each test pins a rule of :mod:`capsim.reader.session` (its theory of operation, rules 3 and 4)
+that a planted bug changed while every other reader test still passed.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import pytest
+
+from capsim.apdu.response import ResponseApdu
+from capsim.errors import LocalProtocolError, RemoteProtocolError, StatusWordError
+from capsim.reader import MAX_COMMANDS, MAX_RESPONSE, CapReader, CapSession, Phase
+from capsim.tlv import encode
+from tests.reader.helpers import ScriptedCard
+from tests.reader.test_hostile import OK, natwest_like
+from tests.utils import unhex
+
+PSE_FCI = unhex("6F1A840E315041592E5359532E4444463031A5088801015F2D02656E")  # directory in SFI 1
+MC_CAP = unhex("A0000000048002")
+
+
+def _pse_listing(count: int) -> Callable[[bytes], bytes]:
+    """A card refusing every SELECT but the PSE's, whose directory (record 1 of SFI 1) lists
+    ``count`` distinct CAP-like applications (A0000000048002 + 2 bytes)."""
+    entries = b"".join(encode(0x61, encode(0x4F, MC_CAP + i.to_bytes(2, "big"))) for i in range(count))
+
+    def answer(apdu: bytes) -> bytes:
+        if apdu[1] == 0xA4:
+            return PSE_FCI + OK if apdu[5:-1] == b"1PAY.SYS.DDF01" else unhex("6A82")
+        if apdu[1] == 0xB2 and apdu[2] == 1:
+            return encode(0x70, entries) + OK
+        return unhex("6A83")
+
+    return answer
+
+
+def _commands_without_listed_applications() -> int:
+    """Commands of a walk whose PSE lists nothing: the direct SELECTs, the PSE and its records."""
+    card = ScriptedCard(_pse_listing(0))
+    with pytest.raises(StatusWordError, match="no CAP application"):
+        CapReader(card).identify("1234")
+    return len(card.sent)
+
+
+def test_the_first_command_and_max_commands_more_are_sent_then_the_session_gives_up() -> None:
+    """Rule 4: one listed application more than fits and the session stops after exactly
+    1 + MAX_COMMANDS commands; one fewer and the walk ends on its own with the same count."""
+    fits = MAX_COMMANDS + 1 - _commands_without_listed_applications()
+    assert fits > 0
+
+    exact = ScriptedCard(_pse_listing(fits))
+    with pytest.raises(StatusWordError, match="no CAP application"):
+        CapReader(exact).identify("1234")
+    assert len(exact.sent) == MAX_COMMANDS + 1
+
+    over = ScriptedCard(_pse_listing(fits + 1))
+    with pytest.raises(RemoteProtocolError) as caught:
+        CapReader(over).identify("1234")
+    assert str(caught.value) == f"CAP session: more than {MAX_COMMANDS} commands; giving up"
+    assert len(over.sent) == MAX_COMMANDS + 1
+
+
+def _first_answer(data: bytes) -> CapSession:
+    session = CapSession("identify", pin="1234", profile="mc-cap")
+    assert session.next_command() is not None
+    session.receive(ResponseApdu(data, 0x9000))
+    return session
+
+
+def test_an_answer_over_max_response_bytes_is_refused_with_its_size() -> None:
+    with pytest.raises(RemoteProtocolError) as caught:
+        _first_answer(bytes(MAX_RESPONSE + 1))
+    assert str(caught.value) == f"card sent {MAX_RESPONSE + 1} bytes; at most {MAX_RESPONSE} are accepted"
+
+
+def test_an_answer_of_max_response_bytes_is_parsed() -> None:
+    """At the limit the answer reaches the handler (which finds no FCI in zeros)."""
+    with pytest.raises(RemoteProtocolError) as caught:
+        _first_answer(bytes(MAX_RESPONSE))
+    assert str(caught.value) == "SELECT answer has no FCI template 6F"
+
+
+def test_a_result_asked_before_the_end_names_the_phase() -> None:
+    session = CapSession("identify", pin="1234")
+    with pytest.raises(LocalProtocolError) as caught:
+        _ = session.result
+    assert str(caught.value) == "CAP session: no result yet (phase select)"
+    session.abort()
+    with pytest.raises(LocalProtocolError) as caught:
+        _ = session.result
+    assert str(caught.value) == "CAP session: no result yet (phase error)"
+
+
+def test_the_directory_is_the_pse_listing_once_read() -> None:
+    """``directory`` is a property giving ``(AID, priority, label)`` of every PSE entry."""
+    long_aid = MC_CAP + b"\x01"
+    inner = natwest_like({})
+    listing = encode(
+        0x70,
+        encode(0x61, encode(0x4F, unhex("A0000000041010")) + encode(0x50, b"MC") + encode(0x87, b"\x01"))
+        + encode(0x61, encode(0x4F, long_aid) + encode(0x87, b"\x02")),
+    )
+
+    def answer(apdu: bytes) -> bytes:
+        if apdu[1] == 0xA4:
+            name = apdu[5:-1]
+            if name == b"1PAY.SYS.DDF01":  # directory in SFI 2 (the application's records are in SFI 1)
+                return unhex("6F1A840E315041592E5359532E4444463031A5088801025F2D02656E") + OK
+            if name == long_aid:
+                return unhex("6F118408A000000004800201A5055F2D02656E") + OK
+            return unhex("6A82")
+        if apdu[1] == 0xB2 and apdu[3] == 0x14:  # SFI 2: the PSE directory
+            return (listing + OK) if apdu[2] == 1 else unhex("6A83")
+        return inner(apdu)
+
+    card = ScriptedCard(answer)
+    session = CapSession("identify", pin="1234")
+    assert session.directory == ()
+    while (command := session.next_command()) is not None:
+        session.receive(ResponseApdu.from_bytes(card.transmit(command.to_bytes())))
+    assert session.phase is Phase.DONE
+    assert session.directory == ((unhex("A0000000041010"), 1, "MC"), (long_aid, 2, ""))
+    assert session.result.aid == long_aid
