@@ -1,4 +1,6 @@
-"""Card files and issuer-key files at their edges: missing parts, defaults, the lock's wait.
+"""Card files and issuer-key files at their edges: missing parts, defaults, the lock's wait,
+the messages naming a missing or busy card file, a killed writer's temporary file removed on
+opening, the modes an issuer-keys file may have and the derivations it may name.
 
 Each test pins a rule of the file formats (docs/card.md) a planted bug changed while every
 other test still passed.
@@ -7,6 +9,9 @@ other test still passed.
 from __future__ import annotations
 
 import json
+import os
+import stat
+import tempfile
 import threading
 import time
 from pathlib import Path
@@ -14,8 +19,8 @@ from pathlib import Path
 import pytest
 
 from capsim.cards import load_card, new_card
-from capsim.errors import StateFileError
-from capsim.storage import IssuerKeys, load_issuer_keys, save_issuer_keys
+from capsim.errors import StateFileError, UnsafeFileModeError, ValidationError
+from capsim.storage import IssuerKeys, load_issuer_keys, read_card_file, save_issuer_keys
 from tests.cards.helpers import IMK_A, IMK_B, IMK_C, PAN
 
 
@@ -73,3 +78,76 @@ def test_an_issuer_keys_file_keeps_its_derivation_and_without_one_is_auto(
     path.write_text(json.dumps(doc))
     path.chmod(0o600)
     assert load_issuer_keys(path) == IssuerKeys(imk_ac=IMK_A, imk_smi=IMK_B, imk_smc=IMK_C, derivation="auto")
+
+
+def test_a_missing_card_file_read_without_its_lock_is_named_a_card_file(tmp_path: Path) -> None:
+    path = tmp_path / "nope.json"
+    with pytest.raises(StateFileError) as caught:
+        read_card_file(path)
+    assert str(caught.value) == f"card file {path} does not exist"
+
+
+def test_a_card_file_in_use_names_the_card_file_and_the_wait(tmp_path: Path) -> None:
+    path = tmp_path / "card.json"
+    _card(path)
+    with load_card(path), pytest.raises(StateFileError) as caught:
+        load_card(path, timeout=0.2)
+    assert str(caught.value) == (
+        f"card file {path} is in use by another process (lock not obtained within 0.2 s)"
+    )
+
+
+def test_opening_a_card_file_removes_a_killed_writers_temporary_file(tmp_path: Path) -> None:
+    path = tmp_path / "card.json"
+    _card(path)
+    fd, stale = tempfile.mkstemp(prefix=".card.json.", suffix=".tmp", dir=tmp_path)
+    os.write(fd, b'{"format": "capsim-card", "ver')  # a writer killed mid-write
+    os.close(fd)
+    other = tmp_path / ".other.json.abc.tmp"
+    other.write_text("not this card's")
+    with load_card(path) as card:
+        assert card.state.atc == 0
+    assert not Path(stale).exists()
+    assert sorted(p.name for p in tmp_path.iterdir()) == [
+        ".other.json.abc.tmp",
+        "card.json",
+        "card.json.lock",
+    ]
+
+
+@pytest.mark.parametrize("mode", [0o640, 0o604, 0o620, 0o602, 0o610, 0o601, 0o644, 0o666])
+def test_an_issuer_keys_file_any_other_user_can_access_is_refused(tmp_path: Path, mode: int) -> None:
+    path = tmp_path / "keys.json"
+    save_issuer_keys(path, IssuerKeys(imk_ac=IMK_A, imk_smi=IMK_B, imk_smc=IMK_C))
+    path.chmod(mode)
+    with pytest.raises(UnsafeFileModeError) as caught:
+        load_issuer_keys(path)
+    assert str(caught.value) == (
+        f"issuer keys file {path} is accessible to other users (mode {mode:04o}); "
+        f"it holds secret keys and is refused: run chmod 600 {path}"
+    )
+    assert stat.S_IMODE(path.stat().st_mode) == mode  # refused, not changed
+
+
+@pytest.mark.parametrize("mode", [0o600, 0o400, 0o700])
+def test_an_issuer_keys_file_only_its_owner_can_access_is_read(tmp_path: Path, mode: int) -> None:
+    path = tmp_path / "keys.json"
+    keys = IssuerKeys(imk_ac=IMK_A, imk_smi=IMK_B, imk_smc=IMK_C)
+    save_issuer_keys(path, keys)
+    path.chmod(mode)
+    assert load_issuer_keys(path) == keys
+
+
+def test_an_unknown_derivation_is_refused_by_name(tmp_path: Path) -> None:
+    expected = "derivation: expected 'auto', 'A' or 'B'"
+    with pytest.raises(ValidationError) as caught:
+        IssuerKeys(imk_ac=IMK_A, imk_smi=IMK_B, imk_smc=IMK_C, derivation="C")
+    assert str(caught.value) == expected
+    path = tmp_path / "keys.json"
+    save_issuer_keys(path, IssuerKeys(imk_ac=IMK_A, imk_smi=IMK_B, imk_smc=IMK_C))
+    doc = json.loads(path.read_text())
+    doc["derivation"] = "a"
+    path.write_text(json.dumps(doc))
+    with pytest.raises(StateFileError) as file_caught:
+        load_issuer_keys(path)
+    assert str(file_caught.value) == f"{path}: invalid issuer keys file ({expected})"
