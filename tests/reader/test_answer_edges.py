@@ -5,7 +5,9 @@ SFIs 11–30 are the issuer's own format (EMV Book 3 §5.3.2.2), a card that rep
 stops the reader before VERIFY with the card's own status, a format-2 GENERATE AC answer
 without ``9F10`` has an empty IAD, and a dump shows the space character as itself. A malformed
 AFL entry is named by its own four bytes, an AFL of 64 records is read and one of 65 refused,
-and a Sign without a currency is refused exactly when the card's IAF signs one (bit 20 clear).
+a Sign without a currency is refused exactly when the card's IAF signs one (bit 20 clear), each
+broken GPO, record or GENERATE AC answer has its own full message, a refused VERIFY is a PIN
+error naming INS 20, and a currency the card does not sign but that scaled the amount warns.
 """
 
 from __future__ import annotations
@@ -14,7 +16,7 @@ from collections.abc import Callable
 
 import pytest
 
-from capsim.errors import PinBlockedError, RemoteProtocolError
+from capsim.errors import PinBlockedError, PinError, RemoteProtocolError, StatusWordError
 from capsim.reader import MAX_RECORDS, CapReader
 from capsim.reader.run import InputError
 from capsim.reader.transaction import parse_ac
@@ -131,3 +133,67 @@ def test_sign_without_a_currency_runs_when_the_iaf_does_not_sign_one(iaf: int) -
     result = CapReader(card, "mc-cap").sign("1234", "12345678", 100)
     assert len(result.code) == 8
     assert [a[1] for a in card.sent].count(0x20) == 1
+
+
+def _record(*parts: bytes) -> bytes:
+    return encode(0x70, b"".join(parts)) + OK
+
+
+CDOL1 = encode(0x8C, unhex("9F3704"))
+CDOL2 = encode(0x8D, unhex("8A02"))
+
+
+@pytest.mark.parametrize(
+    ("ins", "answer", "message"),
+    [
+        (0xA8, unhex("9F0100") + OK, "GPO answer is neither format 1 (80) nor format 2 (77)"),
+        (0xA8, unhex("80011000") + OK, "GPO answer: the AIP must be 2 bytes"),
+        (0xA8, unhex("77028200") + OK, "GPO answer: the AIP must be 2 bytes"),
+        (
+            0xA8,
+            unhex("80051000080101") + OK,
+            "GPO answer: the AFL must be a non-empty multiple of 4 bytes, got 3",
+        ),
+        (0xA8, unhex("80021000") + OK, "GPO answer: the AFL must be a non-empty multiple of 4 bytes, got 0"),
+        (0xB2, unhex("5A021234") + OK, "READ RECORD answer is not a record template 70"),
+        (0xB2, _record(encode(0x9F56, unhex("00FF"))), "the card has no CDOL1 (8C) in its records"),
+        (0xB2, _record(CDOL1), "the card has no CDOL2 (8D) in its records"),
+        (0xB2, _record(CDOL1, CDOL2, encode(0x5F34, b"\x01\x02")), "PSN (5F34) must be 1 byte, got 2"),
+        (0xAE, encode(0x80, bytes(10)) + OK, "GENERATE AC format 1: 10 bytes, need at least 11"),
+        (0xAE, encode(0x77, encode(0x9F36, b"\x00\x01")) + OK, "GENERATE AC format 2 lacks 9F27, 9F26"),
+        (
+            0xAE,
+            encode(0x77, encode(0x9F27, b"\x80") + encode(0x9F36, b"\x01") + encode(0x9F26, bytes(8))) + OK,
+            "GENERATE AC format 2: CID 1, ATC 2 and AC 8 bytes expected",
+        ),
+        (0xAE, unhex("9F0100") + OK, "GENERATE AC answer is neither format 1 (80) nor format 2 (77)"),
+        (0xAE, encode(0x80, bytes(11 + 33)) + OK, "GENERATE AC: IAD of 33 bytes, at most 32"),
+    ],
+)
+def test_each_broken_answer_is_refused_with_its_own_message(ins: int, answer: bytes, message: str) -> None:
+    card = ScriptedCard(natwest_like({ins: answer}))
+    with pytest.raises(RemoteProtocolError) as caught:
+        CapReader(card, "mc-cap").respond("1234", "12345678")
+    assert str(caught.value) == message
+
+
+@pytest.mark.parametrize(
+    ("sw", "error"), [(0x63C2, PinError), (0x6983, PinBlockedError), (0x6984, PinBlockedError)]
+)
+def test_a_refused_verify_is_a_pin_error_naming_verify(sw: int, error: type[StatusWordError]) -> None:
+    card = ScriptedCard(natwest_like({0x20: sw.to_bytes(2, "big")}))
+    with pytest.raises(error) as caught:
+        CapReader(card, "mc-cap").respond("1234", "12345678")
+    assert (type(caught.value), caught.value.sw, caught.value.ins) == (error, sw, 0x20)
+    assert not [a for a in card.sent if a[1] == 0xAE]
+
+
+def test_an_unsigned_currency_that_scaled_the_amount_is_a_warning() -> None:
+    """IAF A0 signs no currency: a currency with 3 decimals still scaled the amount typed."""
+    result = CapReader(_iaf_card(0xA0), "mc-cap").sign("1234", "12345678", "1.500", "KWD")
+    assert (
+        "the card's IAF (A0) does not sign a currency: KWD is not sent, but it scaled the amount: "
+        "1.500 at 3 decimals is 1500 minor units (2 decimals without a currency)"
+    ) in result.warnings
+    two_decimals = CapReader(_iaf_card(0xA0), "mc-cap").sign("1234", "12345678", "1.50", "EUR")
+    assert not [w for w in two_decimals.warnings if "does not sign a currency" in w]
