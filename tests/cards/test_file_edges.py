@@ -8,6 +8,7 @@ other test still passed.
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import stat
@@ -151,3 +152,31 @@ def test_an_unknown_derivation_is_refused_by_name(tmp_path: Path) -> None:
     with pytest.raises(StateFileError) as file_caught:
         load_issuer_keys(path)
     assert str(file_caught.value) == f"{path}: invalid issuer keys file ({expected})"
+
+
+def test_a_card_file_path_through_a_regular_file_cannot_be_read(tmp_path: Path) -> None:
+    (tmp_path / "file").write_text("")
+    path = tmp_path / "file" / "card.json"
+    with pytest.raises(StateFileError) as caught:
+        load_card(path)
+    assert str(caught.value) == f"card file {path} cannot be read: {os.strerror(errno.ENOTDIR)}"
+    assert caught.value.__cause__ is None
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["file"]
+
+
+@pytest.mark.parametrize("name", ["imk_ac", "imk_smi", "imk_smc"])
+@pytest.mark.parametrize("value", [bytes(15), bytes(17), b"", "00" * 16, "0" * 16, bytearray(16), None])
+def test_issuer_keys_are_16_bytes_each(name: str, value: object) -> None:
+    keys: dict[str, object] = {"imk_ac": IMK_A, "imk_smi": IMK_B, "imk_smc": IMK_C, name: value}
+    with pytest.raises(ValidationError) as caught:
+        IssuerKeys(**keys)  # type: ignore[arg-type]
+    assert str(caught.value) == f"{name}: expected 16 bytes (a double-length TDES key)"
+
+
+def test_issuer_keys_never_appear_in_their_repr() -> None:
+    keys = IssuerKeys(imk_ac=IMK_A, imk_smi=IMK_B, imk_smc=IMK_C, derivation="B")
+    text = repr(keys)
+    assert text == "IssuerKeys(derivation='B')"
+    for key in (IMK_A, IMK_B, IMK_C):
+        assert key.hex() not in text.lower()
+        assert repr(key) not in text
