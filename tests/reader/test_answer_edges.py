@@ -7,7 +7,8 @@ without ``9F10`` has an empty IAD, and a dump shows the space character as itsel
 AFL entry is named by its own four bytes, an AFL of 64 records is read and one of 65 refused,
 a Sign without a currency is refused exactly when the card's IAF signs one (bit 20 clear), each
 broken GPO, record or GENERATE AC answer has its own full message, a refused VERIFY is a PIN
-error naming INS 20, and a currency the card does not sign but that scaled the amount warns.
+error naming INS 20, and a currency the card does not sign but that scaled the amount warns, as
+do a CDOL1 tag unknown to the reader (zero-filled) and an IPB of more than 26 bits.
 """
 
 from __future__ import annotations
@@ -197,3 +198,27 @@ def test_an_unsigned_currency_that_scaled_the_amount_is_a_warning() -> None:
     ) in result.warnings
     two_decimals = CapReader(_iaf_card(0xA0), "mc-cap").sign("1234", "12345678", "1.50", "EUR")
     assert not [w for w in two_decimals.warnings if "does not sign a currency" in w]
+
+
+def _record_card(old: str, new: str) -> ScriptedCard:
+    """NatWest-like, ``old`` replaced by ``new`` in its record (the template's length fixed)."""
+    assert NATWEST_RECORD.count(unhex(old)) == 1
+    body = NATWEST_RECORD[2:].replace(unhex(old), unhex(new))
+    return ScriptedCard(natwest_like({0xB2: encode(0x70, body) + OK}))
+
+
+def test_a_cdol1_tag_unknown_to_the_reader_is_zero_filled_with_a_warning() -> None:
+    card = _record_card("8C159F0206", "8C18DF01029F0206")
+    result = CapReader(card, "mc-cap").respond("1234", "12345678")
+    assert result.warnings == ("CDOL1 asks for tag DF01, unknown to the reader: zero-filled",)
+    first_ac = next(a for a in card.sent if a[1] == 0xAE)
+    assert first_ac[4] == 2 + 0x1D  # NatWest's 29 bytes of CDOL1 data and the two of DF01
+    assert first_ac[5:7] == b"\x00\x00"  # which lead, zero-filled
+
+
+@pytest.mark.parametrize(
+    ("ipb_byte", "warnings"), [("1F", ()), ("3F", ("the IPB selects 27 bits (more than the usual 26)",))]
+)
+def test_an_ipb_over_26_bits_is_a_warning(ipb_byte: str, warnings: tuple[str, ...]) -> None:
+    card = _record_card("9F561200001F", "9F56120000" + ipb_byte)
+    assert CapReader(card, "mc-cap").respond("1234", "12345678").warnings == warnings
