@@ -43,7 +43,6 @@ from capsim.apdu.response import ResponseApdu, status_error
 from capsim.cap import CapMode
 from capsim.errors import (
     ApduFormatError,
-    CapsimError,
     LocalProtocolError,
     RemoteProtocolError,
     StatusWordError,
@@ -237,7 +236,6 @@ class CapSession:
             )
         if not isinstance(response, ResponseApdu):
             raise LocalProtocolError("CAP session: receive() expects a ResponseApdu")
-        self._pending = None
         self._transcript.append((redact_command(self._pending_raw), response.to_bytes()))
         try:
             if len(response.data) > MAX_RESPONSE:
@@ -254,7 +252,7 @@ class CapSession:
         except (ApduFormatError, ValidationError, ValueError, IndexError, KeyError) as exc:
             self._fail()
             raise RemoteProtocolError(f"card data rejected in {command.ins:02X} answer: {exc}") from exc
-        except CapsimError:
+        except BaseException:  # any other error too, even a capsim bug's (rule 3)
             self._fail()
             raise
 
@@ -301,8 +299,7 @@ class CapSession:
         self._pending = step.command
 
     def _fail(self) -> None:
-        self._phase = Phase.ERROR
-        self._pending = None
+        self._phase = Phase.ERROR  # for good: every public method checks it before ``_pending``
 
     def _finish(self) -> None:
         run = self._run
