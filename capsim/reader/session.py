@@ -123,9 +123,12 @@ class CapSession:
         )
         self.mode: CapMode = inputs.mode
         self._run = Run.start(inputs)
-        self._phase = Phase.SELECT
-        self._pending: CommandApdu | None = None
-        self._pending_raw: bytes  # set with ``_pending`` by ``_enter``; read only while that is set
+        # the phase, the command waiting for its answer and that command's bytes: all set by
+        # ``_enter`` below, before any public method can read them (``_pending_raw`` is read only
+        # while ``_pending`` is set)
+        self._phase: Phase
+        self._pending: CommandApdu | None
+        self._pending_raw: bytes
         self._transcript: list[tuple[bytes, bytes]] = []
         self._result: CapResult | None = None
         self._sent = 0

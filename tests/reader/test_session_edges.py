@@ -1,5 +1,5 @@
 """The CAP session at its edges: the command limit, the answer-size limit, a result asked too
-early, and the PSE directory it read.
+early, the PSE directory it read, any error ending it for good, a first step off the graph.
 
 Each test pins a rule of :mod:`capsim.reader.session` (its theory of operation, rules 3 and 4)
 that a planted bug changed while every other reader test still passed.
@@ -13,7 +13,11 @@ import pytest
 
 from capsim.apdu.response import ResponseApdu
 from capsim.errors import LocalProtocolError, RemoteProtocolError, StatusWordError
-from capsim.reader import MAX_COMMANDS, MAX_RESPONSE, CapReader, CapSession, Phase
+from capsim.reader import MAX_COMMANDS, MAX_RESPONSE, TRANSITIONS, Answer, CapReader, CapSession, Phase, Step
+from capsim.reader import session as session_module
+from capsim.reader.apdus import gpo
+from capsim.reader.graph import START, Edge, Start
+from capsim.reader.run import Run
 from capsim.tlv import encode
 from tests.reader.helpers import ScriptedCard
 from tests.reader.test_hostile import OK, natwest_like
@@ -125,3 +129,34 @@ def test_the_directory_is_the_pse_listing_once_read() -> None:
     assert session.phase is Phase.DONE
     assert session.directory == ((unhex("A0000000041010"), 1, "MC"), (long_aid, 2, ""))
     assert session.result.aid == long_aid
+
+
+def test_any_error_in_a_handler_ends_the_session_for_good(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Rule 3, even for an error no card data should cause (a capsim bug): ERROR, for good."""
+
+    def broken(run: Run, response: ResponseApdu) -> Step:
+        raise TypeError("a bug")
+
+    bad = dict(TRANSITIONS)
+    bad[(Phase.SELECT, Answer.OK)] = Edge(broken, (Phase.GPO,))
+    monkeypatch.setattr(session_module, "TRANSITIONS", bad)
+    session = CapSession("identify", pin="1234", profile="mc-cap")
+    with pytest.raises(TypeError, match="a bug"):
+        session.receive(ResponseApdu(b"", 0x9000))
+    assert session.phase is Phase.ERROR
+    with pytest.raises(LocalProtocolError, match="a previous error ended this session"):
+        session.next_command()
+    with pytest.raises(LocalProtocolError, match=r"no command is waiting for an answer \(error\)"):
+        session.receive(ResponseApdu(b"", 0x9000))
+
+
+def test_a_first_step_the_graph_does_not_allow_is_refused_by_the_constructor(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    def to_gpo(run: Run) -> Step:
+        return Step(Phase.GPO, gpo(b""))
+
+    monkeypatch.setattr(session_module, "START", Start(to_gpo, START.to))
+    with pytest.raises(LocalProtocolError) as caught:
+        CapSession("identify", pin="1234")
+    assert str(caught.value) == "CAP session: start moved to GPO, which the reader's graph does not allow"
