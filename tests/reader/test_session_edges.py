@@ -160,3 +160,98 @@ def test_a_first_step_the_graph_does_not_allow_is_refused_by_the_constructor(
     with pytest.raises(LocalProtocolError) as caught:
         CapSession("identify", pin="1234")
     assert str(caught.value) == "CAP session: start moved to GPO, which the reader's graph does not allow"
+
+
+def test_a_step_to_done_before_any_generate_ac_is_refused(monkeypatch: pytest.MonkeyPatch) -> None:
+    def done(run: Run, response: ResponseApdu) -> Step:
+        return Step(Phase.DONE)
+
+    bad = dict(TRANSITIONS)
+    bad[(Phase.SELECT, Answer.OK)] = Edge(done, (Phase.DONE,))
+    monkeypatch.setattr(session_module, "TRANSITIONS", bad)
+    session = CapSession("identify", pin="1234", profile="mc-cap")
+    with pytest.raises(LocalProtocolError) as caught:
+        session.receive(ResponseApdu(b"", 0x9000))
+    assert str(caught.value) == "CAP session: done without a first GENERATE AC"
+    assert session.phase is Phase.ERROR
+
+
+def _message(call: Callable[[], object]) -> str:
+    with pytest.raises(LocalProtocolError) as caught:
+        call()
+    return str(caught.value)
+
+
+def test_each_misuse_of_a_session_has_its_own_message() -> None:
+    session = CapSession("identify", pin="1234", profile="mc-cap")
+    assert _message(lambda: session.enter_pin("1234")) == "CAP session: no PIN is wanted now (select)"
+    bad_answer = b"not a response"
+    assert _message(lambda: session.receive(bad_answer)) == "CAP session: receive() expects a ResponseApdu"  # type: ignore[arg-type]
+    assert session.phase is Phase.SELECT  # a caller's mistake, not the card's: the session goes on
+    session.abort()
+    assert _message(session.next_command) == "CAP session: a previous error ended this session"
+    assert _message(session.next_apdu) == "CAP session: a previous error ended this session"
+    assert _message(lambda: session.receive(ResponseApdu(b"", 0x9000))) == (
+        "CAP session: no command is waiting for an answer (error)"
+    )
+
+
+def test_an_answer_after_the_end_is_refused() -> None:
+    card = ScriptedCard(natwest_like({}))
+    session = CapSession("respond", pin="1234", challenge="12345678", profile="mc-cap")
+    while (command := session.next_command()) is not None:
+        session.receive(ResponseApdu.from_bytes(card.transmit(command.to_bytes())))
+    assert session.result.code == "04822527"
+    assert _message(lambda: session.receive(ResponseApdu(b"", 0x9000))) == (
+        "CAP session: no command is waiting for an answer (done)"
+    )
+
+
+def test_malformed_card_data_is_retyped_naming_the_command() -> None:
+    session = CapSession("identify", pin="1234", profile="mc-cap")
+    with pytest.raises(RemoteProtocolError) as caught:
+        session.receive(ResponseApdu(unhex("6F20"), 0x9000))
+    assert str(caught.value) == (
+        "card data rejected in A4 answer: value of tag 6F needs 32 bytes, only 0 remain (at offset 2)"
+    )
+    assert session.phase is Phase.ERROR
+
+
+def test_a_handler_step_without_a_command_is_named(monkeypatch: pytest.MonkeyPatch) -> None:
+    def no_command(run: Run, response: ResponseApdu) -> Step:
+        return Step(Phase.GPO)
+
+    bad = dict(TRANSITIONS)
+    bad[(Phase.SELECT, Answer.OK)] = Edge(no_command, (Phase.GPO,))
+    monkeypatch.setattr(session_module, "TRANSITIONS", bad)
+    session = CapSession("identify", pin="1234", profile="mc-cap")
+    assert _message(lambda: session.receive(ResponseApdu(b"", 0x9000))) == (
+        "CAP session: no_command gave no command for GPO"
+    )
+
+
+def test_what_a_session_knows_before_and_after_the_application_is_selected() -> None:
+    """``application``, ``reader_profile``, ``card_data`` and ``warnings`` are read-only views."""
+    card = ScriptedCard(natwest_like({0xCA: unhex("9F170102") + OK}))
+    session = CapSession("respond", pin="1234", challenge="12345678")
+    assert session.application is None
+    assert session.reader_profile is None
+    assert dict(session.card_data) == {}
+    assert session.warnings == ()
+    command = session.next_command()
+    assert command is not None
+    session.receive(ResponseApdu.from_bytes(card.transmit(command.to_bytes())))  # the FCI
+    assert session.application == MC_CAP
+    profile = session.reader_profile
+    assert profile is not None
+    assert profile.name == "mc-cap"
+    assert session.card_data[0x84] == MC_CAP  # from the FCI
+    while (command := session.next_command()) is not None:
+        session.receive(ResponseApdu.from_bytes(card.transmit(command.to_bytes())))
+    data = session.card_data
+    assert data[0x84] == MC_CAP
+    assert data[0x9F55] == b"\xa0"  # from the record
+    with pytest.raises(TypeError):
+        data[0x84] = b""  # type: ignore[index]
+    assert session.warnings == ("only 2 PIN tries left",)
+    assert session.result.warnings == session.warnings
