@@ -15,7 +15,9 @@ import stat
 import tempfile
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -180,3 +182,59 @@ def test_issuer_keys_never_appear_in_their_repr() -> None:
     for key in (IMK_A, IMK_B, IMK_C):
         assert key.hex() not in text.lower()
         assert repr(key) not in text
+
+
+def test_issuer_keys_are_frozen_keyword_only_values() -> None:
+    keys = IssuerKeys(imk_ac=IMK_A, imk_smi=IMK_B, imk_smc=IMK_C)
+    with pytest.raises(AttributeError):
+        keys.imk_ac = IMK_B  # type: ignore[misc]
+    assert keys.imk_ac == IMK_A
+    assert hash(keys) == hash(IssuerKeys(imk_ac=IMK_A, imk_smi=IMK_B, imk_smc=IMK_C))
+    with pytest.raises(TypeError):
+        IssuerKeys(IMK_A, IMK_B, IMK_C)  # type: ignore[misc]
+
+
+def test_a_missing_or_foreign_issuer_keys_file_is_named_as_one(tmp_path: Path) -> None:
+    path = tmp_path / "keys.json"
+    with pytest.raises(StateFileError) as caught:
+        load_issuer_keys(path)
+    assert str(caught.value) == f"issuer keys file {path} does not exist"
+    path.write_text('{"format": "capsim-card", "version": 1}')
+    path.chmod(0o600)
+    with pytest.raises(StateFileError) as caught:
+        load_issuer_keys(path)
+    assert str(caught.value) == f"{path} is not an issuer keys file (format is not 'capsim-issuer-keys')"
+
+
+def _edited_keys_file(path: Path, edit: Callable[[dict[str, Any]], None]) -> None:
+    save_issuer_keys(path, IssuerKeys(imk_ac=IMK_A, imk_smi=IMK_B, imk_smc=IMK_C))
+    doc = json.loads(path.read_text())
+    edit(doc)
+    path.write_text(json.dumps(doc))
+    path.chmod(0o600)
+
+
+@pytest.mark.parametrize(
+    ("edit", "problem"),
+    [
+        (lambda d: d.update(keys=[]), ": invalid issuer keys file (keys is not an object)"),
+        (
+            lambda d: d["keys"]["imk-smc"].update(key="00" * 8),
+            ": invalid issuer keys file (imk-smc is not 16 bytes)",
+        ),
+        (
+            lambda d: d["keys"]["imk-smi"].update(kcv="000000"),
+            ": the check value of imk-smi does not match its key",
+        ),
+        (lambda d: d["keys"]["imk-ac"].update(kcv=""), ": the check value of imk-ac does not match its key"),
+        (lambda d: d["keys"].pop("imk-smi"), ": invalid issuer keys file ('imk-smi')"),
+    ],
+)
+def test_each_broken_issuer_keys_file_has_its_own_message(
+    tmp_path: Path, edit: Callable[[dict[str, Any]], None], problem: str
+) -> None:
+    path = tmp_path / "keys.json"
+    _edited_keys_file(path, edit)
+    with pytest.raises(StateFileError) as caught:
+        load_issuer_keys(path)
+    assert str(caught.value) == f"{path}{problem}"
