@@ -1,6 +1,7 @@
 """Card files and issuer-key files at their edges: missing parts, defaults, the lock's wait,
 the messages naming a missing or busy card file, a killed writer's temporary file removed on
-opening, the modes an issuer-keys file may have and the derivations it may name.
+opening, the modes an issuer-keys file may have and the derivations it may name, every broken
+card or issuer-keys file by its full message, and an open card file's saved and closed states.
 
 Each test pins a rule of the file formats (docs/card.md) a planted bug changed while every
 other test still passed.
@@ -8,6 +9,7 @@ other test still passed.
 
 from __future__ import annotations
 
+import dataclasses
 import errno
 import json
 import os
@@ -23,7 +25,7 @@ import pytest
 
 from capsim.cards import load_card, new_card
 from capsim.errors import StateFileError, UnsafeFileModeError, ValidationError
-from capsim.storage import IssuerKeys, load_issuer_keys, read_card_file, save_issuer_keys
+from capsim.storage import CardFile, IssuerKeys, load_issuer_keys, read_card_file, save_issuer_keys
 from tests.cards.helpers import IMK_A, IMK_B, IMK_C, PAN
 
 
@@ -238,3 +240,89 @@ def test_each_broken_issuer_keys_file_has_its_own_message(
     with pytest.raises(StateFileError) as caught:
         load_issuer_keys(path)
     assert str(caught.value) == f"{path}{problem}"
+
+
+def _edited_card_file(path: Path, edit: Callable[[dict[str, Any]], None]) -> str:
+    _card(path)
+    doc = json.loads(path.read_text())
+    edit(doc)
+    text = json.dumps(doc)
+    path.write_text(text)
+    return text
+
+
+@pytest.mark.parametrize(
+    ("edit", "problem"),
+    [
+        (lambda d: d.update(extra=1, more=2), ": unknown top-level keys ['extra', 'more']"),
+        (
+            lambda d: d["state"].pop("pin"),
+            ": invalid card file: state: expected keys ['atc', 'history', 'last_online_atc', 'lifecycle', "
+            "'pin', 'ptc'], got ['atc', 'history', 'last_online_atc', 'lifecycle', 'ptc']",
+        ),
+        (lambda d: d["profile"].update(mk_smc=""), ": the profile has no PAN or keys"),
+        (lambda d: d["state"].update(ptc=4), ": state.ptc 4 exceeds the PIN try limit"),
+    ],
+)
+def test_each_broken_card_file_has_its_own_message(
+    tmp_path: Path, edit: Callable[[dict[str, Any]], None], problem: str
+) -> None:
+    path = tmp_path / "card.json"
+    text = _edited_card_file(path, edit)
+    with pytest.raises(StateFileError) as caught:
+        read_card_file(path)
+    assert str(caught.value) == f"{path}{problem}"
+    with pytest.raises(StateFileError) as on_load:
+        load_card(path, timeout=0.1)
+    assert str(on_load.value) == f"{path}{problem}"
+    assert path.read_text() == text  # refused, left alone
+
+
+def test_a_card_file_is_never_created_over_another(tmp_path: Path) -> None:
+    path = tmp_path / "card.json"
+    _card(path)
+    before = path.read_text()
+    with pytest.raises(StateFileError) as caught:
+        _card(path)
+    assert str(caught.value) == f"card file {path} already exists; refusing to overwrite it"
+    assert path.read_text() == before
+
+
+def test_a_lock_file_that_cannot_be_opened_is_named(tmp_path: Path) -> None:
+    path = tmp_path / "card.json"
+    _card(path)
+    lock = tmp_path / "card.json.lock"
+    lock.unlink(missing_ok=True)
+    lock.mkdir()
+    with pytest.raises(StateFileError) as caught:
+        load_card(path, timeout=0.1)
+    cause = caught.value.__cause__
+    assert isinstance(cause, OSError)
+    assert cause.errno == errno.EISDIR
+    assert str(caught.value) == f"cannot open lock file {lock}: {cause}"
+
+
+def test_a_missing_path_or_a_directory_is_refused_as_a_card_file(tmp_path: Path) -> None:
+    missing = tmp_path / "nope.json"
+    with pytest.raises(StateFileError) as caught:
+        load_card(missing)
+    assert str(caught.value) == f"card file {missing} does not exist"
+    with pytest.raises(StateFileError) as caught:
+        load_card(tmp_path)
+    assert str(caught.value) == f"card file {tmp_path} is not a regular file"
+    assert list(tmp_path.iterdir()) == []  # no lock file left behind
+
+
+def test_an_open_card_file_keeps_the_state_it_saved_and_refuses_saves_once_closed(tmp_path: Path) -> None:
+    path = tmp_path / "card.json"
+    _card(path)
+    handle = CardFile(path)
+    newer = dataclasses.replace(handle.state, atc=handle.state.atc + 5)
+    handle.save_state(newer)
+    assert handle.state == newer
+    assert read_card_file(path)[1] == newer
+    handle.close()
+    with pytest.raises(StateFileError) as caught:
+        handle.save_state(dataclasses.replace(newer, atc=newer.atc + 1))
+    assert str(caught.value) == f"card file {path} is closed"
+    assert read_card_file(path)[1] == newer
