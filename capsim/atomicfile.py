@@ -108,8 +108,6 @@ def atomic_create(path: Path, text: str, what: str) -> None:
 
 
 def _atomic_create_unchecked(path: Path, text: str, what: str) -> None:
-    if path.exists():
-        raise StateFileError(f"{what} {path} already exists; refusing to overwrite it")
     if not path.parent.is_dir():
         raise StateFileError(f"{what} {path}: directory {path.parent} does not exist")
     tmp = _write_temp(path, text)

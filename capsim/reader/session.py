@@ -43,7 +43,6 @@ from capsim.apdu.response import ResponseApdu, status_error
 from capsim.cap import CapMode
 from capsim.errors import (
     ApduFormatError,
-    CapsimError,
     LocalProtocolError,
     RemoteProtocolError,
     StatusWordError,
@@ -124,9 +123,12 @@ class CapSession:
         )
         self.mode: CapMode = inputs.mode
         self._run = Run.start(inputs)
-        self._phase = Phase.SELECT
-        self._pending: CommandApdu | None = None
-        self._pending_raw = b""
+        # the phase, the command waiting for its answer and that command's bytes: all set by
+        # ``_enter`` below, before any public method can read them (``_pending_raw`` is read only
+        # while ``_pending`` is set)
+        self._phase: Phase
+        self._pending: CommandApdu | None
+        self._pending_raw: bytes
         self._transcript: list[tuple[bytes, bytes]] = []
         self._result: CapResult | None = None
         self._sent = 0
@@ -237,7 +239,6 @@ class CapSession:
             )
         if not isinstance(response, ResponseApdu):
             raise LocalProtocolError("CAP session: receive() expects a ResponseApdu")
-        self._pending = None
         self._transcript.append((redact_command(self._pending_raw), response.to_bytes()))
         try:
             if len(response.data) > MAX_RESPONSE:
@@ -254,7 +255,7 @@ class CapSession:
         except (ApduFormatError, ValidationError, ValueError, IndexError, KeyError) as exc:
             self._fail()
             raise RemoteProtocolError(f"card data rejected in {command.ins:02X} answer: {exc}") from exc
-        except CapsimError:
+        except BaseException:  # any other error too, even a capsim bug's (rule 3)
             self._fail()
             raise
 
@@ -297,12 +298,11 @@ class CapSession:
             if self._sent > MAX_COMMANDS:
                 raise RemoteProtocolError(f"CAP session: more than {MAX_COMMANDS} commands; giving up")
         self._phase = step.phase
-        self._pending = step.command
         self._pending_raw = step.command.to_bytes()  # encoded once: sent, then kept (redacted)
+        self._pending = step.command
 
     def _fail(self) -> None:
-        self._phase = Phase.ERROR
-        self._pending = None
+        self._phase = Phase.ERROR  # for good: every public method checks it before ``_pending``
 
     def _finish(self) -> None:
         run = self._run
