@@ -88,7 +88,7 @@ MODULES: dict[str, list[str]] = {
     "capsim/reader/session.py": [  # the reader session over a transport
         "tests/reader/test_inproc.py", "tests/reader/test_graph.py", "tests/reader/test_hostile.py",
         "tests/reader/test_transcripts.py", "tests/reader/test_vectors.py",
-        "tests/reader/test_answer_edges.py", "tests/test_messages.py",
+        "tests/reader/test_answer_edges.py", "tests/test_messages.py", "tests/reader/test_session_edges.py",
     ],
     "capsim/reader/transaction.py": [
         "tests/reader/test_inproc.py", "tests/reader/test_graph.py", "tests/reader/test_hostile.py",
@@ -124,6 +124,7 @@ MODULES: dict[str, list[str]] = {
     ],
     "capsim/atomicfile.py": [  # atomic create/replace, fsync order, size limits
         "tests/cards/test_storage.py", "tests/cards/test_file_edges.py", "tests/test_messages.py",
+        "tests/test_atomicfile.py",
     ],
     "capsim/issuerkeys.py": [  # issuer-key files: KCVs, derivation, permissions
         "tests/cards/test_storage.py", "tests/cards/test_file_edges.py",
