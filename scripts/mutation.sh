@@ -50,6 +50,7 @@ MODULES: dict[str, list[str]] = {
         "tests/cards/test_issuer_auth.py", "tests/cards/test_pin_and_scripts.py",
         "tests/cards/test_pin_tear.py", "tests/cards/test_vectors.py", "tests/cards/test_transcripts.py",
         "tests/cards/test_second_witness.py", "tests/test_messages.py",
+        "tests/cards/test_cdol1_un_and_script_p1p2.py",
     ],
     "capsim/cards/base.py": [  # the card OS: APDU parsing and dispatch, status words
         "tests/cards/test_dispatch.py", "tests/cards/test_state_machine.py",
