@@ -73,7 +73,9 @@ def test_the_ac_key_takes_the_un_of_the_cdol1_data(un_entry: DolEntry | None, ex
     assert gac.ac != other  # the UN is in the key: the check above can tell
 
 
-@pytest.mark.parametrize("ins", [0x1E, 0x18, 0x16], ids=["application-block", "application-unblock", "card-block"])
+@pytest.mark.parametrize(
+    "ins", [0x1E, 0x18, 0x16], ids=["application-block", "application-unblock", "card-block"]
+)
 @pytest.mark.parametrize(("p1", "p2"), [(0x01, 0x00), (0x00, 0x01), (0x80, 0x00)])
 def test_a_script_command_without_data_refuses_p1_or_p2(ins: int, p1: int, p2: int) -> None:
     card = new_card("secur-acces", pan=PAN, imk_ac=IMK_A, imk_smi=IMK_B, imk_smc=IMK_C, cvn=CVN.MC_16)
