@@ -18,11 +18,11 @@ from capsim.crypto.cryptogram import (
     CVN,
     _ac_key,
     _ac_message,
-    _ac_un,
     _cvn,
     _method,
     _tree_params,
     ac_data,
+    ac_key_un,
 )
 from capsim.crypto.keys import SessionKeyMethod, TreeParams, _TreeCache
 
@@ -120,7 +120,7 @@ class AcCalculator:
             # Slow path: validate (raises on bad input) and normalise bytes-like arguments.
             ac_data(self._cvn, cdol1_data=cdol1_data, aip=aip, atc=atc, iad=iad)
             cdol1_data, aip, atc, iad = bytes(cdol1_data), bytes(aip), bytes(atc), bytes(iad)
-        u = _ac_un(self._method, cdol1_data, un)
+        u = ac_key_un(self._method, cdol1_data, un)
         data = _pad(_ac_message(self._cvn, cdol1_data, aip, atc, iad), self._padding)
         if self._method is _M_NONE:
             return self._mac_fixed_key(data, len(cdol1_data) + 2)

@@ -266,9 +266,16 @@ def _tree_params(tree: object) -> TreeParams:
     return tree
 
 
-def _ac_un(m: SessionKeyMethod, cdol1_data: bytes, un: object) -> bytes:
-    """The UN rule of the AC key: ``un`` when given, else the last 4 bytes of the CDOL1 data (9F37
-    in the usual CDOL1), else (CDOL1 data shorter than 4 bytes) zeros, except for the SKD method."""
+def ac_key_un(m: SessionKeyMethod, cdol1_data: bytes, un: object) -> bytes:
+    """The UN rule of the AC key, for every provider: ``un`` when given, else the last 4 bytes of
+    the CDOL1 data (9F37 in the usual CDOL1), else (CDOL1 data shorter than 4 bytes) zeros, except
+    for the SKD method, whose session key needs a real one.
+
+    >>> ac_key_un(SessionKeyMethod.MASTERCARD_SKD, bytes.fromhex("0102030405"), None).hex()
+    '02030405'
+    >>> ac_key_un(SessionKeyMethod.EMV_CSK, b"", None).hex()
+    '00000000'
+    """
     if un is not None:
         return _fixed("un", un, 4)
     if len(cdol1_data) >= 4:
@@ -343,7 +350,7 @@ def generate_ac(
     c = _cvn(cvn)
     m = _method(c, method)
     data = ac_data(c, cdol1_data=cdol1_data, aip=aip, atc=atc, iad=iad)
-    u = _ac_un(m, _as_bytes("cdol1_data", cdol1_data), un)
+    u = ac_key_un(m, _as_bytes("cdol1_data", cdol1_data), un)
     key = _ac_key(m, _key16("mk_ac", mk_ac), _fixed("atc", atc, 2), u, _tree_params(tree), cache=None)
     return _des._unchecked_retail_mac(key, _pad(data, _CVN_TABLE[c].padding))
 

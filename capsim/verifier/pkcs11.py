@@ -51,7 +51,7 @@ from pkcs11 import exceptions as p11x
 from pkcs11.mechanisms import GCMParams
 
 from capsim._validate import digits as _digits
-from capsim.crypto import KeyDerivation, SessionKeyMethod, TreeParams, ac_data, cvn_spec
+from capsim.crypto import KeyDerivation, SessionKeyMethod, TreeParams, ac_data, ac_key_un, cvn_spec
 from capsim.errors import ConfigError, TokenError, ValidationError
 from capsim.verifier.pkcs11mac import (
     complement,
@@ -367,16 +367,13 @@ class Pkcs11Provider(OneAcFromFunction):
         @serialised
         def generate(cdol1_data: bytes, aip: bytes, atc: bytes, iad: bytes, un: bytes | None = None) -> bytes:
             data = pad(ac_data(c, cdol1_data=cdol1_data, aip=aip, atc=atc, iad=iad), padding)
-            if un is None:
-                un = bytes(cdol1_data[-4:]) if len(cdol1_data) >= 4 else bytes(4)
-            elif len(un) != 4:
-                raise ValidationError("un: expected 4 bytes")
+            u = ac_key_un(m, bytes(cdol1_data), un)  # the software provider's rule
             with self._card(key_ref, need_ll=m is SessionKeyMethod.NONE) as card, token_call("a cryptogram"):
                 if m is SessionKeyMethod.NONE:
                     assert card.ll is not None
                     return retail_mac(card.ll, card.mk, data)
                 a = bytes(atc)
-                r = a + bytes(6) if m is SessionKeyMethod.EMV_CSK else a + b"\x00\x00" + bytes(un)
+                r = a + bytes(6) if m is SessionKeyMethod.EMV_CSK else a + b"\x00\x00" + u
                 sk, sk_ll = session_keys(card.mk, r)
                 try:
                     return retail_mac(sk_ll, sk, data)

@@ -204,6 +204,38 @@ def test_session_key_methods_equal_generate_ac(token_provider: p11.Pkcs11Provide
         assert got == want, method
 
 
+def _outcome(fn: Any, *args: Any) -> bytes | str:
+    """A cryptogram, or the typed refusal's class and message."""
+    try:
+        return bytes(fn(*args))
+    except ValidationError as exc:
+        return f"ValidationError: {exc}"
+
+
+@pytest.mark.parametrize("method", ["none", "emv-csk", "mastercard-skd"])
+def test_the_un_of_a_short_cdol1_follows_the_software_rule(
+    token_provider: p11.Pkcs11Provider, method: str
+) -> None:
+    """Without an explicit UN the AC key takes the last 4 bytes of the CDOL1 data; CDOL1 data
+    shorter than 4 bytes gives zeros, except for the SKD session key, which is refused: one rule
+    (``capsim.crypto.ac_key_un``) for the token and the software provider alike, and a UN of the
+    wrong size or type is refused the same way by both."""
+    ref = token_provider.register_card(issuer_key_id="bank", pan="5413339000001513").key_ref
+    sw = software()
+    sw_ref = sw.register_card(issuer_key_id="bank", pan="5413339000001513").key_ref
+    token_fn = token_provider.ac_function(ref, cvn=0x10, method=method)
+    sw_fn = sw.ac_function(sw_ref, cvn=0x10, method=method)
+    outcomes = []
+    for cdol in (b"", b"\x01", b"\x01\x02\x03", b"\x01\x02\x03\x04", bytes(range(1, 30))):
+        for un in (None, b"\x0a\x0b\x0c\x0d", b"\x0a\x0b\x0c", "0a0b0c0d"):
+            args = (cdol, b"\x38\x00", b"\x00\x2a", bytes(18), un)
+            want = _outcome(sw_fn, *args)
+            assert _outcome(token_fn, *args) == want, (cdol.hex(), un)
+            outcomes.append(want)
+    refused = [o for o in outcomes if isinstance(o, str)]
+    assert len(refused) == (5 * 2 + 3 if method == "mastercard-skd" else 5 * 2)  # the rule is exercised
+
+
 @pytest.mark.parametrize("cvn", [CVN.VISA_22, CVN.MC_16, CVN.MC_17, CVN.MC_20, CVN.MC_21, CVN.INTERAC_133])
 def test_pin_scripts_equal_software(token_provider: p11.Pkcs11Provider, cvn: CVN) -> None:
     """PIN change and PIN unblock script commands: byte-identical to SoftwareProvider."""
