@@ -739,3 +739,25 @@ def test_an_empty_iad_is_refused_for_the_cvns_that_mac_the_whole_iad() -> None:
         with pytest.raises(ValidationError) as info:
             generate_ac(cvn, MK, **{**GOOD_AC, "iad": b""}, un=bytes(4))
         assert str(info.value) == "iad: expected a non-empty IAD, got 0 bytes"
+
+
+@pytest.mark.parametrize(
+    ("branch_factor", "height", "message"),
+    [
+        (0, 8, "branch_factor: expected a positive int, got 0"),
+        (True, 8, "branch_factor: expected a positive int, got True"),
+        (4, 0, "height: expected a positive int, got 0"),
+        (4, "8", "height: expected a positive int, got '8'"),
+        (1, 17, "branch_factor, height: expected b >= 2 and b^H > 65535, got b=1, H=17"),
+        (4, 7, "branch_factor, height: expected b >= 2 and b^H > 65535, got b=4, H=7"),
+    ],
+)
+def test_tree_parameters_are_refused_by_name(branch_factor: object, height: object, message: str) -> None:
+    """The EMV2000 tree's parameters, refused with the parameter named (function and TreeParams alike)."""
+    ik = bytes.fromhex("0123456789ABCDEFFEDCBA9876543210")
+    with pytest.raises(ValidationError) as info:
+        derive_emv2000_tree_sk(ik, b"\x00\x1c", branch_factor=branch_factor, height=height)  # type: ignore[arg-type]
+    assert str(info.value) == message
+    with pytest.raises(ValidationError) as info:
+        TreeParams(branch_factor=branch_factor, height=height)  # type: ignore[arg-type]
+    assert str(info.value) == message

@@ -496,3 +496,30 @@ def test_amount_digit_counts_are_bounded_at_1000(part: str) -> None:
         else:
             expected = f"amount: at most 2 decimals without a currency, got {value!r}"
         assert str(info.value) == expected
+
+
+def test_the_belgian_explanation_names_the_cryptogram_ac_unless_told() -> None:
+    from capsim.cap import explain_belgian
+
+    atc, ac = bytes.fromhex("A55A"), bytes.fromhex("0123456789ABCDEF")
+    assert {b.field for b in explain_belgian(atc, ac)} == {"AC", "ATC"}
+    assert {b.field for b in explain_belgian(atc, ac, ac_name="MAC")} == {"MAC", "ATC"}
+
+
+@pytest.mark.parametrize("minor", [-1, 10**12])
+def test_an_amount_in_minor_units_out_of_range_is_refused_in_full(minor: int) -> None:
+    with pytest.raises(ValidationError) as info:
+        parse_amount(minor)
+    assert str(info.value) == f"amount: expected 0..999999999999 minor units, got {minor}"
+    assert (parse_amount(0), parse_amount(10**12 - 1)) == (0, 10**12 - 1)  # the two ends are taken
+
+
+@pytest.mark.parametrize("count", [0, 11])
+def test_a_tds_field_count_outside_1_to_10_is_refused_by_the_fields_name(count: int) -> None:
+    fields = [str(i) for i in range(count)]
+    with pytest.raises(ValidationError) as info:
+        validate_tds_fields(fields)
+    assert str(info.value) == f"fields: expected 1 to 10 TDS fields, got {count}"
+    with pytest.raises(ValidationError) as info:
+        validate_tds_fields(fields, option="--field")
+    assert str(info.value) == f"--field: expected 1 to 10 TDS fields, got {count}"
