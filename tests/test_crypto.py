@@ -761,3 +761,17 @@ def test_tree_parameters_are_refused_by_name(branch_factor: object, height: obje
     with pytest.raises(ValidationError) as info:
         TreeParams(branch_factor=branch_factor, height=height)  # type: ignore[arg-type]
     assert str(info.value) == message
+
+
+@pytest.mark.parametrize(("name", "value"), [("iad", "06010A03A00000"), ("cdol1_data", [0] * 29)])
+def test_ac_data_names_an_argument_that_is_not_bytes(name: str, value: object) -> None:
+    args: dict[str, object] = {
+        "cdol1_data": bytes(29),
+        "aip": b"\x38\x00",
+        "atc": b"\x00\x01",
+        "iad": bytes(18),
+    }
+    args[name] = value
+    with pytest.raises(ValidationError) as info:
+        ac_data(CVN.MC_16, **args)  # type: ignore[arg-type]
+    assert str(info.value) == f"{name}: expected bytes, got {type(value).__name__}"

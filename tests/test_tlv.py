@@ -12,7 +12,7 @@ from pyemv import tlv as pyemv_tlv
 
 from capsim import tlv
 from capsim.errors import ApduFormatError, ValidationError
-from capsim.tlv import MAX_DEPTH, Tlv, decode, encode, encode_constructed, find, find_all, walk
+from capsim.tlv import MAX_DEPTH, Tlv, decode, encode, encode_constructed, find, find_all, format_tree, walk
 from tests.utils import VECTORS, load_kv_blocks, load_transcript, unhex
 
 H = bytes.fromhex
@@ -455,3 +455,34 @@ def test_padding_inside_a_template_is_dropped_from_its_value() -> None:
         assert obj.value == H("5A0101")
         assert obj.to_bytes() == H("70035A0101")
         assert obj.children == (Tlv(0x5A, b"\x01"),)
+
+
+_MAX = 0xFFFFFF  # the longest value BER-TLV lengths of this project encode (3 length bytes)
+
+
+def test_a_value_over_the_longest_length_is_refused_in_full() -> None:
+    with pytest.raises(ValidationError) as info:
+        Tlv(0x5A, bytes(_MAX + 1))
+    assert str(info.value) == f"value must be at most {_MAX} bytes, got {_MAX + 1}"
+
+
+def test_children_of_exactly_the_longest_length_are_taken_and_one_byte_more_refused() -> None:
+    inner = _MAX - 5  # tag 5A, then 83 + 3 length bytes
+    t = Tlv(0x70, children=(Tlv(0x5A, bytes(inner)),))
+    assert len(t.value) == _MAX
+    with pytest.raises(ValidationError) as info:
+        Tlv(0x70, children=(Tlv(0x5A, bytes(inner + 1)),))
+    assert str(info.value) == f"value must be at most {_MAX} bytes, got {_MAX + 1}"
+
+
+def test_a_constructed_value_that_disagrees_with_its_children_is_refused_in_full() -> None:
+    with pytest.raises(ValidationError) as info:
+        Tlv(0x70, b"\x5a\x01\x02", children=(Tlv(0x5A, b"\x01"),))
+    assert str(info.value) == "value of constructed tag 70 does not match its children"
+    assert Tlv(0x70, b"\x5a\x01\x01", children=(Tlv(0x5A, b"\x01"),)).value == b"\x5a\x01\x01"
+
+
+def test_a_dump_shows_printable_ascii_and_dots_for_the_rest() -> None:
+    """Text tags are shown as ASCII from 20 (space) to 7E (~); 7F (DEL) and control bytes are dots."""
+    dump = format_tree(Tlv(0x50, b" ~\x7f\x1f\x80A"))
+    assert dump == '50 Application Label (6 bytes) 207E7F1F8041 " ~...A"'

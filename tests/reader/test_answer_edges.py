@@ -222,3 +222,18 @@ def test_a_cdol1_tag_unknown_to_the_reader_is_zero_filled_with_a_warning() -> No
 def test_an_ipb_over_26_bits_is_a_warning(ipb_byte: str, warnings: tuple[str, ...]) -> None:
     card = _record_card("9F561200001F", "9F56120000" + ipb_byte)
     assert CapReader(card, "mc-cap").respond("1234", "12345678").warnings == warnings
+
+
+@pytest.mark.parametrize(
+    ("cid", "kind"), [(0x00, "an AAC"), (0x40, "a TC"), (0xC0, "an RFU AC type"), (0x41, "a TC")]
+)
+def test_a_first_cryptogram_that_is_not_an_arqc_is_named_in_the_warning(cid: int, kind: str) -> None:
+    """The AC type is CID bits 8–7: 00 AAC, 40 TC, C0 RFU; the low bits do not change it."""
+    answer = unhex("8012") + bytes([cid]) + unhex("0042B7F9A572DA74CAFF06770A03A48000") + OK
+    result = CapReader(ScriptedCard(natwest_like({0xAE: answer})), "mc-cap").respond("1234", "12345678")
+    assert result.warnings[0] == (
+        f"the card returned {kind} (CID {cid:02X}) instead of an ARQC: the bank will refuse the code"
+    )
+    arqc = unhex("8012800042B7F9A572DA74CAFF06770A03A48000") + OK
+    reader = CapReader(ScriptedCard(natwest_like({0xAE: arqc})), "mc-cap")
+    assert not reader.respond("1234", "12345678").warnings
