@@ -99,6 +99,7 @@ MODULES: dict[str, list[str]] = {
     "capsim/verifier/decision.py": [  # accept/reject rule, history variants, failure counting
         "tests/verifier/test_codes.py", "tests/verifier/test_seams.py", "tests/verifier/test_lifecycle.py",
         "tests/verifier/test_decision_edges.py", "tests/verifier/test_decision_contracts.py",
+        "tests/verifier/test_decision_boundaries.py",
     ],
     "capsim/verifier/engine.py": [  # the matcher and the padding
         "tests/verifier/test_codes.py", "tests/verifier/test_seams.py",
