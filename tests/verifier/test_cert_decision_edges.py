@@ -401,3 +401,10 @@ def test_a_removed_user_cannot_get_a_supplementary_certificate(bank: Bank) -> No
     assert [c.state for c in bank.cv.list_certificates(mc.org_id, user_id=user.user_id)] == [
         CertState.REVOKED
     ]
+
+
+def test_the_keyed_hashes_cover_a_fixed_message_format() -> None:
+    """The stored keyed hashes of master codes and identity numbers are computed over these exact
+    bytes: a different format would orphan every row already stored."""
+    assert cd.master_message("org-1", "ABCD2345") == b"capsim org master v1\x00org-1\x00ABCD2345"
+    assert cd.identity_message("org-1", "FR12345") == b"capsim org identity v1\x00org-1\x00FR12345"

@@ -445,3 +445,35 @@ def test_verify_signature_answers_false_rather_than_raise() -> None:
         assert not verify_signature(key, b"m", b"")
     assert not verify_signature(ed25519.Ed25519PrivateKey.generate().public_key(), b"m", good)
     assert not verify_signature(None, b"m", good)
+
+
+def test_a_one_byte_certificate_is_malformed_not_of_the_wrong_size() -> None:
+    """Any non-empty value up to the limit goes to the parser: one byte is a malformed certificate."""
+    with pytest.raises(ValidationError) as info:
+        parse_certificate(b"\x30")
+    assert str(info.value) == "certificate: not a DER or PEM X.509 certificate"
+
+
+def test_a_leaf_without_a_key_usage_extension_is_refused_for_its_key_usage() -> None:
+    """keyUsage must be present (with digitalSignature): a leaf that has none fails for that
+    reason, as one whose keyUsage lacks digitalSignature does, not as a broken chain."""
+    ca = Ca("capsim test CA")
+    key = ec.generate_private_key(ec.SECP256R1())
+    bare = (
+        x509.CertificateBuilder()
+        .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "Alice Martin")]))
+        .issuer_name(ca.cert.subject)
+        .public_key(key.public_key())
+        .serial_number(4242)
+        .not_valid_before(ca.at - 30 * DAY)
+        .not_valid_after(ca.at + 365 * DAY)
+        .add_extension(
+            x509.AuthorityKeyIdentifier.from_issuer_public_key(ca.key.public_key()), critical=False
+        )
+        .sign(ca.key, hashes.SHA256())
+    )
+    trust = CertTrust(anchors=(ca.cert,), crls=(ca.crl(),))
+    assert check_certificate(bare, trust, ca.at) == (None, "key-usage")
+    no_signature = ca.issue(key.public_key(), signature=False)
+    assert check_certificate(no_signature, trust, ca.at) == (None, "key-usage")
+    assert check_certificate(ca.issue(key.public_key()), trust, ca.at)[1] == ""

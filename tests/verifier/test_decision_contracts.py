@@ -396,6 +396,8 @@ def test_the_audit_of_an_unknown_target_names_what_the_call_named(
         ("unknown-credential", "cr-00000000deadbee0", None),
         ("unknown-credential", "cr-00000000deadbee1", None),
     ]
+    # an activation is audited as a verification, a resync as a resync
+    assert [e.event for e in records] == ["verify", "verify", "verify", "resync"]
 
 
 class KeyPathRecorder(SoftwareProvider):
