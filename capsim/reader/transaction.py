@@ -294,7 +294,7 @@ def on_first_ac(run: Run, response: ResponseApdu) -> Step:
     profile = run.profile
     if not profile.send_aac:
         return Step(Phase.DONE)
-    data = build_cdol2_data(run.card[0x8D], run.values, profile)  # present: checked with the records
+    data = build_cdol2_data(run.card.get(0x8D, b""), run.values, profile)
     return Step(Phase.SECOND_AC, builders.generate_ac(0x00, data))
 
 
