@@ -192,31 +192,26 @@ def test_a_refusal_of_a_consumed_operation_touches_the_padding_operation(
 
 
 @pytest.mark.parametrize(("escalate_after", "last"), [(1, "blocked"), (2, "locked")])
+@pytest.mark.parametrize(("method", "reason"), [("verify", "wrong-code"), ("resync", "resync-failed")])
 def test_the_failure_that_locks_or_blocks_says_so_in_the_audit(
-    memory_factory: StoreFactory, clock: Clock, escalate_after: int, last: str
+    memory_factory: StoreFactory, clock: Clock, escalate_after: int, last: str, method: str, reason: str
 ) -> None:
     policy = VerifierPolicy(max_fail=3, escalate_after=escalate_after)
     b = make_bench(memory_factory(clock), clock, policy=policy)
+
+    def fail() -> object:
+        if method == "verify":
+            return b.verifier.verify(b.cid, WRONG, request_id=b.rid())
+        return b.verifier.resync(b.cid, [WRONG, WRONG2], request_id=b.rid())
+
     for _ in range(3):
         with pytest.raises(InvalidCode):
-            b.verifier.verify(b.cid, WRONG, request_id=b.rid())
-    assert _reasons(b)[-3:] == ["wrong-code", "wrong-code", f"wrong-code-{last}"]
+            fail()
+    assert _reasons(b)[-3:] == [reason, reason, f"{reason}-{last}"]
     state = CredentialState.BLOCKED if last == "blocked" else CredentialState.ACTIVE
     assert b.refresh().state is state
     record = list(b.store.audit_records())[-1].entry
     assert (record.outcome, record.credential_id) == ("reject", b.cid)
-
-
-@pytest.mark.parametrize(("escalate_after", "last"), [(1, "blocked"), (2, "locked")])
-def test_the_resync_failure_that_locks_or_blocks_says_so_in_the_audit(
-    memory_factory: StoreFactory, clock: Clock, escalate_after: int, last: str
-) -> None:
-    policy = VerifierPolicy(max_fail=3, escalate_after=escalate_after)
-    b = make_bench(memory_factory(clock), clock, policy=policy)
-    for _ in range(3):
-        with pytest.raises(InvalidCode):
-            b.verifier.resync(b.cid, [WRONG, WRONG2], request_id=b.rid())
-    assert _reasons(b)[-3:] == ["resync-failed", "resync-failed", f"resync-failed-{last}"]
 
 
 # -- logging --------------------------------------------------------------------------------------
