@@ -48,7 +48,7 @@ from capsim.cards.piv.keys import mgmt_decrypt, mgmt_encrypt, private_key
 from capsim.cards.piv.state import PIN_PROTECTED_OBJECTS
 from capsim.errors import ApduFormatError, ValidationError
 from capsim.testing.fuzz_card_target import CardInfo
-from capsim.testing.model import Violation, is_valid_sw
+from capsim.testing.model import BrokenError, Violation, checked_answer
 from capsim.tlv import decode
 
 __all__ = ["PivModel", "secret_windows"]
@@ -95,13 +95,6 @@ def _items(data: bytes) -> dict[int, bytes] | None:
     if len(objs) != 1 or objs[0].tag != 0x7C or not objs[0].constructed:
         return None
     return {child.tag: child.value for child in objs[0].children}
-
-
-class _BrokenError(Exception):
-    def __init__(self, invariant: str, detail: str) -> None:
-        super().__init__(detail)
-        self.invariant = invariant
-        self.detail = detail
 
 
 class PivModel:
@@ -170,7 +163,7 @@ class PivModel:
         self.index += 1
         try:
             self._observe(cmd, rsp)
-        except _BrokenError as broken:
+        except BrokenError as broken:
             return Violation(invariant=broken.invariant, detail=broken.detail, index=self.index)
         return None
 
@@ -180,16 +173,7 @@ class PivModel:
         return state if isinstance(state, PivState) else None
 
     def _observe(self, cmd: bytes, rsp: bytes) -> None:
-        if len(rsp) < 2:
-            raise _BrokenError("sw", f"answer of {len(rsp)} byte(s): no status word")
-        sw = int.from_bytes(rsp[-2:], "big")
-        data = rsp[:-2]
-        if sw == 0x6F00:
-            raise _BrokenError("crash", "6F00: the card failed internally")
-        if not is_valid_sw(sw):
-            raise _BrokenError("sw", f"status word {sw:04X} is not an ISO 7816-4 answer")
-        if data and (sw >> 8) not in (0x90, 0x61, 0x62, 0x63):
-            raise _BrokenError("sw", f"{len(data)} data byte(s) with the error status word {sw:04X}")
+        sw, data = checked_answer(rsp, data_with=(0x90, 0x61, 0x62, 0x63))  # 61xx: more to GET RESPONSE
         state = self._probed()
         if state is not None:
             self._secrets = secret_windows(tuple(k.der for k in state.keys.values()), state.mgmt_key)
@@ -199,7 +183,7 @@ class PivModel:
             parsed = parse_command(cmd)
         except StatusError:  # the card refuses it before anything else: nothing changes
             if sw == 0x9000 and len(cmd) < 4:
-                raise _BrokenError("sw", f"a {len(cmd)}-byte command was accepted with 9000") from None
+                raise BrokenError("sw", f"a {len(cmd)}-byte command was accepted with 9000") from None
         else:
             self._command(parsed, sw, data)
         if state is not None:
@@ -215,7 +199,7 @@ class PivModel:
         for i in range(len(buf) - _WINDOW + 1):
             if buf[i : i + _WINDOW] in secrets:
                 ins = cmd[1] if len(cmd) > 1 else 0
-                raise _BrokenError(
+                raise BrokenError(
                     "leak",
                     f"the answer to INS {ins:02X} carries bytes of a private key or the management key",
                 )
@@ -224,7 +208,7 @@ class PivModel:
         """Rule 2: the persisted counters are the model's."""
         for name, model, stored in (("PIN", self.pin_tries, pin_tries), ("PUK", self.puk_tries, puk_tries)):
             if model is not None and stored != model:
-                raise _BrokenError(
+                raise BrokenError(
                     "counter", f"the card persisted {stored} {name} tries; its answers say {model}"
                 )
 
@@ -235,7 +219,7 @@ class PivModel:
         self._check_counters(state.pin_tries, state.puk_tries)
         for name, ref, value in (("PIN", self.pin, state.pin), ("PUK", self.puk, state.puk)):
             if ref is not None and not _same(ref, pad_reference(value)):
-                raise _BrokenError("counter", f"the {name} the card persisted is not the one its answers set")
+                raise BrokenError("counter", f"the {name} the card persisted is not the one its answers set")
         self._learn(state, force=False)
 
     def _learn(self, state: PivState, *, force: bool) -> None:
@@ -297,11 +281,11 @@ class PivModel:
         elif ins == 0x87 and success:
             self._general_authenticate(p2, effective, data)
         elif ins == 0x47 and success and not self.mgmt:
-            raise _BrokenError(
+            raise BrokenError(
                 "mgmt", f"GENERATE KEY PAIR for slot {p2:02X} answered without the management key"
             )
         elif ins == 0xDB and ok and not self.mgmt:
-            raise _BrokenError("mgmt", "PUT DATA accepted without the management key")
+            raise BrokenError("mgmt", "PUT DATA accepted without the management key")
 
     # ------------------------------------------------------------------ PIN and PUK (rule 2)
     def _counted(self, name: str, tries: int | None, sw: int) -> int:
@@ -309,9 +293,9 @@ class PivModel:
         left = sw & 0x0F
         if tries is not None:
             if tries == 0:
-                raise _BrokenError("counter", f"a {name} try was counted ({sw:04X}) while it is blocked")
+                raise BrokenError("counter", f"a {name} try was counted ({sw:04X}) while it is blocked")
             if left != tries - 1:
-                raise _BrokenError(
+                raise BrokenError(
                     "counter", f"wrong {name}: {sw:04X} with {tries} tries left, expected 63C{tries - 1:X}"
                 )
         return left
@@ -319,7 +303,7 @@ class PivModel:
     @staticmethod
     def _blocked(name: str, tries: int | None, sw: int) -> int:
         if tries is not None and tries != 0:
-            raise _BrokenError("counter", f"{name} answered {sw:04X} (blocked) with {tries} tries left")
+            raise BrokenError("counter", f"{name} answered {sw:04X} (blocked) with {tries} tries left")
         return 0
 
     def _verify(self, p1: int, body: bytes | None, sw: int) -> None:
@@ -330,15 +314,15 @@ class PivModel:
             return
         if p1 != 0x00:
             if ok or counted:
-                raise _BrokenError("counter", f"VERIFY with P1 {p1:02X} answered {sw:04X}")
+                raise BrokenError("counter", f"VERIFY with P1 {p1:02X} answered {sw:04X}")
             return
         if body == b"":  # status query
             if counted and self.pin_tries is not None and sw & 0x0F != self.pin_tries:
-                raise _BrokenError(
+                raise BrokenError(
                     "counter", f"status VERIFY answered {sw:04X} with {self.pin_tries} tries left"
                 )
             if ok and not self.pin_ok:
-                raise _BrokenError("pin", "status VERIFY says the PIN is verified; no right PIN was sent")
+                raise BrokenError("pin", "status VERIFY says the PIN is verified; no right PIN was sent")
             if sw in _BLOCKED:
                 self.pin_tries = self._blocked("status VERIFY", self.pin_tries, sw)
             elif counted:
@@ -347,20 +331,20 @@ class PivModel:
         block = None if body is None else _reference(body)
         if body is not None and block is None:
             if ok or counted:
-                raise _BrokenError("counter", f"VERIFY of a malformed PIN block answered {sw:04X}")
+                raise BrokenError("counter", f"VERIFY of a malformed PIN block answered {sw:04X}")
             return
         if sw in _BLOCKED:
             self.pin_tries = self._blocked("VERIFY", self.pin_tries, sw)
         elif counted:
             if block is not None and self.pin is not None and _same(block, self.pin):
-                raise _BrokenError("counter", f"the right PIN was refused ({sw:04X})")
+                raise BrokenError("counter", f"the right PIN was refused ({sw:04X})")
             self.pin_tries = self._counted("PIN", self.pin_tries, sw)
             self.pin_ok = self.pin_always = False
         elif ok:
             if self.pin_tries == 0:
-                raise _BrokenError("counter", "VERIFY accepted a PIN while the PIN is blocked")
+                raise BrokenError("counter", "VERIFY accepted a PIN while the PIN is blocked")
             if block is not None and self.pin is not None and not _same(block, self.pin):
-                raise _BrokenError("pin", "VERIFY accepted a wrong PIN")
+                raise BrokenError("pin", "VERIFY accepted a wrong PIN")
             self.pin_tries = self.pin_limit
             self.pin_ok = self.pin_always = True
 
@@ -373,7 +357,7 @@ class PivModel:
             old, new = _reference(body[:8]), _reference(body[8:])
             if len(body) != 16 or old is None or new is None:
                 if ok or counted:
-                    raise _BrokenError(
+                    raise BrokenError(
                         "counter", f"CHANGE REFERENCE DATA of a malformed {name} answered {sw:04X}"
                     )
                 return
@@ -381,15 +365,15 @@ class PivModel:
             tries = self._blocked(f"CHANGE REFERENCE DATA ({name})", tries, sw)
         elif counted:
             if old is not None and current is not None and _same(old, current):
-                raise _BrokenError("counter", f"CHANGE REFERENCE DATA refused the right {name} ({sw:04X})")
+                raise BrokenError("counter", f"CHANGE REFERENCE DATA refused the right {name} ({sw:04X})")
             tries = self._counted(name, tries, sw)
             if not puk:
                 self.pin_ok = self.pin_always = False
         elif ok:
             if tries == 0:
-                raise _BrokenError("counter", f"CHANGE REFERENCE DATA accepted while the {name} is blocked")
+                raise BrokenError("counter", f"CHANGE REFERENCE DATA accepted while the {name} is blocked")
             if old is not None and current is not None and not _same(old, current):
-                raise _BrokenError("pin", f"CHANGE REFERENCE DATA accepted a wrong {name}")
+                raise BrokenError("pin", f"CHANGE REFERENCE DATA accepted a wrong {name}")
             tries, current = (self.puk_limit if puk else self.pin_limit), new
         else:
             return
@@ -405,7 +389,7 @@ class PivModel:
             puk, new = _reference(body[:8]), _reference(body[8:])
             if len(body) != 16 or puk is None or new is None:
                 if ok or counted:
-                    raise _BrokenError(
+                    raise BrokenError(
                         "counter", f"RESET RETRY COUNTER with a malformed block answered {sw:04X}"
                     )
                 return
@@ -413,13 +397,13 @@ class PivModel:
             self.puk_tries = self._blocked("RESET RETRY COUNTER", self.puk_tries, sw)
         elif counted:
             if puk is not None and self.puk is not None and _same(puk, self.puk):
-                raise _BrokenError("counter", f"RESET RETRY COUNTER refused the right PUK ({sw:04X})")
+                raise BrokenError("counter", f"RESET RETRY COUNTER refused the right PUK ({sw:04X})")
             self.puk_tries = self._counted("PUK", self.puk_tries, sw)
         elif ok:
             if self.puk_tries == 0:
-                raise _BrokenError("counter", "RESET RETRY COUNTER accepted while the PUK is blocked")
+                raise BrokenError("counter", "RESET RETRY COUNTER accepted while the PUK is blocked")
             if puk is not None and self.puk is not None and not _same(puk, self.puk):
-                raise _BrokenError("pin", "RESET RETRY COUNTER accepted a wrong PUK")
+                raise BrokenError("pin", "RESET RETRY COUNTER accepted a wrong PUK")
             self.pin, self.pin_tries, self.puk_tries = new, self.pin_limit, self.puk_limit
 
     # ------------------------------------------------------------------ keys and objects (rules 3-4)
@@ -427,7 +411,7 @@ class PivModel:
         if len(body) >= 3 and body[0] == 0x5C and body[1] == len(body) - 2:
             tag = int.from_bytes(body[2:], "big")
             if tag in PIN_PROTECTED_OBJECTS and not self.pin_ok:
-                raise _BrokenError(
+                raise BrokenError(
                     "pin", f"GET DATA of the PIN-protected object {tag:X} answered without the PIN"
                 )
 
@@ -435,10 +419,10 @@ class PivModel:
         rule = SLOT_PIN.get(slot)
         if rule is PinRule.ALWAYS:
             if not self.pin_always:
-                raise _BrokenError("pin", f"slot {slot:02X} used without a right PIN since its last use")
+                raise BrokenError("pin", f"slot {slot:02X} used without a right PIN since its last use")
             self.pin_always = False
         elif rule is PinRule.ONCE and not self.pin_ok:
-            raise _BrokenError("pin", f"slot {slot:02X} used without a right PIN in this session")
+            raise BrokenError("pin", f"slot {slot:02X} used without a right PIN in this session")
         if slot == 0x9B:
             self._mgmt_step(body, data)
 
@@ -460,24 +444,24 @@ class PivModel:
             self.challenge = offered if len(offered) == 8 else _ANY
         elif set(items) == {0x80, 0x81}:  # mutual, step 2
             if witness is None:
-                raise _BrokenError(
+                raise BrokenError(
                     "mgmt", "management-key authentication accepted without a witness outstanding"
                 )
             if witness != _ANY and not _same(items[0x80], witness):
-                raise _BrokenError("mgmt", "management-key authentication accepted a wrong witness")
+                raise BrokenError("mgmt", "management-key authentication accepted a wrong witness")
             proof = answer.get(0x82, b"")
             if key is not None and len(items[0x81]) == 8 and not _same(proof, mgmt_encrypt(key, items[0x81])):
-                raise _BrokenError(
+                raise BrokenError(
                     "mgmt", "the card's answer to the host's challenge is not the encrypted challenge"
                 )
             self.mgmt = True
         elif set(items) == {0x82}:  # external, step 2
             if challenge is None:
-                raise _BrokenError(
+                raise BrokenError(
                     "mgmt", "management-key authentication accepted without a challenge outstanding"
                 )
             if challenge != _ANY and key is not None and not _same(items[0x82], mgmt_encrypt(key, challenge)):
-                raise _BrokenError("mgmt", "management-key authentication accepted a wrong cryptogram")
+                raise BrokenError("mgmt", "management-key authentication accepted a wrong cryptogram")
             self.mgmt = True
         else:
             self.mgmt = True

@@ -35,7 +35,15 @@ from enum import Enum
 
 from capsim.errors import ApduFormatError
 
-__all__ = ["CardModel", "Txn", "Violation", "is_valid_sw", "parse_pin_block"]
+__all__ = [
+    "BrokenError",
+    "CardModel",
+    "Txn",
+    "Violation",
+    "checked_answer",
+    "is_valid_sw",
+    "parse_pin_block",
+]
 
 _VALID_SW1 = frozenset({0x61, 0x62, 0x63, 0x64, 0x65, 0x66, 0x67, 0x68, 0x69, 0x6A, 0x6B, 0x6C, 0x6D, 0x6E})
 _AC_RANK = {0x00: 0, 0x80: 1, 0x40: 2}  # AAC < ARQC < TC (EMV Book 3 §6.5.5.4)
@@ -80,6 +88,27 @@ def is_valid_sw(sw: int) -> bool:
     (True, True, False, False)
     """
     return sw == 0x9000 or (sw >> 8) in _VALID_SW1
+
+
+def checked_answer(rsp: bytes, *, data_with: tuple[int, ...]) -> tuple[int, bytes]:
+    """The status word and data of an answer that any ISO 7816-4 card may give: at least a
+    status word, not ``6F00`` (the card failed internally), a valid status word, and data only
+    with a status word whose first byte is in ``data_with`` (:class:`BrokenError` otherwise).
+
+    >>> checked_answer(bytes.fromhex("019000"), data_with=(0x90,))
+    (36864, b'\\x01')
+    """
+    if len(rsp) < 2:
+        raise BrokenError("sw", f"answer of {len(rsp)} byte(s): no status word")
+    sw = int.from_bytes(rsp[-2:], "big")
+    data = rsp[:-2]
+    if sw == 0x6F00:
+        raise BrokenError("crash", "6F00: the card failed internally")
+    if not is_valid_sw(sw):
+        raise BrokenError("sw", f"status word {sw:04X} is not an ISO 7816-4 answer")
+    if data and (sw >> 8) not in data_with:
+        raise BrokenError("sw", f"{len(data)} data byte(s) with the error status word {sw:04X}")
+    return sw, data
 
 
 def parse_pin_block(block: bytes) -> str | None:
@@ -182,26 +211,17 @@ class CardModel:
         self.index += 1
         try:
             self._observe(cmd, rsp)
-        except _BrokenError as broken:
+        except BrokenError as broken:
             return Violation(invariant=broken.invariant, detail=broken.detail, index=self.index)
         return None
 
     # ------------------------------------------------------------------ internals
     def _observe(self, cmd: bytes, rsp: bytes) -> None:
-        if len(rsp) < 2:
-            raise _BrokenError("sw", f"answer of {len(rsp)} byte(s): no status word")
-        sw = int.from_bytes(rsp[-2:], "big")
-        data = rsp[:-2]
-        if sw == 0x6F00:
-            raise _BrokenError("crash", "6F00: the card failed internally")
-        if not is_valid_sw(sw):
-            raise _BrokenError("sw", f"status word {sw:04X} is not an ISO 7816-4 answer")
-        if data and (sw >> 8) not in (0x90, 0x62, 0x63):
-            raise _BrokenError("sw", f"{len(data)} data byte(s) with the error status word {sw:04X}")
+        sw, data = checked_answer(rsp, data_with=(0x90, 0x62, 0x63))
         parsed = _header(cmd)
         if parsed is None:
             if sw == 0x9000 and len(cmd) < 4:
-                raise _BrokenError("sw", f"a {len(cmd)}-byte command was accepted with 9000")
+                raise BrokenError("sw", f"a {len(cmd)}-byte command was accepted with 9000")
             self.txn = Txn.UNKNOWN if sw == 0x9000 else self.txn
             return
         cla, ins, p1, p2, body = parsed
@@ -237,10 +257,10 @@ class CardModel:
         if not ok:
             return
         if self.txn not in (Txn.SELECTED, Txn.UNKNOWN):
-            raise _BrokenError("sequence", f"GET PROCESSING OPTIONS accepted in phase {self.txn.value}")
+            raise BrokenError("sequence", f"GET PROCESSING OPTIONS accepted in phase {self.txn.value}")
         if self.atc is not None:
             if self.atc >= 0xFFFF:
-                raise _BrokenError("atc", "GET PROCESSING OPTIONS accepted with ATC FFFF (the ATC wrapped)")
+                raise BrokenError("atc", "GET PROCESSING OPTIONS accepted with ATC FFFF (the ATC wrapped)")
             self._set_atc(self.atc + 1, "after GET PROCESSING OPTIONS")
         self.txn = Txn.INITIATED
         self.gac1_type = None
@@ -248,7 +268,7 @@ class CardModel:
     def _set_atc(self, value: int, where: str) -> None:
         if value < self.max_atc_seen:
             seen = self.max_atc_seen
-            raise _BrokenError("atc", f"ATC {value:04X} {where} is below the ATC {seen:04X} seen before")
+            raise BrokenError("atc", f"ATC {value:04X} {where} is below the ATC {seen:04X} seen before")
         self.atc = value
         self.max_atc_seen = max(self.max_atc_seen, value)
 
@@ -260,40 +280,40 @@ class CardModel:
         if tag == 0x9F36 and value is not None and len(value) == 2:
             atc = int.from_bytes(value, "big")
             if self.atc is not None and atc != self.atc:
-                raise _BrokenError("atc", f"GET DATA shows ATC {atc:04X}, expected {self.atc:04X}")
+                raise BrokenError("atc", f"GET DATA shows ATC {atc:04X}, expected {self.atc:04X}")
             self._set_atc(atc, "in GET DATA")
         elif tag == 0x9F17 and value is not None and len(value) == 1:
             ptc = value[0]
             if self.ptc is not None and ptc != self.ptc:
-                raise _BrokenError("ptc", f"GET DATA shows PTC {ptc}, expected {self.ptc}")
+                raise BrokenError("ptc", f"GET DATA shows PTC {ptc}, expected {self.ptc}")
             self.ptc = ptc
 
     def _verify(self, p1: int, p2: int, body: bytes, sw: int) -> None:
         if p1 != 0x00 or p2 != 0x80 or len(body) != 8:
             if sw == 0x9000 or sw >> 4 == 0x63C:
-                raise _BrokenError("sequence", f"malformed VERIFY answered {sw:04X}")
+                raise BrokenError("sequence", f"malformed VERIFY answered {sw:04X}")
             return
         processed = sw == 0x9000 or sw >> 4 == 0x63C
         if processed and self.txn not in (Txn.INITIATED, Txn.UNKNOWN):
-            raise _BrokenError("sequence", f"VERIFY answered {sw:04X} in phase {self.txn.value}")
+            raise BrokenError("sequence", f"VERIFY answered {sw:04X} in phase {self.txn.value}")
         pin = parse_pin_block(body)
         if sw == 0x9000:
             if self.ptc == 0:
-                raise _BrokenError("ptc", "VERIFY accepted while the PTC is 0")
+                raise BrokenError("ptc", "VERIFY accepted while the PTC is 0")
             if self.pin is not None and pin != self.pin:
-                raise _BrokenError("ptc", "VERIFY accepted a wrong PIN")
+                raise BrokenError("ptc", "VERIFY accepted a wrong PIN")
             self.ptc = self.pin_try_limit
         elif sw >> 4 == 0x63C:
             left = sw & 0x0F
             if self.pin is not None and pin == self.pin:
-                raise _BrokenError("ptc", f"the correct PIN was refused ({sw:04X})")
+                raise BrokenError("ptc", f"the correct PIN was refused ({sw:04X})")
             if self.ptc is not None and left != self.ptc - 1:
                 expected = f"63C{max(self.ptc - 1, 0):X}"
-                raise _BrokenError("ptc", f"wrong PIN: {sw:04X} at PTC {self.ptc}, expected {expected}")
+                raise BrokenError("ptc", f"wrong PIN: {sw:04X} at PTC {self.ptc}, expected {expected}")
             self.ptc = left
         elif sw in (0x6983, 0x6984):
             if self.ptc is not None and self.ptc != 0:
-                raise _BrokenError("ptc", f"VERIFY answered {sw:04X} (blocked) with PTC {self.ptc}")
+                raise BrokenError("ptc", f"VERIFY answered {sw:04X} (blocked) with PTC {self.ptc}")
             self.ptc = 0
 
     def _generate_ac(self, p1: int, data: bytes, ok: bool) -> None:
@@ -302,34 +322,34 @@ class CardModel:
         requested = p1 & 0xC0
         txn = self.txn
         if txn in (Txn.IDLE, Txn.SELECTED):
-            raise _BrokenError(
+            raise BrokenError(
                 "sequence", f"GENERATE AC accepted in phase {txn.value} (no GET PROCESSING OPTIONS)"
             )
         if txn is Txn.GAC2:
-            raise _BrokenError("sequence", "a third GENERATE AC was accepted")
+            raise BrokenError("sequence", "a third GENERATE AC was accepted")
         cid, atc = _parse_gac(data)
         if cid is None or atc is None:
-            raise _BrokenError("sequence", "GENERATE AC answered 9000 without CID and ATC")
+            raise BrokenError("sequence", "GENERATE AC answered 9000 without CID and ATC")
         returned = cid & 0xC0
         if returned not in _AC_RANK:
-            raise _BrokenError("sequence", f"GENERATE AC returned the reserved AC type {cid:02X}")
+            raise BrokenError("sequence", f"GENERATE AC returned the reserved AC type {cid:02X}")
         if requested in _AC_RANK and _AC_RANK[returned] > _AC_RANK[requested]:
-            raise _BrokenError(
+            raise BrokenError(
                 "sequence", f"GENERATE AC returned {_AC_NAME[returned]} for a {_AC_NAME[requested]} request"
             )
         if self.atc is not None and atc != self.atc:
-            raise _BrokenError("atc", f"GENERATE AC shows ATC {atc:04X}, expected {self.atc:04X}")
+            raise BrokenError("atc", f"GENERATE AC shows ATC {atc:04X}, expected {self.atc:04X}")
         self._set_atc(atc, "in GENERATE AC")
         if txn is Txn.GAC1:
             if returned == 0x80:
-                raise _BrokenError("sequence", "GENERATE AC #2 returned an ARQC")
+                raise BrokenError("sequence", "GENERATE AC #2 returned an ARQC")
             if returned == 0x40 and self.gac1_type not in (0x80, None):
-                raise _BrokenError("sequence", "GENERATE AC #2 returned a TC after an AAC at #1")
+                raise BrokenError("sequence", "GENERATE AC #2 returned a TC after an AAC at #1")
             self.txn = Txn.GAC2
             return
         if txn is Txn.INITIATED and atc <= self.last_txn_atc:
             previous = self.last_txn_atc
-            raise _BrokenError("atc", f"transaction ATC {atc:04X} is not above the last one {previous:04X}")
+            raise BrokenError("atc", f"transaction ATC {atc:04X} is not above the last one {previous:04X}")
         self.last_txn_atc = max(self.last_txn_atc, atc)
         self.gac1_type = returned if txn is Txn.INITIATED else None
         self.txn = Txn.GAC1 if txn is Txn.INITIATED else Txn.UNKNOWN
@@ -356,7 +376,10 @@ def _parse_gac(data: bytes) -> tuple[int | None, int | None]:
     return None, None
 
 
-class _BrokenError(Exception):
+class BrokenError(Exception):
+    """An invariant the card broke (``invariant`` names it, ``detail`` says how); each model
+    turns it into a :class:`Violation` at the exchange it saw."""
+
     def __init__(self, invariant: str, detail: str) -> None:
         super().__init__(detail)
         self.invariant = invariant
