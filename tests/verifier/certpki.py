@@ -31,7 +31,7 @@ def _name(cn: str) -> x509.Name:
     return x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, cn)])
 
 
-def _usage(*, signature: bool = False, ca: bool = False) -> x509.KeyUsage:
+def key_usage(*, signature: bool = False, ca: bool = False) -> x509.KeyUsage:
     return x509.KeyUsage(
         digital_signature=signature,
         content_commitment=False,
@@ -72,7 +72,7 @@ class Ca:
             .not_valid_before(self.at - 365 * DAY)
             .not_valid_after(self.at + 3650 * DAY)
             .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
-            .add_extension(_usage(ca=True), critical=True)
+            .add_extension(key_usage(ca=True), critical=True)
             .add_extension(x509.SubjectKeyIdentifier.from_public_key(public), critical=False)
         )
         if self.parent is not None:
@@ -90,12 +90,14 @@ class Ca:
         not_before: dt.datetime | None = None,
         not_after: dt.datetime | None = None,
         signature: bool = True,
+        with_key_usage: bool = True,
     ) -> x509.Certificate:
-        """A token certificate (no subjectAltName, as tokens have)."""
+        """A token certificate (no subjectAltName, as tokens have); ``with_key_usage=False``
+        leaves the keyUsage extension out altogether."""
         self.serial += 1
         not_before = self.at - 30 * DAY if not_before is None else not_before
         not_after = self.at + 365 * DAY if not_after is None else not_after
-        return (
+        builder = (
             x509.CertificateBuilder()
             .subject_name(_name(cn))
             .issuer_name(self.cert.subject)
@@ -103,12 +105,13 @@ class Ca:
             .serial_number(self.serial)
             .not_valid_before(not_before)
             .not_valid_after(not_after)
-            .add_extension(_usage(signature=signature), critical=True)
             .add_extension(
                 x509.AuthorityKeyIdentifier.from_issuer_public_key(self.key.public_key()), critical=False
             )
-            .sign(self.key, hashes.SHA256())
         )
+        if with_key_usage:
+            builder = builder.add_extension(key_usage(signature=signature), critical=True)
+        return builder.sign(self.key, hashes.SHA256())
 
     def crl(
         self,

@@ -31,7 +31,7 @@ from capsim.verifier.certtrust import (
     verify_signature,
 )
 from tests.verifier.certbench import Bank, bank, refused
-from tests.verifier.certpki import DAY, T0, Ca, Token, new_token, write_pem
+from tests.verifier.certpki import DAY, T0, Ca, Token, key_usage, new_token, write_pem
 
 __all__ = ["bank"]  # the fixture
 
@@ -91,20 +91,7 @@ def _long_subject_token(ca: Ca) -> tuple[Token, str]:
         .serial_number(0xC0FFEE)
         .not_valid_before(T0 - DAY)
         .not_valid_after(T0 + 365 * DAY)
-        .add_extension(
-            x509.KeyUsage(
-                digital_signature=True,
-                content_commitment=False,
-                key_encipherment=False,
-                data_encipherment=False,
-                key_agreement=False,
-                key_cert_sign=False,
-                crl_sign=False,
-                encipher_only=False,
-                decipher_only=False,
-            ),
-            critical=True,
-        )
+        .add_extension(key_usage(signature=True), critical=True)
         .sign(ca.key, hashes.SHA256())
     )
     card = new_piv_card(keys={0x9C: key})
@@ -459,19 +446,8 @@ def test_a_leaf_without_a_key_usage_extension_is_refused_for_its_key_usage() -> 
     reason, as one whose keyUsage lacks digitalSignature does, not as a broken chain."""
     ca = Ca("capsim test CA")
     key = ec.generate_private_key(ec.SECP256R1())
-    bare = (
-        x509.CertificateBuilder()
-        .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "Alice Martin")]))
-        .issuer_name(ca.cert.subject)
-        .public_key(key.public_key())
-        .serial_number(4242)
-        .not_valid_before(ca.at - 30 * DAY)
-        .not_valid_after(ca.at + 365 * DAY)
-        .add_extension(
-            x509.AuthorityKeyIdentifier.from_issuer_public_key(ca.key.public_key()), critical=False
-        )
-        .sign(ca.key, hashes.SHA256())
-    )
+    bare = ca.issue(key.public_key(), with_key_usage=False)
+    assert not [e for e in bare.extensions if isinstance(e.value, x509.KeyUsage)]
     trust = CertTrust(anchors=(ca.cert,), crls=(ca.crl(),))
     assert check_certificate(bare, trust, ca.at) == (None, "key-usage")
     no_signature = ca.issue(key.public_key(), signature=False)
