@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Iterator
 from contextlib import AbstractContextManager, contextmanager
 from typing import Any
@@ -115,3 +116,26 @@ class _CountingTx:
             return target(*args, **kwargs)
 
         return wrapper
+
+
+@contextmanager
+def transaction_held(store: Store, *, credential_id: str | None = None) -> Iterator[None]:
+    """Another thread holds a transaction of ``store`` (with ``credential_id``'s row lock, if
+    given) for as long as the block runs: a verification meanwhile waits for the lock."""
+    holding, release = threading.Event(), threading.Event()
+
+    def hold() -> None:
+        with store.transaction() as tx:
+            if credential_id is not None:
+                tx.lock_credential(credential_id)
+            holding.set()
+            release.wait(10)
+
+    t = threading.Thread(target=hold)
+    t.start()
+    holding.wait(10)
+    try:
+        yield
+    finally:
+        release.set()
+        t.join()

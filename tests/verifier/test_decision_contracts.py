@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-import threading
 from datetime import UTC, datetime
 from typing import Any
 
@@ -50,7 +49,7 @@ from tests.verifier.conftest import (
     make_bench,
     make_provider,
 )
-from tests.verifier.helpers import new_op
+from tests.verifier.helpers import new_op, transaction_held
 from tests.verifier.test_seams import CallCounter
 from tests.verifier.test_uniform_reject import Log, statement_log
 
@@ -252,23 +251,9 @@ def test_an_audit_that_cannot_be_written_is_logged_and_the_caller_gets_the_tempo
     b = make_bench(store, clock)
     quick = Verifier(store, b.provider, policy=VerifierPolicy(lock_timeout_s=0.2))
     code = b.identify().code
-    holding, release = threading.Event(), threading.Event()
-
-    def hold() -> None:
-        with store.transaction():
-            holding.set()
-            release.wait(10)
-
-    t = threading.Thread(target=hold)
-    t.start()
-    holding.wait(10)
     caplog.set_level(logging.DEBUG)
-    try:
-        with pytest.raises(TemporaryFailure):
-            quick.verify(b.cid, code, request_id="held")
-    finally:
-        release.set()
-        t.join()
+    with transaction_held(store), pytest.raises(TemporaryFailure):
+        quick.verify(b.cid, code, request_id="held")
     mine = [r for r in caplog.records if r.name == "capsim.verifier.service"]
     assert [(r.levelno, r.getMessage()) for r in mine] == [
         (logging.WARNING, "audit of a failed verification not written (TemporaryFailure)")

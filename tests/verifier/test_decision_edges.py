@@ -11,7 +11,6 @@
 from __future__ import annotations
 
 import os
-import threading
 
 import pytest
 
@@ -34,6 +33,7 @@ from tests.verifier.conftest import (
     make_bench,
     make_provider,
 )
+from tests.verifier.helpers import transaction_held
 from tests.verifier.pgcluster import new_test_database
 
 
@@ -77,23 +77,8 @@ def test_the_audit_of_a_failed_transaction_is_sealed_on_postgres(
         b = make_bench(store, clock, provider=provider)
         quick = Verifier(store, provider, policy=VerifierPolicy(lock_timeout_s=0.2))
         code = b.identify().code
-        holding, release = threading.Event(), threading.Event()
-
-        def hold() -> None:
-            with store.transaction() as tx:
-                tx.lock_credential(b.cid)
-                holding.set()
-                release.wait(10)
-
-        t = threading.Thread(target=hold)
-        t.start()
-        holding.wait(10)
-        try:
-            with pytest.raises(TemporaryFailure):
-                quick.verify(b.cid, code, request_id="held")
-        finally:
-            release.set()
-            t.join()
+        with transaction_held(store, credential_id=b.cid), pytest.raises(TemporaryFailure):
+            quick.verify(b.cid, code, request_id="held")
         records = list(store.audit_records())
         last = records[-1]
         assert (last.entry.outcome, last.entry.reason, last.entry.request_id) == (
